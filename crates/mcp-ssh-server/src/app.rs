@@ -1,0 +1,114 @@
+//! The server's shared state, built once from the resolved [`Config`], and its background
+//! maintenance (pool health checks, session expiry, rate-limit memory).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::mcp::legacy::McpSessions;
+use crate::metrics::Metrics;
+use crate::pool::{Pool, PoolLimits};
+use crate::ratelimit::RateLimits;
+use crate::sessions::{Owner, Sessions};
+
+/// Everything a request handler may touch.
+#[derive(Debug)]
+pub struct App {
+    /// Configuration.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// SSH connection pool.
+    pub pool: Pool,
+    /// SSH sessions handed to clients.
+    pub sessions: Sessions,
+    /// 2025-era MCP sessions.
+    pub mcp_sessions: McpSessions,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+    /// known_hosts file for host-key checks.
+    pub known_hosts: PathBuf,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl App {
+    /// Build the state.
+    pub fn new(config: Config) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let l = &config.limits;
+        let pool = Pool::new(
+            PoolLimits {
+                max_per_target: l.pool_max_per_target,
+                max_total: l.max_connections,
+                wait: l.pool_wait,
+                idle_timeout: l.pool_idle_timeout,
+                health_timeout: Duration::from_secs(5),
+            },
+            metrics.clone(),
+        );
+        let known_hosts = config.known_hosts.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root"))
+                .join(".ssh/known_hosts")
+        });
+        Arc::new(Self {
+            sessions: Sessions::new(metrics.clone()),
+            mcp_sessions: McpSessions::new(l.session_timeout),
+            rate_limits: RateLimits::new(l.rate_per_min, l.global_rate_per_min),
+            pool,
+            metrics,
+            known_hosts,
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    /// One pass of housekeeping: expire idle MCP sessions and stateless clients' idle SSH
+    /// sessions, forget idle rate-limit buckets.
+    pub fn expire_sessions(&self) {
+        for sid in self.mcp_sessions.expire() {
+            let n = self
+                .sessions
+                .remove_owned_by(&Owner::McpSession(sid.clone()));
+            tracing::info!(session = %sid, released = n, "MCP session expired");
+        }
+        self.metrics
+            .mcp_sessions_active
+            .set(self.mcp_sessions.len() as i64);
+        let n = self
+            .sessions
+            .remove_idle(self.config.limits.session_timeout);
+        if n > 0 {
+            tracing::info!(released = n, "idle SSH sessions closed");
+        }
+        self.rate_limits.forget_idle();
+    }
+
+    /// Run housekeeping until the task is aborted.
+    pub async fn maintain(self: Arc<Self>) {
+        let health = self.config.limits.health_check_interval;
+        let sweep = Duration::from_secs(5).min(health);
+        let mut last_health = Instant::now();
+        let mut tick = tokio::time::interval(sweep);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.expire_sessions();
+            if last_health.elapsed() >= health {
+                last_health = Instant::now();
+                self.pool.maintain().await;
+            }
+        }
+    }
+
+    /// Release everything at shutdown: SSH sessions first (their connections return to the
+    /// pool), then every idle connection is closed.
+    pub async fn shutdown(&self) {
+        let n = self.sessions.clear();
+        self.pool.close_idle().await;
+        tracing::info!(sessions = n, "SSH sessions and pooled connections closed");
+    }
+}

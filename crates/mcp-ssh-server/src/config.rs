@@ -1,0 +1,323 @@
+//! Configuration: command-line flags, an optional TOML file, and the two limit profiles.
+//!
+//! Precedence, lowest first: the profile's defaults, then the TOML file, then explicit flags.
+//! `Opts` only describes what the user typed; [`Config::resolve`] turns it into the one
+//! resolved value the rest of the server reads, so no other module looks at flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Errors while building the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with the offending key and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The setting's name.
+        key: &'static str,
+        /// Why it is refused.
+        message: String,
+    },
+}
+
+/// Named limit profiles from the load-testing guide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// 10 pooled connections per target, 100 requests/min per client.
+    #[default]
+    Normal,
+    /// 20 pooled connections per target, 500 requests/min per client (the guide's "5x normal").
+    Loadtest,
+}
+
+/// Command-line flags of `mcp-ssh-server`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mcp-ssh-server",
+    version,
+    about = "MCP server that runs allowlisted commands over pooled SSH connections"
+)]
+pub struct Opts {
+    /// Address to listen on.
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Optional TOML config file (same keys as the flags, with underscores).
+    #[arg(long, env = "MCP_SSH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Limit profile.
+    #[arg(long, value_enum)]
+    pub profile: Option<Profile>,
+    /// Pooled SSH connections allowed per user@host:port.
+    #[arg(long)]
+    pub pool_max_per_target: Option<usize>,
+    /// SSH connections allowed in total (all targets).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// tools/call and other requests allowed per minute per client (0 = unlimited).
+    #[arg(long)]
+    pub rate_limit_per_min: Option<u32>,
+    /// Requests allowed per minute for the whole server (0 = unlimited).
+    #[arg(long)]
+    pub global_rate_limit_per_min: Option<u32>,
+    /// Seconds an idle pooled connection is kept.
+    #[arg(long)]
+    pub pool_idle_timeout_s: Option<u64>,
+    /// Seconds between health checks of idle pooled connections.
+    #[arg(long)]
+    pub health_check_interval_s: Option<u64>,
+    /// Milliseconds ssh_connect waits for a free pool slot before failing.
+    #[arg(long)]
+    pub pool_wait_ms: Option<u64>,
+    /// Seconds an idle MCP session (and the SSH sessions it owns) lives.
+    #[arg(long)]
+    pub session_timeout_s: Option<u64>,
+    /// OpenSSH known_hosts file used to check host keys.
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Extra allowed browser Origin (repeatable); localhost origins are always allowed.
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The TOML file's schema: every key optional, same meaning as the flag of the same name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    profile: Option<Profile>,
+    pool_max_per_target: Option<usize>,
+    max_connections: Option<usize>,
+    rate_limit_per_min: Option<u32>,
+    global_rate_limit_per_min: Option<u32>,
+    pool_idle_timeout_s: Option<u64>,
+    health_check_interval_s: Option<u64>,
+    pool_wait_ms: Option<u64>,
+    session_timeout_s: Option<u64>,
+    known_hosts: Option<PathBuf>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// Pool and rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections per user@host:port.
+    pub pool_max_per_target: usize,
+    /// Connections in total.
+    pub max_connections: usize,
+    /// Requests per minute per client; `None` = unlimited.
+    pub rate_per_min: Option<u32>,
+    /// Requests per minute for the server; `None` = unlimited.
+    pub global_rate_per_min: Option<u32>,
+    /// How long ssh_connect waits for a pool slot.
+    pub pool_wait: Duration,
+    /// Idle pooled connections older than this are closed.
+    pub pool_idle_timeout: Duration,
+    /// Period of idle-connection health checks.
+    pub health_check_interval: Duration,
+    /// Idle MCP sessions (and their SSH sessions) are ended after this.
+    pub session_timeout: Duration,
+}
+
+impl Limits {
+    /// The defaults of a profile.
+    pub fn for_profile(profile: Profile) -> Self {
+        let (per_target, total, rate) = match profile {
+            Profile::Normal => (10, 50, 100),
+            Profile::Loadtest => (20, 200, 500),
+        };
+        Self {
+            pool_max_per_target: per_target,
+            max_connections: total,
+            rate_per_min: Some(rate),
+            global_rate_per_min: Some(rate * 20),
+            pool_wait: Duration::from_millis(2000),
+            pool_idle_timeout: Duration::from_secs(300),
+            health_check_interval: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// The profile the limits started from.
+    pub profile: Profile,
+    /// Limits.
+    pub limits: Limits,
+    /// known_hosts file for host-key checks (`None`: the user's ~/.ssh/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+    /// Extra allowed Origins besides localhost.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    /// Resolve flags and the optional file into one configuration.
+    pub fn resolve(opts: &Opts) -> Result<Self, ConfigError> {
+        let file = match &opts.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let profile = opts.profile.or(file.profile).unwrap_or_default();
+        let mut limits = Limits::for_profile(profile);
+        let pick = |flag: Option<u64>, file: Option<u64>| flag.or(file);
+        if let Some(n) = opts.pool_max_per_target.or(file.pool_max_per_target) {
+            limits.pool_max_per_target = n;
+        }
+        if let Some(n) = opts.max_connections.or(file.max_connections) {
+            limits.max_connections = n;
+        }
+        if let Some(n) = opts.rate_limit_per_min.or(file.rate_limit_per_min) {
+            limits.rate_per_min = (n > 0).then_some(n);
+        }
+        if let Some(n) = opts
+            .global_rate_limit_per_min
+            .or(file.global_rate_limit_per_min)
+        {
+            limits.global_rate_per_min = (n > 0).then_some(n);
+        }
+        if let Some(s) = pick(opts.pool_idle_timeout_s, file.pool_idle_timeout_s) {
+            limits.pool_idle_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = pick(opts.health_check_interval_s, file.health_check_interval_s) {
+            limits.health_check_interval = Duration::from_secs(s);
+        }
+        if let Some(ms) = pick(opts.pool_wait_ms, file.pool_wait_ms) {
+            limits.pool_wait = Duration::from_millis(ms);
+        }
+        if let Some(s) = pick(opts.session_timeout_s, file.session_timeout_s) {
+            limits.session_timeout = Duration::from_secs(s);
+        }
+        validate(&limits)?;
+        let mut allowed_origins = file.allowed_origins.unwrap_or_default();
+        allowed_origins.extend(opts.allowed_origins.iter().cloned());
+        Ok(Self {
+            bind: opts
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000))),
+            profile,
+            limits,
+            known_hosts: opts.known_hosts.clone().or(file.known_hosts),
+            allowed_origins,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn validate(limits: &Limits) -> Result<(), ConfigError> {
+    if limits.pool_max_per_target == 0 {
+        return Err(ConfigError::Invalid {
+            key: "pool_max_per_target",
+            message: "must be at least 1".into(),
+        });
+    }
+    if limits.max_connections < limits.pool_max_per_target {
+        return Err(ConfigError::Invalid {
+            key: "max_connections",
+            message: format!(
+                "{} is below pool_max_per_target ({})",
+                limits.max_connections, limits.pool_max_per_target
+            ),
+        });
+    }
+    if limits.health_check_interval.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "health_check_interval_s",
+            message: "must be at least 1".into(),
+        });
+    }
+    if limits.session_timeout.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "session_timeout_s",
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Opts {
+        Opts::parse_from(std::iter::once("mcp-ssh-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn profiles_match_the_guide() {
+        let normal = Config::resolve(&parse(&[])).expect("defaults resolve");
+        assert_eq!(normal.limits.pool_max_per_target, 10);
+        assert_eq!(normal.limits.rate_per_min, Some(100));
+        assert_eq!(normal.bind, "0.0.0.0:3000".parse().expect("addr"));
+        let lt = Config::resolve(&parse(&["--profile", "loadtest"])).expect("resolves");
+        assert_eq!(lt.limits.pool_max_per_target, 20);
+        assert_eq!(lt.limits.rate_per_min, Some(500));
+    }
+
+    #[test]
+    fn file_then_flags_override_profile() {
+        let dir = std::env::temp_dir().join(format!("mcpcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "profile = \"loadtest\"\npool_max_per_target = 7\nrate_limit_per_min = 0\n",
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf8");
+        let c = Config::resolve(&parse(&["--config", p])).expect("resolves");
+        assert_eq!(c.profile, Profile::Loadtest);
+        assert_eq!(c.limits.pool_max_per_target, 7);
+        assert_eq!(c.limits.rate_per_min, None, "0 means unlimited");
+        let c = Config::resolve(&parse(&["--config", p, "--pool-max-per-target", "3"]))
+            .expect("resolves");
+        assert_eq!(c.limits.pool_max_per_target, 3);
+        std::fs::write(&path, "pool_max = 7\n").expect("write");
+        let err = Config::resolve(&parse(&["--config", p])).expect_err("unknown key");
+        assert!(err.to_string().contains("pool_max"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn nonsense_limits_are_refused() {
+        let err = Config::resolve(&parse(&["--pool-max-per-target", "0"])).expect_err("refused");
+        assert!(err.to_string().contains("pool_max_per_target"));
+        let err = Config::resolve(&parse(&["--max-connections", "2"])).expect_err("refused");
+        assert!(err.to_string().contains("max_connections"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The HTTP surface: routes, request checks that belong to HTTP (Origin, Accept,
+//! Content-Type, body size), client identity, JSON or SSE encoding of replies, and the
+//! request metrics. The MCP logic itself is in [`crate::mcp`].
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::mcp::{self, Reply, jsonrpc};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .route("/", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .with_state(app)
+}
+
+async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = match req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/mcp") | Some("/") => "mcp",
+        Some("/health") => "health",
+        Some("/metrics") => "metrics",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    let m = &app.metrics;
+    m.http_requests
+        .with_label_values(&[method.as_str(), resp.status().as_str()])
+        .inc();
+    m.http_request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn json_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = jsonrpc::RpcError::new(status, code, message).to_response(&Value::Null);
+    (status, axum::Json(body)).into_response()
+}
+
+/// Browsers send `Origin`; a page from another site must not drive this server (DNS
+/// rebinding). Absent Origin (non-browser clients) is fine; localhost origins are allowed.
+fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if app.config.allowed_origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    let host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Sse,
+}
+
+/// JSON unless the client accepts only an event stream; `None` when it accepts neither.
+fn response_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(Encoding::Json);
+    };
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    if types
+        .iter()
+        .any(|t| matches!(*t, "application/json" | "application/*" | "*/*"))
+    {
+        Some(Encoding::Json)
+    } else if types.contains(&"text/event-stream") {
+        Some(Encoding::Sse)
+    } else {
+        None
+    }
+}
+
+/// The stateless era's client identity: the bearer token (hashed, never stored), else the
+/// remote address.
+fn client_identity(headers: &HeaderMap, peer: SocketAddr) -> String {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match bearer {
+        Some(token) => format!(
+            "bearer:{:016x}",
+            KEY.get_or_init(RandomState::new).hash_one(token)
+        ),
+        None => format!("addr:{}", peer.ip()),
+    }
+}
+
+async fn mcp_post(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !origin_allowed(&app, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            jsonrpc::code::SERVER_ERROR,
+            "Forbidden: Origin not allowed",
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::code::SERVER_ERROR,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let Some(encoding) = response_encoding(&headers) else {
+        return json_error(
+            StatusCode::NOT_ACCEPTABLE,
+            jsonrpc::code::SERVER_ERROR,
+            "Not Acceptable: Accept must include application/json or text/event-stream",
+        );
+    };
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::code::INVALID_REQUEST,
+                "Payload Too Large: the body exceeds 1 MiB",
+            );
+        }
+    };
+    let client = client_identity(&headers, peer);
+    let reply = mcp::handle_post(&app, &headers, &client, &bytes).await;
+    encode(reply, encoding)
+}
+
+fn encode(reply: Reply, encoding: Encoding) -> Response {
+    let Reply {
+        status,
+        body,
+        session_id,
+        retry_after,
+    } = reply;
+    let mut resp = match body {
+        None => status.into_response(),
+        // SSE only for successful exchanges: an HTTP error status is better read as JSON.
+        Some(body) if encoding == Encoding::Sse && status == StatusCode::OK => {
+            let data = format!("event: message\ndata: {body}\n\n");
+            let mut r = (status, data).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            r
+        }
+        Some(body) => (status, axum::Json(body)).into_response(),
+    };
+    let h = resp.headers_mut();
+    if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        h.insert("mcp-session-id", sid);
+    }
+    if let Some(secs) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// GET on the MCP endpoint would open a server-to-client event stream; this server sends
+/// no server-initiated messages, so it offers none (the spec's 405).
+async fn mcp_get() -> Response {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        jsonrpc::code::SERVER_ERROR,
+        "Method Not Allowed: this server offers no SSE stream; POST JSON-RPC requests",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    r
+}
+
+async fn mcp_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !origin_allowed(&app, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            jsonrpc::code::SERVER_ERROR,
+            "Forbidden: Origin not allowed",
+        );
+    }
+    match mcp::handle_delete(&app, &headers) {
+        StatusCode::NOT_FOUND => json_error(
+            StatusCode::NOT_FOUND,
+            jsonrpc::code::SESSION_NOT_FOUND,
+            "Session not found",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            jsonrpc::code::SERVER_ERROR,
+            "Method Not Allowed: DELETE needs an Mcp-Session-Id (2025 protocol era)",
+        ),
+        s => s.into_response(),
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({
+        "status": "healthy",
+        "ssh_sessions": app.sessions.len(),
+        "mcp_sessions": app.mcp_sessions.len(),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!("Not found: {method} {}\n", uri.path()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(k.clone(), v.parse().expect("value"));
+        }
+        m
+    }
+
+    #[test]
+    fn accept_picks_json_or_sse() {
+        assert_eq!(response_encoding(&h(&[])), Some(Encoding::Json));
+        assert_eq!(
+            response_encoding(&h(&[(
+                header::ACCEPT,
+                "application/json, text/event-stream"
+            )])),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            response_encoding(&h(&[(header::ACCEPT, "text/event-stream")])),
+            Some(Encoding::Sse)
+        );
+        assert_eq!(
+            response_encoding(&h(&[(header::ACCEPT, "text/html")])),
+            None
+        );
+    }
+
+    #[test]
+    fn identity_prefers_the_bearer_token() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        assert_eq!(client_identity(&h(&[]), peer), "addr:127.0.0.1");
+        let a = client_identity(&h(&[(header::AUTHORIZATION, "Bearer t1")]), peer);
+        let b = client_identity(&h(&[(header::AUTHORIZATION, "Bearer t2")]), peer);
+        assert!(a.starts_with("bearer:") && a != b && !a.contains("t1"));
+    }
+}

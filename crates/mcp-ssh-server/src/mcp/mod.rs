@@ -1,0 +1,334 @@
+//! MCP over Streamable HTTP, both protocol eras on one endpoint.
+//!
+//! A POST is classified once, then handled by one era's rules:
+//! - `initialize`, or a request naming an `Mcp-Session-Id`: the 2025 handshake era
+//!   (2025-11-25, 2025-06-18, 2025-03-26). The session owns the SSH sessions it opens and has
+//!   its own rate-limit bucket.
+//! - a request whose params carry `_meta["io.modelcontextprotocol/protocolVersion"]`: the
+//!   stateless 2026-07-28 era. Nothing is negotiated; headers must mirror the body; results
+//!   carry `resultType`. SSH sessions and rate limits belong to the client identity (bearer
+//!   token, else remote address).
+//! - anything else: a 2025 client that skipped `initialize` (400), except `ping`.
+//!
+//! This module knows JSON-RPC and MCP; it knows nothing of sockets (the `http` module) or SSH
+//! (the `tools` module).
+
+pub mod jsonrpc;
+pub mod legacy;
+pub mod modern;
+pub mod version;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::ratelimit::LimitScope;
+use crate::sessions::Owner;
+use crate::tools;
+use jsonrpc::{Incoming, RpcError, code};
+
+/// Server name in `serverInfo`.
+pub const SERVER_NAME: &str = "mcp-ssh-server";
+const INSTRUCTIONS: &str = "Call ssh_connect to get a session_id, pass it to the other ssh_* \
+    tools, and ssh_disconnect when done (sessions idle for the server's session timeout are \
+    closed). Commands run without a shell and must be on the read-only allowlist.";
+
+/// What to send back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON-RPC message, or none (202).
+    pub body: Option<Value>,
+    /// `Mcp-Session-Id` to set (on `initialize`).
+    pub session_id: Option<String>,
+    /// `Retry-After` seconds (on 429).
+    pub retry_after: Option<u64>,
+}
+
+impl Reply {
+    fn ok(id: &Value, result: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: Some(jsonrpc::success(id, result)),
+            session_id: None,
+            retry_after: None,
+        }
+    }
+    fn error(id: &Value, e: RpcError) -> Self {
+        Self {
+            status: e.status,
+            body: Some(e.to_response(id)),
+            session_id: None,
+            retry_after: None,
+        }
+    }
+    fn accepted() -> Self {
+        Self {
+            status: StatusCode::ACCEPTED,
+            body: None,
+            session_id: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// Which era a request is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Legacy,
+    Modern,
+}
+
+fn server_info() -> Value {
+    json!({"name": SERVER_NAME, "title": "MCP SSH automation server", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": false}})
+}
+
+/// Handle one POSTed message from `client` (its identity for the stateless era).
+pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u8]) -> Reply {
+    let incoming = match jsonrpc::parse(body) {
+        Ok(i) => i,
+        Err((id, e)) => return Reply::error(&id, e),
+    };
+    let Some(method) = incoming.method().map(str::to_owned) else {
+        // A client's response to a server request: this server sends none; accept and drop.
+        return Reply::accepted();
+    };
+    let id = match &incoming {
+        Incoming::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let null = Value::Null;
+    let id_ref = id.as_ref().unwrap_or(&null);
+    let empty = Map::new();
+    let params = incoming.params().unwrap_or(&empty);
+    let session_header = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    let (era, owner, bucket) = if method == "initialize" {
+        (Era::Legacy, None, format!("client:{client}"))
+    } else if let Some(sid) = session_header {
+        let Ok(session) = app.mcp_sessions.touch(&sid) else {
+            return Reply::error(
+                id_ref,
+                RpcError::new(
+                    StatusCode::NOT_FOUND,
+                    code::SESSION_NOT_FOUND,
+                    "Session not found: the Mcp-Session-Id is unknown or expired; initialize again",
+                ),
+            );
+        };
+        if let Some(h) = headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            && h != session.version
+        {
+            return Reply::error(
+                id_ref,
+                RpcError::new(
+                    StatusCode::BAD_REQUEST,
+                    code::SERVER_ERROR,
+                    format!(
+                        "Bad Request: MCP-Protocol-Version '{h}' is not the version negotiated for this session ('{}')",
+                        session.version
+                    ),
+                ),
+            );
+        }
+        (
+            Era::Legacy,
+            Some(Owner::McpSession(sid.clone())),
+            format!("mcp:{sid}"),
+        )
+    } else if modern::has_modern_meta(params) {
+        if let Err(e) = modern::check(headers, &method, params) {
+            return Reply::error(id_ref, e);
+        }
+        (
+            Era::Modern,
+            Some(Owner::Client(client.to_owned())),
+            format!("client:{client}"),
+        )
+    } else if method == "ping" || id.is_none() {
+        // A 2025 client may ping before initialize; stray notifications are harmless.
+        (Era::Legacy, None, format!("client:{client}"))
+    } else {
+        if let Some(v) = headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            && version::legacy(v).is_none()
+            && !version::MODERN.contains(&v)
+        {
+            return Reply::error(
+                id_ref,
+                RpcError::new(
+                    StatusCode::BAD_REQUEST,
+                    code::SERVER_ERROR,
+                    format!("Bad Request: unsupported MCP-Protocol-Version '{v}'"),
+                )
+                .with_data(json!({"supported": version::all(), "requested": v})),
+            );
+        }
+        return Reply::error(
+            id_ref,
+            RpcError::new(
+                StatusCode::BAD_REQUEST,
+                code::SERVER_ERROR,
+                "Bad Request: Mcp-Session-Id header is required (call initialize first), or send \
+                 protocol 2026-07-28 _meta with every request",
+            ),
+        );
+    };
+
+    if let Err(limited) = app.rate_limits.check(&bucket) {
+        app.metrics.rate_limited.inc();
+        let secs = limited.retry_after_secs();
+        let scope = match limited.scope {
+            LimitScope::Client => "client",
+            LimitScope::Global => "server",
+        };
+        let mut reply = Reply::error(
+            id_ref,
+            RpcError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::SERVER_ERROR,
+                format!("Rate limit exceeded ({scope}); retry after {secs} s"),
+            )
+            .with_data(json!({"retryAfterSeconds": secs, "scope": scope})),
+        );
+        reply.retry_after = Some(secs);
+        return reply;
+    }
+
+    let Some(id) = id else {
+        // Notifications (notifications/initialized, cancelled, ...): accepted, nothing to say.
+        return Reply::accepted();
+    };
+    let result = match (era, method.as_str()) {
+        (Era::Legacy, "initialize") => return initialize(app, &id, params),
+        (Era::Legacy, "ping") => Ok(json!({})),
+        (Era::Modern, "server/discover") => Ok(json!({
+            "supportedVersions": version::all(),
+            "capabilities": capabilities(),
+            "instructions": INSTRUCTIONS,
+            "ttlMs": 3_600_000,
+            "cacheScope": "public",
+        })),
+        (_, "tools/list") => list_tools(era, params),
+        (_, "tools/call") => match &owner {
+            Some(owner) => call_tool(app, owner, params).await,
+            None => Err(RpcError::new(
+                StatusCode::BAD_REQUEST,
+                code::SERVER_ERROR,
+                "Bad Request: Mcp-Session-Id header is required",
+            )),
+        },
+        (Era::Legacy, m) => Err(RpcError::new(
+            StatusCode::OK,
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {m}"),
+        )),
+        (Era::Modern, m) => Err(RpcError::new(
+            StatusCode::NOT_FOUND,
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {m}"),
+        )),
+    };
+    match result {
+        Ok(mut r) => {
+            if era == Era::Modern {
+                r["resultType"] = json!("complete");
+                r["_meta"] = json!({ modern::META_SERVER_INFO: server_info() });
+            }
+            Reply::ok(&id, r)
+        }
+        Err(e) => Reply::error(&id, e),
+    }
+}
+
+fn initialize(app: &App, id: &Value, params: &Map<String, Value>) -> Reply {
+    let requested = params.get("protocolVersion").and_then(Value::as_str);
+    let version = version::negotiate(requested);
+    let sid = app.mcp_sessions.create(version);
+    app.metrics
+        .mcp_sessions_active
+        .set(app.mcp_sessions.len() as i64);
+    let mut reply = Reply::ok(
+        id,
+        json!({
+            "protocolVersion": version,
+            "capabilities": capabilities(),
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
+        }),
+    );
+    reply.session_id = Some(sid);
+    reply
+}
+
+fn list_tools(era: Era, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    // One page holds every tool, so the only valid cursor is none; an invented one is an error.
+    if params.get("cursor").is_some_and(|c| !c.is_null()) {
+        return Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMS,
+            "Invalid cursor",
+        ));
+    }
+    let mut r = json!({"tools": tools::definitions()});
+    if era == Era::Modern {
+        r["ttlMs"] = json!(3_600_000);
+        r["cacheScope"] = json!("public");
+    }
+    Ok(r)
+}
+
+async fn call_tool(
+    app: &App,
+    owner: &Owner,
+    params: &Map<String, Value>,
+) -> Result<Value, RpcError> {
+    let invalid = |m: String| RpcError::new(StatusCode::OK, code::INVALID_PARAMS, m);
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("Invalid params: name (a string) is required".into()))?;
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(a @ Value::Object(_)) => a.clone(),
+        Some(_) => {
+            return Err(invalid(
+                "Invalid params: arguments must be an object".into(),
+            ));
+        }
+    };
+    if !tools::exists(name) {
+        return Err(invalid(format!("Unknown tool: {name}")));
+    }
+    let ctx = tools::CallCtx { app, owner };
+    Ok(tools::result_json(tools::call(&ctx, name, args).await))
+}
+
+/// DELETE: end a 2025-era session and release the SSH sessions it owns.
+pub fn handle_delete(app: &App, headers: &HeaderMap) -> StatusCode {
+    let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return StatusCode::METHOD_NOT_ALLOWED;
+    };
+    if !app.mcp_sessions.remove(sid) {
+        return StatusCode::NOT_FOUND;
+    }
+    app.metrics
+        .mcp_sessions_active
+        .set(app.mcp_sessions.len() as i64);
+    let released = app
+        .sessions
+        .remove_owned_by(&Owner::McpSession(sid.to_owned()));
+    tracing::debug!(session = sid, released, "MCP session ended by DELETE");
+    StatusCode::OK
+}

@@ -1,0 +1,552 @@
+//! The SSH connection pool, keyed by `user@host:port`.
+//!
+//! `acquire` hands out an idle authenticated connection when one exists (a hit), otherwise it
+//! reserves a slot and connects (a miss and a create). Limits are checked *before* connecting:
+//! a per-target limit and a global one, with a bounded wait for a slot to free up, then a clear
+//! error. A [`Lease`] returns its connection when dropped, so no code path can leak a slot;
+//! a lease marked broken (or whose connection closed) is discarded instead of pooled.
+//!
+//! Idle connections are only reused with the same credentials: the pool key shown to users is
+//! `user@host:port`, but idle entries also carry a keyed hash of the secret, so a client can
+//! never borrow a connection that another client authenticated with a password it doesn't know.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::ssh::{Auth, ConnectOptions, Connection, SshError, Target};
+
+/// Pool limits.
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    /// Connections (idle + in use + connecting) per `user@host:port`.
+    pub max_per_target: usize,
+    /// Connections in total.
+    pub max_total: usize,
+    /// How long `acquire` waits for a slot before giving up.
+    pub wait: Duration,
+    /// Idle connections older than this are closed by [`Pool::maintain`].
+    pub idle_timeout: Duration,
+    /// Timeout of one health probe.
+    pub health_timeout: Duration,
+}
+
+/// Why `acquire` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No slot freed up within the wait.
+    #[error("pool exhausted for {key} ({in_use}/{max})")]
+    Exhausted {
+        /// The target.
+        key: PoolKey,
+        /// Connections counted against the limit that was hit.
+        in_use: usize,
+        /// That limit.
+        max: usize,
+    },
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] SshError),
+}
+
+/// `user@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Login user.
+    pub user: String,
+    /// Host name or address, as the client gave it.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+impl From<&Target> for PoolKey {
+    fn from(t: &Target) -> Self {
+        Self {
+            user: t.user.clone(),
+            host: t.host.clone(),
+            port: t.port,
+        }
+    }
+}
+
+/// Counts of one target's connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TargetStats {
+    /// Idle, ready for reuse.
+    pub idle: usize,
+    /// Leased to SSH sessions.
+    pub active: usize,
+    /// Being established.
+    pub connecting: usize,
+}
+
+struct IdleConn {
+    conn: Arc<Connection>,
+    auth_tag: u64,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct TargetState {
+    idle: VecDeque<IdleConn>,
+    active: usize,
+    connecting: usize,
+}
+
+impl TargetState {
+    fn count(&self) -> usize {
+        self.idle.len() + self.active + self.connecting
+    }
+}
+
+#[derive(Default)]
+struct State {
+    targets: HashMap<PoolKey, TargetState>,
+    total: usize,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    released: Notify,
+    limits: PoolLimits,
+    metrics: Metrics,
+    hasher: RandomState,
+}
+
+/// The connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection taken from the pool; returned to it on drop.
+pub struct Lease {
+    conn: Arc<Connection>,
+    key: PoolKey,
+    auth_tag: u64,
+    hit: bool,
+    broken: AtomicBool,
+    pool: Weak<Inner>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("key", &self.key)
+            .field("hit", &self.hit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The connection.
+    pub fn conn(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+    /// Whether it came from the idle list.
+    pub fn was_hit(&self) -> bool {
+        self.hit
+    }
+    /// The pool key.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+    /// Don't pool this connection again (it failed mid-use).
+    pub fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(inner) = self.pool.upgrade() {
+            let healthy = !self.broken.load(Ordering::Relaxed) && !self.conn.is_closed();
+            inner.release(&self.key, self.auth_tag, self.conn.clone(), healthy);
+        }
+    }
+}
+
+enum Step {
+    Hit(Arc<Connection>),
+    Connect,
+    Wait { in_use: usize, max: usize },
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(limits: PoolLimits, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                released: Notify::new(),
+                limits,
+                metrics,
+                hasher: RandomState::new(),
+            }),
+        }
+    }
+
+    /// Take a connection for `target`: an idle one with the same credentials, or a new one.
+    pub async fn acquire(
+        &self,
+        target: &Target,
+        auth: &Auth,
+        opts: &ConnectOptions,
+    ) -> Result<Lease, PoolError> {
+        let key = PoolKey::from(target);
+        let auth_tag = self.inner.auth_tag(auth);
+        let deadline = tokio::time::Instant::now() + self.inner.limits.wait;
+        loop {
+            // Created before looking at the state, so a release between the look and the
+            // wait still wakes us (notify_waiters reaches every future created before it).
+            let released = self.inner.released.notified();
+            let step = self.inner.step(&key, auth_tag);
+            match step {
+                Step::Hit(conn) => {
+                    self.inner.metrics.pool_hits.inc();
+                    return Ok(self.lease(conn, key, auth_tag, true));
+                }
+                Step::Connect => break,
+                Step::Wait { in_use, max } => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        self.inner.metrics.pool_exhausted.inc();
+                        return Err(PoolError::Exhausted { key, in_use, max });
+                    }
+                }
+            }
+        }
+        self.inner.metrics.pool_misses.inc();
+        match Connection::connect(target, auth, opts).await {
+            Ok(conn) => {
+                self.inner.metrics.pool_creates.inc();
+                {
+                    let mut st = self.inner.lock();
+                    let ts = st.targets.entry(key.clone()).or_default();
+                    ts.connecting -= 1;
+                    ts.active += 1;
+                    self.inner.publish(&st);
+                }
+                Ok(self.lease(Arc::new(conn), key, auth_tag, false))
+            }
+            Err(e) => {
+                {
+                    let mut st = self.inner.lock();
+                    if let Some(ts) = st.targets.get_mut(&key) {
+                        ts.connecting -= 1;
+                    }
+                    st.total -= 1;
+                    st.forget_if_empty(&key);
+                    self.inner.publish(&st);
+                }
+                self.inner.released.notify_waiters();
+                Err(PoolError::Connect(e))
+            }
+        }
+    }
+
+    fn lease(&self, conn: Arc<Connection>, key: PoolKey, auth_tag: u64, hit: bool) -> Lease {
+        Lease {
+            conn,
+            key,
+            auth_tag,
+            hit,
+            broken: AtomicBool::new(false),
+            pool: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Per-target counts, sorted by key.
+    pub fn stats(&self) -> Vec<(PoolKey, TargetStats)> {
+        let st = self.inner.lock();
+        let mut v: Vec<_> = st
+            .targets
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    TargetStats {
+                        idle: t.idle.len(),
+                        active: t.active,
+                        connecting: t.connecting,
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|a| a.0.to_string());
+        v
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &PoolLimits {
+        &self.inner.limits
+    }
+
+    /// One maintenance pass: close idle connections past the idle timeout, then probe the rest
+    /// and evict those that fail (counted in `mcp_pool_health_fails_total`).
+    pub async fn maintain(&self) {
+        let now = Instant::now();
+        let timeout = self.inner.limits.idle_timeout;
+        let mut expired = Vec::new();
+        let mut dead = Vec::new();
+        let mut to_probe = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            for ts in st.targets.values_mut() {
+                // A connection whose transport already closed failed its health without a probe.
+                for i in ts.idle.drain(..).collect::<Vec<_>>() {
+                    if i.conn.is_closed() {
+                        dead.push(i.conn);
+                    } else if now.duration_since(i.since) >= timeout {
+                        expired.push(i.conn);
+                    } else {
+                        to_probe.push(i.conn.clone());
+                        ts.idle.push_back(i);
+                    }
+                }
+            }
+            st.total -= expired.len() + dead.len();
+            st.targets.retain(|_, t| t.count() > 0);
+            self.inner.publish(&st);
+        }
+        let probe_timeout = self.inner.limits.health_timeout;
+        let probes = to_probe.into_iter().map(|conn| async move {
+            let alive = conn.check_alive(probe_timeout).await;
+            (conn, alive)
+        });
+        let failed: Vec<_> = join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(|(c, alive)| (!alive).then_some(c))
+            .collect();
+        if !failed.is_empty() {
+            let mut st = self.inner.lock();
+            let mut evicted = Vec::new();
+            for ts in st.targets.values_mut() {
+                ts.idle.retain(|i| {
+                    let bad = failed.iter().any(|d| Arc::ptr_eq(d, &i.conn));
+                    if bad {
+                        evicted.push(i.conn.clone());
+                    }
+                    !bad
+                });
+            }
+            st.total -= evicted.len();
+            st.targets.retain(|_, t| t.count() > 0);
+            self.inner.publish(&st);
+            dead.extend(evicted);
+        }
+        if expired.is_empty() && dead.is_empty() {
+            return;
+        }
+        self.inner.metrics.pool_expires.inc_by(expired.len() as u64);
+        self.inner
+            .metrics
+            .pool_health_fails
+            .inc_by(dead.len() as u64);
+        self.inner.released.notify_waiters();
+        close_later(expired.into_iter().chain(dead).collect());
+    }
+
+    /// Close every idle connection (at shutdown; leased ones close when their lease drops).
+    pub async fn close_idle(&self) {
+        let conns: Vec<_> = {
+            let mut st = self.inner.lock();
+            let mut all = Vec::new();
+            for ts in st.targets.values_mut() {
+                all.extend(ts.idle.drain(..).map(|i| i.conn));
+            }
+            st.total -= all.len();
+            st.targets.retain(|_, t| t.count() > 0);
+            self.inner.publish(&st);
+            all
+        };
+        for c in conns {
+            c.close().await;
+        }
+    }
+}
+
+/// Await futures concurrently (a tiny join_all, to avoid a dependency for one call).
+async fn join_all<F: std::future::Future + Send + 'static>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(v) = r {
+            out.push(v);
+        }
+    }
+    out
+}
+
+impl State {
+    fn forget_if_empty(&mut self, key: &PoolKey) {
+        if self.targets.get(key).is_some_and(|t| t.count() == 0) {
+            self.targets.remove(key);
+        }
+    }
+
+    /// Close the oldest idle connection of any target but `except`, to make room globally.
+    fn evict_oldest_idle(&mut self) -> Option<Arc<Connection>> {
+        let (key, _) = self
+            .targets
+            .iter()
+            .filter_map(|(k, t)| t.idle.front().map(|i| (k.clone(), i.since)))
+            .min_by_key(|(_, since)| *since)?;
+        let ts = self.targets.get_mut(&key)?;
+        let victim = ts.idle.pop_front()?;
+        self.total -= 1;
+        self.forget_if_empty(&key);
+        Some(victim.conn)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves counts that are still consistent enough to
+        // keep serving; don't turn one bug into a dead server.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn auth_tag(&self, auth: &Auth) -> u64 {
+        match auth {
+            Auth::Password(p) => self.hasher.hash_one(("password", p)),
+            Auth::PrivateKey { pem, passphrase } => self.hasher.hash_one(("key", pem, passphrase)),
+        }
+    }
+
+    /// Decide, under the lock, what `acquire` does next; reserves a slot for `Connect`.
+    fn step(&self, key: &PoolKey, auth_tag: u64) -> Step {
+        let mut st = self.lock();
+        let limits = &self.limits;
+        let mut closed = 0;
+        let mut evicted = Vec::new();
+        let ts = st.targets.entry(key.clone()).or_default();
+        // Most recently used first: it is the likeliest to still be alive.
+        while let Some(pos) = ts.idle.iter().rposition(|i| i.auth_tag == auth_tag) {
+            let Some(idle) = ts.idle.remove(pos) else {
+                break;
+            };
+            if idle.conn.is_closed() {
+                closed += 1;
+                continue;
+            }
+            ts.active += 1;
+            st.total -= closed;
+            self.publish(&st);
+            return Step::Hit(idle.conn);
+        }
+        // A slot held by an idle connection with other credentials may be reclaimed.
+        if ts.count() >= limits.max_per_target
+            && let Some(pos) = ts.idle.iter().position(|i| i.auth_tag != auth_tag)
+            && let Some(victim) = ts.idle.remove(pos)
+        {
+            evicted.push(victim.conn);
+            closed += 1;
+        }
+        let in_target = ts.count();
+        st.total -= closed;
+        if in_target >= limits.max_per_target {
+            self.publish(&st);
+            close_later(evicted);
+            return Step::Wait {
+                in_use: in_target,
+                max: limits.max_per_target,
+            };
+        }
+        if st.total >= limits.max_total {
+            match st.evict_oldest_idle() {
+                Some(c) => evicted.push(c),
+                None => {
+                    let total = st.total;
+                    self.publish(&st);
+                    close_later(evicted);
+                    return Step::Wait {
+                        in_use: total,
+                        max: limits.max_total,
+                    };
+                }
+            }
+        }
+        st.targets.entry(key.clone()).or_default().connecting += 1;
+        st.total += 1;
+        self.publish(&st);
+        close_later(evicted);
+        Step::Connect
+    }
+
+    fn release(&self, key: &PoolKey, auth_tag: u64, conn: Arc<Connection>, healthy: bool) {
+        {
+            let mut st = self.lock();
+            let Some(ts) = st.targets.get_mut(key) else {
+                return;
+            };
+            ts.active = ts.active.saturating_sub(1);
+            if healthy {
+                ts.idle.push_back(IdleConn {
+                    conn,
+                    auth_tag,
+                    since: Instant::now(),
+                });
+            } else {
+                st.total -= 1;
+                st.forget_if_empty(key);
+                close_later(vec![conn]);
+            }
+            self.publish(&st);
+        }
+        self.released.notify_waiters();
+    }
+
+    fn publish(&self, st: &State) {
+        let (idle, active) = st.targets.values().fold((0, 0), |(i, a), t| {
+            (i + t.idle.len(), a + t.active + t.connecting)
+        });
+        let g = &self.metrics.pool_connections;
+        g.with_label_values(&["idle"]).set(idle as i64);
+        g.with_label_values(&["active"]).set(active as i64);
+    }
+}
+
+/// Close connections without blocking the caller (which may hold a lock or be in `Drop`).
+fn close_later(conns: Vec<Arc<Connection>>) {
+    if conns.is_empty() {
+        return;
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            for c in conns {
+                c.close().await;
+            }
+        });
+    }
+    // Outside a runtime the connections are simply dropped, which closes their sockets.
+}

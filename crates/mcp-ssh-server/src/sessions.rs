@@ -1,0 +1,222 @@
+//! SSH sessions handed to MCP clients: server-minted, unguessable handles, each owned by the
+//! client that opened it.
+//!
+//! A handle maps to a pool [`Lease`]. Ownership is an [`Owner`]: the MCP session in the 2025
+//! protocol era, the client identity (bearer token or remote address) in the stateless
+//! 2026-07-28 era. Anyone else asking for the handle is told it is not owned. Removing a
+//! session drops its lease once in-flight commands finish (they hold an `Arc`), which returns
+//! the connection to the pool.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use rand::RngCore;
+
+use crate::metrics::Metrics;
+use crate::pool::Lease;
+
+/// Who owns an SSH session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// An MCP session (2025 protocol era), by its Mcp-Session-Id.
+    McpSession(String),
+    /// A stateless-era client, by identity (`bearer:<hash>` or `addr:<ip>`).
+    Client(String),
+}
+
+/// Why a session lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// No such handle (never issued, or already closed).
+    #[error("session not found: {0}")]
+    NotFound(String),
+    /// The handle belongs to another client.
+    #[error("session not owned by this client: {0}")]
+    NotOwned(String),
+}
+
+/// One SSH session.
+pub struct SshSession {
+    /// The handle given to the client.
+    pub id: String,
+    /// Its owner.
+    pub owner: Owner,
+    /// Wall-clock creation time.
+    pub created_at: SystemTime,
+    lease: Lease,
+    last_used: Mutex<Instant>,
+}
+
+impl fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshSession")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("key", self.lease.key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshSession {
+    /// The pooled connection.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+    fn idle_for(&self, now: Instant) -> Duration {
+        now.duration_since(*self.last_used.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The registry of open SSH sessions.
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<SshSession>>>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("count", &self.len())
+            .finish()
+    }
+}
+
+/// A fresh unguessable handle: 128 random bits, URL-safe.
+pub fn mint_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SshSession>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a lease for `owner`; returns the new session.
+    pub fn insert(&self, owner: Owner, lease: Lease) -> Arc<SshSession> {
+        let session = Arc::new(SshSession {
+            id: mint_id("ssh_"),
+            owner,
+            created_at: SystemTime::now(),
+            lease,
+            last_used: Mutex::new(Instant::now()),
+        });
+        let mut map = self.lock();
+        map.insert(session.id.clone(), session.clone());
+        self.metrics.ssh_sessions_active.set(map.len() as i64);
+        session
+    }
+
+    /// Look up `id` for `owner`.
+    pub fn get(&self, id: &str, owner: &Owner) -> Result<Arc<SshSession>, SessionError> {
+        let map = self.lock();
+        let s = map
+            .get(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+        if &s.owner != owner {
+            return Err(SessionError::NotOwned(id.to_owned()));
+        }
+        s.touch();
+        Ok(s.clone())
+    }
+
+    /// Remove `id` for `owner`.
+    pub fn remove(&self, id: &str, owner: &Owner) -> Result<Arc<SshSession>, SessionError> {
+        let mut map = self.lock();
+        match map.get(id) {
+            None => return Err(SessionError::NotFound(id.to_owned())),
+            Some(s) if &s.owner != owner => return Err(SessionError::NotOwned(id.to_owned())),
+            Some(_) => {}
+        }
+        let s = map
+            .remove(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+        self.metrics.ssh_sessions_active.set(map.len() as i64);
+        Ok(s)
+    }
+
+    /// Remove every session of `owner` (its MCP session ended); returns how many.
+    pub fn remove_owned_by(&self, owner: &Owner) -> usize {
+        self.remove_where(|s| &s.owner == owner)
+    }
+
+    /// Remove sessions unused for longer than `timeout`; returns how many.
+    pub fn remove_idle(&self, timeout: Duration) -> usize {
+        let now = Instant::now();
+        self.remove_where(|s| s.idle_for(now) > timeout)
+    }
+
+    /// Remove all (shutdown).
+    pub fn clear(&self) -> usize {
+        self.remove_where(|_| true)
+    }
+
+    fn remove_where(&self, pred: impl Fn(&SshSession) -> bool) -> usize {
+        // Leases are dropped after the lock is released: dropping one takes the pool's lock.
+        let removed: Vec<Arc<SshSession>> = {
+            let mut map = self.lock();
+            let ids: Vec<String> = map
+                .values()
+                .filter(|s| pred(s))
+                .map(|s| s.id.clone())
+                .collect();
+            let removed = ids.iter().filter_map(|id| map.remove(id)).collect();
+            self.metrics.ssh_sessions_active.set(map.len() as i64);
+            removed
+        };
+        removed.len()
+    }
+
+    /// Sessions of `owner`, oldest first.
+    pub fn list(&self, owner: &Owner) -> Vec<Arc<SshSession>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|s| &s.owner == owner)
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.created_at);
+        v
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_ids_are_long_and_distinct() {
+        let a = mint_id("ssh_");
+        let b = mint_id("ssh_");
+        assert_ne!(a, b);
+        assert!(a.starts_with("ssh_") && a.len() == 4 + 22, "{a}");
+    }
+}

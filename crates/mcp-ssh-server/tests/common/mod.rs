@@ -1,0 +1,251 @@
+//! Shared helpers of the server's integration tests: start the real server in-process on an
+//! ephemeral port, and talk MCP to it over real HTTP in either protocol era.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_ssh_server::{Config, Opts, Running};
+use serde_json::{Value, json};
+
+/// Start a server on 127.0.0.1 with extra flags.
+pub async fn server(flags: &[&str]) -> Running {
+    let opts = Opts::parse_from(
+        ["mcp-ssh-server", "--bind", "127.0.0.1:0"]
+            .iter()
+            .chain(flags.iter())
+            .copied(),
+    );
+    let config = Config::resolve(&opts).expect("test config resolves");
+    mcp_ssh_server::start(config).await.expect("server starts")
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+pub async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut req = http()
+        .post(format!("http://{addr}/mcp"))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// Protocol era of a [`Client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-11-25 with initialize and Mcp-Session-Id.
+    Legacy,
+    /// 2026-07-28, stateless.
+    Modern,
+}
+
+/// A small MCP client for tests, speaking one era.
+#[derive(Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub era: Era,
+    pub session: Option<String>,
+    pub bearer: Option<String>,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, era: Era) -> Self {
+        let mut c = Self {
+            addr,
+            era,
+            session: None,
+            bearer: None,
+            next_id: 1,
+        };
+        if era == Era::Legacy {
+            let a = c
+                .request_raw(
+                    "initialize",
+                    json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "test", "version": "0"}}),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            assert_eq!(a.body["result"]["protocolVersion"], "2025-11-25");
+            let sid = a
+                .headers
+                .get("mcp-session-id")
+                .expect("initialize issues a session id")
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            c.session = Some(sid);
+            let n = c.notify("notifications/initialized").await;
+            assert_eq!(n.status, 202);
+        }
+        c
+    }
+
+    pub fn with_bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(token.to_owned());
+        self
+    }
+
+    fn headers(&self, method: &str, params: &Value) -> Vec<(String, String)> {
+        let mut h = vec![
+            ("content-type".into(), "application/json".into()),
+            (
+                "accept".into(),
+                "application/json, text/event-stream".into(),
+            ),
+        ];
+        match self.era {
+            Era::Legacy => {
+                if let Some(s) = &self.session {
+                    h.push(("mcp-session-id".into(), s.clone()));
+                    h.push(("mcp-protocol-version".into(), "2025-11-25".into()));
+                }
+            }
+            Era::Modern => {
+                h.push(("mcp-protocol-version".into(), "2026-07-28".into()));
+                h.push(("mcp-method".into(), method.into()));
+                if let Some(name) = params.get("name").and_then(Value::as_str) {
+                    h.push(("mcp-name".into(), name.into()));
+                }
+            }
+        }
+        if let Some(t) = &self.bearer {
+            h.push(("authorization".into(), format!("Bearer {t}")));
+        }
+        h
+    }
+
+    fn with_meta(&self, mut params: Value) -> Value {
+        if self.era == Era::Modern {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "0"},
+            });
+        }
+        params
+    }
+
+    pub async fn request_raw(&mut self, method: &str, params: Value) -> Answer {
+        let params = self.with_meta(params);
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let headers = self.headers(method, &params);
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let a = post_raw(self.addr, &h, &body.to_string()).await;
+        if a.status == 200 {
+            assert_eq!(a.body["id"], id, "response id must echo the request id");
+        }
+        a
+    }
+
+    pub async fn notify(&mut self, method: &str) -> Answer {
+        let params = self.with_meta(json!({}));
+        let body = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        let headers = self.headers(method, &params);
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        post_raw(self.addr, &h, &body.to_string()).await
+    }
+
+    /// A request that must succeed at the JSON-RPC level; returns `result`.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let a = self.request_raw(method, params).await;
+        assert_eq!(a.status, 200, "{method}: {}", a.text);
+        assert!(a.body.get("error").is_none(), "{method}: {}", a.text);
+        let r = a.body["result"].clone();
+        if self.era == Era::Modern {
+            assert_eq!(r["resultType"], "complete", "{method}: {}", a.text);
+        } else {
+            assert!(
+                r.get("resultType").is_none(),
+                "no resultType in 2025 results"
+            );
+        }
+        r
+    }
+
+    /// tools/call; returns the CallToolResult (isError may be true).
+    pub async fn call(&mut self, tool: &str, args: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": args}))
+            .await
+    }
+
+    /// tools/call that must succeed; returns structuredContent.
+    pub async fn call_ok(&mut self, tool: &str, args: Value) -> Value {
+        let r = self.call(tool, args).await;
+        assert_eq!(r["isError"], false, "{tool} failed: {r}");
+        r["structuredContent"].clone()
+    }
+
+    /// tools/call that must fail; returns the error text.
+    pub async fn call_err(&mut self, tool: &str, args: Value) -> String {
+        let r = self.call(tool, args).await;
+        assert_eq!(r["isError"], true, "{tool} should fail: {r}");
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub async fn delete(&self) -> u16 {
+        let mut req = http().delete(format!("http://{}/mcp", self.addr));
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().await.expect("DELETE").status().as_u16()
+    }
+}
+
+/// Scrape one un-labelled (or exactly labelled) sample from /metrics.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
