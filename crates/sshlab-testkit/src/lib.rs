@@ -60,7 +60,7 @@ pub use sshd::{Sshd, SshdBuilder};
 /// Polls `f` until it returns `true`, or fails after `timeout`.
 ///
 /// `what` describes the awaited condition and appears in the error message
-/// ("timed out after 2000 ms waiting for <what>"). The poll interval starts
+/// (`"timed out after 2000 ms waiting for <what>"`). The poll interval starts
 /// at 10 ms and backs off to at most 200 ms. `f` is always polled at least
 /// once, even with a zero timeout.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>

@@ -428,6 +428,13 @@ impl Connection {
             .await
         {
             tracing::debug!(target = %self.inner.target, error = %e, "disconnect: session already gone");
+            return;
+        }
+        // `disconnect` only queues the message for the session task; wait (bounded) until the
+        // task has sent it and ended, so a process that exits right after still says goodbye.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !self.is_closed() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -84,6 +84,12 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
         ctx.app.metrics.ssh_commands_blocked.inc();
         ToolError::Blocked(b.reason)
     })?;
+    // Commands travel as one line split on whitespace, so such a path cannot be passed intact.
+    if path.chars().any(char::is_whitespace) {
+        return Err(ToolError::InvalidArguments(format!(
+            "path `{path}` contains whitespace, which is not supported"
+        )));
+    }
     let max = args.max_size.unwrap_or(run_command::DEFAULT_MAX_OUTPUT);
     if max == 0 || max > MAX_SIZE_LIMIT {
         return Err(ToolError::InvalidArguments(format!(
