@@ -50,11 +50,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("static metric definition is valid");
-    reg.register(Box::new(c.clone()))
+/// Register a statically defined metric; its definition can only fail by a programming error.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    reg: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("static metric definition is valid");
+    reg.register(Box::new(m.clone()))
         .expect("metric names are unique");
-    c
+    m
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    register(reg, IntCounter::new(name, help))
 }
 
 impl Metrics {
@@ -64,65 +72,65 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reg = &registry;
-        let pool_connections = IntGaugeVec::new(
-            Opts::new("mcp_pool_connections", "Pooled SSH connections by state"),
-            &["state"],
-        )
-        .expect("valid");
-        reg.register(Box::new(pool_connections.clone()))
-            .expect("unique");
-        let ssh_sessions_active = IntGauge::new(
-            "mcp_ssh_sessions_active",
-            "SSH sessions currently handed out to MCP clients",
-        )
-        .expect("valid");
-        reg.register(Box::new(ssh_sessions_active.clone()))
-            .expect("unique");
-        let mcp_sessions_active = IntGauge::new(
-            "mcp_sessions_active",
-            "Open MCP sessions (2025 protocol era)",
-        )
-        .expect("valid");
-        reg.register(Box::new(mcp_sessions_active.clone()))
-            .expect("unique");
-        let ssh_commands = IntCounterVec::new(
-            Opts::new("mcp_ssh_commands_total", "SSH commands run, by status"),
-            &["status"],
-        )
-        .expect("valid");
-        reg.register(Box::new(ssh_commands.clone()))
-            .expect("unique");
-        let ssh_command_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "mcp_ssh_command_duration_seconds",
-                "Duration of SSH commands, from channel open to exit",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid");
-        reg.register(Box::new(ssh_command_duration.clone()))
-            .expect("unique");
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "mcp_http_requests_total",
-                "HTTP requests by method and status",
+        let pool_connections = register(
+            reg,
+            IntGaugeVec::new(
+                Opts::new("mcp_pool_connections", "Pooled SSH connections by state"),
+                &["state"],
             ),
-            &["method", "status"],
-        )
-        .expect("valid");
-        reg.register(Box::new(http_requests.clone()))
-            .expect("unique");
-        let http_request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "mcp_http_request_duration_seconds",
-                "HTTP request durations by route",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid");
-        reg.register(Box::new(http_request_duration.clone()))
-            .expect("unique");
+        );
+        let ssh_sessions_active = register(
+            reg,
+            IntGauge::new(
+                "mcp_ssh_sessions_active",
+                "SSH sessions currently handed out to MCP clients",
+            ),
+        );
+        let mcp_sessions_active = register(
+            reg,
+            IntGauge::new(
+                "mcp_sessions_active",
+                "Open MCP sessions (2025 protocol era)",
+            ),
+        );
+        let ssh_commands = register(
+            reg,
+            IntCounterVec::new(
+                Opts::new("mcp_ssh_commands_total", "SSH commands run, by status"),
+                &["status"],
+            ),
+        );
+        let ssh_command_duration = register(
+            reg,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "mcp_ssh_command_duration_seconds",
+                    "Duration of SSH commands, from channel open to exit",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+        );
+        let http_requests = register(
+            reg,
+            IntCounterVec::new(
+                Opts::new(
+                    "mcp_http_requests_total",
+                    "HTTP requests by method and status",
+                ),
+                &["method", "status"],
+            ),
+        );
+        let http_request_duration = register(
+            reg,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "mcp_http_request_duration_seconds",
+                    "HTTP request durations by route",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            ),
+        );
         #[cfg(target_os = "linux")]
         reg.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

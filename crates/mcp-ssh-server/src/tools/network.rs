@@ -214,13 +214,19 @@ async fn run(
     Ok((command, run_command::Output::from(&out)))
 }
 
-fn json_result(command: String, out: run_command::Output) -> Result<ToolOutput, ToolError> {
-    if out.exit_status != Some(0) {
-        return Err(ToolError::Failed(format!(
-            "`{command}` failed: {}",
-            run_command::describe(&out).trim()
-        )));
+/// A command that exited non-zero is the tool's failure, with what it printed.
+fn require_success(command: &str, out: &run_command::Output) -> Result<(), ToolError> {
+    if out.exit_status == Some(0) {
+        return Ok(());
     }
+    Err(ToolError::Failed(format!(
+        "`{command}` failed: {}",
+        run_command::describe(out).trim()
+    )))
+}
+
+fn json_result(command: String, out: run_command::Output) -> Result<ToolOutput, ToolError> {
+    require_success(&command, &out)?;
     let data = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     let result = JsonOutput {
         command,
@@ -283,12 +289,7 @@ pub(super) async fn routes(ctx: &CallCtx<'_>, a: RoutesArgs) -> Result<ToolOutpu
             &["ip", flag, "-j", "route", "show", "table", &table],
         )
         .await?;
-        if out.exit_status != Some(0) {
-            return Err(ToolError::Failed(format!(
-                "`{command}` failed: {}",
-                run_command::describe(&out).trim()
-            )));
-        }
+        require_success(&command, &out)?;
         let parsed = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
         text.push_str(&format!("$ {command}\n{}\n", out.stdout.trim_end()));
         if flag == "-4" {
@@ -305,12 +306,7 @@ pub(super) async fn firewall(ctx: &CallCtx<'_>, a: FirewallArgs) -> Result<ToolO
     if matches!(a.format, FirewallFormat::Auto | FirewallFormat::Nft) {
         let (command, out) = run(ctx, &s, &["nft", "-j", "list", "ruleset"]).await?;
         if out.exit_status == Some(0) || a.format == FirewallFormat::Nft {
-            if out.exit_status != Some(0) {
-                return Err(ToolError::Failed(format!(
-                    "`{command}` failed: {}",
-                    run_command::describe(&out).trim()
-                )));
-            }
+            require_success(&command, &out)?;
             let result = FirewallOutput {
                 format: FirewallFormat::Nft,
                 command,
@@ -322,12 +318,7 @@ pub(super) async fn firewall(ctx: &CallCtx<'_>, a: FirewallArgs) -> Result<ToolO
     }
     let table = a.table.unwrap_or_else(|| "filter".into());
     let (command, out) = run(ctx, &s, &["iptables", "-t", &table, "-L", "-n", "-v"]).await?;
-    if out.exit_status != Some(0) {
-        return Err(ToolError::Failed(format!(
-            "`{command}` failed: {}",
-            run_command::describe(&out).trim()
-        )));
-    }
+    require_success(&command, &out)?;
     let result = FirewallOutput {
         format: FirewallFormat::Iptables,
         command,
