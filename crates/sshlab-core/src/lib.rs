@@ -1,7 +1,19 @@
 //! Shared library of the sshlab lab.
 //!
-//! It will own what the host tool and the load agent must agree on: the lab's topology and
-//! netem profiles (read from `vms/topology.toml` and `netem/profiles.toml`), the job and result
-//! schema, histogram merging and report rendering. Skeleton: nothing is implemented yet; see
-//! the open issues for the agent and the host tool.
+//! It owns what the host tool and the load agent must agree on. Implemented so far: the lab's
+//! configuration, i.e. its topology ([`topology`], from `vms/topology.toml`) and its netem
+//! profiles ([`netem`], from `netem/profiles.toml`), loaded together by [`Lab::load`]. Those two
+//! files are the one source of truth for names, addresses, ports and delays: Nix reads the very
+//! same files with `builtins.fromTOML`, so nothing is written twice. Still to come: the job and
+//! result schema, histogram merging and report rendering.
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod lab;
+pub mod netem;
+pub mod topology;
+
+pub use error::Error;
+pub use lab::Lab;
+pub use netem::{NetemProfile, NetemProfiles};
+pub use topology::{Bridge, Ipv4Cidr, MacAddr, Protocol, Service, TargetPort, Topology, Vm};
