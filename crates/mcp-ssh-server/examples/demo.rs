@@ -12,6 +12,9 @@ struct Mcp {
     http: reqwest::Client,
     url: String,
     session: Option<String>,
+    /// Stateless clients are told apart (SSH-session ownership, rate limits) by their bearer
+    /// token, else by their address: each load worker gets its own token.
+    bearer: Option<String>,
 }
 
 impl Mcp {
@@ -25,6 +28,9 @@ impl Mcp {
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
         match &self.session {
             Some(sid) => {
                 req = req
@@ -94,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         http: http.clone(),
         url: url.clone(),
         session: None,
+        bearer: None,
     };
     let (_, d) = modern.post("server/discover", json!({})).await?;
     println!(
@@ -161,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         http: http.clone(),
         url: url.clone(),
         session: None,
+        bearer: None,
     };
     let (h, i) = legacy
         .post("initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "demo", "version": "0"}}))
@@ -194,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
     let workers = 8;
     let secs = 5;
     println!(
-        "\n-- load: {workers} workers × ssh_run_command(hostname) for {secs} s, one session each"
+        "\n-- load: {workers} workers × ssh_run_command(hostname) for {secs} s, one session and bearer token each"
     );
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -203,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             http: http.clone(),
             url: url.clone(),
             session: None,
+            bearer: Some(format!("demo-worker-{w}")),
         };
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
@@ -226,11 +235,13 @@ async fn main() -> anyhow::Result<()> {
                     Ok(r) if r["isError"] == false => {
                         h.saturating_record(t.elapsed().as_micros() as u64)
                     }
-                    _ => errors += 1,
+                    _ => {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
             let _ = m.call("ssh_disconnect", json!({"session_id": sid})).await;
-            let _ = w;
             (h, errors)
         }));
     }
