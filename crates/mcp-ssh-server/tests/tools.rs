@@ -571,4 +571,35 @@ mod tests {
         );
         srv.stop().await.expect("stops");
     }
+
+    #[tokio::test]
+    async fn idle_pooled_connections_expire() {
+        let sshd = sshd();
+        let srv = server(&[
+            "--pool-idle-timeout-s",
+            "1",
+            "--health-check-interval-s",
+            "1",
+        ])
+        .await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = connect(&mut c, &sshd).await;
+        c.call_ok("ssh_disconnect", json!({"session_id": sid}))
+            .await;
+        assert_eq!(
+            metric(srv.addr, "mcp_pool_connections{state=\"idle\"}").await,
+            1.0
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(srv.addr, "mcp_pool_connections{state=\"idle\"}").await > 0.0 {
+            assert!(Instant::now() < deadline, "idle connection never expired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(metric(srv.addr, "mcp_pool_expires_total").await, 1.0);
+        assert_eq!(metric(srv.addr, "mcp_pool_health_fails_total").await, 0.0);
+        // The next connect is a miss again.
+        let r = c.call_ok("ssh_connect", password_args(&sshd)).await;
+        assert_eq!(r["reused"], false);
+        srv.stop().await.expect("stops");
+    }
 }
