@@ -1,0 +1,125 @@
+# The lab as a NixOS VM test: three nodes named after their role, each importing the same role
+# module as its microVM (vms/<role>.nix). The test framework's VLAN 1 stands in for the bridge:
+# eth1 carries the topology's address. Netem runs on the target's eth1 egress (replies from the
+# netem'd ports), since this test has no host bridge or TAPs.
+{
+  pkgs,
+  sshlab,
+}: let
+  inherit (pkgs) lib;
+  lab = import ../lib/lab.nix {};
+  ip = name: (lab.vm name).ip;
+  mcpUrl = "http://${ip "mcp"}:${toString (lab.servicePort "mcp" "mcp")}/mcp";
+  healthUrl = "http://${ip "mcp"}:${toString (lab.servicePort "mcp" "mcp")}/health";
+  standard = builtins.head lab.sshdInstances;
+  byName = n: builtins.head (builtins.filter (i: i.name == n) lab.sshdInstances);
+  py = builtins.toJSON;
+
+  node = name: {lib, ...}: let
+    vm = lab.vm name;
+  in {
+    imports = [(../../vms + "/${name}.nix")];
+    sshlab.package = sshlab;
+    virtualisation.vlans = [1];
+    virtualisation.memorySize = lib.max 1024 vm.memory_mib;
+    virtualisation.cores = vm.vcpus;
+    networking.interfaces.eth1.ipv4.addresses = lib.mkForce [
+      {
+        address = vm.ip;
+        inherit (lab.subnet) prefixLength;
+      }
+    ];
+    boot.kernelModules = ["sch_prio" "sch_netem" "cls_u32"];
+    environment.systemPackages = [sshlab pkgs.sshpass pkgs.openssh];
+  };
+
+  ssh = port: user: "sshpass -p testpass ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=password,keyboard-interactive -o ConnectTimeout=10 -p ${toString port} ${user}@${ip "target"} true";
+  agentRun = args: "sshlab-agent run --mcp-url ${mcpUrl} --target-host ${ip "target"} --target-port ${toString standard.port} --user testuser --password testpass ${args}";
+in {
+  sshlab-lab = pkgs.testers.runNixOSTest {
+    name = "sshlab-lab";
+    meta.timeout = 1800;
+    nodes = lib.genAttrs lab.vmNames node;
+    testScript = ''
+      import json, time
+
+      units = ${py (map (i: i.unit) lab.sshdInstances)}
+      ports = ${py (lab.listenPorts "target")}
+
+      start_all()
+
+      with subtest("target: every sshd instance runs and listens on its base and netem port"):
+          for unit in units:
+              target.wait_for_unit(unit, timeout=180)
+          for port in ports:
+              target.wait_for_open_port(port, timeout=60)
+
+      with subtest("mcp: mcp-ssh-server is up and healthy from the agent"):
+          mcp.wait_for_unit("mcp-ssh-server.service", timeout=180)
+          mcp.wait_for_open_port(${toString (lab.servicePort "mcp" "mcp")}, timeout=60)
+          agent.wait_for_unit("sshlab-agent.service", timeout=180)
+          agent.wait_for_open_port(${toString (lab.servicePort "agent" "control")}, timeout=60)
+          agent.wait_until_succeeds("curl -sf --max-time 5 ${healthUrl}", timeout=60)
+
+      with subtest("sanity: a password login on the standard sshd succeeds"):
+          agent.succeed("${ssh standard.port "testuser"}", timeout=30)
+
+      with subtest("negative: key-only and deny-all refuse the same password"):
+          agent.fail("${ssh (byName "key-only").port "testuser"}", timeout=30)
+          agent.fail("${ssh (byName "deny-all").port "testuser"}", timeout=30)
+
+      with subtest("slow-auth really takes at least 2 s, standard does not"):
+          t0 = time.monotonic()
+          agent.succeed("${ssh (byName "slow-auth").port "slowuser"}", timeout=60)
+          slow = time.monotonic() - t0
+          t0 = time.monotonic()
+          agent.succeed("${ssh standard.port "slowuser"}", timeout=60)
+          fast = time.monotonic() - t0
+          assert slow >= 2.0, f"slow-auth login took {slow:.2f} s"
+          assert fast < slow - 1.5, f"standard {fast:.2f} s vs slow-auth {slow:.2f} s"
+
+      with subtest("root may log in on root-login only"):
+          agent.succeed("${ssh (byName "root-login").port "root"}", timeout=30)
+          agent.fail("${ssh standard.port "root"}", timeout=30)
+
+      with subtest("the test files exist; the large one has 1000 lines"):
+          target.succeed("grep -q 'test file' /etc/test-file.txt")
+          assert target.succeed("wc -l < /etc/large-test-file.txt").strip() == "1000"
+
+      with subtest("netem is applied on the target's eth1 egress"):
+          target.succeed("sshlab netem apply --dev eth1 --match sport", timeout=30)
+          target.succeed("sshlab netem show --dev eth1 | grep -q ${toString standard.netemPort}", timeout=30)
+
+      with subtest("quick scenario passes its thresholds from the agent"):
+          agent.succeed("${agentRun "--scenario quick --results-dir /tmp/quick --threshold 'errors<1%'"}", timeout=600)
+          agent.succeed("test -s /tmp/quick/*/summary.json")
+
+      with subtest("negative: an impossible threshold fails the run with exit code 99"):
+          status, _ = agent.execute("${agentRun "--scenario quick --duration 5s --workers 1 --results-dir /tmp/neg --threshold 'ssh_run_command.p99<1us'"}", timeout=300)
+          assert status == 99, f"expected exit 99 (thresholds failed), got {status}"
+
+      with subtest("latency_test: ${toString standard.netemPort} is at least 90 ms slower than ${toString standard.port}"):
+          agent.succeed("${agentRun "--scenario latency_test --duration 10s --results-dir /tmp/lat"}", timeout=900)
+          summary = json.loads(agent.succeed("cat /tmp/lat/*/summary.json"))
+
+          # Per-port entries: any object with a "port" and a median in ms (schema of summary.json).
+          def medians(node, found):
+              if isinstance(node, dict):
+                  port = node.get("port")
+                  for key in ("p50_ms", "median_ms", "p50"):
+                      if isinstance(port, int) and isinstance(node.get(key), (int, float)):
+                          found.setdefault(port, node[key])
+                  for v in node.values():
+                      medians(v, found)
+              elif isinstance(node, list):
+                  for v in node:
+                      medians(v, found)
+              return found
+
+          m = medians(summary, {})
+          base, shaped = m[${toString standard.port}], m[${toString standard.netemPort}]
+          print(f"median {base} ms on ${toString standard.port}, {shaped} ms on ${toString standard.netemPort}")
+          assert shaped - base >= 90, f"netem adds only {shaped - base} ms"
+    '';
+  };
+}
