@@ -1,6 +1,15 @@
-//! `sshlab`, the host tool. Skeleton: the net, netem, vm and run commands are not built yet
-//! (see the open issues); it says so instead of pretending.
+//! `sshlab`: parse, run, print the whole error chain and exit non-zero on failure.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("sshlab: not built yet: net, netem, vm and run are tracked in the open issues")
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    match sshlab::run(sshlab::Opts::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sshlab: {:#}", anyhow::Error::new(err));
+            ExitCode::FAILURE
+        }
+    }
 }

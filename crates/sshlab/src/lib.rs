@@ -1,0 +1,210 @@
+//! `sshlab`, the host tool of the lab.
+//!
+//! Implemented: `net up|down|status` (bridge and TAPs, [`net`]). Still to come: `vm`, `run`,
+//! `report`. The flow is the same for every command: clap parses and validates ([`Opts`]),
+//! [`run`] loads the lab's configuration, resolves a plan from it, enters the requested network
+//! namespace ([`netns`]) while the process is still single-threaded, and only then starts a
+//! single-threaded tokio runtime whose netlink socket therefore lives in that namespace.
+#![deny(missing_docs)]
+
+pub mod net;
+pub mod netns;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sshlab_core::Lab;
+
+/// Command line of `sshlab`.
+#[derive(Debug, Parser)]
+#[command(name = "sshlab", version, about = "Host tool of the sshlab lab")]
+pub struct Opts {
+    /// Repository root holding vms/topology.toml and netem/profiles.toml (default: the first
+    /// directory upwards from the current one that has them).
+    #[arg(long, global = true, env = "SSHLAB_ROOT", value_name = "DIR")]
+    pub lab: Option<PathBuf>,
+    /// Work inside this existing network namespace (`ip netns add NAME`) instead of the
+    /// current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The host's bridge and TAPs (root).
+    #[command(subcommand)]
+    Net(NetCommand),
+}
+
+/// `sshlab net ...`
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Create the bridge (with the host's lab address) and one TAP per VM; idempotent.
+    Up {
+        /// Give the TAPs to this uid so VMs can start unprivileged (default: $SUDO_UID).
+        #[arg(long, value_name = "UID")]
+        owner: Option<u32>,
+    },
+    /// Delete exactly what `net up` creates.
+    Down,
+    /// What exists, against the topology. Exits 3 when not ready.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Errors of the command layer: each wraps the layer below.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No repository root found.
+    #[error(
+        "Cannot find the lab's {} upwards from {}; pass --lab DIR",
+        Lab::TOPOLOGY_FILE,
+        from.display()
+    )]
+    NoLab {
+        /// Where the search started.
+        from: PathBuf,
+    },
+    /// The configuration files are missing or invalid.
+    #[error("Invalid lab configuration")]
+    Config(#[from] sshlab_core::Error),
+    /// Entering the namespace failed.
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    /// Building the runtime failed.
+    #[error("Cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// `sshlab net` failed.
+    #[error(transparent)]
+    Net(#[from] net::Error),
+    /// Writing JSON failed.
+    #[error("Cannot render JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Exit code of `net status` when the lab's network is not (fully) there.
+pub const EXIT_NOT_READY: u8 = 3;
+
+/// Runs one command. Prints its output on stdout; errors are returned for `main` to print.
+pub fn run(opts: Opts) -> Result<ExitCode, Error> {
+    let root = match opts.lab {
+        Some(dir) => dir,
+        None => find_lab(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))?,
+    };
+    let lab = Lab::load(&root)?;
+    match opts.command {
+        Command::Net(cmd) => {
+            let owner = match &cmd {
+                NetCommand::Up { owner } => owner.or_else(sudo_uid),
+                _ => None,
+            };
+            let plan = net::NetPlan::new(&lab.topology, owner)?;
+            enter(opts.netns.as_deref())?;
+            block_on(run_net(cmd, plan))?
+        }
+    }
+}
+
+async fn run_net(cmd: NetCommand, plan: net::NetPlan) -> Result<ExitCode, Error> {
+    let handle = net::connect()?;
+    match cmd {
+        NetCommand::Up { .. } => {
+            let changes = net::up(&handle, &plan).await?;
+            print_changes("net up", &changes);
+            Ok(ExitCode::SUCCESS)
+        }
+        NetCommand::Down => {
+            let changes = net::down(&handle, &plan).await?;
+            print_changes("net down", &changes);
+            Ok(ExitCode::SUCCESS)
+        }
+        NetCommand::Status { json } => {
+            let status = net::status(&handle, &plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{status}");
+            }
+            Ok(if status.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_NOT_READY)
+            })
+        }
+    }
+}
+
+fn print_changes(what: &str, changes: &[String]) {
+    if changes.is_empty() {
+        println!("{what}: nothing to change");
+    }
+    for c in changes {
+        println!("{what}: {c}");
+    }
+}
+
+/// `SUDO_UID`, the invoking user under sudo.
+fn sudo_uid() -> Option<u32> {
+    std::env::var("SUDO_UID").ok()?.parse().ok()
+}
+
+fn enter(netns: Option<&str>) -> Result<(), Error> {
+    if let Some(name) = netns {
+        netns::enter(name)?;
+    }
+    Ok(())
+}
+
+/// A single-threaded runtime on the calling thread, so every socket it opens lives in the
+/// namespace [`netns::enter`] moved this thread to.
+fn block_on<F: Future>(fut: F) -> Result<F::Output, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    Ok(rt.block_on(fut))
+}
+
+/// The first directory from `start` upwards that holds the lab's topology file.
+fn find_lab(start: &Path) -> Result<PathBuf, Error> {
+    start
+        .ancestors()
+        .find(|d| d.join(Lab::TOPOLOGY_FILE).is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::NoLab {
+            from: start.to_path_buf(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_repo_root_from_a_subdirectory() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = find_lab(here).unwrap();
+        assert!(root.join("netem/profiles.toml").is_file());
+        assert!(find_lab(Path::new("/proc")).is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let o =
+            Opts::try_parse_from(["sshlab", "net", "up", "--netns", "x", "--owner", "7"]).unwrap();
+        assert_eq!(o.netns.as_deref(), Some("x"));
+        assert!(matches!(
+            o.command,
+            Command::Net(NetCommand::Up { owner: Some(7) })
+        ));
+        assert!(Opts::try_parse_from(["sshlab", "net", "sideways"]).is_err());
+    }
+}
