@@ -1,0 +1,87 @@
+# Pure-evaluation tests of nix/lib/lab.nix and of the modules' settings (stub-evaluated by
+# audit/eval-modules.nix). Evaluates to the list of failures: [] means every expectation holds.
+# nix-instantiate --eval --strict --json nix/tests/lab.nix
+let
+  lab = import ../lib/lab.nix {};
+  mods = import ./audit/eval-modules.nix;
+  expect = name: actual: expected:
+    if actual == expected
+    then []
+    else [{inherit name actual expected;}];
+  target = mods.target;
+  sshUnits = builtins.filter (n: builtins.match "sshd-.*" n != null && n != "sshd-host-keys" && n != "sshd-unstable-restart") (builtins.attrNames target.systemd.services);
+in
+  builtins.concatLists [
+    (expect "vm names" lab.vmNames ["agent" "mcp" "target"])
+    (expect "gateway" lab.gateway "10.178.0.1")
+    (expect "bridge" lab.bridgeName "sshbr0")
+    (expect "address of mcp" (lab.addressOf "mcp") "10.178.0.10/24")
+    (expect "mcp port" (lab.servicePort "mcp" "mcp") 3000)
+    (expect "agent ports" (lab.listenPorts "agent") [9100])
+    (expect "target ports" (lab.listenPorts "target") [2222 2322 2223 2323 2224 2324 2225 2325 2226 2326 2227 2327 2228 2328])
+    (expect "sshd units" (map (i: i.unit) lab.sshdInstances) ["sshd-standard" "sshd-key-only" "sshd-fancy-prompt" "sshd-slow-auth" "sshd-deny-all" "sshd-unstable" "sshd-root-login"])
+    (expect "netem of 2222" (builtins.head lab.sshdInstances).netem {
+      base = 2222;
+      port = 2322;
+      delay_ms = 100;
+      jitter_ms = 10;
+      loss_percent = 0.0;
+      description = "100ms latency";
+    })
+    (expect "netem ports" (map (n: n.port) lab.netem) [2322 2323 2324 2325 2326 2327 2328])
+    (expect "agent microvm" (lab.microvmFor {
+        name = "agent";
+        resultsDir = "/r";
+      }) {
+        hypervisor = "qemu";
+        vcpu = 2;
+        mem = 512;
+        interfaces = [
+          {
+            type = "tap";
+            id = "sshtap0";
+            mac = "02:00:00:b2:00:05";
+          }
+        ];
+        shares = [
+          {
+            proto = "9p";
+            tag = "ro-store";
+            source = "/nix/store";
+            mountPoint = "/nix/.ro-store";
+            readOnly = true;
+          }
+          {
+            proto = "virtiofs";
+            tag = "results";
+            source = "/r";
+            mountPoint = "/results";
+          }
+        ];
+      })
+    (expect "target has no results share" (map (s: s.tag)
+      (lab.microvmFor {
+        name = "target";
+        resultsDir = "/r";
+      })
+      .shares) ["ro-store"])
+    (expect "target vm size" (with lab.microvmFor {
+      name = "target";
+      resultsDir = "/r";
+    }; [vcpu mem]) [4 1024])
+    (expect "bad vm name throws" (builtins.tryEval (lab.vm "nope")).success false)
+    # Modules (stub-evaluated)
+    (expect "target sshd units" (builtins.sort builtins.lessThan sshUnits) (builtins.sort builtins.lessThan (map (i: i.unit) lab.sshdInstances)))
+    (expect "target firewall" target.networking.firewall.allowedTCPPorts (lab.listenPorts "target"))
+    (expect "users" (builtins.sort builtins.lessThan (builtins.attrNames target.users.users)) ["dashuser" "fancyuser" "root" "slowuser" "sshd" "testuser" "zshuser"])
+    (expect "passwords" (map (u: target.users.users.${u}.password) ["testuser" "fancyuser" "zshuser" "dashuser" "slowuser"]) ["testpass" "testpass" "testpass" "testpass" "testpass"])
+    (expect "large file: 1000 newline-terminated lines" (builtins.length (builtins.filter builtins.isList (builtins.split "\n" target.environment.etc."large-test-file.txt".text))) 1000)
+    (expect "unstable timer" target.systemd.timers.sshd-unstable-restart.timerConfig.OnUnitActiveSec 20)
+    (expect "mcp ExecStart" mods.mcp.systemd.services.mcp-ssh-server.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/mcp-ssh-server --bind 0.0.0.0:3000 --profile loadtest")
+    (expect "agent ExecStart" mods.agent.systemd.services.sshlab-agent.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/sshlab-agent serve --listen 0.0.0.0:9100 --results /results")
+    (expect "mcp network" mods.microvm-mcp.systemd.network.networks."10-lab" {
+      matchConfig.MACAddress = "02:00:00:b2:00:0a";
+      address = ["10.178.0.10/24"];
+      gateway = ["10.178.0.1"];
+    })
+  ]
