@@ -4,13 +4,16 @@
 //! configuration, i.e. its topology ([`topology`], from `vms/topology.toml`) and its netem
 //! profiles ([`netem`], from `netem/profiles.toml`), loaded together by [`Lab::load`]. Those two
 //! files are the one source of truth for names, addresses, ports and delays: Nix reads the very
-//! same files with `builtins.fromTOML`, so nothing is written twice. Still to come: the job and
-//! result schema, histogram merging and report rendering.
+//! same files with `builtins.fromTOML`, so nothing is written twice. The result schema
+//! ([`results`]: records, histograms merged by adding, the versioned summary) is shared by the
+//! agent that measures and the reports that read it.
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod lab;
 pub mod netem;
+pub mod report;
+pub mod results;
 pub mod topology;
 
 pub use error::Error;

@@ -1,0 +1,373 @@
+//! `report.txt`: the load-testing guide's layout (THROUGHPUT, LATENCY, POOL STATISTICS, the
+//! per-port table, LIMIT BEHAVIOR, MCP SERVER METRICS DELTA, EXTRAPOLATION), plus what the
+//! guide lacked: corrected and uncorrected latency side by side, per-operation figures,
+//! errors by kind, and thresholds.
+
+use std::fmt::Write;
+
+use crate::results::{GroupSummary, LatencyStats, Summary};
+
+const WIDTH: usize = 70;
+
+/// The extrapolation target of the guide: 8 CPUs.
+pub const EXTRAPOLATION_CPUS: u32 = 8;
+
+/// The guide's confidence levels, from the server's measured CPU utilisation.
+pub fn confidence(cpu_percent: Option<f64>) -> &'static str {
+    match cpu_percent {
+        None => "UNKNOWN",
+        Some(u) if u > 80.0 => "HIGH",
+        Some(u) if u >= 50.0 => "MEDIUM",
+        Some(_) => "LOW",
+    }
+}
+
+/// The guide's formula: measured × (target CPUs / test CPUs) × 0.85.
+pub fn extrapolate(rps: f64, test_cpus: u32, target_cpus: u32) -> f64 {
+    if test_cpus == 0 {
+        return 0.0;
+    }
+    rps * f64::from(target_cpus) / f64::from(test_cpus) * 0.85
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rule(out: &mut String, c: char) {
+    out.push_str(&c.to_string().repeat(WIDTH));
+    out.push('\n');
+}
+
+fn section(out: &mut String, title: &str) {
+    out.push('\n');
+    rule(out, '-');
+    out.push_str(title);
+    out.push('\n');
+    rule(out, '-');
+}
+
+fn latency_rows(out: &mut String, c: &LatencyStats, u: &LatencyStats) {
+    let _ = writeln!(out, "  {:<8}{:>12}{:>14}", "", "corrected", "uncorrected");
+    for name in ["min", "p50", "p90", "p95", "p99", "p999", "max"] {
+        let label = match name {
+            "min" => "Min:",
+            "max" => "Max:",
+            "p999" => "p99.9:",
+            other => other,
+        };
+        let label = if label.ends_with(':') {
+            label.to_owned()
+        } else {
+            format!("{label}:")
+        };
+        let _ = writeln!(
+            out,
+            "  {label:<8}{:>12.1}{:>14.1}",
+            c.get(name).unwrap_or(0.0),
+            u.get(name).unwrap_or(0.0)
+        );
+    }
+}
+
+fn group_table(out: &mut String, first: &str, groups: &[GroupSummary], baseline: Option<f64>) {
+    let _ = writeln!(
+        out,
+        "  {first:<22}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}{}",
+        "requests",
+        "errors",
+        "rps",
+        "p50",
+        "p95",
+        "p99",
+        if baseline.is_some() {
+            "   Δp50 vs base"
+        } else {
+            ""
+        }
+    );
+    for g in groups {
+        let delta = baseline
+            .map(|b| format!("{:>+14.1}", g.latency.p50 - b))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>9}{:>8}{:>8.1}{:>9.1}{:>9.1}{:>9.1}{delta}",
+            g.name,
+            thousands(g.totals.requests),
+            thousands(g.totals.failures),
+            g.totals.rps_avg,
+            g.latency.p50,
+            g.latency.p95,
+            g.latency.p99,
+        );
+    }
+}
+
+/// Render `report.txt`.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    rule(&mut out, '=');
+    let _ = writeln!(out, "{:^WIDTH$}", "LOAD TEST RESULTS");
+    rule(&mut out, '=');
+    let r = &s.run;
+    let _ = writeln!(out, "\nTest ID:    {}", r.test_id);
+    let _ = writeln!(out, "Scenario:   {}", r.scenario);
+    let _ = writeln!(out, "Duration:   {:.1}s", s.duration_s);
+    let status = if r.complete {
+        "complete".to_owned()
+    } else {
+        format!(
+            "INCOMPLETE ({})",
+            r.incomplete_reason.as_deref().unwrap_or("still running")
+        )
+    };
+    let _ = writeln!(out, "Status:     {status}");
+    let model = match r.target_rate {
+        Some(rate) => format!(
+            "open, {rate:.1}/s target, {} workers, {} late starts",
+            r.workers, r.late_starts
+        ),
+        None => format!("{}, {} workers", r.model, r.workers),
+    };
+    let _ = writeln!(out, "Model:      {model}");
+    let _ = writeln!(out, "Endpoint:   {} ({})", r.mcp_url, r.protocol);
+
+    section(
+        &mut out,
+        &format!("{} TEST", r.scenario.replace('_', " ").to_uppercase()),
+    );
+    let t = &s.totals;
+    let _ = writeln!(out, "\nTHROUGHPUT");
+    let _ = writeln!(out, "  Total Requests:     {}", thousands(t.requests));
+    let _ = writeln!(
+        out,
+        "  Successful:         {} ({:.1}%)",
+        thousands(t.successes),
+        100.0 - t.error_rate_percent
+    );
+    let _ = writeln!(out, "  Failed:             {}", thousands(t.failures));
+    let _ = writeln!(
+        out,
+        "  Requests/Second:    {:.1} avg, {:.1} peak",
+        t.rps_avg, t.rps_peak
+    );
+    let _ = writeln!(
+        out,
+        "\nLATENCY (milliseconds; corrected = from the intended start)"
+    );
+    latency_rows(&mut out, &s.latency, &s.latency_uncorrected);
+
+    let _ = writeln!(out, "\nPER OPERATION");
+    group_table(&mut out, "operation", &s.ops, None);
+    if !s.ports.is_empty() {
+        let _ = writeln!(out, "\nPER PORT (milliseconds)");
+        let base = s.ports.first().map(|g| g.latency.p50);
+        group_table(&mut out, "port", &s.ports, base);
+    }
+    if s.phases.len() > 1 {
+        let _ = writeln!(out, "\nPHASES");
+        group_table(&mut out, "phase", &s.phases, None);
+    }
+    if !s.errors.is_empty() {
+        let _ = writeln!(out, "\nERRORS");
+        for (kind, n) in &s.errors {
+            let _ = writeln!(out, "  {kind:<28}{:>10}", thousands(*n));
+        }
+    }
+
+    let server = s.server.as_ref();
+    section(&mut out, "POOL STATISTICS");
+    match server {
+        Some(sv) => {
+            let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}%"));
+            let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
+            let _ = writeln!(
+                out,
+                "  Hit Rate:           {}",
+                pct(sv.pool_hit_rate_percent)
+            );
+            let _ = writeln!(
+                out,
+                "  Peak Active:        {}",
+                num(sv.peak_active_connections)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  (server metrics not scraped)");
+        }
+    }
+
+    section(&mut out, "LIMIT BEHAVIOR");
+    let count = |k: &str| s.errors.get(k).copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  Rate limited (HTTP 429):   {}",
+        thousands(count("rate_limited"))
+    );
+    let _ = writeln!(
+        out,
+        "  Pool exhausted:            {}",
+        thousands(count("pool_exhausted"))
+    );
+    let _ = writeln!(
+        out,
+        "  Blocked commands:          {}",
+        thousands(count("blocked"))
+    );
+    let _ = writeln!(
+        out,
+        "  Timeouts:                  {}",
+        thousands(count("timeout"))
+    );
+    if let Some(n) = server.and_then(|sv| sv.rate_limited) {
+        let _ = writeln!(out, "  Server-counted 429s:       {n:.0}");
+    }
+
+    section(&mut out, "MCP SERVER METRICS DELTA");
+    match server {
+        Some(sv) if sv.error.is_none() => {
+            for (k, v) in &sv.deltas {
+                let _ = writeln!(out, "  {k:<52}{v:>16.0}");
+            }
+            if let Some(slope) = sv.rss_slope_mib_per_min {
+                let _ = writeln!(
+                    out,
+                    "  RSS slope: {slope:+.2} MiB/min{}",
+                    if sv.leak_warning {
+                        "   WARNING: steady growth, possible leak"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        Some(sv) => {
+            let _ = writeln!(
+                out,
+                "  scraping failed: {}",
+                sv.error.as_deref().unwrap_or("?")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  (server metrics not scraped)");
+        }
+    }
+
+    let cpus = server.map_or(0, |sv| sv.vcpus);
+    let util = server.and_then(|sv| sv.cpu_utilisation_percent);
+    section(
+        &mut out,
+        &format!("EXTRAPOLATION (to {EXTRAPOLATION_CPUS} CPU / 16GB RAM)"),
+    );
+    if cpus > 0 {
+        let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
+        let _ = writeln!(
+            out,
+            "  Measured RPS:      {:.1} (on {cpus} cores)",
+            t.rps_avg
+        );
+        let _ = writeln!(
+            out,
+            "  Estimated RPS:     {est:.1} (on {EXTRAPOLATION_CPUS} cores)"
+        );
+        let _ = writeln!(
+            out,
+            "  Scaling factor:    {:.2}x",
+            f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
+        );
+        let basis = util.map_or("server CPU not measured".to_owned(), |u| {
+            format!("measured MCP server CPU {u:.0}% of {cpus} vCPUs")
+        });
+        let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
+    } else {
+        let _ = writeln!(out, "  (needs the server's vCPU count and CPU metrics)");
+    }
+
+    if !s.thresholds.is_empty() {
+        section(&mut out, "THRESHOLDS");
+        for th in &s.thresholds {
+            let actual = th.actual.map_or("n/a".to_owned(), |a| format!("{a:.2}"));
+            let _ = writeln!(
+                out,
+                "  {} {:<40} actual {actual}",
+                if th.passed { "PASS" } else { "FAIL" },
+                th.expr
+            );
+        }
+    }
+    rule(&mut out, '=');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{RunInfo, ServerReport, Totals};
+
+    #[test]
+    fn formula_and_confidence_match_the_guide() {
+        assert!((extrapolate(37.7, 4, 8) - 64.09).abs() < 0.01);
+        assert_eq!(confidence(Some(30.0)), "LOW");
+        assert_eq!(confidence(Some(65.0)), "MEDIUM");
+        assert_eq!(confidence(Some(90.0)), "HIGH");
+        assert_eq!(confidence(None), "UNKNOWN");
+        assert_eq!(thousands(4523), "4,523");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn report_has_the_guides_sections() {
+        let s = Summary {
+            run: RunInfo {
+                test_id: "loadtest_x".into(),
+                scenario: "command_throughput".into(),
+                model: "closed".into(),
+                workers: 10,
+                complete: false,
+                incomplete_reason: Some("interrupted (Ctrl-C)".into()),
+                ..RunInfo::default()
+            },
+            totals: Totals {
+                requests: 4523,
+                successes: 4515,
+                failures: 8,
+                rps_avg: 37.7,
+                ..Totals::default()
+            },
+            server: Some(ServerReport {
+                vcpus: 4,
+                cpu_utilisation_percent: Some(63.0),
+                pool_hit_rate_percent: Some(87.0),
+                ..ServerReport::default()
+            }),
+            ..Summary::default()
+        };
+        let text = render(&s);
+        for needle in [
+            "LOAD TEST RESULTS",
+            "COMMAND THROUGHPUT TEST",
+            "THROUGHPUT",
+            "Total Requests:     4,523",
+            "LATENCY (milliseconds",
+            "POOL STATISTICS",
+            "Hit Rate:           87%",
+            "LIMIT BEHAVIOR",
+            "MCP SERVER METRICS DELTA",
+            "EXTRAPOLATION (to 8 CPU",
+            "Estimated RPS:     64.1",
+            "MEDIUM (measured MCP server CPU 63% of 4 vCPUs)",
+            "INCOMPLETE (interrupted (Ctrl-C))",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Results: the per-operation [`Record`] stream (`w<N>.jsonl`), the [`Aggregate`] that folds
+//! it into histograms, and the versioned [`Summary`] (`summary.json`) that reports render.
+//!
+//! The load agent produces records and the reports consume them; they share nothing else,
+//! so a report can be rebuilt from saved files on another machine or day.
+
+pub mod aggregate;
+pub mod record;
+pub mod stats;
+pub mod summary;
+
+pub use aggregate::{Aggregate, Group, IntervalStats};
+pub use record::{Record, Status};
+pub use stats::LatencyStats;
+pub use summary::{
+    GroupSummary, RunInfo, SCHEMA_VERSION, ServerReport, Summary, ThresholdResult, Totals,
+};

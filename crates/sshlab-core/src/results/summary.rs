@@ -1,0 +1,274 @@
+//! `summary.json`: the versioned, documented result of one run.
+//!
+//! Schema version 1. Every duration is in milliseconds unless the name says seconds (`_s`);
+//! times are unix seconds. `complete` is false while a run is in progress and when it ended
+//! early (Ctrl-C, crash, timeout); `incomplete_reason` then says why, and everything measured
+//! until then is still in the file. Readers should check `schema_version` first.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Aggregate, Group, IntervalStats};
+use super::stats::LatencyStats;
+
+/// The schema version this crate writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What the run was.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// `loadtest_YYYYMMDD_HHMMSS` (plus a suffix when needed).
+    pub test_id: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// `closed` (workers and think time) or `open` (arrival rate).
+    pub model: String,
+    /// Workers (the largest of all phases).
+    pub workers: usize,
+    /// Target arrivals per second (open model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_rate: Option<f64>,
+    /// The MCP endpoint.
+    pub mcp_url: String,
+    /// The protocol revision used.
+    pub protocol: String,
+    /// Unix time the run started.
+    pub started_at: f64,
+    /// Unix time it ended (or of the last update while running).
+    pub ended_at: f64,
+    /// Whether the run finished as planned.
+    pub complete: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_reason: Option<String>,
+    /// Open model: scheduled starts that no worker was free to make on time.
+    pub late_starts: u64,
+}
+
+/// Totals of a run or group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Operations.
+    pub requests: u64,
+    /// Successes.
+    pub successes: u64,
+    /// Failures.
+    pub failures: u64,
+    /// Failures / operations, percent.
+    pub error_rate_percent: f64,
+    /// Operations per second over the group's span.
+    pub rps_avg: f64,
+    /// Highest one-second operation count (whole run only; 0 for groups).
+    pub rps_peak: f64,
+}
+
+/// Figures of one group (an operation, a port, a phase).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// Label (operation name, `2322`, `workers=5`).
+    pub name: String,
+    /// Counts and rates.
+    pub totals: Totals,
+    /// Corrected latency of successes.
+    pub latency: LatencyStats,
+    /// Uncorrected latency of successes.
+    pub latency_uncorrected: LatencyStats,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The MCP server's side, from its /metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerReport {
+    /// Successful scrapes.
+    pub scrapes: u32,
+    /// Counter deltas over the run, by series (`name{labels}`).
+    pub deltas: BTreeMap<String, f64>,
+    /// Pool hits / (hits + misses), percent.
+    pub pool_hit_rate_percent: Option<f64>,
+    /// Largest `mcp_pool_connections{state="active"}` seen.
+    pub peak_active_connections: Option<f64>,
+    /// `mcp_rate_limited_total` delta.
+    pub rate_limited: Option<f64>,
+    /// Server CPU seconds / (wall seconds × vCPUs), percent.
+    pub cpu_utilisation_percent: Option<f64>,
+    /// vCPUs of the server's machine used for the utilisation.
+    pub vcpus: u32,
+    /// Resident memory over time: (seconds since start, MiB).
+    pub rss_mib: Vec<(f64, f64)>,
+    /// Least-squares slope of RSS, MiB per minute.
+    pub rss_slope_mib_per_min: Option<f64>,
+    /// Whether RSS rose steadily enough to suspect a leak.
+    pub leak_warning: bool,
+    /// Why scraping failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One checked threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// As given, e.g. `ssh_run_command.p99<200ms`.
+    pub expr: String,
+    /// The measured value, in the threshold's unit.
+    pub actual: Option<f64>,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// What the run was.
+    pub run: RunInfo,
+    /// Seconds between the first start and the last completion.
+    pub duration_s: f64,
+    /// Whole-run totals.
+    pub totals: Totals,
+    /// Whole-run corrected latency.
+    pub latency: LatencyStats,
+    /// Whole-run uncorrected latency.
+    pub latency_uncorrected: LatencyStats,
+    /// Per operation, by name.
+    pub ops: Vec<GroupSummary>,
+    /// Per target port (latency_test), ascending.
+    pub ports: Vec<GroupSummary>,
+    /// Per phase, in run order.
+    pub phases: Vec<GroupSummary>,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// One entry per second.
+    pub timeline: Vec<IntervalStats>,
+    /// The server's metrics, when scraped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerReport>,
+    /// Thresholds, when given.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+fn group_summary(name: String, g: &Group) -> GroupSummary {
+    let secs = g.seconds();
+    GroupSummary {
+        name,
+        totals: Totals {
+            requests: g.total(),
+            successes: g.ok,
+            failures: g.err,
+            error_rate_percent: percent(g.err, g.total()),
+            rps_avg: if secs > 0.0 {
+                g.total() as f64 / secs
+            } else {
+                0.0
+            },
+            rps_peak: 0.0,
+        },
+        latency: LatencyStats::of(&g.corrected),
+        latency_uncorrected: LatencyStats::of(&g.service),
+        errors: g.errors.clone(),
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+impl Summary {
+    /// Build the summary of `agg` for `run`.
+    pub fn build(run: RunInfo, agg: &Aggregate) -> Self {
+        let all = group_summary("all".into(), &agg.all);
+        let peak = agg
+            .timeline()
+            .iter()
+            .map(|i| (i.ok + i.err) as f64)
+            .fold(0.0, f64::max);
+        let mut totals = all.totals;
+        totals.rps_peak = peak;
+        Self {
+            schema_version: SCHEMA_VERSION,
+            duration_s: agg.all.seconds(),
+            totals,
+            latency: all.latency,
+            latency_uncorrected: all.latency_uncorrected,
+            ops: agg
+                .ops
+                .iter()
+                .map(|(k, g)| group_summary(k.clone(), g))
+                .collect(),
+            ports: agg
+                .ports
+                .iter()
+                .map(|(k, g)| group_summary(k.to_string(), g))
+                .collect(),
+            phases: agg
+                .phases
+                .iter()
+                .map(|(k, g)| group_summary(k.clone(), g))
+                .collect(),
+            errors: agg.all.errors.clone(),
+            timeline: agg.timeline().to_vec(),
+            server: None,
+            thresholds: Vec::new(),
+            run,
+        }
+    }
+
+    /// An operation's figures by name.
+    pub fn op(&self, name: &str) -> Option<&GroupSummary> {
+        self.ops.iter().find(|g| g.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::record::{Record, Status};
+
+    #[test]
+    fn build_fills_totals_and_groups_and_round_trips() {
+        let mut agg = Aggregate::new(0.0);
+        for i in 0..20 {
+            agg.add(&Record {
+                ts: f64::from(i) * 0.25,
+                intended_ts: f64::from(i) * 0.25 - 0.01,
+                worker: "w1".into(),
+                op: "ssh_run_command".into(),
+                latency_ms: 10.0,
+                service_ms: 8.0,
+                status: if i == 3 {
+                    Status::Error
+                } else {
+                    Status::Success
+                },
+                error_kind: (i == 3).then(|| "tool_error".into()),
+                port: Some(2222),
+                phase: None,
+            });
+        }
+        agg.finish();
+        let s = Summary::build(
+            RunInfo {
+                test_id: "t".into(),
+                complete: true,
+                ..RunInfo::default()
+            },
+            &agg,
+        );
+        assert_eq!(s.schema_version, 1);
+        assert_eq!((s.totals.requests, s.totals.failures), (20, 1));
+        assert!((s.totals.error_rate_percent - 5.0).abs() < 1e-9);
+        assert_eq!(s.totals.rps_peak, 4.0);
+        assert_eq!(s.op("ssh_run_command").expect("op").errors["tool_error"], 1);
+        assert_eq!(s.ports[0].name, "2222");
+        let json = serde_json::to_string(&s).expect("json");
+        let back: Summary = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, s);
+    }
+}
