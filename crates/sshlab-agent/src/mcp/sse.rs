@@ -1,0 +1,145 @@
+//! An incremental `text/event-stream` parser: feed it bytes as they arrive, get event data out.
+
+/// Incremental SSE parser. Only `data:` fields matter for MCP; `event:`, `id:`, `retry:` and
+/// comments are ignored. Lines may end in `\n`, `\r\n` or `\r`, and may be split across chunks.
+#[derive(Debug, Default)]
+pub(crate) struct SseParser {
+    buf: Vec<u8>,
+    data: String,
+    has_data: bool,
+    started: bool,
+}
+
+impl SseParser {
+    /// Feed a chunk; returns the data of every event completed by it.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let len = if self.buf[pos] == b'\r' {
+                match self.buf.get(pos + 1) {
+                    Some(b'\n') => 2,
+                    Some(_) => 1,
+                    // A lone `\r` at the end of the buffer: wait to see whether `\n` follows.
+                    None => break,
+                }
+            } else {
+                1
+            };
+            let line: Vec<u8> = self.buf.drain(..pos + len).take(pos).collect();
+            self.line(&line, &mut events);
+        }
+        events
+    }
+
+    /// The stream ended: dispatch a pending event even without its final blank line (lenient).
+    pub(crate) fn finish(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        if !self.buf.is_empty() {
+            let mut line = std::mem::take(&mut self.buf);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.line(&line, &mut events);
+        }
+        self.line(b"", &mut events);
+        events
+    }
+
+    fn line(&mut self, line: &[u8], events: &mut Vec<String>) {
+        let mut line = line;
+        if !self.started {
+            self.started = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            if self.has_data {
+                let mut data = std::mem::take(&mut self.data);
+                if data.ends_with('\n') {
+                    data.pop();
+                }
+                events.push(data);
+                self.has_data = false;
+            }
+            return;
+        }
+        if line.first() == Some(&b':') {
+            return; // comment / keep-alive
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            self.data.push_str(&String::from_utf8_lossy(value));
+            self.data.push('\n');
+            self.has_data = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SseParser;
+
+    fn all(chunks: &[&[u8]]) -> Vec<String> {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(p.feed(c));
+        }
+        out.extend(p.finish());
+        out
+    }
+
+    #[test]
+    fn single_event() {
+        assert_eq!(
+            all(&[b"event: message\ndata: {\"a\":1}\n\n"]),
+            ["{\"a\":1}"]
+        );
+    }
+
+    #[test]
+    fn multi_line_data_is_joined_with_newline() {
+        assert_eq!(all(&[b"data: a\ndata: b\ndata:c\n\n"]), ["a\nb\nc"]);
+    }
+
+    #[test]
+    fn comments_and_other_fields_are_ignored() {
+        let s = b": keep-alive\nid: 7\nretry: 100\nevent: x\ndata: d\n\n:\n\n";
+        assert_eq!(all(&[s]), ["d"]);
+    }
+
+    #[test]
+    fn crlf_and_cr_line_endings() {
+        assert_eq!(
+            all(&[b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\n"]),
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn split_across_chunks_anywhere() {
+        let s: &[u8] = b"event: message\r\ndata: {\"id\":1}\r\ndata: x\r\n\r\ndata: y\n\n";
+        for cut in 0..s.len() {
+            let (a, b) = s.split_at(cut);
+            assert_eq!(all(&[a, b]), ["{\"id\":1}\nx", "y"], "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = s.chunks(1).collect();
+        assert_eq!(all(&bytes), ["{\"id\":1}\nx", "y"]);
+    }
+
+    #[test]
+    fn no_data_no_event_and_unterminated_last_event() {
+        assert_eq!(all(&[b"event: x\n\n: c\n\ndata: tail"]), ["tail"]);
+    }
+
+    #[test]
+    fn empty_data_gives_empty_event() {
+        assert_eq!(all(&[b"id: 1\ndata:\n\n"]), [""]);
+    }
+}
