@@ -2,4 +2,6 @@
 //! guide's layout. Rendering reads only the summary, so `sshlab report` and the agent produce
 //! the same text from the same run.
 
+pub mod html;
+pub mod junit;
 pub mod text;
