@@ -1,6 +1,7 @@
 //! `sshlab`, the host tool of the lab.
 //!
-//! Implemented: `net up|down|status` (bridge and TAPs, [`net`]). Still to come: `vm`, `run`,
+//! Implemented: `net up|down|status` (bridge and TAPs, [`net`]) and `netem apply|clear|show`
+//! (per-port tc netem over netlink, [`netem`]). Still to come: `vm`, `run`,
 //! `report`. The flow is the same for every command: clap parses and validates ([`Opts`]),
 //! [`run`] loads the lab's configuration, resolves a plan from it, enters the requested network
 //! namespace ([`netns`]) while the process is still single-threaded, and only then starts a
@@ -8,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod net;
+pub mod netem;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,43 @@ pub enum Command {
     /// The host's bridge and TAPs (root).
     #[command(subcommand)]
     Net(NetCommand),
+    /// Per-port delay, jitter and loss from netem/profiles.toml (root).
+    Netem {
+        /// What to do.
+        #[command(subcommand)]
+        action: NetemAction,
+        /// Where and how.
+        #[command(flatten)]
+        target: NetemTarget,
+    },
+}
+
+/// `sshlab netem ...`
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum NetemAction {
+    /// Install the profiles (prio root, one netem child per port, u32 filters); idempotent.
+    Apply,
+    /// Remove what `apply` installed.
+    Clear,
+    /// The device's qdiscs and filters, read back from the kernel, against the profiles.
+    /// Exits 3 when not applied.
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where netem goes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetemTarget {
+    /// The shaped interface (default: the target VM's TAP from vms/topology.toml).
+    #[arg(long, global = true, value_name = "IFACE")]
+    pub dev: Option<String>,
+    /// Match the profile's port as destination (default; the host shaping traffic towards the
+    /// target) or as source (a guest shaping its own replies).
+    #[arg(long = "match", global = true, value_enum, value_name = "sport|dport")]
+    pub port_match: Option<netem::PortMatch>,
 }
 
 /// `sshlab net ...`
@@ -49,6 +88,9 @@ pub enum NetCommand {
         /// Give the TAPs to this uid so VMs can start unprivileged (default: $SUDO_UID).
         #[arg(long, value_name = "UID")]
         owner: Option<u32>,
+        /// Build the links only; do not apply netem to the target's TAP.
+        #[arg(long)]
+        no_netem: bool,
     },
     /// Delete exactly what `net up` creates.
     Down,
@@ -85,6 +127,9 @@ pub enum Error {
     /// `sshlab net` failed.
     #[error(transparent)]
     Net(#[from] net::Error),
+    /// `sshlab netem` failed.
+    #[error(transparent)]
+    Netem(#[from] netem::Error),
     /// Writing JSON failed.
     #[error("Cannot render JSON")]
     Json(#[from] serde_json::Error),
@@ -102,15 +147,49 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
     let lab = Lab::load(&root)?;
     match opts.command {
         Command::Net(cmd) => {
-            let owner = match &cmd {
-                NetCommand::Up { owner } => owner.or_else(sudo_uid),
-                _ => None,
+            let (owner, with_netem) = match &cmd {
+                NetCommand::Up { owner, no_netem } => (owner.or_else(sudo_uid), !no_netem),
+                _ => (None, false),
             };
             let plan = net::NetPlan::new(&lab.topology, owner)?;
+            let netem_plan = netem::NetemPlan::new(&lab.topology, &lab.netem, None, None)?;
             enter(opts.netns.as_deref())?;
-            block_on(run_net(cmd, plan))?
+            let code = block_on(run_net(cmd, plan))??;
+            if with_netem {
+                print_changes("netem apply", &netem::apply(&netem_plan)?);
+            }
+            Ok(code)
+        }
+        Command::Netem { action, target } => {
+            let plan = netem::NetemPlan::new(
+                &lab.topology,
+                &lab.netem,
+                target.dev.as_deref(),
+                target.port_match,
+            )?;
+            enter(opts.netns.as_deref())?;
+            run_netem(action, &plan)
         }
     }
+}
+
+fn run_netem(action: NetemAction, plan: &netem::NetemPlan) -> Result<ExitCode, Error> {
+    match action {
+        NetemAction::Apply => print_changes("netem apply", &netem::apply(plan)?),
+        NetemAction::Clear => print_changes("netem clear", &netem::clear(plan)?),
+        NetemAction::Show { json } => {
+            let state = netem::show(plan)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                println!("{state}");
+            }
+            if !state.ready {
+                return Ok(ExitCode::from(EXIT_NOT_READY));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_net(cmd: NetCommand, plan: net::NetPlan) -> Result<ExitCode, Error> {
@@ -203,8 +282,23 @@ mod tests {
         assert_eq!(o.netns.as_deref(), Some("x"));
         assert!(matches!(
             o.command,
-            Command::Net(NetCommand::Up { owner: Some(7) })
+            Command::Net(NetCommand::Up {
+                owner: Some(7),
+                no_netem: false
+            })
         ));
         assert!(Opts::try_parse_from(["sshlab", "net", "sideways"]).is_err());
+        let o = Opts::try_parse_from([
+            "sshlab", "netem", "show", "--dev", "eth0", "--match", "sport",
+        ])
+        .unwrap();
+        match o.command {
+            Command::Netem { action, target } => {
+                assert!(matches!(action, NetemAction::Show { json: false }));
+                assert_eq!(target.dev.as_deref(), Some("eth0"));
+                assert_eq!(target.port_match, Some(netem::PortMatch::Sport));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -70,13 +70,13 @@ mod tests {
         let Some(ns) = Netns::new("updown") else {
             return;
         };
-        let out = ns.sshlab(&["net", "up"], &[("SUDO_UID", "4242")]);
+        let out = ns.sshlab(&["net", "up", "--no-netem"], &[("SUDO_UID", "4242")]);
         assert!(out.status.success(), "{}", text(&out));
         assert_lab_built(&ns, 4242);
         assert_root_namespace_clean();
 
         let before = snapshot(&ns);
-        let out = ns.sshlab(&["net", "up"], &[("SUDO_UID", "4242")]);
+        let out = ns.sshlab(&["net", "up", "--no-netem"], &[("SUDO_UID", "4242")]);
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
@@ -125,7 +125,7 @@ mod tests {
         let out = ns.sshlab(&["net", "status"], &[]);
         assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
-        let out = ns.sshlab(&["net", "up", "--owner", "4243"], &[]);
+        let out = ns.sshlab(&["net", "up", "--no-netem", "--owner", "4243"], &[]);
         assert!(out.status.success(), "{}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("set sshbr0 up"), "{stdout}");

@@ -1,0 +1,600 @@
+//! `sshlab netem`: per-port delay, jitter and loss on one interface's egress, by tc over
+//! netlink (no `tc` binary).
+//!
+//! The shape is the classic one: a `prio` root qdisc `1:` with three bands for ordinary traffic
+//! (the default priomap uses only those) plus one band per profile, a `netem` child `1x:` on
+//! each profile's band, and a u32 filter per profile sending its port to its band. On the host
+//! the device is the Target's TAP and the filter matches the destination port: TAP egress is the
+//! traffic *towards* the Target, so requests to 2322 wait 100 ms and the replies do not; the
+//! delay is added once per round trip. Inside a guest shaping its own interface (the Nix VM
+//! test), the server's replies leave with the port as source port: `--match sport`.
+//!
+//! [`apply`] is idempotent: when the kernel already holds exactly the plan it changes nothing;
+//! otherwise it replaces the root it made before (never a root someone else made). It deletes
+//! its root again if a later step fails, so no half-shaped device is left. [`clear`] deletes
+//! that root, which takes the children and filters with it.
+//!
+//! A kernel without `sch_prio` or `sch_netem` answers the qdisc request with ENOENT ("Specified
+//! qdisc kind is unknown"): that becomes one [`Error::MissingModule`] naming the module.
+
+pub mod sock;
+pub mod tc;
+
+use std::fmt;
+
+use serde::Serialize;
+use sshlab_core::{NetemProfiles, Topology, topology::TARGET_VM};
+
+use crate::net::ifname;
+use sock::{KernelError, Tc};
+pub use tc::{Netem, PortMatch};
+
+/// Major of the root qdisc `sshlab` makes (`1:`).
+pub const ROOT_MAJOR: u16 = 1;
+/// Bands of the prio root used by ordinary traffic (tc's default priomap uses 0..=2).
+const DEFAULT_BANDS: u16 = 3;
+/// The most bands prio has (`TCQ_PRIO_BANDS`).
+const MAX_BANDS: u16 = 16;
+/// Priority of the u32 filters.
+const FILTER_PRIO: u16 = 1;
+
+/// Errors of `sshlab netem`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device name is not a valid interface name.
+    #[error(transparent)]
+    InvalidName(#[from] crate::net::Error),
+    /// No target VM in the topology to take the default device from.
+    #[error("No vm {TARGET_VM:?} in the topology: pass --dev")]
+    NoTarget,
+    /// More profiles than prio has bands.
+    #[error("{count} netem profiles, but prio has room for {max}")]
+    TooManyProfiles {
+        /// Profiles given.
+        count: usize,
+        /// The maximum.
+        max: u16,
+    },
+    /// The device does not exist (in this namespace).
+    #[error("No interface {dev} (run `sshlab net up` first, with the same --netns)")]
+    NoSuchDevice {
+        /// Device name.
+        dev: String,
+    },
+    /// The netlink socket could not be opened.
+    #[error("Cannot open an rtnetlink socket")]
+    Socket(#[source] KernelError),
+    /// The kernel lacks a qdisc module.
+    #[error("Kernel lacks {module}: run `modprobe {module}`{also}")]
+    MissingModule {
+        /// `sch_prio` or `sch_netem`.
+        module: &'static str,
+        /// A note on what else will be needed.
+        also: &'static str,
+    },
+    /// The device's root qdisc was made by someone else.
+    #[error(
+        "{dev} already has a root qdisc sshlab did not make ({kind} {handle}); remove it first"
+    )]
+    ForeignRoot {
+        /// Device name.
+        dev: String,
+        /// Its kind.
+        kind: String,
+        /// Its handle.
+        handle: String,
+    },
+    /// Adding the root qdisc failed.
+    #[error("Cannot add the prio root qdisc on {dev}")]
+    AddRoot {
+        /// Device name.
+        dev: String,
+        /// Kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// Adding a netem qdisc failed.
+    #[error("Cannot add netem for port {port} on {dev}")]
+    AddNetem {
+        /// Device name.
+        dev: String,
+        /// The profile's port.
+        port: u16,
+        /// Kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// Adding a filter failed.
+    #[error("Cannot add the u32 filter for port {port} on {dev}")]
+    AddFilter {
+        /// Device name.
+        dev: String,
+        /// The profile's port.
+        port: u16,
+        /// Kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// Deleting the root qdisc failed.
+    #[error("Cannot delete the root qdisc on {dev}")]
+    DeleteRoot {
+        /// Device name.
+        dev: String,
+        /// Kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// A dump failed.
+    #[error("Cannot read the {what} of {dev}")]
+    Dump {
+        /// Qdiscs or filters.
+        what: &'static str,
+        /// Device name.
+        dev: String,
+        /// Kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+}
+
+/// One profile's place in the tree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Class {
+    /// The shaped port.
+    pub port: u16,
+    /// Its unshaped twin.
+    pub base: u16,
+    /// What the profile is for.
+    pub description: String,
+    /// The prio class (`1:minor`) its filter sends it to.
+    pub minor: u16,
+    /// The netem qdisc's major (`major:`).
+    pub major: u16,
+    /// The settings.
+    pub netem: Netem,
+}
+
+/// What `netem apply` builds, resolved and validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetemPlan {
+    /// The shaped device.
+    pub dev: String,
+    /// Which port the filters match.
+    pub port_match: PortMatch,
+    /// One per profile, in file order.
+    pub classes: Vec<Class>,
+}
+
+impl NetemPlan {
+    /// From the config: `dev` defaults to the target VM's TAP, `port_match` to dport.
+    pub fn new(
+        topology: &Topology,
+        profiles: &NetemProfiles,
+        dev: Option<&str>,
+        port_match: Option<PortMatch>,
+    ) -> Result<Self, Error> {
+        let dev = match dev {
+            Some(d) => d.to_owned(),
+            None => topology.vm(TARGET_VM).ok_or(Error::NoTarget)?.tap.clone(),
+        };
+        ifname::validate(&dev)?;
+        let max = MAX_BANDS - DEFAULT_BANDS;
+        if profiles.profiles.len() > usize::from(max) {
+            return Err(Error::TooManyProfiles {
+                count: profiles.profiles.len(),
+                max,
+            });
+        }
+        let classes = (0u16..)
+            .zip(&profiles.profiles)
+            .map(|(i, p)| Class {
+                port: p.port,
+                base: p.base,
+                description: p.description.clone(),
+                minor: DEFAULT_BANDS + 1 + i,
+                major: 0x10 + i,
+                netem: Netem {
+                    delay_ms: p.delay_ms,
+                    jitter_ms: p.jitter_ms,
+                    loss_percent: p.loss_percent,
+                    correlation_percent: p.correlation_percent,
+                    rate_kbit: p.rate_kbit,
+                },
+            })
+            .collect();
+        Ok(Self {
+            dev,
+            port_match: port_match.unwrap_or(PortMatch::Dport),
+            classes,
+        })
+    }
+
+    fn bands(&self) -> u8 {
+        // At most MAX_BANDS (checked in `new`).
+        (usize::from(DEFAULT_BANDS) + self.classes.len()) as u8
+    }
+}
+
+/// The kernel's state of the device, against the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetemState {
+    /// The device.
+    pub dev: String,
+    /// Which port the plan matches.
+    pub port_match: PortMatch,
+    /// The root qdisc (`kind handle`), if not the kernel's default.
+    pub root: Option<String>,
+    /// The root is the one sshlab makes.
+    pub ours: bool,
+    /// One per profile.
+    pub rows: Vec<Row>,
+    /// Everything matches the plan.
+    pub ready: bool,
+}
+
+/// One profile, as found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The plan's class.
+    pub want: Class,
+    /// The netem qdisc found on its band.
+    pub have: Option<Netem>,
+    /// A u32 filter sends the port to the band.
+    pub filter: bool,
+    /// All matches.
+    pub ok: bool,
+}
+
+fn same(a: &Netem, b: &Netem) -> bool {
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-3;
+    a.delay_ms == b.delay_ms
+        && a.jitter_ms == b.jitter_ms
+        && close(a.loss_percent, b.loss_percent)
+        && close(
+            a.correlation_percent.unwrap_or(0.0),
+            b.correlation_percent.unwrap_or(0.0),
+        )
+        && a.rate_kbit == b.rate_kbit
+}
+
+fn ifindex(dev: &str) -> Result<i32, Error> {
+    nix::net::if_::if_nametoindex(dev)
+        .ok()
+        .and_then(|i| i32::try_from(i).ok())
+        .ok_or_else(|| Error::NoSuchDevice {
+            dev: dev.to_owned(),
+        })
+}
+
+/// Reads the device's qdiscs and filters and compares them with the plan.
+pub fn show(plan: &NetemPlan) -> Result<NetemState, Error> {
+    let mut tc = Tc::open().map_err(Error::Socket)?;
+    state(&mut tc, ifindex(&plan.dev)?, plan)
+}
+
+fn state(tc: &mut Tc, index: i32, plan: &NetemPlan) -> Result<NetemState, Error> {
+    let dump_err = |what| {
+        move |source| Error::Dump {
+            what,
+            dev: plan.dev.clone(),
+            source,
+        }
+    };
+    let seq = tc.next_seq();
+    let qdiscs: Vec<_> = tc
+        .dump(&tc::dump(tc::RTM_GETQDISC, seq, index, 0))
+        .map_err(dump_err("qdiscs"))?
+        .iter()
+        .filter_map(|p| tc::parse_tc(p))
+        .filter(|q| q.ifindex == index)
+        .collect();
+    let root = qdiscs
+        .iter()
+        .find(|q| q.parent == tc::TC_H_ROOT && q.handle != 0);
+    let ours = root.is_some_and(|r| r.kind == "prio" && r.handle == tc::handle(ROOT_MAJOR, 0));
+    let filters = if ours {
+        let seq = tc.next_seq();
+        let parent = tc::handle(ROOT_MAJOR, 0);
+        tc.dump(&tc::dump(tc::RTM_GETTFILTER, seq, index, parent))
+            .map_err(dump_err("filters"))?
+            .iter()
+            .filter_map(|p| tc::parse_tc(p))
+            .filter(|f| f.kind == "u32")
+            .filter_map(|f| tc::parse_u32_port_filter(&f.options))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Row> = plan
+        .classes
+        .iter()
+        .map(|c| {
+            let class = tc::handle(ROOT_MAJOR, c.minor);
+            let have = ours
+                .then(|| {
+                    qdiscs.iter().find(|q| {
+                        q.kind == "netem" && q.parent == class && q.handle == tc::handle(c.major, 0)
+                    })
+                })
+                .flatten()
+                .and_then(|q| tc::parse_netem(&q.options));
+            let filter = filters.contains(&(plan.port_match, c.port, class));
+            let ok = filter && have.as_ref().is_some_and(|h| same(h, &c.netem));
+            Row {
+                want: c.clone(),
+                have,
+                filter,
+                ok,
+            }
+        })
+        .collect();
+    let ready = ours && rows.iter().all(|r| r.ok);
+    Ok(NetemState {
+        dev: plan.dev.clone(),
+        port_match: plan.port_match,
+        root: root.map(|r| format!("{} {}", r.kind, tc::fmt_handle(r.handle))),
+        ours,
+        rows,
+        ready,
+    })
+}
+
+/// Installs the plan on its device. Returns what it did (empty when nothing was needed).
+pub fn apply(plan: &NetemPlan) -> Result<Vec<String>, Error> {
+    let mut tc = Tc::open().map_err(Error::Socket)?;
+    let index = ifindex(&plan.dev)?;
+    let current = state(&mut tc, index, plan)?;
+    if current.ready {
+        return Ok(Vec::new());
+    }
+    let mut changes = Vec::new();
+    if current.ours {
+        delete_root(&mut tc, index, &plan.dev)?;
+        changes.push(format!(
+            "replaced the previous sshlab qdiscs on {}",
+            plan.dev
+        ));
+    } else if let Some(root) = &current.root {
+        let (kind, handle) = root.split_once(' ').unwrap_or((root.as_str(), ""));
+        return Err(Error::ForeignRoot {
+            dev: plan.dev.clone(),
+            kind: kind.to_owned(),
+            handle: handle.to_owned(),
+        });
+    }
+    let seq = tc.next_seq();
+    tc.request(&tc::add_prio_root(seq, index, ROOT_MAJOR, plan.bands()))
+        .map_err(|source| match missing(&source) {
+            true => Error::MissingModule {
+                module: "sch_prio",
+                also: " (netem also needs sch_netem)",
+            },
+            false => Error::AddRoot {
+                dev: plan.dev.clone(),
+                source,
+            },
+        })?;
+    if let Err(e) = build_children(&mut tc, index, plan) {
+        // Leave nothing half-shaped behind; the first error is the one to report.
+        let _ = delete_root(&mut tc, index, &plan.dev);
+        return Err(e);
+    }
+    changes.push(format!(
+        "{}: prio root {}: with {} netem classes, u32 filters on {}",
+        plan.dev,
+        ROOT_MAJOR,
+        plan.classes.len(),
+        plan.port_match.as_str()
+    ));
+    Ok(changes)
+}
+
+/// ENOENT or EOPNOTSUPP on a qdisc add whose parent exists: the kernel has no such qdisc.
+fn missing(e: &KernelError) -> bool {
+    matches!(
+        e.errno,
+        nix::errno::Errno::ENOENT | nix::errno::Errno::EOPNOTSUPP
+    )
+}
+
+fn build_children(tc: &mut Tc, index: i32, plan: &NetemPlan) -> Result<(), Error> {
+    for c in &plan.classes {
+        let seq = tc.next_seq();
+        let msg = tc::add_netem(
+            seq,
+            index,
+            tc::handle(ROOT_MAJOR, c.minor),
+            c.major,
+            &c.netem,
+        );
+        tc.request(&msg).map_err(|source| match missing(&source) {
+            true => Error::MissingModule {
+                module: "sch_netem",
+                also: "",
+            },
+            false => Error::AddNetem {
+                dev: plan.dev.clone(),
+                port: c.port,
+                source,
+            },
+        })?;
+    }
+    install_filters(tc, index, tc::handle(ROOT_MAJOR, 0), plan)
+}
+
+/// Adds one u32 port filter per class under `parent` (the prio root, or any classful qdisc
+/// with the same class numbers: the tests use htb, which this machine's kernel has).
+pub fn install_filters(
+    tc: &mut Tc,
+    index: i32,
+    parent: u32,
+    plan: &NetemPlan,
+) -> Result<(), Error> {
+    for c in &plan.classes {
+        let seq = tc.next_seq();
+        let msg = tc::add_u32_port_filter(
+            seq,
+            index,
+            parent,
+            FILTER_PRIO,
+            plan.port_match,
+            c.port,
+            tc::handle(ROOT_MAJOR, c.minor),
+        );
+        tc.request(&msg).map_err(|source| Error::AddFilter {
+            dev: plan.dev.clone(),
+            port: c.port,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes what [`apply`] made, if it is there. Returns what it did.
+pub fn clear(plan: &NetemPlan) -> Result<Vec<String>, Error> {
+    let mut tc = Tc::open().map_err(Error::Socket)?;
+    let index = ifindex(&plan.dev)?;
+    let current = state(&mut tc, index, plan)?;
+    if !current.ours {
+        return Ok(match current.root {
+            Some(r) => vec![format!(
+                "left {}'s root qdisc ({r}) alone: not sshlab's",
+                plan.dev
+            )],
+            None => Vec::new(),
+        });
+    }
+    delete_root(&mut tc, index, &plan.dev)?;
+    Ok(vec![format!("removed the sshlab qdiscs from {}", plan.dev)])
+}
+
+fn delete_root(tc: &mut Tc, index: i32, dev: &str) -> Result<(), Error> {
+    let seq = tc.next_seq();
+    tc.request(&tc::del_root(seq, index, ROOT_MAJOR))
+        .map_err(|source| Error::DeleteRoot {
+            dev: dev.to_owned(),
+            source,
+        })
+}
+
+/// Opens a tc socket and resolves a device, for callers of [`install_filters`].
+pub fn open(dev: &str) -> Result<(Tc, i32), Error> {
+    Ok((Tc::open().map_err(Error::Socket)?, ifindex(dev)?))
+}
+
+impl fmt::Display for NetemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let root = self.root.as_deref().unwrap_or("kernel default");
+        writeln!(
+            f,
+            "{}: root {root}{}; filters match {}",
+            self.dev,
+            if self.ours { " (sshlab)" } else { "" },
+            self.port_match.as_str()
+        )?;
+        writeln!(
+            f,
+            "shaped: this device's egress only, so each delay is added once per round trip"
+        )?;
+        writeln!(
+            f,
+            "{:<6} {:<6} {:<26} {:<26} {:<7} state",
+            "port", "class", "profile", "kernel", "filter"
+        )?;
+        for r in &self.rows {
+            let have = r.have.as_ref().map_or_else(|| "-".to_owned(), describe);
+            writeln!(
+                f,
+                "{:<6} 1:{:<4x} {:<26} {:<26} {:<7} {}",
+                r.want.port,
+                r.want.minor,
+                describe(&r.want.netem),
+                have,
+                if r.filter { "yes" } else { "no" },
+                if r.ok { "ok" } else { "MISSING" }
+            )?;
+        }
+        write!(
+            f,
+            "{}",
+            if self.ready {
+                "applied"
+            } else {
+                "not applied (sshlab netem apply)"
+            }
+        )
+    }
+}
+
+fn describe(n: &Netem) -> String {
+    let mut s = format!("{}ms ±{}ms", n.delay_ms, n.jitter_ms);
+    if n.loss_percent > 0.0 {
+        s.push_str(&format!(
+            " loss {}%",
+            (n.loss_percent * 100.0).round() / 100.0
+        ));
+    }
+    if let Some(c) = n.correlation_percent {
+        s.push_str(&format!(" corr {}%", (c * 100.0).round() / 100.0));
+    }
+    if let Some(r) = n.rate_kbit {
+        s.push_str(&format!(" {r}kbit"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> sshlab_core::Lab {
+        sshlab_core::Lab::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap()
+    }
+
+    #[test]
+    fn plan_defaults_to_the_targets_tap_and_dport() {
+        let lab = lab();
+        let plan = NetemPlan::new(&lab.topology, &lab.netem, None, None).unwrap();
+        assert_eq!(plan.dev, "sshtap2");
+        assert_eq!(plan.port_match, PortMatch::Dport);
+        assert_eq!(plan.classes.len(), 7);
+        assert_eq!(plan.bands(), 10);
+        let first = &plan.classes[0];
+        assert_eq!((first.port, first.minor, first.major), (2322, 4, 0x10));
+        assert_eq!((first.netem.delay_ms, first.netem.jitter_ms), (100, 10));
+        let second = &plan.classes[1];
+        assert_eq!((second.port, second.netem.loss_percent), (2323, 5.0));
+    }
+
+    #[test]
+    fn plan_validates_the_device_name() {
+        let lab = lab();
+        let err = NetemPlan::new(&lab.topology, &lab.netem, Some("bad/name"), None).unwrap_err();
+        assert!(err.to_string().contains("bad/name"), "{err}");
+    }
+
+    #[test]
+    fn too_many_profiles_are_refused() {
+        let lab = lab();
+        let mut profiles = lab.netem.clone();
+        let p = profiles.profiles[0].clone();
+        profiles.profiles = vec![p; 14];
+        let err = NetemPlan::new(&lab.topology, &profiles, None, None).unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyProfiles { count: 14, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_module_message_names_the_module() {
+        let e = Error::MissingModule {
+            module: "sch_netem",
+            also: "",
+        };
+        assert_eq!(
+            e.to_string(),
+            "Kernel lacks sch_netem: run `modprobe sch_netem`"
+        );
+    }
+}
