@@ -113,10 +113,10 @@ fn tick(v: f64) -> String {
     }
 }
 
-/// Seconds as `42s` or `3:05`.
-fn secs_label(t: f64) -> String {
+/// Seconds as `42s`, or `3:05` on long axes.
+fn secs_label(t: f64, long: bool) -> String {
     let t = fin(t).max(0.0).round() as u64;
-    if t >= 120 {
+    if long {
         format!("{}:{:02}", t / 60, t % 60)
     } else {
         format!("{t}s")
@@ -234,8 +234,17 @@ impl Frame {
 
     /// Time ticks along the bottom.
     fn x_time(&self, out: &mut String) {
-        let (_, step) = nice(self.x1 - self.x0);
-        let step = step.max(1.0);
+        let range = self.x1 - self.x0;
+        let long = range >= 120.0;
+        let step = if long {
+            // Whole minutes or half minutes, about eight ticks.
+            [30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0]
+                .into_iter()
+                .find(|s| range / s <= 9.0)
+                .unwrap_or(7200.0)
+        } else {
+            nice(range).1.max(1.0)
+        };
         let mut t = (self.x0 / step).ceil() * step;
         while t <= self.x1 + 1e-9 {
             let x = self.x(t);
@@ -245,7 +254,7 @@ impl Frame {
                 y0 = self.h - MB,
                 y1 = self.h - MB + 4.0,
                 ty = self.h - MB + 17.0,
-                l = secs_label(t)
+                l = secs_label(t, long)
             );
             t += step;
         }
@@ -372,9 +381,12 @@ fn throughput_chart(out: &mut String, s: &Summary) {
         let y = f.y(s.totals.rps_avg);
         let _ = write!(
             out,
-            r##"<line x1="{ML}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#1d2330" stroke-dasharray="5 4" stroke-width="1"/><text x="{x2}" y="{ty:.1}" text-anchor="end" class="lbl">avg {avg:.1}/s</text>"##,
+            r##"<line x1="{ML}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#1d2330" stroke-dasharray="5 4" stroke-width="1"/><rect x="{rx}" y="{ry:.1}" width="78" height="16" rx="3" fill="#fff" fill-opacity="0.85"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="lbl">avg {avg:.1}/s</text>"##,
             x2 = W - MR,
-            ty = y - 4.0,
+            rx = W - MR - 84.0,
+            ry = y - 18.0,
+            tx = W - MR - 10.0,
+            ty = y - 6.0,
             avg = s.totals.rps_avg
         );
     }
@@ -1239,7 +1251,8 @@ pub(crate) mod tests {
         assert_eq!(nice(97.0), (100.0, 20.0));
         assert_eq!(nice(0.0), (1.0, 0.2));
         assert_eq!(tick(2.5), "2.5");
-        assert_eq!(secs_label(185.0), "3:05");
+        assert_eq!(secs_label(185.0, true), "3:05");
+        assert_eq!(secs_label(42.0, false), "42s");
     }
 
     /// Writes the sample page to `$SSHLAB_SAMPLE_HTML` when set (for looking at it).
