@@ -1,6 +1,20 @@
-//! `sshlab-agent`: the load agent of the sshlab lab. This library owns the agent's MCP client
-//! ([`mcp`]): a spec-driven Streamable-HTTP client that speaks both protocol eras (2026-07-28
-//! stateless, and the 2025 `initialize` handshake). Scenarios, measurement and the CLI will build
-//! on it; the binary is still a skeleton.
+//! `sshlab-agent`: the load agent of the sshlab lab, and a standalone load tester for any MCP
+//! Streamable-HTTP server.
+//!
+//! The pipeline runs one way, as in oha and vegeta: [`scenario`] (data: which tool calls, how
+//! often) → [`engine`] (workers, closed or open model, one [`mcp`] client each) → a channel of
+//! records → [`collector`] (`w<N>.jsonl`, the HDR aggregate, the `.hlog`, progress) → [`run`]
+//! (summary, [`thresholds`], [`scrape`]d server metrics, reports via [`results`]). [`cli`] and
+//! [`serve`] are the two ways in: the command line, and the Agent VM's control API.
+#![deny(missing_docs)]
 
+pub mod cli;
+pub mod collector;
+pub mod engine;
 pub mod mcp;
+pub mod results;
+pub mod run;
+pub mod scenario;
+pub mod scrape;
+pub mod serve;
+pub mod thresholds;

@@ -1,7 +1,22 @@
-//! `sshlab-agent`, the load agent. Skeleton: the MCP client exists in the library
-//! ([`sshlab_agent::mcp`]), but scenarios, measurement and the serve mode are not built yet (see
-//! the open issue); the CLI says so instead of pretending.
+//! `sshlab-agent` binary: parse flags, set up logging, run the library's command line.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("sshlab-agent: the CLI is not built yet: tracked in the open agent issue")
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = sshlab_agent::cli::Cli::parse();
+    let default = if cli.verbose { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(sshlab_agent::cli::main(cli)),
+        Err(e) => {
+            eprintln!("sshlab-agent: cannot start the async runtime: {e}");
+            std::process::ExitCode::from(sshlab_agent::cli::EXIT_RUN_ERROR)
+        }
+    }
 }

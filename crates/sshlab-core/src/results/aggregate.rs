@@ -111,8 +111,8 @@ pub struct Aggregate {
     pub all: Group,
     /// By operation.
     pub ops: BTreeMap<String, Group>,
-    /// By target port.
-    pub ports: BTreeMap<u16, Group>,
+    /// By target port, in first-seen order (the baseline port comes first in a latency test).
+    pub ports: Vec<(u16, Group)>,
     /// By phase label, in first-seen order.
     pub phases: Vec<(String, Group)>,
     timeline: Vec<IntervalStats>,
@@ -128,7 +128,7 @@ impl Aggregate {
             start,
             all: Group::default(),
             ops: BTreeMap::new(),
-            ports: BTreeMap::new(),
+            ports: Vec::new(),
             phases: Vec::new(),
             timeline: Vec::new(),
             current: histogram(),
@@ -153,7 +153,14 @@ impl Aggregate {
         self.all.add(r);
         self.ops.entry(r.op.clone()).or_default().add(r);
         if let Some(p) = r.port {
-            self.ports.entry(p).or_default().add(r);
+            match self.ports.iter_mut().find(|(port, _)| *port == p) {
+                Some((_, g)) => g.add(r),
+                None => {
+                    let mut g = Group::default();
+                    g.add(r);
+                    self.ports.push((p, g));
+                }
+            }
         }
         if let Some(ph) = &r.phase {
             match self.phases.iter_mut().find(|(name, _)| name == ph) {
@@ -217,7 +224,10 @@ impl Aggregate {
             self.ops.entry(k.clone()).or_default().merge(g);
         }
         for (k, g) in &o.ports {
-            self.ports.entry(*k).or_default().merge(g);
+            match self.ports.iter_mut().find(|(p, _)| p == k) {
+                Some((_, mine)) => mine.merge(g),
+                None => self.ports.push((*k, g.clone())),
+            }
         }
         for (name, g) in &o.phases {
             match self.phases.iter_mut().find(|(n, _)| n == name) {
@@ -268,7 +278,11 @@ mod tests {
         assert_eq!(a.all.total(), 31);
         assert_eq!(a.ops["ssh_run_command"].err, 3);
         assert_eq!(a.ops["ssh_run_command"].errors["timeout"], 3);
-        assert_eq!(a.ports[&2322].ok, 1);
+        assert_eq!(
+            a.ports.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            [2222, 2322]
+        );
+        assert_eq!(a.ports[1].1.ok, 1);
         assert_eq!(a.phases.len(), 2);
         let uncorrected = LatencyStats::of(&a.ops["ssh_run_command"].service);
         let corrected = LatencyStats::of(&a.ops["ssh_run_command"].corrected);

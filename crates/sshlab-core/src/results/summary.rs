@@ -134,7 +134,7 @@ pub struct Summary {
     pub latency_uncorrected: LatencyStats,
     /// Per operation, by name.
     pub ops: Vec<GroupSummary>,
-    /// Per target port (latency_test), ascending.
+    /// Per target port (latency_test), in run order: the baseline first.
     pub ports: Vec<GroupSummary>,
     /// Per phase, in run order.
     pub phases: Vec<GroupSummary>,

@@ -1,0 +1,216 @@
+//! The collector: the one consumer of the workers' records during a run.
+//!
+//! It appends each record to its worker's `w<N>.jsonl` (whole lines, flushed every second, so
+//! a crash or Ctrl-C leaves only complete lines), folds it into the [`Aggregate`], hands each
+//! finished one-second interval histogram to the `.hlog` writer thread, prints progress, and
+//! rewrites `summary.json` every few seconds marked incomplete, so even a killed run leaves a
+//! summary of what it measured.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use sshlab_core::results::{Aggregate, IntervalStats, LatencyStats, Record, RunInfo, Summary};
+use tokio::sync::mpsc;
+
+/// Name of the interval log in the results dir.
+pub const HLOG: &str = "latency.hlog";
+
+/// Write `bytes` to `path` atomically (temp file + rename), so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// Writes the HdrHistogram interval log on its own thread (the log writer borrows its
+/// output and serializer for its whole life, which a thread owns naturally).
+struct HlogWriter {
+    tx: Option<std::sync::mpsc::Sender<(IntervalStats, Histogram<u64>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HlogWriter {
+    fn start(path: PathBuf, start: SystemTime) -> std::io::Result<Self> {
+        let mut file = BufWriter::new(File::create(&path)?);
+        let (tx, rx) = std::sync::mpsc::channel::<(IntervalStats, Histogram<u64>)>();
+        let thread = std::thread::spawn(move || {
+            let mut ser = V2DeflateSerializer::new();
+            let mut log = match IntervalLogWriterBuilder::new()
+                .add_comment("sshlab-agent: corrected latency of successful operations, microseconds; max in ms")
+                .with_start_time(start)
+                .with_base_time(start)
+                .with_max_value_divisor(1000.0)
+                .begin_log_with(&mut file, &mut ser)
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the interval log");
+                    return;
+                }
+            };
+            for (stats, h) in rx {
+                let at = Duration::from_secs(stats.t);
+                if let Err(e) = log.write_histogram(&h, at, Duration::from_secs(1), None) {
+                    tracing::warn!(error = %e, "interval log write failed");
+                }
+            }
+            drop(log);
+            let _ = file.flush();
+        });
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, closed: Vec<(IntervalStats, Histogram<u64>)>) {
+        if let Some(tx) = &self.tx {
+            for c in closed {
+                let _ = tx.send(c);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing.
+    Quiet,
+    /// A line rewritten in place (a terminal).
+    Live,
+    /// A plain line every few seconds (logs, CI).
+    Lines,
+}
+
+impl Progress {
+    /// Live on a terminal, lines otherwise.
+    pub fn detect() -> Self {
+        if std::io::stderr().is_terminal() {
+            Self::Live
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// The collector's settings.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Results directory of this run.
+    pub dir: PathBuf,
+    /// What the run is (for the in-progress summaries).
+    pub run: RunInfo,
+    /// Planned length, for "remaining".
+    pub planned: Duration,
+    /// Progress display.
+    pub progress: Progress,
+}
+
+/// Consume records until every sender is gone; returns the aggregate.
+pub async fn collect(
+    mut rx: mpsc::Receiver<Record>,
+    cfg: CollectorConfig,
+) -> std::io::Result<Aggregate> {
+    let mut agg = Aggregate::new(cfg.run.started_at);
+    let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
+    let start_wall = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(cfg.run.started_at.max(0.0));
+    let mut hlog = HlogWriter::start(cfg.dir.join(HLOG), start_wall)?;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    let mut line = String::with_capacity(256);
+    loop {
+        tokio::select! {
+            rec = rx.recv() => {
+                let Some(rec) = rec else { break };
+                line.clear();
+                if let Ok(json) = serde_json::to_string(&rec) {
+                    line.push_str(&json);
+                    line.push('\n');
+                }
+                let w = match files.get_mut(&rec.worker) {
+                    Some(w) => w,
+                    None => {
+                        let f = File::create(cfg.dir.join(format!("{}.jsonl", rec.worker)))?;
+                        files.entry(rec.worker.clone()).or_insert(BufWriter::new(f))
+                    }
+                };
+                w.write_all(line.as_bytes())?;
+                hlog.send(agg.add(&rec));
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                for f in files.values_mut() {
+                    f.flush()?;
+                }
+                show(&cfg, &agg, started.elapsed(), ticks);
+                if ticks.is_multiple_of(5) {
+                    let mut run = cfg.run.clone();
+                    run.ended_at = cfg.run.started_at + started.elapsed().as_secs_f64();
+                    run.complete = false;
+                    run.incomplete_reason = Some("still running".into());
+                    let s = Summary::build(run, &agg);
+                    if let Ok(json) = serde_json::to_vec_pretty(&s) {
+                        write_atomic(&cfg.dir.join("summary.json"), &json)?;
+                    }
+                }
+            }
+        }
+    }
+    for f in files.values_mut() {
+        f.flush()?;
+    }
+    hlog.send(agg.finish());
+    hlog.finish();
+    if cfg.progress == Progress::Live {
+        eprintln!();
+    }
+    Ok(agg)
+}
+
+fn show(cfg: &CollectorConfig, agg: &Aggregate, elapsed: Duration, ticks: u64) {
+    let last = agg.timeline().last();
+    let rps = last.map_or(0, |i| i.ok + i.err);
+    let p99 = last.map_or(0.0, |i| i.p99);
+    let all = LatencyStats::of(&agg.all.corrected);
+    let remaining = cfg.planned.saturating_sub(elapsed).as_secs();
+    let text = format!(
+        "[{:>4}s elapsed, {:>4}s left] {} ops, {} errors, {rps} ops/s now, p99 {p99:.1} ms now / {:.1} ms overall",
+        elapsed.as_secs(),
+        remaining,
+        agg.all.total(),
+        agg.all.err,
+        all.p99
+    );
+    match cfg.progress {
+        Progress::Quiet => {}
+        Progress::Live => {
+            eprint!("\r{text:<110}");
+            let _ = std::io::stderr().flush();
+        }
+        Progress::Lines => {
+            if ticks.is_multiple_of(5) {
+                eprintln!("{text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The load engine: turns a scenario and the run's settings into phases, runs each phase's
+//! workers, and streams every operation's [`Record`](sshlab_core::results::Record) to the
+//! collector. It measures; it does not summarise (that is the collector's and the reports'
+//! job), so the same records can be summarised again later from the saved files.
+
+pub mod pacer;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sshlab_core::results::Record;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::{ClientOptions, McpClient, McpError, Protocol};
+use crate::scenario::{Ports, Scenario};
+use pacer::{RateShape, Schedule};
+use worker::{Target, Worker};
+
+/// Maps monotonic instants to unix time, fixed once per run so records never jump.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    unix: f64,
+}
+
+impl Clock {
+    /// Now.
+    pub fn start() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
+    /// Unix seconds of `i`.
+    pub fn wall(&self, i: Instant) -> f64 {
+        if i >= self.instant {
+            self.unix + (i - self.instant).as_secs_f64()
+        } else {
+            self.unix - (self.instant - i).as_secs_f64()
+        }
+    }
+
+    /// Unix seconds at the start.
+    pub fn unix_start(&self) -> f64 {
+        self.unix
+    }
+}
+
+/// Settings of a run besides the scenario (command line or a job).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// MCP endpoint.
+    pub mcp_url: String,
+    /// Protocol to speak.
+    pub protocol: Protocol,
+    /// SSH target.
+    pub target_host: String,
+    /// Baseline SSH port.
+    pub target_port: u16,
+    /// SSH user.
+    pub user: String,
+    /// SSH password.
+    pub password: String,
+    /// Seconds per phase (overrides the scenario).
+    pub duration_s: Option<u64>,
+    /// Workers (overrides every phase).
+    pub workers: Option<usize>,
+    /// Open-model rate (overrides the scenario; turns a closed scenario open).
+    pub rate: Option<f64>,
+    /// Timeout of one MCP exchange.
+    pub request_timeout: Duration,
+    /// Bearer token for every worker; `None`: each worker sends its own synthetic token so a
+    /// stateless server can tell them apart (`sshlab-agent-w<N>`).
+    pub bearer: Option<String>,
+    /// Netem ports, for `ports = "baseline+netem"`.
+    pub netem_ports: Vec<u16>,
+}
+
+/// One phase, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// Label for reports (`workers=5`, `port=2322`), when there are several phases.
+    pub label: Option<String>,
+    /// Workers.
+    pub workers: usize,
+    /// Length.
+    pub duration: Duration,
+    /// Open model: the arrival rate.
+    pub rate: Option<RateShape>,
+    /// Target port.
+    pub port: u16,
+}
+
+/// Resolve a scenario and settings into phases.
+pub fn plan(s: &Scenario, cfg: &RunSettings) -> Vec<Phase> {
+    let duration = Duration::from_secs(cfg.duration_s.unwrap_or(s.duration_s));
+    // A --rate on the command line wins and is constant; otherwise the scenario's stages
+    // (starting from its rate), otherwise its (or the phase's) constant rate.
+    let shape = |phase_rate: Option<f64>| -> Option<RateShape> {
+        if let Some(r) = cfg.rate {
+            return Some(RateShape::Constant(r));
+        }
+        if !s.stages.is_empty() {
+            return Some(RateShape::Ramp {
+                start: phase_rate.or(s.rate).unwrap_or(0.0),
+                stages: s.stages.clone(),
+            });
+        }
+        phase_rate.or(s.rate).map(RateShape::Constant)
+    };
+    let ports: Vec<u16> = match &s.ports {
+        Some(Ports::List(p)) => p.clone(),
+        Some(Ports::Named(_)) => std::iter::once(cfg.target_port)
+            .chain(cfg.netem_ports.iter().copied())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut phases = Vec::new();
+    if !ports.is_empty() {
+        for p in ports {
+            phases.push(Phase {
+                label: Some(format!("port={p}")),
+                workers: cfg.workers.unwrap_or(s.workers),
+                duration,
+                rate: shape(None),
+                port: p,
+            });
+        }
+    } else if s.phases.is_empty() {
+        phases.push(Phase {
+            label: None,
+            workers: cfg.workers.unwrap_or(s.workers),
+            duration,
+            rate: shape(None),
+            port: cfg.target_port,
+        });
+    } else {
+        for ph in &s.phases {
+            let workers = cfg.workers.or(ph.workers).unwrap_or(s.workers);
+            let port = ph.port.unwrap_or(cfg.target_port);
+            let mut label = vec![format!("workers={workers}")];
+            if ph.port.is_some() {
+                label.push(format!("port={port}"));
+            }
+            phases.push(Phase {
+                label: Some(label.join(",")),
+                workers,
+                duration: ph.duration_s.map_or(duration, Duration::from_secs),
+                rate: shape(ph.rate),
+                port,
+            });
+        }
+    }
+    phases
+}
+
+/// What running the phases produced besides the records.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Open-model starts that were late.
+    pub late_starts: u64,
+    /// Whether it was cancelled.
+    pub cancelled: bool,
+}
+
+fn client_options(cfg: &RunSettings, index: usize) -> ClientOptions {
+    ClientOptions {
+        url: cfg.mcp_url.clone(),
+        protocol: cfg.protocol.clone(),
+        request_timeout: cfg.request_timeout,
+        bearer: Some(
+            cfg.bearer
+                .clone()
+                .unwrap_or_else(|| format!("sshlab-agent-w{index}")),
+        ),
+        client_name: "sshlab-agent".into(),
+    }
+}
+
+/// Connect one client, as worker `index` would.
+pub async fn connect(
+    http: &reqwest::Client,
+    cfg: &RunSettings,
+    index: usize,
+) -> Result<McpClient, McpError> {
+    McpClient::connect(http.clone(), client_options(cfg, index)).await
+}
+
+/// Open and close `n` SSH sessions (unmeasured) so the server's pool starts warm.
+async fn prewarm(
+    http: &reqwest::Client,
+    s: &Scenario,
+    cfg: &RunSettings,
+    n: usize,
+) -> Result<(), McpError> {
+    let (Some(provider), Some(consumer)) = (
+        s.ops.iter().find(|o| o.provides.is_some()),
+        s.ops.iter().find(|o| o.consumes.is_some()),
+    ) else {
+        return Ok(());
+    };
+    let client = connect(http, cfg, usize::MAX).await?;
+    let vars = &s.vars;
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let ctx = crate::scenario::template::Context {
+            target_host: &cfg.target_host,
+            target_port: cfg.target_port,
+            user: &cfg.user,
+            password: &cfg.password,
+            session: None,
+            worker: i,
+            vars,
+            counter: i as u64,
+        };
+        let r = client
+            .call_tool(&provider.tool, crate::scenario::render_args(provider, &ctx))
+            .await?;
+        let field = provider.provides_field.as_deref().unwrap_or("session_id");
+        if let Some(h) = r
+            .structured
+            .as_ref()
+            .and_then(|v| v.get(field))
+            .and_then(|v| v.as_str())
+        {
+            handles.push(h.to_owned());
+        }
+    }
+    for h in handles {
+        let ctx = crate::scenario::template::Context {
+            target_host: &cfg.target_host,
+            target_port: cfg.target_port,
+            user: &cfg.user,
+            password: &cfg.password,
+            session: Some(&h),
+            worker: 0,
+            vars,
+            counter: 0,
+        };
+        client
+            .call_tool(&consumer.tool, crate::scenario::render_args(consumer, &ctx))
+            .await?;
+    }
+    client.close().await
+}
+
+/// Run every phase; records go to `tx`. Fails only when no worker can reach the server.
+pub async fn run(
+    http: &reqwest::Client,
+    s: Arc<Scenario>,
+    cfg: &RunSettings,
+    phases: &[Phase],
+    clock: Clock,
+    tx: mpsc::Sender<Record>,
+    cancel: CancellationToken,
+) -> Result<Outcome, McpError> {
+    let late = Arc::new(AtomicU64::new(0));
+    if s.prewarm > 0 {
+        prewarm(http, &s, cfg, s.prewarm).await?;
+    }
+    let target = Arc::new(Target {
+        host: cfg.target_host.clone(),
+        user: cfg.user.clone(),
+        password: cfg.password.clone(),
+    });
+    for phase in phases {
+        if cancel.is_cancelled() {
+            break;
+        }
+        tracing::info!(phase = ?phase.label, workers = phase.workers, port = phase.port, "phase starts");
+        // Connect every worker before the clock starts: the handshake is not the load.
+        let mut clients = Vec::with_capacity(phase.workers);
+        for i in 0..phase.workers {
+            tokio::select! {
+                c = connect(http, cfg, i) => clients.push(c?),
+                () = cancel.cancelled() => return Ok(Outcome { late_starts: late.load(Ordering::Relaxed), cancelled: true }),
+            }
+        }
+        let start = Instant::now();
+        let deadline = start + phase.duration;
+        let schedule = phase.rate.as_ref().map(|shape| {
+            (
+                Arc::new(Mutex::new(Schedule::new(
+                    shape,
+                    phase.duration.as_secs_f64(),
+                ))),
+                start,
+            )
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, client) in clients.into_iter().enumerate() {
+            let w = Worker {
+                index,
+                client,
+                scenario: s.clone(),
+                target: target.clone(),
+                port: phase.port,
+                phase: phase.label.clone(),
+                tx: tx.clone(),
+                deadline,
+                cancel: cancel.clone(),
+                schedule: schedule.clone(),
+                late: late.clone(),
+                clock,
+            };
+            tasks.spawn(w.run());
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    Ok(Outcome {
+        late_starts: late.load(Ordering::Relaxed),
+        cancelled: cancel.is_cancelled(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RunSettings {
+        RunSettings {
+            mcp_url: "http://x/mcp".into(),
+            protocol: Protocol::Auto,
+            target_host: "h".into(),
+            target_port: 2222,
+            user: "u".into(),
+            password: "p".into(),
+            duration_s: None,
+            workers: None,
+            rate: None,
+            request_timeout: Duration::from_secs(5),
+            bearer: None,
+            netem_ports: vec![2322, 2323],
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_scenarios() {
+        let cfg = settings();
+        let cr = plan(&Scenario::builtin("connection_rate").expect("ok"), &cfg);
+        assert_eq!(
+            cr.iter().map(|p| p.workers).collect::<Vec<_>>(),
+            [1, 2, 5, 10]
+        );
+        assert_eq!(cr[2].label.as_deref(), Some("workers=5"));
+        let lt = plan(&Scenario::builtin("latency_test").expect("ok"), &cfg);
+        assert_eq!(
+            lt.iter().map(|p| p.port).collect::<Vec<_>>(),
+            [2222, 2322, 2323]
+        );
+        assert_eq!(lt[0].rate, Some(RateShape::Constant(10.0)));
+        let mut short = cfg.clone();
+        short.duration_s = Some(3);
+        short.workers = Some(2);
+        short.rate = Some(50.0);
+        let q = plan(&Scenario::builtin("quick").expect("ok"), &short);
+        assert_eq!(q.len(), 1);
+        assert_eq!((q[0].workers, q[0].duration), (2, Duration::from_secs(3)));
+        assert_eq!(q[0].rate, Some(RateShape::Constant(50.0)));
+    }
+}

@@ -1,0 +1,428 @@
+//! Scenarios are data: TOML files describing which MCP tool calls to make, with what
+//! arguments, how often, by how many workers, for how long. The built-ins (the load-testing
+//! guide's five, plus `quick`) are embedded TOML files parsed exactly like a user's
+//! `--scenario-file`, so a user can copy one and change it, and nothing in here knows the
+//! tools of any particular server.
+//!
+//! Sessions are handled generically: an op that `provides = "session"` keeps a field of its
+//! structured result (default `session_id`) as a handle; ops that `needs` one get it as
+//! `{{session}}`; an op that `consumes` one gives it up. See [`template`] for placeholders.
+
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A scenario could not be loaded or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Unknown built-in name.
+    #[error("unknown scenario `{0}` (see `sshlab-agent list`)")]
+    Unknown(String),
+    /// The file could not be read.
+    #[error("cannot read scenario file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a scenario.
+    #[error("{source_name}: {message}")]
+    Parse {
+        /// File or built-in name.
+        source_name: String,
+        /// The parser's message (line, column, key).
+        message: String,
+    },
+    /// Parsed, but inconsistent.
+    #[error("{source_name}: {key}: {message}")]
+    Invalid {
+        /// File or built-in name.
+        source_name: String,
+        /// The offending key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a worker picks its next op.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// At random, by weight.
+    #[default]
+    Weighted,
+    /// In file order, round and round.
+    Cycle,
+}
+
+/// Which target ports the phases cover.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Ports {
+    /// `"baseline+netem"`: the baseline port, then every netem port of the lab's profiles.
+    Named(String),
+    /// Explicit list.
+    List(Vec<u16>),
+}
+
+/// One phase override.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    /// Workers in this phase.
+    pub workers: Option<usize>,
+    /// Seconds.
+    pub duration_s: Option<u64>,
+    /// Open-model arrivals per second.
+    pub rate: Option<f64>,
+    /// Target port.
+    pub port: Option<u16>,
+}
+
+/// A ramp stage of the open model (k6-style: reach `target` arrivals/s over `duration_s`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Seconds.
+    pub duration_s: f64,
+    /// Arrivals per second at the end of the stage.
+    pub target: f64,
+}
+
+/// One kind of call.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpSpec {
+    /// Report label (default: the tool name).
+    pub name: Option<String>,
+    /// MCP tool to call.
+    pub tool: String,
+    /// Relative frequency in weighted mode (0 = only run when another op needs what it provides).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Arguments; string values may hold placeholders.
+    #[serde(default)]
+    pub args: toml::Table,
+    /// Keeps a handle from the result: the handle's name (e.g. `session`).
+    pub provides: Option<String>,
+    /// Field of `structuredContent` holding the handle (default `session_id`).
+    pub provides_field: Option<String>,
+    /// Needs a handle (given as `{{session}}`).
+    pub needs: Option<String>,
+    /// Uses a handle and gives it up.
+    pub consumes: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name.
+    pub name: String,
+    /// One line on what it measures.
+    #[serde(default)]
+    pub description: String,
+    /// Seconds per phase.
+    pub duration_s: u64,
+    /// Workers (unless a phase says otherwise).
+    #[serde(default = "one_usize")]
+    pub workers: usize,
+    /// Pause after each op, closed model.
+    #[serde(default)]
+    pub think_ms: u64,
+    /// Open model: arrivals per second (constant).
+    pub rate: Option<f64>,
+    /// Open model: ramping stages instead of a constant rate.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Connections opened and closed before measuring, to warm the server's pool.
+    #[serde(default)]
+    pub prewarm: usize,
+    /// Most handles a worker holds; a provider op beyond it first consumes the oldest.
+    #[serde(default = "one_usize")]
+    pub max_sessions: usize,
+    /// How ops are picked.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Ports to cover, one phase each.
+    pub ports: Option<Ports>,
+    /// Phases (default: one).
+    #[serde(default, rename = "phase")]
+    pub phases: Vec<PhaseSpec>,
+    /// Lists for `{{pick NAME}}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Vec<String>>,
+    /// Error kind → text that marks it in a tool error.
+    #[serde(default)]
+    pub error_kinds: BTreeMap<String, String>,
+    /// Thresholds checked by default.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+    /// The calls.
+    #[serde(rename = "op")]
+    pub ops: Vec<OpSpec>,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "connection_rate",
+        include_str!("../../scenarios/connection_rate.toml"),
+    ),
+    (
+        "command_throughput",
+        include_str!("../../scenarios/command_throughput.toml"),
+    ),
+    (
+        "sustained_load",
+        include_str!("../../scenarios/sustained_load.toml"),
+    ),
+    (
+        "latency_test",
+        include_str!("../../scenarios/latency_test.toml"),
+    ),
+    (
+        "exhaustion_test",
+        include_str!("../../scenarios/exhaustion_test.toml"),
+    ),
+    ("quick", include_str!("../../scenarios/quick.toml")),
+];
+
+/// The guide's full suite, in order.
+pub const FULL: &[&str] = &[
+    "connection_rate",
+    "command_throughput",
+    "sustained_load",
+    "latency_test",
+    "exhaustion_test",
+];
+
+/// Names of the built-in scenarios.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(n, _)| *n)
+}
+
+impl Scenario {
+    /// A built-in scenario by name.
+    pub fn builtin(name: &str) -> Result<Self, ScenarioError> {
+        let (_, text) = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| ScenarioError::Unknown(name.to_owned()))?;
+        Self::parse(text, &format!("built-in scenario {name}"))
+    }
+
+    /// A scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            source_name: source_name.to_owned(),
+            message: e.to_string(),
+        })?;
+        s.validate(source_name)?;
+        Ok(s)
+    }
+
+    fn validate(&self, src: &str) -> Result<(), ScenarioError> {
+        let invalid = |key: String, message: String| ScenarioError::Invalid {
+            source_name: src.to_owned(),
+            key,
+            message,
+        };
+        if self.ops.is_empty() {
+            return Err(invalid(
+                "op".into(),
+                "at least one [[op]] is required".into(),
+            ));
+        }
+        if self.duration_s == 0 {
+            return Err(invalid("duration_s".into(), "must be at least 1".into()));
+        }
+        if self.workers == 0 || self.phases.iter().any(|p| p.workers == Some(0)) {
+            return Err(invalid("workers".into(), "must be at least 1".into()));
+        }
+        if self.max_sessions == 0 {
+            return Err(invalid("max_sessions".into(), "must be at least 1".into()));
+        }
+        let rates = self
+            .rate
+            .iter()
+            .chain(self.phases.iter().filter_map(|p| p.rate.as_ref()));
+        for r in rates {
+            if !(r.is_finite() && *r > 0.0) {
+                return Err(invalid(
+                    "rate".into(),
+                    format!("{r} is not a positive number"),
+                ));
+            }
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            if !(st.duration_s.is_finite()
+                && st.duration_s > 0.0
+                && st.target.is_finite()
+                && st.target >= 0.0)
+            {
+                return Err(invalid(
+                    format!("stages[{i}]"),
+                    "needs duration_s > 0 and target >= 0".into(),
+                ));
+            }
+        }
+        if let Some(Ports::Named(n)) = &self.ports
+            && n != "baseline+netem"
+        {
+            return Err(invalid(
+                "ports".into(),
+                format!("`{n}`: use \"baseline+netem\" or a list of ports"),
+            ));
+        }
+        if self.mode == Mode::Weighted && self.ops.iter().all(|o| o.weight == 0) {
+            return Err(invalid(
+                "op".into(),
+                "in weighted mode at least one op needs weight > 0".into(),
+            ));
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            for need in op.needs.iter().chain(op.consumes.iter()) {
+                if !self.ops.iter().any(|o| o.provides.as_deref() == Some(need)) {
+                    return Err(invalid(
+                        format!("op[{i}].needs"),
+                        format!("no op provides `{need}`"),
+                    ));
+                }
+            }
+            template::check(&op.args, &self.vars)
+                .map_err(|m| invalid(format!("op[{i}].args"), m))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this scenario uses the open model.
+    pub fn is_open(&self) -> bool {
+        self.rate.is_some()
+            || !self.stages.is_empty()
+            || self.phases.iter().any(|p| p.rate.is_some())
+    }
+
+    /// The error kind of a tool error text, by the scenario's `error_kinds`.
+    pub fn classify_tool_error(&self, text: &str) -> String {
+        self.error_kinds
+            .iter()
+            .find(|(_, needle)| text.contains(needle.as_str()))
+            .map_or_else(|| "tool_error".to_owned(), |(k, _)| k.clone())
+    }
+
+    /// The op's report label.
+    pub fn label(op: &OpSpec) -> &str {
+        op.name.as_deref().unwrap_or(&op.tool)
+    }
+}
+
+/// Arguments rendered for one call.
+pub fn render_args(op: &OpSpec, ctx: &template::Context<'_>) -> Value {
+    template::render(&op.args, ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_parses_with_the_guides_defaults() {
+        let names: Vec<_> = builtin_names().collect();
+        assert_eq!(names.len(), 6);
+        for n in &names {
+            Scenario::builtin(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
+        let cr = Scenario::builtin("connection_rate").expect("ok");
+        assert_eq!(
+            cr.phases
+                .iter()
+                .map(|p| p.workers.unwrap_or(0))
+                .collect::<Vec<_>>(),
+            [1, 2, 5, 10]
+        );
+        assert_eq!(cr.duration_s, 60);
+        let ct = Scenario::builtin("command_throughput").expect("ok");
+        assert_eq!((ct.duration_s, ct.workers, ct.prewarm), (120, 10, 5));
+        assert_eq!(
+            ct.vars["commands"],
+            ["hostname", "whoami", "cat /etc/hostname"]
+        );
+        let sl = Scenario::builtin("sustained_load").expect("ok");
+        assert_eq!((sl.duration_s, sl.workers, sl.think_ms), (600, 5, 20));
+        let weights: Vec<u32> = sl.ops.iter().map(|o| o.weight).collect();
+        assert_eq!(weights, [70, 20, 10]);
+        let lt = Scenario::builtin("latency_test").expect("ok");
+        assert_eq!((lt.duration_s, lt.workers, lt.rate), (60, 3, Some(10.0)));
+        assert!(lt.is_open());
+        let ex = Scenario::builtin("exhaustion_test").expect("ok");
+        assert_eq!((ex.duration_s, ex.workers), (60, 15));
+        let q = Scenario::builtin("quick").expect("ok");
+        assert_eq!((q.duration_s, q.workers), (30, 3));
+        assert!(matches!(
+            Scenario::builtin("nope"),
+            Err(ScenarioError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn inconsistent_files_name_the_key() {
+        let base = "name='x'\nduration_s=1\n";
+        let cases = [
+            (base.to_string(), "op"),
+            (
+                format!("{base}[[op]]\ntool='t'\nneeds='session'\n"),
+                "op[0].needs",
+            ),
+            (format!("{base}rate=-1.0\n[[op]]\ntool='t'\n"), "rate"),
+            (
+                format!("{base}[[op]]\ntool='t'\nargs={{a='{{{{pick nope}}}}'}}\n"),
+                "op[0].args",
+            ),
+            (format!("{base}[[op]]\ntool='t'\nweight=0\n"), "op"),
+            (format!("{base}bogus=1\n[[op]]\ntool='t'\n"), "bogus"),
+        ];
+        for (text, key) in cases {
+            let err = Scenario::parse(&text, "f.toml")
+                .expect_err(&text)
+                .to_string();
+            assert!(
+                err.starts_with("f.toml: ") && err.contains(key),
+                "{text}\n→ {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tool_errors_are_classified_by_the_scenarios_texts() {
+        let s = Scenario::builtin("exhaustion_test").expect("ok");
+        assert_eq!(
+            s.classify_tool_error("pool exhausted for a@b:1 (10/10)"),
+            "pool_exhausted"
+        );
+        assert_eq!(s.classify_tool_error("something else"), "tool_error");
+    }
+}

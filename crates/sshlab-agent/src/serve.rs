@@ -1,0 +1,279 @@
+//! `serve`: the Agent VM's control API, so the host can trigger a run and collect its results
+//! from the shared results directory.
+//!
+//! - `POST /jobs` with a JSON job (the `run` flags as fields) → 202 `{test_id, dir}`; 400 with
+//!   the reason for a bad job; 409 while another job runs (one at a time).
+//! - `GET /jobs/{test_id}` → `{state: running|done|failed|interrupted, ...}` and, when done,
+//!   the summary and whether thresholds passed.
+//! - `DELETE /jobs/{test_id}` → cancels it; partial results are written.
+//! - `GET /health`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{RunArgs, cancel_on_signals};
+
+/// `serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:9100")]
+    pub listen: SocketAddr,
+    /// Results directory (the share the host reads).
+    #[arg(long, default_value = "/results")]
+    pub results: PathBuf,
+}
+
+/// A job: the `run` command's settings as JSON (all optional but `scenario`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Built-in scenario name.
+    pub scenario: String,
+    /// Seconds per phase.
+    pub duration: Option<u64>,
+    /// Workers.
+    pub workers: Option<usize>,
+    /// Open-model rate.
+    pub rate: Option<f64>,
+    /// MCP endpoint.
+    pub mcp_url: Option<String>,
+    /// SSH target host.
+    pub target_host: Option<String>,
+    /// Baseline port.
+    pub target_port: Option<u16>,
+    /// SSH user.
+    pub user: Option<String>,
+    /// SSH password.
+    pub password: Option<String>,
+    /// Thresholds.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+    /// Protocol.
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum JobState {
+    Running,
+    Done { passed: bool, complete: bool },
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Current {
+    test_id: String,
+    dir: PathBuf,
+    state: JobState,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+struct Server {
+    results: PathBuf,
+    jobs: Arc<Mutex<Vec<Current>>>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+impl Job {
+    fn to_args(&self, results: &std::path::Path) -> RunArgs {
+        RunArgs {
+            mcp_url: self.mcp_url.clone(),
+            target_host: self.target_host.clone(),
+            target_port: self.target_port.unwrap_or(2222),
+            user: self.user.clone().unwrap_or_else(|| "testuser".into()),
+            password: self.password.clone().unwrap_or_else(|| "testpass".into()),
+            scenario: self.scenario.clone(),
+            scenario_file: None,
+            duration: self.duration,
+            workers: self.workers,
+            rate: self.rate,
+            results_dir: results.to_owned(),
+            thresholds: self.thresholds.clone(),
+            protocol: self.protocol.clone().unwrap_or_else(|| "auto".into()),
+            bearer: None,
+            timeout_ms: 30_000,
+            metrics_url: None,
+            server_vcpus: None,
+            netem_profiles: None,
+            quiet: true,
+        }
+    }
+}
+
+async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Response {
+    let job: Job = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad job: {e}")),
+    };
+    if job.scenario == "full" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "post one scenario per job (full = five jobs in order)",
+        );
+    }
+    let args = job.to_args(&srv.results);
+    let scenario = match args.scenarios() {
+        Ok(mut s) if s.len() == 1 => s.remove(0),
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "one scenario per job"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut req = match args.request(scenario) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let cancel = CancellationToken::new();
+    let (test_id, dir) = {
+        let mut jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = jobs.iter().find(|j| matches!(j.state, JobState::Running)) {
+            return error(
+                StatusCode::CONFLICT,
+                format!("job {} is running", j.test_id),
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let (id, dir) =
+            match crate::results::create_dir(&srv.results, &crate::results::test_id(now)) {
+                Ok(d) => d,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+        jobs.push(Current {
+            test_id: id.clone(),
+            dir: dir.clone(),
+            state: JobState::Running,
+            cancel: cancel.clone(),
+        });
+        (id, dir)
+    };
+    req.dir = Some((test_id.clone(), dir.clone()));
+    let jobs = srv.jobs.clone();
+    let id = test_id.clone();
+    tokio::spawn(async move {
+        let state = match crate::run::run(req, cancel).await {
+            Ok(done) => JobState::Done {
+                passed: done.thresholds_passed(),
+                complete: done.summary.run.complete,
+            },
+            Err(e) => JobState::Failed(format!("{e:#}")),
+        };
+        let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = jobs.iter_mut().find(|j| j.test_id == id) {
+            j.state = state;
+        }
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"test_id": test_id, "dir": dir})),
+    )
+        .into_response()
+}
+
+async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
+    let (state, dir) = {
+        let jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.iter().find(|j| j.test_id == id) {
+            Some(j) => (j.state.clone(), j.dir.clone()),
+            None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        }
+    };
+    let summary: Value = std::fs::read(dir.join("summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let body = match state {
+        JobState::Running => json!({"test_id": id, "state": "running", "summary": summary}),
+        JobState::Done { passed, complete } => json!({
+            "test_id": id,
+            "state": if complete { "done" } else { "interrupted" },
+            "thresholds_passed": passed,
+            "summary": summary,
+        }),
+        JobState::Failed(e) => {
+            json!({"test_id": id, "state": "failed", "error": e, "summary": summary})
+        }
+    };
+    Json(body).into_response()
+}
+
+async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
+    let jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    match jobs.iter().find(|j| j.test_id == id) {
+        Some(j) => {
+            j.cancel.cancel();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"test_id": id, "cancelling": true})),
+            )
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+    }
+}
+
+/// The router (for tests).
+pub fn router(results: PathBuf) -> Router {
+    let srv = Server {
+        results,
+        jobs: Arc::new(Mutex::new(Vec::new())),
+    };
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(json!({"status": "healthy"})) }),
+        )
+        .route("/jobs", axum::routing::post(post_job))
+        .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .with_state(srv)
+}
+
+/// Serve until SIGINT/SIGTERM.
+pub async fn main(args: ServeArgs) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(&args.results) {
+        eprintln!(
+            "sshlab-agent: cannot create {}: {e}",
+            args.results.display()
+        );
+        return ExitCode::from(crate::cli::EXIT_RUN_ERROR);
+    }
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sshlab-agent: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(crate::cli::EXIT_RUN_ERROR);
+        }
+    };
+    eprintln!(
+        "sshlab-agent: control API on http://{} (results in {})",
+        args.listen,
+        args.results.display()
+    );
+    let stop = CancellationToken::new();
+    cancel_on_signals(stop.clone());
+    let served = axum::serve(listener, router(args.results))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    match served {
+        Ok(()) => ExitCode::from(crate::cli::EXIT_OK),
+        Err(e) => {
+            eprintln!("sshlab-agent: {e}");
+            ExitCode::from(crate::cli::EXIT_RUN_ERROR)
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! The real agent binary against the real mcp-ssh-server and a real OpenSSH sshd that the
+//! test starts (root). Every built-in scenario at short durations, both protocol eras,
+//! open-model rate accuracy, coordinated-omission correction, threshold exit codes,
+//! Ctrl-C and crash leaving parseable partial results, and the serve API.
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    use clap::Parser;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use serde_json::{Value, json};
+    use sshlab_core::results::{Record, Summary};
+    use sshlab_testkit::{Sshd, SshdBuilder};
+
+    const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
+
+    struct Lab {
+        sshd: Sshd,
+        server: mcp_ssh_server::Running,
+        results: tempfile::TempDir,
+    }
+
+    async fn lab(flags: &[&str]) -> Lab {
+        let sshd = SshdBuilder::new()
+            .password_user("testuser", "testpass")
+            .extra_config("MaxStartups 200:30:400")
+            .start()
+            .expect("sshd fixture (root, openssh-server)");
+        let mut args = vec![
+            "mcp-ssh-server",
+            "--bind",
+            "127.0.0.1:0",
+            "--profile",
+            "loadtest",
+            "--rate-limit-per-min",
+            "0",
+            "--global-rate-limit-per-min",
+            "0",
+        ];
+        args.extend_from_slice(flags);
+        let opts = mcp_ssh_server::Opts::parse_from(args);
+        let config = mcp_ssh_server::Config::resolve(&opts).expect("config");
+        let server = mcp_ssh_server::start(config).await.expect("server");
+        Lab {
+            sshd,
+            server,
+            results: tempfile::tempdir().expect("tmp"),
+        }
+    }
+
+    impl Lab {
+        fn url(&self) -> String {
+            format!("http://{}/mcp", self.server.addr)
+        }
+
+        fn agent(&self, extra: &[&str]) -> Command {
+            let mut c = Command::new(AGENT);
+            c.args([
+                "run",
+                "--mcp-url",
+                &self.url(),
+                "--target-host",
+                "127.0.0.1",
+                "--target-port",
+                &self.sshd.port.to_string(),
+                "--results-dir",
+                self.results.path().to_str().expect("utf8"),
+                "--server-vcpus",
+                "2",
+                "--quiet",
+            ]);
+            c.args(extra);
+            c
+        }
+
+        async fn run(&self, extra: &[&str]) -> (Output, PathBuf) {
+            let mut cmd = self.agent(extra);
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("agent runs"))
+                .await
+                .expect("join");
+            (out, self.only_dir())
+        }
+
+        /// The newest results dir.
+        fn only_dir(&self) -> PathBuf {
+            let mut dirs: Vec<_> = std::fs::read_dir(self.results.path())
+                .expect("results dir")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+            dirs.pop().unwrap_or_default()
+        }
+    }
+
+    fn summary(dir: &Path) -> Summary {
+        let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
+        serde_json::from_slice(&bytes).expect("summary parses")
+    }
+
+    /// Every line of every w<N>.jsonl parses as a record.
+    fn records(dir: &Path) -> Vec<Record> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "jsonl") {
+                for line in std::fs::read_to_string(&p).expect("read").lines() {
+                    out.push(
+                        serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("{}: {e}: {line}", p.display())),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn ok(out: &Output) {
+        assert!(
+            out.status.success(),
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn quick_end_to_end_in_both_eras() {
+        let lab = lab(&[]).await;
+        for protocol in ["2026-07-28", "2025-11-25"] {
+            let (out, dir) = lab
+                .run(&[
+                    "--scenario",
+                    "quick",
+                    "--duration",
+                    "3",
+                    "--workers",
+                    "2",
+                    "--protocol",
+                    protocol,
+                    "--threshold",
+                    "errors<1%",
+                ])
+                .await;
+            ok(&out);
+            let s = summary(&dir);
+            assert!(s.run.complete, "{protocol}");
+            assert_eq!(s.run.protocol, protocol);
+            assert_eq!(s.totals.failures, 0, "{protocol}: {:?}", s.errors);
+            assert!(s.totals.requests > 20, "{protocol}: {}", s.totals.requests);
+            assert!(s.op("ssh_run_command").is_some());
+            assert!(s.thresholds.iter().all(|t| t.passed));
+            let recs = records(&dir);
+            assert_eq!(
+                recs.len() as u64,
+                s.totals.requests,
+                "every operation has its line"
+            );
+            for f in [
+                "report.txt",
+                "report.html",
+                "junit.xml",
+                "latency.hlog",
+                "w0.jsonl",
+                "w1.jsonl",
+            ] {
+                assert!(dir.join(f).is_file(), "{protocol}: missing {f}");
+            }
+            let txt = std::fs::read_to_string(dir.join("report.txt")).expect("txt");
+            assert!(txt.contains("THROUGHPUT") && txt.contains("EXTRAPOLATION"));
+            let hlog = std::fs::read_to_string(dir.join("latency.hlog")).expect("hlog");
+            assert!(
+                hlog.contains("#[StartTime:")
+                    && hlog
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.starts_with('"'))
+                        .count()
+                        >= 2,
+                "{hlog}"
+            );
+            let server = s.server.expect("server metrics scraped");
+            assert!(server.error.is_none(), "{:?}", server.error);
+            assert!(
+                server
+                    .deltas
+                    .keys()
+                    .any(|k| k.starts_with("mcp_ssh_commands_total"))
+            );
+        }
+        lab.server.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn every_builtin_scenario_runs_briefly() {
+        let lab = lab(&[]).await;
+        // latency_test: the baseline port and one "netem" port (here a second plain sshd).
+        let other = SshdBuilder::new()
+            .password_user("testuser", "testpass")
+            .start()
+            .expect("sshd 2");
+        let profiles = lab.results.path().join("profiles.toml");
+        std::fs::write(
+            &profiles,
+            format!("[[profile]]\nbase = {}\nport = {}\ndelay_ms = 0\njitter_ms = 0\nloss_percent = 0.0\ndescription = \"test\"\n", lab.sshd.port, other.port),
+        )
+        .expect("write");
+        for (name, extra) in [
+            ("connection_rate", vec!["--duration", "1"]),
+            ("command_throughput", vec!["--duration", "2"]),
+            ("sustained_load", vec!["--duration", "2"]),
+            (
+                "latency_test",
+                vec![
+                    "--duration",
+                    "2",
+                    "--netem-profiles",
+                    profiles.to_str().expect("utf8"),
+                ],
+            ),
+            ("exhaustion_test", vec!["--duration", "2", "--workers", "4"]),
+        ] {
+            let mut args = vec!["--scenario", name];
+            args.extend(extra);
+            let (out, dir) = lab.run(&args).await;
+            ok(&out);
+            let s = summary(&dir);
+            assert!(s.run.complete && s.totals.requests > 0, "{name}");
+            assert_eq!(s.totals.failures, 0, "{name}: {:?}", s.errors);
+            match name {
+                "connection_rate" => {
+                    let phases: Vec<_> = s.phases.iter().map(|p| p.name.as_str()).collect();
+                    assert_eq!(
+                        phases,
+                        ["workers=1", "workers=2", "workers=5", "workers=10"]
+                    );
+                    assert!(s.op("ssh_connect").is_some() && s.op("ssh_disconnect").is_some());
+                }
+                "latency_test" => {
+                    let ports: Vec<_> = s.ports.iter().map(|p| p.name.clone()).collect();
+                    assert_eq!(ports, [lab.sshd.port.to_string(), other.port.to_string()]);
+                    assert_eq!(s.run.model, "open");
+                    // 10 arrivals/s for 2 s per port (each worker's first arrival connects).
+                    assert!(
+                        (38..=42).contains(&s.totals.requests),
+                        "{}",
+                        s.totals.requests
+                    );
+                }
+                "sustained_load" => {
+                    for op in ["ssh_run_command", "ssh_connect", "ssh_disconnect"] {
+                        assert!(s.op(op).is_some(), "{op} ran");
+                    }
+                }
+                _ => {}
+            }
+        }
+        lab.server.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn exhaustion_is_a_clean_fast_rejection() {
+        // A pool of 3 per target, 6 workers each wanting a connection.
+        let lab = lab(&["--pool-max-per-target", "3", "--pool-wait-ms", "200"]).await;
+        let (out, dir) = lab
+            .run(&[
+                "--scenario",
+                "exhaustion_test",
+                "--duration",
+                "3",
+                "--workers",
+                "6",
+            ])
+            .await;
+        let s = summary(&dir);
+        assert!(
+            s.run.complete,
+            "no hang: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rejected = s.errors.get("pool_exhausted").copied().unwrap_or(0);
+        assert!(rejected > 0, "{:?}", s.errors);
+        assert_eq!(s.errors.len(), 1, "only clean rejections: {:?}", s.errors);
+        let cmds = s.op("ssh_run_command").expect("holders kept working");
+        assert!(cmds.totals.successes > 10);
+        // Rejections come after the bounded pool wait, not a hang.
+        let connect_errs: Vec<_> = records(&dir)
+            .into_iter()
+            .filter(|r| r.op == "ssh_connect" && !r.ok())
+            .collect();
+        assert!(
+            connect_errs.iter().all(|r| r.service_ms < 2000.0),
+            "fast rejections"
+        );
+        lab.server.stop().await.expect("stops");
+    }
+
+    fn cheap_scenario(dir: &Path) -> PathBuf {
+        let p = dir.join("cheap.toml");
+        std::fs::write(
+            &p,
+            "name = \"cheap\"\nduration_s = 1\n[[op]]\ntool = \"ssh_list_sessions\"\n",
+        )
+        .expect("write");
+        p
+    }
+
+    #[tokio::test]
+    async fn open_model_hits_the_target_rate() {
+        let lab = lab(&[]).await;
+        let file = cheap_scenario(lab.results.path());
+        let (out, dir) = lab
+            .run(&[
+                "--scenario-file",
+                file.to_str().expect("utf8"),
+                "--rate",
+                "300",
+                "--duration",
+                "4",
+                "--workers",
+                "16",
+            ])
+            .await;
+        ok(&out);
+        let s = summary(&dir);
+        let expected = 1200.0;
+        let got = s.totals.requests as f64;
+        assert!(
+            (got - expected).abs() / expected <= 0.01,
+            "{got} vs {expected}"
+        );
+        assert_eq!(s.run.model, "open");
+        lab.server.stop().await.expect("stops");
+    }
+
+    /// SIGSTOP/SIGCONT every process of the sshd fixture's tree (it is the init of its own
+    /// PID namespace; its sessions are its descendants).
+    fn signal_tree(root: u32, sig: Signal) {
+        let mut pids = vec![root];
+        let mut i = 0;
+        while i < pids.len() {
+            let parent = pids[i];
+            for e in std::fs::read_dir("/proc")
+                .expect("proc")
+                .filter_map(Result::ok)
+            {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                    continue;
+                };
+                if rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+                    && !pids.contains(&pid)
+                {
+                    pids.push(pid);
+                }
+            }
+            i += 1;
+        }
+        for p in pids {
+            let _ = kill(Pid::from_raw(p as i32), sig);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_stall_shows_in_corrected_latency_only() {
+        let lab = lab(&[]).await;
+        let file = lab.results.path().join("cmd.toml");
+        std::fs::write(
+            &file,
+            "name = \"cmd\"\nduration_s = 1\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n",
+        )
+        .expect("write");
+        let mut cmd = lab.agent(&[
+            "--scenario-file",
+            file.to_str().expect("utf8"),
+            "--rate",
+            "100",
+            "--duration",
+            "5",
+            "--workers",
+            "4",
+        ]);
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent");
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let sshd_pid = lab.sshd.pid();
+        signal_tree(sshd_pid, Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        signal_tree(sshd_pid, Signal::SIGCONT);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+            .await
+            .expect("join");
+        ok(&out);
+        let s = summary(&lab.only_dir());
+        let op = s.op("ssh_run_command").expect("commands ran");
+        // ~100 arrivals were due during the 1 s stall and waited for it: ≥ 10% of ~500.
+        assert!(
+            op.latency.p90 > 150.0,
+            "corrected p90 {} ms",
+            op.latency.p90
+        );
+        assert!(
+            op.latency_uncorrected.p90 < op.latency.p90 / 3.0,
+            "uncorrected p90 {} vs corrected {}",
+            op.latency_uncorrected.p90,
+            op.latency.p90
+        );
+        assert!(s.run.late_starts > 50, "late starts {}", s.run.late_starts);
+        lab.server.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn threshold_exit_codes() {
+        let lab = lab(&[]).await;
+        let file = cheap_scenario(lab.results.path());
+        let f = file.to_str().expect("utf8");
+        let (out, _) = lab
+            .run(&[
+                "--scenario-file",
+                f,
+                "--duration",
+                "1",
+                "--threshold",
+                "rps>1000000",
+            ])
+            .await;
+        assert_eq!(
+            out.status.code(),
+            Some(99),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let junit = std::fs::read_to_string(lab.only_dir().join("junit.xml")).expect("junit");
+        assert!(junit.contains("<failure"), "{junit}");
+        let before = std::fs::read_dir(lab.results.path()).expect("dir").count();
+        let (out, _) = lab
+            .run(&["--scenario-file", f, "--threshold", "bogus.p42<1ms"])
+            .await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bogus.p42"));
+        assert_eq!(
+            std::fs::read_dir(lab.results.path()).expect("dir").count(),
+            before,
+            "nothing ran"
+        );
+        // An unreachable server: a clear error, quickly, non-zero.
+        let started = Instant::now();
+        let out = Command::new(AGENT)
+            .args([
+                "run",
+                "--mcp-url",
+                "http://127.0.0.1:9/mcp",
+                "--target-host",
+                "127.0.0.1",
+                "--quiet",
+                "--results-dir",
+            ])
+            .arg(lab.results.path())
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9"));
+        lab.server.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn ctrl_c_and_crash_leave_parseable_partial_results() {
+        let lab = lab(&[]).await;
+        let file = cheap_scenario(lab.results.path());
+        let f = file.to_str().expect("utf8");
+        // Ctrl-C: summary marked incomplete, exit 130.
+        let child = lab
+            .agent(&["--scenario-file", f, "--duration", "30", "--workers", "2"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("agent");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+            .await
+            .expect("join");
+        assert_eq!(out.status.code(), Some(130));
+        let dir = lab.only_dir();
+        let s = summary(&dir);
+        assert!(!s.run.complete && s.run.incomplete_reason.as_deref() == Some("interrupted"));
+        assert_eq!(records(&dir).len() as u64, s.totals.requests);
+        assert!(s.totals.requests > 0);
+
+        // SIGKILL: complete lines, an in-progress summary, and `report` rebuilds from records.
+        let child = lab
+            .agent(&["--scenario-file", f, "--duration", "30", "--workers", "2"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("agent");
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+        let _ = tokio::task::spawn_blocking(move || child.wait_with_output()).await;
+        let dir = lab.only_dir();
+        let partial = summary(&dir);
+        assert!(
+            !partial.run.complete,
+            "the periodic summary says it was still running"
+        );
+        let recs = records(&dir);
+        assert!(!recs.is_empty());
+        let out = Command::new(AGENT)
+            .arg("report")
+            .arg(&dir)
+            .output()
+            .expect("report");
+        ok(&out);
+        let rebuilt = summary(&dir);
+        assert_eq!(rebuilt.totals.requests, recs.len() as u64);
+        assert!(!rebuilt.run.complete);
+        lab.server.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn serve_runs_one_job_at_a_time() {
+        let lab = lab(&[]).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let results = lab.results.path().to_owned();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, sshlab_agent::serve::router(results)).await;
+        });
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}");
+        let job = json!({"scenario": "quick", "duration": 2, "workers": 2, "mcp_url": lab.url(),
+                         "target_host": "127.0.0.1", "target_port": lab.sshd.port, "thresholds": ["errors<1%"]});
+        let r = http
+            .post(format!("{base}/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 202);
+        let v: Value = r.json().await.expect("json");
+        let id = v["test_id"].as_str().expect("id").to_owned();
+        let busy = http
+            .post(format!("{base}/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(busy.status().as_u16(), 409);
+        let bad = http
+            .post(format!("{base}/jobs"))
+            .json(&json!({"scenario": "nope"}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(bad.status().as_u16(), 400);
+        let bad: Value = bad.json().await.expect("json");
+        assert!(bad["error"].as_str().expect("reason").contains("nope"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = loop {
+            let v: Value = http
+                .get(format!("{base}/jobs/{id}"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if v["state"] != "running" {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "job never finished");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(done["state"], "done", "{done}");
+        assert_eq!(done["thresholds_passed"], true);
+        assert!(done["summary"]["totals"]["requests"].as_u64().unwrap_or(0) > 0);
+        // Cancel a second job.
+        let r = http
+            .post(format!("{base}/jobs"))
+            .json(
+                &json!({"scenario": "quick", "duration": 30, "mcp_url": lab.url(),
+            "target_host": "127.0.0.1", "target_port": lab.sshd.port}),
+            )
+            .send()
+            .await
+            .expect("post");
+        let id2 = r.json::<Value>().await.expect("json")["test_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let d = http
+            .delete(format!("{base}/jobs/{id2}"))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(d.status().as_u16(), 202);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v: Value = http
+                .get(format!("{base}/jobs/{id2}"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if v["state"] != "running" {
+                assert_eq!(v["state"], "interrupted", "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "cancel did not stop the job");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        lab.server.stop().await.expect("stops");
+    }
+}
