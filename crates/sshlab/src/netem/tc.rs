@@ -325,7 +325,10 @@ pub fn parse_netem(options: &[u8]) -> Option<Netem> {
                 let c = u32_at(value, 0)?.max(u32_at(value, 4)?);
                 correlation = (c != 0).then(|| prob_to_percent(c));
             }
-            TCA_NETEM_RATE => rate = Some(u64::from(u32_at(value, 0)?) * 8 / 1000),
+            // The kernel always dumps a rate attribute; 0 means no limit.
+            TCA_NETEM_RATE => {
+                rate = Some(u64::from(u32_at(value, 0)?) * 8 / 1000).filter(|r| *r > 0);
+            }
             _ => {}
         }
     }
@@ -554,6 +557,16 @@ mod tests {
                 Some((which, 2327, handle(1, 9)))
             );
         }
+    }
+
+    #[test]
+    fn a_dumped_zero_rate_means_no_limit() {
+        // As the kernel dumps netem (seen on Debian's 6.1): qopt, then RATE {0, 0, 0, 0}.
+        let mut n = netem(100, 10, 0.0);
+        n.rate_kbit = Some(0);
+        let msg = add_netem(1, IFINDEX, handle(1, 4), 0x10, &n);
+        let obj = parse_tc(&msg[16..]).unwrap();
+        assert_eq!(parse_netem(&obj.options).unwrap().rate_kbit, None);
     }
 
     #[test]
