@@ -41,24 +41,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
 
 /// `loadtest_YYYYMMDD_HHMMSS` (UTC) for unix time `t`.
 pub fn test_id(t: f64) -> String {
-    let secs = t.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "loadtest_{y:04}{m:02}{d:02}_{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = report::format::utc_fields(t.max(0.0) as i64);
+    format!("loadtest_{y:04}{m:02}{d:02}_{hh:02}{mm:02}{ss:02}")
 }
 
 /// Create a fresh directory for `id` under `root` (suffixing `_2`, `_3`, ... if taken).

@@ -7,6 +7,7 @@
 //! metrics (pool, CPU, RSS over time with the leak warning). Every string taken from the
 //! summary is HTML-escaped; every coordinate is finite even for an empty summary.
 
+use super::format::thousands;
 use std::fmt::Write;
 
 use super::text::{EXTRAPOLATION_CPUS, confidence, extrapolate};
@@ -90,18 +91,6 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A tick label: no trailing zeros.
 fn tick(v: f64) -> String {
     let v = fin(v);
@@ -128,24 +117,8 @@ fn utc(ts: f64) -> String {
     if !ts.is_finite() || ts <= 0.0 {
         return "n/a".into();
     }
-    let secs = ts as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = super::format::utc_fields(ts as i64);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
 // ---------------------------------------------------------------------------------------

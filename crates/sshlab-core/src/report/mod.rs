@@ -2,6 +2,7 @@
 //! guide's layout. Rendering reads only the summary, so `sshlab report` and the agent produce
 //! the same text from the same run.
 
+pub mod format;
 pub mod html;
 pub mod junit;
 pub mod text;

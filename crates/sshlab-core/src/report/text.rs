@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::format::thousands;
 use crate::results::{GroupSummary, LatencyStats, Summary};
 
 const WIDTH: usize = 70;
@@ -28,18 +29,6 @@ pub fn extrapolate(rps: f64, test_cpus: u32, target_cpus: u32) -> f64 {
         return 0.0;
     }
     rps * f64::from(target_cpus) / f64::from(test_cpus) * 0.85
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn rule(out: &mut String, c: char) {
@@ -320,8 +309,6 @@ mod tests {
         assert_eq!(confidence(Some(65.0)), "MEDIUM");
         assert_eq!(confidence(Some(90.0)), "HIGH");
         assert_eq!(confidence(None), "UNKNOWN");
-        assert_eq!(thousands(4523), "4,523");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]
