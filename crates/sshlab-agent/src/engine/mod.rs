@@ -207,21 +207,30 @@ async fn prewarm(
         return Ok(());
     };
     let client = connect(http, cfg, usize::MAX).await?;
-    let vars = &s.vars;
-    let mut handles = Vec::new();
-    for i in 0..n {
-        let ctx = crate::scenario::template::Context {
+    fn ctx<'a>(
+        cfg: &'a RunSettings,
+        s: &'a Scenario,
+        session: Option<&'a str>,
+        i: usize,
+    ) -> crate::scenario::template::Context<'a> {
+        crate::scenario::template::Context {
             target_host: &cfg.target_host,
             target_port: cfg.target_port,
             user: &cfg.user,
             password: &cfg.password,
-            session: None,
+            session,
             worker: i,
-            vars,
+            vars: &s.vars,
             counter: i as u64,
-        };
+        }
+    }
+    let mut handles = Vec::new();
+    for i in 0..n {
         let r = client
-            .call_tool(&provider.tool, crate::scenario::render_args(provider, &ctx))
+            .call_tool(
+                &provider.tool,
+                crate::scenario::render_args(provider, &ctx(cfg, s, None, i)),
+            )
             .await?;
         let field = provider.provides_field.as_deref().unwrap_or("session_id");
         if let Some(h) = r
@@ -233,19 +242,12 @@ async fn prewarm(
             handles.push(h.to_owned());
         }
     }
-    for h in handles {
-        let ctx = crate::scenario::template::Context {
-            target_host: &cfg.target_host,
-            target_port: cfg.target_port,
-            user: &cfg.user,
-            password: &cfg.password,
-            session: Some(&h),
-            worker: 0,
-            vars,
-            counter: 0,
-        };
+    for (i, h) in handles.iter().enumerate() {
         client
-            .call_tool(&consumer.tool, crate::scenario::render_args(consumer, &ctx))
+            .call_tool(
+                &consumer.tool,
+                crate::scenario::render_args(consumer, &ctx(cfg, s, Some(h), i)),
+            )
             .await?;
     }
     client.close().await
