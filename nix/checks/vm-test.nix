@@ -95,28 +95,16 @@ in {
           agent.succeed("test -s /tmp/quick/*/summary.json")
 
       with subtest("negative: an impossible threshold fails the run with exit code 99"):
-          status, _ = agent.execute("${agentRun "--scenario quick --duration 5s --workers 1 --results-dir /tmp/neg --threshold 'ssh_run_command.p99<1us'"}", timeout=300)
+          status, _ = agent.execute("${agentRun "--scenario quick --duration 5 --workers 1 --results-dir /tmp/neg --threshold 'ssh_run_command.p99<1us'"}", timeout=300)
           assert status == 99, f"expected exit 99 (thresholds failed), got {status}"
 
       with subtest("latency_test: ${toString standard.netemPort} is at least 90 ms slower than ${toString standard.port}"):
-          agent.succeed("${agentRun "--scenario latency_test --duration 10s --results-dir /tmp/lat"}", timeout=900)
+          agent.succeed("${agentRun "--scenario latency_test --duration 10 --results-dir /tmp/lat"}", timeout=900)
           summary = json.loads(agent.succeed("cat /tmp/lat/*/summary.json"))
 
-          # Per-port entries: any object with a "port" and a median in ms (schema of summary.json).
-          def medians(node, found):
-              if isinstance(node, dict):
-                  port = node.get("port")
-                  for key in ("p50_ms", "median_ms", "p50"):
-                      if isinstance(port, int) and isinstance(node.get(key), (int, float)):
-                          found.setdefault(port, node[key])
-                  for v in node.values():
-                      medians(v, found)
-              elif isinstance(node, list):
-                  for v in node:
-                      medians(v, found)
-              return found
-
-          m = medians(summary, {})
+          # summary.json schema 1: "ports" lists each target port's figures in run order,
+          # with the corrected latency percentiles in ms (crates/sshlab-core/src/results/summary.rs).
+          m = {int(p["name"]): p["latency"]["p50"] for p in summary["ports"]}
           base, shaped = m[${toString standard.port}], m[${toString standard.netemPort}]
           print(f"median {base} ms on ${toString standard.port}, {shaped} ms on ${toString standard.netemPort}")
           assert shaped - base >= 90, f"netem adds only {shaped - base} ms"

@@ -372,7 +372,7 @@ mod tests {
             ["hostname", "whoami", "cat /etc/hostname"]
         );
         let sl = Scenario::builtin("sustained_load").expect("ok");
-        assert_eq!((sl.duration_s, sl.workers, sl.think_ms), (600, 5, 20));
+        assert_eq!((sl.duration_s, sl.workers, sl.rate), (600, 5, Some(40.0)));
         let weights: Vec<u32> = sl.ops.iter().map(|o| o.weight).collect();
         assert_eq!(weights, [70, 20, 10]);
         let lt = Scenario::builtin("latency_test").expect("ok");
