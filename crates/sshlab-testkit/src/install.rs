@@ -52,18 +52,7 @@ pub fn ensure_openssh_server() -> anyhow::Result<PathBuf> {
              run `apt-get install openssh-server`"
         );
     }
-    let _thread_guard = INSTALL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK_FILE)
-        .with_context(|| format!("cannot open install lock {LOCK_FILE}"))?;
-    let _process_guard = Flock::lock(lock, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("cannot lock {LOCK_FILE}"))?;
+    let _lock = InstallLock::acquire()?;
     if let Some(path) = find_sshd() {
         return Ok(path);
     }
@@ -91,8 +80,35 @@ fn find_sshd() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Holds the install lock: one install at a time, across threads and test binaries.
+pub(crate) struct InstallLock {
+    _process: Flock<File>,
+    _thread: std::sync::MutexGuard<'static, ()>,
+}
+
+impl InstallLock {
+    pub(crate) fn acquire() -> anyhow::Result<Self> {
+        let thread = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK_FILE)
+            .with_context(|| format!("cannot open install lock {LOCK_FILE}"))?;
+        let process = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("cannot lock {LOCK_FILE}"))?;
+        Ok(Self {
+            _process: process,
+            _thread: thread,
+        })
+    }
+}
+
 /// Runs `apt-get ARGS` non-interactively; the error carries the output tail.
-fn apt_get(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_get(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -113,12 +129,12 @@ fn apt_get(args: &[&str]) -> anyhow::Result<()> {
 
 /// Installs a deny-all `policy-rc.d` while alive, if none exists already.
 #[derive(Debug)]
-struct PolicyRcGuard {
+pub(crate) struct PolicyRcGuard {
     created: bool,
 }
 
 impl PolicyRcGuard {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         let path = Path::new(POLICY_RC_D);
         if path.exists() {
             return Ok(Self { created: false });

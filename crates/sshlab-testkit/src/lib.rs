@@ -49,6 +49,7 @@
 
 mod install;
 mod sshd;
+mod vm;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
@@ -56,6 +57,7 @@ use std::time::{Duration, Instant};
 
 pub use install::ensure_openssh_server;
 pub use sshd::{Sshd, SshdBuilder};
+pub use vm::{GuestOutput, GuestVm, GuestVmBuilder, ensure_vm_tools, find_kernel};
 
 /// Polls `f` until it returns `true`, or fails after `timeout`.
 ///

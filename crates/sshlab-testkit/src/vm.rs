@@ -1,0 +1,504 @@
+//! A throw-away Linux guest for tests that need kernel features this machine lacks.
+//!
+//! Owns [`GuestVm`] (built with [`GuestVmBuilder`]), [`GuestOutput`] and [`ensure_vm_tools`].
+//! The guest is a Debian kernel (`/boot/vmlinuz-*-amd64`, from `linux-image-amd64`) booted by
+//! virtme-ng (`vng`) under `qemu-system-x86_64` with TCG (`--disable-kvm`: this machine's
+//! `/dev/kvm` cannot run stock guests, and CI machines may have none). virtme-ng exports the
+//! host's root filesystem to the guest read-only over 9p, so the guest runs the host's own
+//! `sh`, `ip`, `tc` and `python3`; it gives the guest its *own* (overlay) `/tmp`, `/var/tmp`
+//! and `/opt`, so nothing the host writes there after boot, and nothing under
+//! `CARGO_TARGET_DIR=/tmp/...`, is reliably what the guest sees.
+//!
+//! Each [`GuestVm::run`] therefore makes a fresh directory `/var/lib/sshlab-vm/run-XXXXXX`,
+//! copies the builder's files into it and shares it read-write with `vng --rwdir` (9p, so the
+//! guest's writes land on the host at once). The guest runs a wrapper that executes the script
+//! with stdout and stderr redirected to files in that directory, writes the script's exit status
+//! to a file there and prints a marker line `SSHLAB-VM-EXIT-<nonce> <status>` on the console:
+//! the script's status can never be confused with vng's or qemu's own. The directory is removed
+//! afterwards.
+//!
+//! vng (and the qemu it starts) runs in a process group of its own; on timeout that group is
+//! killed by its pid (`killpg`), so no qemu outlives the run.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::install::{InstallLock, PolicyRcGuard, apt_get};
+
+/// Parent of the per-run shared directories (the guest sees the host's `/var/lib`).
+const SHARE_ROOT: &str = "/var/lib/sshlab-vm";
+/// Where Debian installs kernels.
+const BOOT: &str = "/boot";
+/// Where a kernel's modules live, by version.
+const MODULES: &str = "/lib/modules";
+
+/// A guest kernel configuration; [`GuestVm::run`] boots a fresh guest per call.
+#[derive(Debug, Clone)]
+pub struct GuestVm {
+    kernel: PathBuf,
+    memory_mb: u32,
+    cpus: u32,
+    timeout: Duration,
+    files: Vec<PathBuf>,
+}
+
+/// Builds a [`GuestVm`]. Defaults: the newest Debian kernel with `sch_netem`, 1 GiB, 2 vCPUs,
+/// a 10-minute timeout, no extra files.
+#[derive(Debug, Clone)]
+pub struct GuestVmBuilder {
+    kernel: Option<PathBuf>,
+    memory_mb: u32,
+    cpus: u32,
+    timeout: Duration,
+    files: Vec<PathBuf>,
+}
+
+/// What one guest run produced.
+#[derive(Debug, Clone)]
+pub struct GuestOutput {
+    /// The script's standard output.
+    pub stdout: String,
+    /// The script's standard error.
+    pub stderr: String,
+    /// The script's exit status (not vng's).
+    pub exit_code: i32,
+    /// Wall time from starting vng until it exited: boot, script and shutdown.
+    pub boot_and_run: Duration,
+    /// vng's own output (boot messages, the exit marker), for diagnostics.
+    pub console: String,
+}
+
+impl Default for GuestVmBuilder {
+    fn default() -> Self {
+        Self {
+            kernel: None,
+            memory_mb: 1024,
+            cpus: 2,
+            timeout: Duration::from_secs(600),
+            files: Vec::new(),
+        }
+    }
+}
+
+impl GuestVmBuilder {
+    /// Boots this kernel image instead of the auto-detected one.
+    pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kernel = Some(path.into());
+        self
+    }
+
+    /// Guest memory in MiB.
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    /// Guest vCPUs.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Hard limit for boot + script + shutdown; the guest is killed after it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Copies this host file into the guest-visible directory as `$SSHLAB_VM_DIR/<file name>`.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.files.push(path.into());
+        self
+    }
+
+    /// Resolves the kernel and checks that vng and qemu exist.
+    pub fn build(self) -> anyhow::Result<GuestVm> {
+        let kernel = match self.kernel {
+            Some(k) => k,
+            None => find_kernel().with_context(|| {
+                format!(
+                    "no guest kernel: no {BOOT}/vmlinuz-*-amd64 whose {MODULES}/<version> has \
+                     sch_netem.ko (install linux-image-amd64, or call ensure_vm_tools)"
+                )
+            })?,
+        };
+        if !kernel.is_file() {
+            bail!("guest kernel {} does not exist", kernel.display());
+        }
+        find_vng().context("virtme-ng's `vng` is not installed (pip install virtme-ng)")?;
+        if find_in_path("qemu-system-x86_64").is_none() {
+            bail!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        }
+        for f in &self.files {
+            if !f.is_file() {
+                bail!("file for the guest {} does not exist", f.display());
+            }
+        }
+        Ok(GuestVm {
+            kernel,
+            memory_mb: self.memory_mb,
+            cpus: self.cpus,
+            timeout: self.timeout,
+            files: self.files,
+        })
+    }
+}
+
+impl GuestVm {
+    /// A builder with the defaults.
+    pub fn builder() -> GuestVmBuilder {
+        GuestVmBuilder::default()
+    }
+
+    /// The kernel image this VM boots.
+    pub fn kernel(&self) -> &Path {
+        &self.kernel
+    }
+
+    /// Boots a guest, runs `script` with `sh` inside it (as root, `$SSHLAB_VM_DIR` set to the
+    /// shared directory holding the builder's files) and returns its output and exit status.
+    ///
+    /// Errors: the shared directory cannot be made, vng cannot start, the run exceeds the
+    /// timeout (the guest is killed), or the guest never reported the script's status (a boot
+    /// failure; the error carries the tail of the console).
+    pub fn run(&self, script: &str) -> anyhow::Result<GuestOutput> {
+        let vng = find_vng().context("virtme-ng's `vng` is not installed")?;
+        fs::create_dir_all(SHARE_ROOT).with_context(|| format!("cannot create {SHARE_ROOT}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(SHARE_ROOT)
+            .with_context(|| format!("cannot make a directory under {SHARE_ROOT}"))?;
+        let d = dir.path();
+        for f in &self.files {
+            let name = f
+                .file_name()
+                .with_context(|| format!("{} has no file name", f.display()))?;
+            fs::copy(f, d.join(name))
+                .with_context(|| format!("cannot copy {} into {}", f.display(), d.display()))?;
+        }
+        let nonce = format!(
+            "{}-{}",
+            std::process::id(),
+            d.file_name().and_then(|n| n.to_str()).unwrap_or("run")
+        );
+        let marker = format!("SSHLAB-VM-EXIT-{nonce}");
+        fs::write(d.join("script.sh"), script).context("cannot write the guest script")?;
+        let wrapper = format!(
+            "SSHLAB_VM_DIR='{dir}'; export SSHLAB_VM_DIR\n\
+             sh \"$SSHLAB_VM_DIR/script.sh\" >\"$SSHLAB_VM_DIR/stdout\" 2>\"$SSHLAB_VM_DIR/stderr\" </dev/null\n\
+             code=$?\n\
+             echo \"$code\" >\"$SSHLAB_VM_DIR/exit-status\"\n\
+             echo \"{marker} $code\"\n\
+             exit \"$code\"\n",
+            dir = d.display()
+        );
+        fs::write(d.join("wrapper.sh"), wrapper).context("cannot write the guest wrapper")?;
+
+        let mut cmd = Command::new(&vng);
+        cmd.arg("--run")
+            .arg(&self.kernel)
+            .args(["--disable-kvm", "--memory"])
+            .arg(format!("{}M", self.memory_mb))
+            .arg("--cpus")
+            .arg(self.cpus.to_string())
+            .arg("--rwdir")
+            .arg(d)
+            .arg("--exec")
+            .arg(format!("sh {}/wrapper.sh", d.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", vng.display()))?;
+        let pgid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+        let out = reader(child.stdout.take());
+        let err = reader(child.stderr.take());
+        let status = loop {
+            if let Some(status) = child.try_wait().context("cannot wait for vng")? {
+                break Some(status);
+            }
+            if start.elapsed() >= self.timeout {
+                // vng, qemu and any helper share the group vng leads.
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = child.wait();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        let boot_and_run = start.elapsed();
+        // Stragglers in the group (e.g. a virtiofsd) must not outlive the run either.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let mut console = out.join().unwrap_or_default();
+        console.push_str(&err.join().unwrap_or_default());
+        let Some(status) = status else {
+            bail!(
+                "the guest did not finish within {} s and was killed; console tail:\n{}",
+                self.timeout.as_secs(),
+                crate::sshd::tail(&console, 30)
+            );
+        };
+        let read = |name: &str| fs::read_to_string(d.join(name)).unwrap_or_default();
+        let from_file = read("exit-status").trim().parse::<i32>().ok();
+        let from_marker = console.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(&marker)
+                .and_then(|rest| rest.trim().parse::<i32>().ok())
+        });
+        let Some(exit_code) = from_file.or(from_marker) else {
+            bail!(
+                "the guest never reported the script's exit status (vng: {status}); \
+                 did it boot? console tail:\n{}",
+                crate::sshd::tail(&console, 40)
+            );
+        };
+        Ok(GuestOutput {
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            exit_code,
+            boot_and_run,
+            console,
+        })
+    }
+}
+
+/// Reads a pipe to its end on a thread.
+fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// The newest `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`.
+pub fn find_kernel() -> Option<PathBuf> {
+    let mut found: Vec<(Vec<u64>, PathBuf)> = fs::read_dir(BOOT)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("vmlinuz-")?;
+            if !version.ends_with("-amd64") || !has_sch_netem(version) {
+                return None;
+            }
+            Some((version_key(version), e.path()))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+/// Numeric parts of a kernel version, for ordering (`6.1.0-56-amd64` -> [6, 1, 0, 56, 64]).
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn has_sch_netem(version: &str) -> bool {
+    let dir = Path::new(MODULES).join(version);
+    let sched = dir.join("kernel/net/sched");
+    let named = |p: &Path| {
+        fs::read_dir(p).ok().is_some_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("sch_netem.ko"))
+        })
+    };
+    // modules.dep lists every module, wherever a distribution puts it.
+    named(&sched)
+        || fs::read_to_string(dir.join("modules.dep"))
+            .is_ok_and(|dep| dep.lines().any(|l| l.contains("/sch_netem.ko")))
+}
+
+/// `name` in `$PATH`.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// virtme-ng's `vng`: on `$PATH`, or where `pip install` (system or `--user`) puts it.
+fn find_vng() -> Option<PathBuf> {
+    find_in_path("vng").or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let p = PathBuf::from(home).join(".local/bin/vng");
+        p.is_file().then_some(p)
+    })
+}
+
+/// What [`ensure_vm_tools`] needs, each with the Debian package that provides it.
+fn missing_apt_packages() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if find_kernel().is_none() {
+        missing.push("linux-image-amd64");
+    }
+    if find_in_path("qemu-system-x86_64").is_none() {
+        missing.push("qemu-system-x86");
+    }
+    if find_in_path("busybox").is_none() {
+        missing.push("busybox");
+    }
+    missing
+}
+
+/// Installs what [`GuestVm`] needs, when missing: Debian's `linux-image-amd64`,
+/// `qemu-system-x86` and `busybox` (apt, with a deny-all `policy-rc.d` so no service starts),
+/// and virtme-ng (pip; `--break-system-packages` only when the system Python refuses a plain
+/// install; `python3-pip` from apt first if pip itself is missing).
+///
+/// Needs root when anything is missing; the error names what is missing and what failed.
+pub fn ensure_vm_tools() -> anyhow::Result<()> {
+    let apt = missing_apt_packages();
+    let vng_missing = find_vng().is_none();
+    if apt.is_empty() && !vng_missing {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "VM tools missing ({}{}), and installing them needs root: run \
+             `apt-get install {}` and `pip install virtme-ng`",
+            apt.join(", "),
+            if vng_missing { ", virtme-ng" } else { "" },
+            if apt.is_empty() {
+                "linux-image-amd64 qemu-system-x86 busybox".to_owned()
+            } else {
+                apt.join(" ")
+            }
+        );
+    }
+    let _lock = InstallLock::acquire()?;
+    let apt = missing_apt_packages();
+    if !apt.is_empty() {
+        tracing::info!("installing {} with apt-get", apt.join(" "));
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        args.extend(&apt);
+        let result = {
+            let _policy = PolicyRcGuard::install()?;
+            apt_get(&args).or_else(|first| {
+                tracing::warn!("apt-get install failed ({first:#}); running apt-get update");
+                apt_get(&["update"])?;
+                apt_get(&args)
+            })
+        };
+        result.with_context(|| format!("installing {} with apt-get failed", apt.join(" ")))?;
+        let still = missing_apt_packages();
+        if still.contains(&"linux-image-amd64") {
+            bail!(
+                "linux-image-amd64 is installed but there is still no {BOOT}/vmlinuz-*-amd64 \
+                 whose {MODULES}/<version> has sch_netem.ko"
+            );
+        }
+        if !still.is_empty() {
+            bail!("apt-get installed {} but {} still missing", apt.join(" "), still.join(" "));
+        }
+    }
+    if find_vng().is_none() {
+        install_virtme_ng()?;
+        find_vng().context(
+            "pip installed virtme-ng but no `vng` is on PATH, in /usr/local/bin or ~/.local/bin",
+        )?;
+    }
+    Ok(())
+}
+
+fn install_virtme_ng() -> anyhow::Result<()> {
+    let python = find_in_path("python3").context("python3 is missing (apt-get install python3)")?;
+    let pip_works = |py: &Path| {
+        Command::new(py)
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !pip_works(&python) {
+        tracing::info!("pip is missing; installing python3-pip with apt-get");
+        let _policy = PolicyRcGuard::install()?;
+        let args = ["install", "-y", "--no-install-recommends", "python3-pip"];
+        apt_get(&args)
+            .or_else(|_| {
+                apt_get(&["update"])?;
+                apt_get(&args)
+            })
+            .context("installing python3-pip failed (needed to install virtme-ng)")?;
+    }
+    let pip = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .arg("virtme-ng")
+            .output()
+            .context("cannot run pip")
+    };
+    tracing::info!("installing virtme-ng with pip");
+    let first = pip(&[])?;
+    if first.status.success() {
+        return Ok(());
+    }
+    let text = |o: &std::process::Output| {
+        let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+        t.push_str(&String::from_utf8_lossy(&o.stderr));
+        t
+    };
+    let first_text = text(&first);
+    if !first_text.contains("externally-managed-environment") {
+        bail!(
+            "`pip install virtme-ng` failed ({}):\n{}",
+            first.status,
+            crate::sshd::tail(&first_text, 20)
+        );
+    }
+    // Debian's Python is "externally managed" (PEP 668); this is a dedicated test machine.
+    let second = pip(&["--break-system-packages"])?;
+    if !second.status.success() {
+        bail!(
+            "`pip install --break-system-packages virtme-ng` failed ({}):\n{}",
+            second.status,
+            crate::sshd::tail(&text(&second), 20)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_numerically() {
+        let mut v = [
+            version_key("6.1.0-9-amd64"),
+            version_key("6.12.0-1-amd64"),
+            version_key("6.1.0-56-amd64"),
+        ];
+        v.sort();
+        assert_eq!(v[2], vec![6, 12, 0, 1, 64]);
+        assert_eq!(v[1], vec![6, 1, 0, 56, 64]);
+    }
+
+    #[test]
+    fn builder_rejects_a_missing_kernel() {
+        let err = GuestVm::builder()
+            .kernel("/nonexistent/vmlinuz")
+            .build()
+            .expect_err("no such kernel");
+        assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err:#}");
+    }
+}
