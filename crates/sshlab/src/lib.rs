@@ -8,9 +8,11 @@
 //! single-threaded tokio runtime whose netlink socket therefore lives in that namespace.
 #![deny(missing_docs)]
 
+pub mod http;
 pub mod net;
 pub mod netem;
 pub mod netns;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +52,60 @@ pub enum Command {
         #[command(flatten)]
         target: NetemTarget,
     },
+    /// The lab's three VMs (root for the netns backend).
+    Vm {
+        /// What to do.
+        #[command(subcommand)]
+        action: VmAction,
+        /// Where and how.
+        #[command(flatten)]
+        opts: VmOpts,
+    },
+}
+
+/// `sshlab vm ...`
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum VmAction {
+    /// Boot the three VMs (target, mcp, agent) and wait until each is ready.
+    Up,
+    /// Stop what `up` started and remove what it created.
+    Down,
+    /// Each VM's network, processes and readiness. Exits 3 when not up or not ready.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `sshlab vm` (and `run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmOpts {
+    /// VM backend; only `netns` (namespaces, no hypervisor) is implemented so far.
+    #[arg(long, global = true, default_value = "netns", value_parser = ["netns"])]
+    pub backend: String,
+    /// Results directory handed to the agent (default: /run/sshlab/<lab>/results).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Directory holding mcp-ssh-server and sshlab-agent (default: next to sshlab, then $PATH).
+    #[arg(long, global = true, env = "SSHLAB_BIN_DIR", value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Seconds each VM may take to become ready.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub ready_timeout: u64,
+    /// Seconds between restarts of the target's unstable sshd.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub unstable_every: u64,
+}
+
+impl VmOpts {
+    /// The backend's configuration for a lab run inside `outer`.
+    pub fn config(&self, outer: Option<&str>) -> vm::VmConfig {
+        let mut c = vm::VmConfig::new(outer, self.results.clone(), self.bin_dir.clone());
+        c.timeout = std::time::Duration::from_secs(self.ready_timeout);
+        c.unstable_every = self.unstable_every;
+        c
+    }
 }
 
 /// `sshlab netem ...`
@@ -130,6 +186,9 @@ pub enum Error {
     /// `sshlab netem` failed.
     #[error(transparent)]
     Netem(#[from] netem::Error),
+    /// `sshlab vm` or `run` failed.
+    #[error(transparent)]
+    Vm(#[from] anyhow::Error),
     /// Writing JSON failed.
     #[error("Cannot render JSON")]
     Json(#[from] serde_json::Error),
@@ -170,7 +229,64 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             enter(opts.netns.as_deref())?;
             run_netem(action, &plan)
         }
+        Command::Vm {
+            action,
+            opts: vopts,
+        } => {
+            let cfg = vopts.config(opts.netns.as_deref());
+            enter(opts.netns.as_deref())?;
+            run_vm(action, &cfg, &lab, opts.netns.as_deref())
+        }
     }
+}
+
+fn run_vm(
+    action: VmAction,
+    cfg: &vm::VmConfig,
+    lab: &Lab,
+    outer: Option<&str>,
+) -> Result<ExitCode, Error> {
+    match action {
+        VmAction::Up => {
+            let state = vm::up(cfg, &lab.topology, outer)?;
+            println!(
+                "vm up: lab {} ready; state {}, results {}",
+                state.lab,
+                cfg.state_path().display(),
+                state.results.display()
+            );
+        }
+        VmAction::Down => print_changes("vm down", &vm::down(cfg)?),
+        VmAction::Status { json } => {
+            let Some(st) = vm::status(cfg, &lab.topology)? else {
+                println!("lab {} is not up", cfg.lab);
+                return Ok(ExitCode::from(EXIT_NOT_READY));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                for s in &st {
+                    println!(
+                        "{:<7} ns {:<24} network {:<4} running {:<4} ready {:<4} log {}",
+                        s.vm,
+                        s.namespace,
+                        yes(s.network),
+                        yes(s.running),
+                        yes(s.ready),
+                        s.log.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            if !st.iter().all(|s| s.network && s.running && s.ready) {
+                return Ok(ExitCode::from(EXIT_NOT_READY));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
 
 fn run_netem(action: NetemAction, plan: &netem::NetemPlan) -> Result<ExitCode, Error> {

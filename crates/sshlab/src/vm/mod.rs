@@ -1,0 +1,522 @@
+//! `sshlab vm up|down|status`, netns backend: each VM of vms/topology.toml is a named network
+//! namespace ([`net`]) with its processes ([`process`]); the target runs the sshd instances
+//! ([`target`]), the mcp VM `mcp-ssh-server --profile loadtest`, the agent VM
+//! `sshlab-agent serve`.
+//!
+//! Everything happens in the namespace sshlab runs in (the caller's `--netns OUTER`, entered
+//! before this module runs): the bridge and the veths' host ends live there, the VMs'
+//! namespaces hang off it. Nothing is created in any other namespace. The state file
+//! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
+//! work from another shell, and `down` removes exactly that.
+
+pub mod net;
+pub mod process;
+pub mod target;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sshlab_core::Topology;
+
+pub use process::Proc;
+
+/// Where runtime state goes (one directory per lab).
+pub const RUNTIME_ROOT: &str = "/run/sshlab";
+
+/// How `vm up` is configured (from the command line).
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Lab name: `default`, or the outer namespace's name.
+    pub lab: String,
+    /// Prefix of the VMs' namespace names (`sshlab-`, or `<outer>-`).
+    pub ns_prefix: String,
+    /// Runtime directory (state, logs, target files).
+    pub runtime: PathBuf,
+    /// Results directory given to the agent.
+    pub results: PathBuf,
+    /// Where mcp-ssh-server and sshlab-agent are.
+    pub bin_dir: Option<PathBuf>,
+    /// Readiness timeout per VM.
+    pub timeout: Duration,
+    /// Restart period of the unstable sshd, seconds.
+    pub unstable_every: u64,
+}
+
+impl VmConfig {
+    /// Names from the outer namespace (if any); the runtime dir under [`RUNTIME_ROOT`].
+    pub fn new(outer: Option<&str>, results: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Self {
+        let lab = outer.unwrap_or("default").to_owned();
+        let ns_prefix = outer.map_or_else(|| "sshlab-".to_owned(), |o| format!("{o}-"));
+        let runtime = PathBuf::from(RUNTIME_ROOT).join(&lab);
+        let results = results.unwrap_or_else(|| runtime.join("results"));
+        Self {
+            lab,
+            ns_prefix,
+            runtime,
+            results,
+            bin_dir,
+            timeout: Duration::from_secs(30),
+            unstable_every: 30,
+        }
+    }
+
+    /// The state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.runtime.join("state.json")
+    }
+}
+
+/// What `up` created, for `status` and `down`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Lab name.
+    pub lab: String,
+    /// Backend (`netns`).
+    pub backend: String,
+    /// The namespace sshlab ran in (`None`: the caller's own).
+    pub outer: Option<String>,
+    /// Whether `up` created the bridge (then `down` deletes it).
+    pub bridge_created: bool,
+    /// The bridge's name.
+    pub bridge: String,
+    /// VM namespaces created: (vm, namespace).
+    pub namespaces: Vec<(String, String)>,
+    /// Veths created (host ends).
+    pub veths: Vec<String>,
+    /// Processes started.
+    pub procs: Vec<Proc>,
+    /// Results directory.
+    pub results: PathBuf,
+    /// Unix time of `up`.
+    pub started_at: u64,
+}
+
+impl State {
+    /// Reads the state file, `None` when the lab is not up.
+    pub fn load(cfg: &VmConfig) -> anyhow::Result<Option<Self>> {
+        match std::fs::read(cfg.state_path()) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("corrupt state file {}", cfg.state_path().display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("cannot read the state file"),
+        }
+    }
+
+    fn save(&self, cfg: &VmConfig) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&cfg.runtime)?;
+        let tmp = cfg.runtime.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, cfg.state_path())?;
+        Ok(())
+    }
+}
+
+/// Finds a lab binary: `--bin-dir`, then next to the running `sshlab`, then `$PATH`.
+pub fn find_bin(cfg: &VmConfig, name: &str) -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = cfg.bin_dir.iter().cloned().collect();
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        dirs.push(d);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("{name} not found (looked in --bin-dir/SSHLAB_BIN_DIR, next to sshlab, $PATH)")
+        })
+}
+
+/// The lab's addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// Agent control API.
+    pub agent: SocketAddr,
+    /// MCP server.
+    pub mcp: SocketAddr,
+    /// Target IP.
+    pub target: Ipv4Addr,
+}
+
+impl Endpoints {
+    /// From the topology (VMs agent, mcp, target).
+    pub fn new(t: &Topology) -> anyhow::Result<Self> {
+        let addr = |vm: &str, svc: &str| -> anyhow::Result<SocketAddr> {
+            let v = t
+                .vm(vm)
+                .with_context(|| format!("no VM {vm} in the topology"))?;
+            let s = v
+                .services
+                .iter()
+                .find(|s| s.name == svc)
+                .with_context(|| format!("VM {vm} has no service {svc}"))?;
+            Ok(SocketAddr::from((v.ip, s.port)))
+        };
+        Ok(Self {
+            agent: addr("agent", "control")?,
+            mcp: addr("mcp", "mcp")?,
+            target: t.vm("target").context("no VM target")?.ip,
+        })
+    }
+}
+
+/// Boots the lab. On failure, tears down what this call created and returns the error.
+pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::Result<State> {
+    if let Some(s) = State::load(cfg)? {
+        bail!(
+            "lab {} is already up (since {}, state {}); `sshlab vm down` first",
+            s.lab,
+            s.started_at,
+            cfg.state_path().display()
+        );
+    }
+    std::fs::create_dir_all(&cfg.runtime)
+        .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
+    std::fs::create_dir_all(&cfg.results)
+        .with_context(|| format!("cannot create {}", cfg.results.display()))?;
+    let mut state = State {
+        lab: cfg.lab.clone(),
+        backend: "netns".into(),
+        outer: outer.map(str::to_owned),
+        bridge: topology.bridge.name.clone(),
+        results: cfg.results.clone(),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ..State::default()
+    };
+    match build(cfg, topology, &mut state) {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            for line in teardown(cfg, &state) {
+                eprintln!("vm up (undo): {line}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Result<()> {
+    // Check the binaries before touching anything.
+    let mcp_bin = find_bin(cfg, "mcp-ssh-server")?;
+    let agent_bin = find_bin(cfg, "sshlab-agent")?;
+    let ep = Endpoints::new(topology)?;
+    let plan = crate::net::NetPlan {
+        bridge: topology.bridge.name.clone(),
+        address: topology.bridge.address,
+        taps: Vec::new(),
+    };
+    let gateway = topology.bridge.address.addr();
+    let prefix = topology.bridge.address.prefix();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let h = crate::net::connect()?;
+        let changes = crate::net::up(&h, &plan).await?;
+        state.bridge_created = changes.iter().any(|c| c.starts_with("created bridge"));
+        state.save(cfg)?;
+        for vm in &topology.vms {
+            let ns = format!("{}{}", cfg.ns_prefix, vm.name);
+            if net::netns_exists(&ns) {
+                bail!("network namespace {ns} already exists (not made by this `vm up`); remove it with `ip netns del {ns}`");
+            }
+            net::netns_add(&ns)?;
+            state.namespaces.push((vm.name.clone(), ns.clone()));
+            state.save(cfg)?;
+            net::add_veth(&h, &vm.tap, &plan.bridge, &ns, vm.ip, prefix, gateway)
+                .await
+                .with_context(|| format!("VM {}: network", vm.name))?;
+            state.veths.push(vm.tap.clone());
+            state.save(cfg)?;
+            println!("vm up: {} namespace {ns}, {} <-> eth0 {}/{prefix}", vm.name, vm.tap, vm.ip);
+        }
+        anyhow::Ok(())
+    })?;
+    drop(rt);
+
+    let ns_of = |vm: &str| -> anyhow::Result<std::fs::File> {
+        let ns = state
+            .namespaces
+            .iter()
+            .find(|(v, _)| v == vm)
+            .map(|(_, n)| n.clone())
+            .with_context(|| format!("no namespace for VM {vm}"))?;
+        net::open_netns(&ns)
+    };
+
+    // Target.
+    let files = target::prepare(&cfg.runtime.join("target"), topology, ep.target)?;
+    let log = cfg.runtime.join("target.log");
+    let mut p = process::spawn_in(
+        "target",
+        "sshd",
+        target::command(&files, cfg.unstable_every)?,
+        &ns_of("target")?,
+        &log,
+    )?;
+    // unshare ignores SIGTERM while it waits: `down` signals the namespace's init instead.
+    let spawned = Instant::now();
+    while p.term_pid.is_none() && spawned.elapsed() < Duration::from_secs(2) {
+        p.term_pid = process::first_child(p.pid);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    state.procs.push(p.clone());
+    state.save(cfg)?;
+    let mut ports = Vec::new();
+    for (_, base, netem) in &files.ports {
+        ports.push(*base);
+        ports.push(*netem);
+    }
+    wait_ready("target", &p, &log, cfg.timeout, || {
+        ports.iter().all(|port| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((ep.target, *port)),
+                Duration::from_millis(300),
+            )
+            .is_ok()
+        })
+    })?;
+    println!(
+        "vm up: target ready ({} sshd ports on {})",
+        ports.len(),
+        ep.target
+    );
+
+    // MCP.
+    let log = cfg.runtime.join("mcp.log");
+    let mut cmd = Command::new(&mcp_bin);
+    cmd.arg("--bind")
+        .arg(ep.mcp.to_string())
+        .args(["--profile", "loadtest"]);
+    let p = process::spawn_in("mcp", "mcp-ssh-server", cmd, &ns_of("mcp")?, &log)?;
+    state.procs.push(p.clone());
+    state.save(cfg)?;
+    wait_ready("mcp", &p, &log, cfg.timeout, || healthy(ep.mcp))?;
+    println!("vm up: mcp ready (http://{}/health)", ep.mcp);
+
+    // Agent.
+    let log = cfg.runtime.join("agent.log");
+    let mut cmd = Command::new(&agent_bin);
+    cmd.args(["serve", "--listen"])
+        .arg(ep.agent.to_string())
+        .arg("--results")
+        .arg(&cfg.results);
+    let p = process::spawn_in("agent", "sshlab-agent", cmd, &ns_of("agent")?, &log)?;
+    state.procs.push(p.clone());
+    state.save(cfg)?;
+    wait_ready("agent", &p, &log, cfg.timeout, || healthy(ep.agent))?;
+    println!("vm up: agent ready (http://{}/health)", ep.agent);
+    Ok(())
+}
+
+/// `GET /health` answers 200 with "healthy" in the body.
+pub fn healthy(addr: SocketAddr) -> bool {
+    crate::http::request("GET", addr, "/health", None, Duration::from_secs(2))
+        .is_ok_and(|r| r.status == 200 && r.body.contains("healthy"))
+}
+
+fn wait_ready(
+    vm: &str,
+    p: &Proc,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if !p.alive() {
+            bail!(
+                "VM {vm}: {} exited before it was ready; tail of {}:\n{}",
+                p.what,
+                log.display(),
+                process::log_tail(log, 20)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "VM {vm}: {} not ready within {} s; tail of {}:\n{}",
+                p.what,
+                timeout.as_secs(),
+                log.display(),
+                process::log_tail(log, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the processes (agent first), deletes the veths, namespaces and (if created) bridge,
+/// then the runtime files except the results. Returns one line per step.
+pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in state.procs.iter().rev() {
+        out.push(p.stop(Duration::from_secs(5)));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.push(format!("cannot start a runtime: {e}"));
+            return out;
+        }
+    };
+    rt.block_on(async {
+        let h = match crate::net::connect() {
+            Ok(h) => h,
+            Err(e) => {
+                out.push(format!("cannot open netlink: {e}"));
+                return;
+            }
+        };
+        for v in &state.veths {
+            match net::del_veth(&h, v).await {
+                Ok(true) => out.push(format!("deleted veth {v}")),
+                Ok(false) => {}
+                Err(e) => out.push(format!("{e:#}")),
+            }
+        }
+        for (_, ns) in &state.namespaces {
+            match net::netns_del(ns) {
+                Ok(()) => out.push(format!("deleted namespace {ns}")),
+                Err(e) => out.push(format!("{e:#}")),
+            }
+        }
+        if state.bridge_created {
+            let plan = crate::net::NetPlan {
+                bridge: state.bridge.clone(),
+                address: sshlab_core::Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0)
+                    .expect("0.0.0.0/0 is valid"),
+                taps: Vec::new(),
+            };
+            match crate::net::down(&h, &plan).await {
+                Ok(c) => out.extend(c),
+                Err(e) => out.push(format!("{e:#}")),
+            }
+        }
+    });
+    for f in ["target", "target.log", "mcp.log", "agent.log", "state.json"] {
+        let p = cfg.runtime.join(f);
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(e) = r
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            out.push(format!("cannot remove {}: {e}", p.display()));
+        }
+    }
+    // The runtime dir goes too when empty (results elsewhere, or none).
+    let _ = std::fs::remove_dir(&cfg.runtime);
+    out
+}
+
+/// `vm down`: stops and removes what the state file lists.
+pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
+    match State::load(cfg)? {
+        None => Ok(vec![format!("lab {} is not up", cfg.lab)]),
+        Some(s) => Ok(teardown(cfg, &s)),
+    }
+}
+
+/// One VM's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmStatus {
+    /// VM name.
+    pub vm: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Its eth0 is up with the topology's address.
+    pub network: bool,
+    /// Its processes are running.
+    pub running: bool,
+    /// Its service answers (TCP / health).
+    pub ready: bool,
+    /// Its log.
+    pub log: Option<String>,
+}
+
+/// `vm status`.
+pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<VmStatus>>> {
+    let Some(state) = State::load(cfg)? else {
+        return Ok(None);
+    };
+    let ep = Endpoints::new(topology)?;
+    let mut out = Vec::new();
+    for vm in &topology.vms {
+        let ns = state
+            .namespaces
+            .iter()
+            .find(|(v, _)| *v == vm.name)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let network = !ns.is_empty()
+            && net::inner_status(&ns)
+                .is_ok_and(|(up, addrs)| up && addrs.iter().any(|(a, _)| *a == vm.ip));
+        let procs: Vec<&Proc> = state.procs.iter().filter(|p| p.vm == vm.name).collect();
+        let running = !procs.is_empty() && procs.iter().all(|p| p.alive());
+        let ready = match vm.name.as_str() {
+            "agent" => healthy(ep.agent),
+            "mcp" => healthy(ep.mcp),
+            _ => vm.services.iter().all(|s| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from((vm.ip, s.port)),
+                    Duration::from_millis(500),
+                )
+                .is_ok()
+            }),
+        };
+        out.push(VmStatus {
+            vm: vm.name.clone(),
+            namespace: ns,
+            network,
+            running,
+            ready,
+            log: procs.first().map(|p| p.log.clone()),
+        });
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_outer_namespace() {
+        let c = VmConfig::new(None, None, None);
+        assert_eq!(c.ns_prefix, "sshlab-");
+        assert_eq!(c.runtime, PathBuf::from("/run/sshlab/default"));
+        assert_eq!(c.results, PathBuf::from("/run/sshlab/default/results"));
+        let c = VmConfig::new(Some("t1"), Some("/r".into()), None);
+        assert_eq!(c.ns_prefix, "t1-");
+        assert_eq!(c.state_path(), PathBuf::from("/run/sshlab/t1/state.json"));
+        assert_eq!(c.results, PathBuf::from("/r"));
+    }
+
+    #[test]
+    fn endpoints_come_from_the_topology() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let t = sshlab_core::Lab::load(root).unwrap().topology;
+        let e = Endpoints::new(&t).unwrap();
+        assert_eq!(e.agent.to_string(), "10.178.0.5:9100");
+        assert_eq!(e.mcp.to_string(), "10.178.0.10:3000");
+        assert_eq!(e.target.to_string(), "10.178.0.20");
+    }
+}

@@ -1,0 +1,185 @@
+//! Starting a VM's processes inside its network namespace, and stopping them again by pid.
+//!
+//! A process is started detached (its own session, stdin from /dev/null, stdout and stderr to
+//! its log) after `setns(2)` into the VM's namespace, so it outlives `sshlab vm up`. The state
+//! file records its pid and its start time (field 22 of `/proc/PID/stat`): `stop` signals a pid
+//! only while that pair still matches, so a reused pid is never hit.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A process `vm up` started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proc {
+    /// The VM it belongs to.
+    pub vm: String,
+    /// What it is (`sshd`, `mcp-ssh-server`, `sshlab-agent`).
+    pub what: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// Its log file.
+    pub log: String,
+    /// The pid that gets SIGTERM when it is not `pid` itself (the target's namespace init under
+    /// `unshare`, which ignores SIGTERM while it waits).
+    #[serde(default)]
+    pub term_pid: Option<u32>,
+}
+
+/// Spawns `cmd` inside network namespace `netns_file`, detached, logging to `log`.
+pub fn spawn_in(
+    vm: &str,
+    what: &str,
+    mut cmd: Command,
+    netns_file: &File,
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let err = out.try_clone()?;
+    let fd: RawFd = netns_file.as_raw_fd();
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (setns, setsid) on a descriptor that stays open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what} for VM {vm}"))?;
+    let pid = child.id();
+    // Not waited for here: `stop` reaps it when this process is still its parent.
+    std::mem::forget(child);
+    let start_time = start_time(pid).unwrap_or(0);
+    Ok(Proc {
+        vm: vm.to_owned(),
+        what: what.to_owned(),
+        pid,
+        start_time,
+        log: log.display().to_string(),
+        term_pid: None,
+    })
+}
+
+/// Field 22 (starttime) of `/proc/PID/stat`, `None` when the process is gone.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may contain spaces and ')'; starttime is the 20th
+    // field after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let state = rest.split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Proc {
+    /// Still running, and still the process that was started.
+    pub fn alive(&self) -> bool {
+        reap(self.pid);
+        start_time(self.pid).is_some_and(|t| t == self.start_time)
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns a line for the report.
+    pub fn stop(&self, grace: Duration) -> String {
+        if !self.alive() {
+            return format!(
+                "{} {} (pid {}) was not running",
+                self.vm, self.what, self.pid
+            );
+        }
+        let Ok(raw) = i32::try_from(self.pid) else {
+            return format!("{} {}: bad pid {}", self.vm, self.what, self.pid);
+        };
+        let term = self
+            .term_pid
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(raw);
+        let _ = kill(Pid::from_raw(term), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while self.alive() {
+            if Instant::now() >= deadline {
+                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+                let hard = Instant::now() + Duration::from_secs(5);
+                while self.alive() && Instant::now() < hard {
+                    sleep(Duration::from_millis(20));
+                }
+                return format!(
+                    "stopped {} {} (pid {}) with SIGKILL after {grace:?}",
+                    self.vm, self.what, self.pid
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+        format!("stopped {} {} (pid {})", self.vm, self.what, self.pid)
+    }
+}
+
+/// The first child of `pid` (from `/proc/PID/task/PID/children`).
+pub fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Reaps `pid` if it is an exited child of this process (no-op otherwise).
+fn reap(pid: u32) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id();
+        let t = start_time(me).expect("own stat");
+        assert_eq!(start_time(me), Some(t));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = std::env::temp_dir().join(format!("sshlab-tail-{}", std::process::id()));
+        std::fs::write(&dir, "a\nb\nc\n").unwrap();
+        assert_eq!(log_tail(&dir, 2), "b\nc");
+        std::fs::remove_file(&dir).unwrap();
+    }
+}
