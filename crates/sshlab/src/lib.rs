@@ -12,6 +12,7 @@ pub mod http;
 pub mod net;
 pub mod netem;
 pub mod netns;
+pub mod runjob;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,36 @@ pub enum Command {
         /// Where and how.
         #[command(flatten)]
         opts: VmOpts,
+    },
+    /// Run a scenario (or `quick`, `full`) through the agent; boots the lab if needed.
+    Run {
+        /// Scenario: quick, full, or one of `sshlab list`.
+        scenario: String,
+        /// Seconds per phase.
+        duration: Option<u64>,
+        /// Workers.
+        workers: Option<usize>,
+        /// Threshold, e.g. `errors<1%` (repeatable).
+        #[arg(long = "threshold")]
+        thresholds: Vec<String>,
+        /// Leave the lab up when this run booted it.
+        #[arg(long)]
+        keep: bool,
+        /// Seconds a job may take before it is cancelled.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Where and how.
+        #[command(flatten)]
+        opts: VmOpts,
+    },
+    /// The scenarios `run` knows.
+    List,
+    /// Scrape and print the MCP server's /metrics.
+    Metrics,
+    /// Re-render report.txt from a results directory's summary.json.
+    Report {
+        /// A results directory (results/<test_id>).
+        dir: PathBuf,
     },
 }
 
@@ -228,6 +259,48 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             )?;
             enter(opts.netns.as_deref())?;
             run_netem(action, &plan)
+        }
+        Command::Run {
+            scenario,
+            duration,
+            workers,
+            thresholds,
+            keep,
+            timeout,
+            opts: vopts,
+        } => {
+            let cfg = vopts.config(opts.netns.as_deref());
+            let spec = runjob::RunSpec {
+                scenario,
+                duration,
+                workers,
+                thresholds,
+                keep,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            enter(opts.netns.as_deref())?;
+            let code = runjob::run(&spec, &cfg, &lab.topology, opts.netns.as_deref())?;
+            Ok(ExitCode::from(code))
+        }
+        Command::List => {
+            println!("quick\nfull (= {})", runjob::FULL.join(", "));
+            for s in runjob::FULL {
+                println!("{s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics => {
+            enter(opts.netns.as_deref())?;
+            print!("{}", runjob::metrics(&lab.topology)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { dir } => {
+            let path = dir.join("summary.json");
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let summary: sshlab_core::results::Summary = serde_json::from_slice(&bytes)?;
+            print!("{}", sshlab_core::report::text::render(&summary));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Vm {
             action,
