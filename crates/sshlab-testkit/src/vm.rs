@@ -408,7 +408,11 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
             );
         }
         if !still.is_empty() {
-            bail!("apt-get installed {} but {} still missing", apt.join(" "), still.join(" "));
+            bail!(
+                "apt-get installed {} but {} still missing",
+                apt.join(" "),
+                still.join(" ")
+            );
         }
     }
     if find_vng().is_none() {
@@ -441,7 +445,13 @@ fn install_virtme_ng() -> anyhow::Result<()> {
     }
     let pip = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(extra)
             .arg("virtme-ng")
             .output()

@@ -1,53 +1,142 @@
 #!/bin/sh
-# Live netem check, run INSIDE a VM whose kernel has sch_netem/sch_prio (not yet wired into a
-# Rust harness). From the host, as root, with Debian's linux-image-amd64, qemu-system-x86,
-# busybox and virtme-ng (pip) installed, and the sshlab binary copied somewhere the guest sees
-# (virtme shares / read-only but gives the guest its own /tmp and /var/tmp), e.g.:
-#   cp target/debug/sshlab /opt/sshlab-vm/sshlab
-#   vng --run /boot/vmlinuz-*-amd64 --disable-kvm --memory 1G --cpus 2 \
-#     --exec 'SSHLAB_BIN=/opt/sshlab-vm/sshlab SSHLAB_ROOT=/work/main sh /work/main/crates/sshlab/tests/vm/netem_guest.sh'
-# Everything happens in namespaces of the guest; it prints TIMING and CONNECT lines.
+# Live netem check, run INSIDE a VM whose kernel has sch_netem/sch_prio. Automated by
+# crates/sshlab/tests/netem_vm.rs (sshlab-testkit's GuestVm), which parses the RESULT lines and
+# asserts on them. By hand, as root, with linux-image-amd64, qemu-system-x86, busybox and
+# virtme-ng installed and the sshlab binary copied where the guest sees it (virtme shares / read-
+# only but gives the guest its own /tmp, /var/tmp and /opt), e.g.:
+#   mkdir -p /var/lib/sshlab-vm/manual && cp target/debug/sshlab /var/lib/sshlab-vm/manual/
+#   vng --run /boot/vmlinuz-*-amd64 --disable-kvm --memory 1G --cpus 2 --exec \
+#     'SSHLAB_BIN=/var/lib/sshlab-vm/manual/sshlab SSHLAB_ROOT=/work/main sh /work/main/crates/sshlab/tests/vm/netem_guest.sh'
+#
+# Topology, all in namespaces of the guest:
+#   lab     `sshlab net up` (bridge sshbr0 10.178.0.1/24, TAPs, netem on the target's TAP),
+#           plus two veths enslaved to the bridge: tgt0 (to "target") and cli0 (to "client").
+#           `netem apply --dev tgt0` shapes tgt0's egress = the traffic towards the target,
+#           exactly as on the target's TAP.
+#   target  10.178.0.20: TCP listeners on 2222, 2322, 2323; UDP echo on 2222 and 2323.
+#   client  10.178.0.5 (the agent's address): the probes. Its traffic crosses the bridge like
+#           another VM's, which is the point: the shaping applies to every VM's traffic.
+#
+# Output: RESULT lines (parsed by the Rust test), TIMING lines, and `tc -s` for the log.
 set -eu
 B=${SSHLAB_BIN:?path of the sshlab binary}
 LAB=${SSHLAB_ROOT:?repository root}
+CONNECTS=${CONNECTS:-100}
+UDP_PROBES=${UDP_PROBES:-4000}
+PY=$(command -v python3 || echo /usr/bin/python3)
 modprobe sch_netem; modprobe sch_prio; modprobe tun
-ip netns add lab; ip netns add target
-ip -n lab link set lo up; ip -n target link set lo up
-s=$(date +%s%N); $B --lab $LAB net up --netns lab; e=$(date +%s%N)
+ip netns add lab; ip netns add target; ip netns add client
+for ns in lab target client; do ip -n $ns link set lo up; done
+s=$(date +%s%N); $B --lab "$LAB" net up --netns lab; e=$(date +%s%N)
 echo "TIMING net-up-with-netem $(( (e-s)/1000000 )) ms"
-$B --lab $LAB netem show --netns lab
-$B --lab $LAB netem clear --netns lab
-s=$(date +%s%N); $B --lab $LAB netem apply --netns lab; e=$(date +%s%N)
+$B --lab "$LAB" netem clear --netns lab
+s=$(date +%s%N); $B --lab "$LAB" netem apply --netns lab; e=$(date +%s%N)
 echo "TIMING netem-apply $(( (e-s)/1000000 )) ms"
-$B --lab $LAB netem apply --netns lab
-# A stand-in target: a veth into namespace "target", enslaved to the bridge; shape its egress.
 ip -n lab link add tgt0 type veth peer name eth0 netns target
 ip -n lab link set tgt0 master sshbr0 up
 ip -n target addr add 10.178.0.20/24 dev eth0; ip -n target link set eth0 up
-$B --lab $LAB netem apply --netns lab --dev tgt0
-$B --lab $LAB netem show --netns lab --dev tgt0
-tc -n lab qdisc show dev tgt0; tc -n lab filter show dev tgt0 | grep -c match
-ip netns exec target python3 -c '
-import socket, threading
-def serve(p):
+ip -n lab link add cli0 type veth peer name eth0 netns client
+ip -n lab link set cli0 master sshbr0 up
+ip -n client addr add 10.178.0.5/24 dev eth0; ip -n client link set eth0 up
+$B --lab "$LAB" netem apply --netns lab --dev tgt0
+# `netem show` for the target's TAP and for tgt0, one compact JSON line each.
+for dev in default tgt0; do
+  if [ "$dev" = default ]; then set --; else set -- --dev "$dev"; fi
+  $B --lab "$LAB" netem show --netns lab "$@"
+  printf 'RESULT show %s ' "$dev"
+  $B --lab "$LAB" netem show --netns lab --json "$@" | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+done
+
+ready=$(mktemp)
+ip netns exec target "$PY" -c '
+import socket, sys, threading
+def tcp_socket(p):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("10.178.0.20", p)); s.listen(512)
+    s.bind(("10.178.0.20", p)); s.listen(1024)
+    return s
+def udp_socket(p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.bind(("10.178.0.20", p))
+    return s
+def accept(s):
     while True:
         c, _ = s.accept(); c.close()
-for p in (2222, 2322, 2328):
-    threading.Thread(target=serve, args=(p,), daemon=True).start()
+def echo(s):
+    while True:
+        d, a = s.recvfrom(64); s.sendto(d, a)
+# Bind everything first, then say so: the probes start only when every socket exists.
+work = [(accept, tcp_socket(p)) for p in (2222, 2322, 2323)]
+work += [(echo, udp_socket(p)) for p in (2222, 2323)]
+for f, s in work:
+    threading.Thread(target=f, args=(s,), daemon=True).start()
+open(sys.argv[1], "w").write("ready\n")
 threading.Event().wait()
-' &
-sleep 1
-ip netns exec lab python3 -c '
-import socket, time, statistics
-for port in (2222, 2322, 2328):
-    t = []
-    for _ in range(100):
-        s = socket.socket(); s.settimeout(5); a = time.perf_counter()
-        s.connect(("10.178.0.20", port)); t.append((time.perf_counter() - a) * 1000); s.close()
-    print("CONNECT port %d median %.1f ms" % (port, statistics.median(t)))
-'
-$B --lab $LAB netem clear --netns lab --dev tgt0
-$B --lab $LAB net down --netns lab
+' "$ready" &
+server=$!
+i=0
+until [ -s "$ready" ]; do
+  i=$((i + 1)); [ $i -le 600 ] || { echo "the target's listeners never came up" >&2; exit 1; }
+  sleep 0.1
+done
+
+# Loss probe design. The u32 filters match `protocol ip` and the 16 bits at offset 22 of the
+# IPv4 packet (offset 20 + the low half of the word = the destination port of an option-less
+# header) with no L4-protocol key, so a UDP datagram to port 2323 takes the same netem class
+# as TCP to 2323 does. One datagram is one Bernoulli trial of netem's 5% loss, and nothing
+# retransmits it (TCP would: a lost SYN only shows as a 1 s slower connect). The echo comes back
+# through tgt0's ingress and cli0's egress, neither shaped, so a missing echo is a datagram that
+# netem dropped. Probes are paced 1 ms apart: ~50 in flight behind the 50 ms delay, far below
+# netem's 1000-packet limit, so no tail drop can add to the loss. The same probe on port 2222
+# (unshaped) is the control: it must lose (almost) nothing.
+ip netns exec client "$PY" - "$CONNECTS" "$UDP_PROBES" <<'EOF'
+import select, socket, statistics, sys, time
+T = "10.178.0.20"
+connects, probes = int(sys.argv[1]), int(sys.argv[2])
+
+def connect_ms(port):
+    s = socket.socket(); s.settimeout(5)
+    a = time.perf_counter(); s.connect((T, port)); t = (time.perf_counter() - a) * 1000
+    s.close()
+    return t
+
+for port in (2222, 2322):
+    connect_ms(port)  # warm-up (ARP, first-packet costs)
+    t = sorted(connect_ms(port) for _ in range(connects))
+    print("RESULT connect %d n=%d median_ms=%.3f p10_ms=%.3f p90_ms=%.3f"
+          % (port, len(t), statistics.median(t), t[len(t) // 10], t[len(t) * 9 // 10]), flush=True)
+
+def udp_loss(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.connect((T, port)); s.setblocking(False)
+    got = set()
+    def drain(timeout):
+        while select.select([s], [], [], timeout)[0]:
+            try:
+                got.add(int.from_bytes(s.recv(64)[:4], "big"))
+            except BlockingIOError:
+                return
+            timeout = 0
+    nxt = time.perf_counter()
+    for i in range(probes):
+        s.send(i.to_bytes(4, "big"))
+        nxt += 0.001
+        drain(max(0.0, nxt - time.perf_counter()))
+    end = time.perf_counter() + 2.0
+    while time.perf_counter() < end:
+        drain(0.1)
+    s.close()
+    lost = probes - len(got & set(range(probes)))
+    print("RESULT udp-loss %d sent=%d received=%d lost=%d" % (port, probes, probes - lost, lost), flush=True)
+
+for port in (2222, 2323):
+    udp_loss(port)
+EOF
+# The kernel's own counters (netem's "dropped" on the 2323 class), for the log.
+tc -s -n lab qdisc show dev tgt0
+kill "$server" 2>/dev/null || true
+$B --lab "$LAB" netem clear --netns lab --dev tgt0
+$B --lab "$LAB" net down --netns lab
+for ns in client target lab; do ip netns del $ns; done
 echo GUEST-OK
