@@ -1,7 +1,8 @@
 //! `sshlab run quick 5 2` through the netns backend, end to end, as root, with the whole lab
 //! inside an outer namespace this test creates and removes. Needs mcp-ssh-server and
-//! sshlab-agent built (SSHLAB_BIN_DIR, or the workspace's target/debug); skipped with a message
-//! otherwise.
+//! sshlab-agent built (SSHLAB_BIN_DIR, or the target dir this test runs from, where a workspace
+//! test run builds them); outside CI it is skipped with a message when they are missing, in CI
+//! (CI=true) that is a failure.
 
 mod common;
 
@@ -12,13 +13,26 @@ mod tests {
     use crate::common::{Netns, assert_root_namespace_clean, text};
 
     fn bin_dir() -> Option<PathBuf> {
-        let dir = std::env::var_os("SSHLAB_BIN_DIR").map_or_else(
-            || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug")),
-            PathBuf::from,
-        );
+        // This test runs from <target>/<profile>/deps/; the workspace's binaries sit one up.
+        let beside_us = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
+        let dir = match (std::env::var_os("SSHLAB_BIN_DIR"), beside_us) {
+            (Some(d), _) => PathBuf::from(d),
+            (None, Some(d)) => d,
+            (None, None) => {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug"))
+            }
+        };
         let ok = ["mcp-ssh-server", "sshlab-agent"]
             .iter()
             .all(|b| dir.join(b).is_file());
+        if !ok && std::env::var_os("CI").is_some() {
+            panic!(
+                "mcp-ssh-server/sshlab-agent not in {}: build the workspace (or set SSHLAB_BIN_DIR)",
+                dir.display()
+            );
+        }
         if !ok {
             eprintln!(
                 "skipped: mcp-ssh-server/sshlab-agent not in {} (build them, or set SSHLAB_BIN_DIR)",
