@@ -1,8 +1,8 @@
 //! `sshlab`, the host tool of the lab.
 //!
 //! Implemented: `net up|down|status` (bridge and TAPs, [`net`]) and `netem apply|clear|show`
-//! (per-port tc netem over netlink, [`netem`]). Still to come: `vm`, `run`,
-//! `report`. The flow is the same for every command: clap parses and validates ([`Opts`]),
+//! (per-port tc netem over netlink, [`netem`]), `vm up|down|status|logs` on the netns and
+//! microvm backends ([`vm`]), `run`, `list`, `metrics`, `report` ([`runjob`]). The flow is the same for every command: clap parses and validates ([`Opts`]),
 //! [`run`] loads the lab's configuration, resolves a plan from it, enters the requested network
 //! namespace ([`netns`]) while the process is still single-threaded, and only then starts a
 //! single-threaded tokio runtime whose netlink socket therefore lives in that namespace.
@@ -53,7 +53,7 @@ pub enum Command {
         #[command(flatten)]
         target: NetemTarget,
     },
-    /// The lab's three VMs (root for the netns backend).
+    /// The lab's three VMs (root for the netns backend; microvm needs `sshlab net up`).
     Vm {
         /// What to do.
         #[command(subcommand)]
@@ -95,7 +95,7 @@ pub enum Command {
 }
 
 /// `sshlab vm ...`
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum VmAction {
     /// Boot the three VMs (target, mcp, agent) and wait until each is ready.
     Up,
@@ -107,14 +107,43 @@ pub enum VmAction {
         #[arg(long)]
         json: bool,
     },
+    /// The tail of the VMs' logs in the runtime dir (`<vm>.log`, `<vm>-virtiofsd.log`).
+    Logs {
+        /// Only this VM.
+        #[arg(value_parser = ["agent", "mcp", "target"])]
+        vm: Option<String>,
+        /// Lines per log.
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+/// Parses `--runner VM=PATH`.
+fn parse_runner(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((vm, path)) if !vm.is_empty() && !path.is_empty() => {
+            Ok((vm.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected VM=PATH, got {s:?}")),
+    }
 }
 
 /// Options of `sshlab vm` (and `run`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmOpts {
-    /// VM backend; only `netns` (namespaces, no hypervisor) is implemented so far.
-    #[arg(long, global = true, default_value = "netns", value_parser = ["netns"])]
-    pub backend: String,
+    /// VM backend: `netns` (namespaces, no hypervisor) or `microvm` (the microvm.nix runners
+    /// of SSHLAB_RUNNER_<VM>; the Nix apps set SSHLAB_VM_BACKEND=microvm).
+    #[arg(
+        long,
+        global = true,
+        env = "SSHLAB_VM_BACKEND",
+        value_enum,
+        default_value = "netns"
+    )]
+    pub backend: vm::Backend,
+    /// microvm: VM's runner directory, overriding SSHLAB_RUNNER_<VM> (repeatable).
+    #[arg(long = "runner", global = true, value_name = "VM=PATH", value_parser = parse_runner)]
+    pub runners: Vec<(String, PathBuf)>,
     /// Results directory handed to the agent (default: /run/sshlab/<lab>/results).
     #[arg(long, global = true, value_name = "DIR")]
     pub results: Option<PathBuf>,
@@ -135,6 +164,8 @@ impl VmOpts {
         let mut c = vm::VmConfig::new(outer, self.results.clone(), self.bin_dir.clone());
         c.timeout = std::time::Duration::from_secs(self.ready_timeout);
         c.unstable_every = self.unstable_every;
+        c.backend = self.backend;
+        c.runners.clone_from(&self.runners);
         c
     }
 }
@@ -354,6 +385,11 @@ fn run_vm(
                 return Ok(ExitCode::from(EXIT_NOT_READY));
             }
         }
+        VmAction::Logs { vm: name, lines } => {
+            for (path, tail) in vm::logs(cfg, &lab.topology, name.as_deref(), lines)? {
+                println!("==> {} <==\n{tail}", path.display());
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -489,5 +525,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn vm_cli_parses_backend_runners_and_logs() {
+        let o = Opts::try_parse_from([
+            "sshlab",
+            "vm",
+            "logs",
+            "mcp",
+            "--lines",
+            "5",
+            "--backend",
+            "microvm",
+            "--runner",
+            "mcp=/nix/store/x-mcp",
+            "--runner",
+            "agent=/a",
+        ])
+        .unwrap();
+        match o.command {
+            Command::Vm {
+                action: VmAction::Logs { vm, lines },
+                opts,
+            } => {
+                assert_eq!(vm.as_deref(), Some("mcp"));
+                assert_eq!(lines, 5);
+                assert_eq!(opts.backend, vm::Backend::Microvm);
+                let c = opts.config(None);
+                assert_eq!(c.backend, vm::Backend::Microvm);
+                assert_eq!(
+                    c.runners,
+                    [
+                        ("mcp".to_owned(), PathBuf::from("/nix/store/x-mcp")),
+                        ("agent".to_owned(), PathBuf::from("/a"))
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Opts::try_parse_from(["sshlab", "vm", "up", "--runner", "nopath"]).is_err());
+        assert!(Opts::try_parse_from(["sshlab", "vm", "up", "--backend", "qemu"]).is_err());
     }
 }

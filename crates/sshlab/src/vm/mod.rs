@@ -1,4 +1,5 @@
-//! `sshlab vm up|down|status`, netns backend: each VM of vms/topology.toml is a named network
+//! `sshlab vm up|down|status|logs`, two backends. `microvm` ([`microvm`]): each VM is its
+//! microvm.nix runner, started unprivileged on the TAPs `sshlab net up` made. `netns`: each VM of vms/topology.toml is a named network
 //! namespace ([`net`]) with its processes ([`process`]); the target runs the sshd instances
 //! ([`target`]), the mcp VM `mcp-ssh-server --profile loadtest`, the agent VM
 //! `sshlab-agent serve`.
@@ -9,6 +10,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod microvm;
 pub mod net;
 pub mod process;
 pub mod target;
@@ -27,6 +29,26 @@ pub use process::Proc;
 /// Where runtime state goes (one directory per lab).
 pub const RUNTIME_ROOT: &str = "/run/sshlab";
 
+/// Which backend boots the VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// Network + mount namespaces, no hypervisor.
+    #[default]
+    Netns,
+    /// microvm.nix runners (`SSHLAB_RUNNER_<VM>`).
+    Microvm,
+}
+
+impl Backend {
+    /// The name in the state file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Netns => "netns",
+            Self::Microvm => "microvm",
+        }
+    }
+}
+
 /// How `vm up` is configured (from the command line).
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -44,6 +66,12 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Restart period of the unstable sshd, seconds.
     pub unstable_every: u64,
+    /// Backend `up` uses (`down` and `status` follow the state file's).
+    pub backend: Backend,
+    /// microvm runners from `--runner VM=PATH` (before `SSHLAB_RUNNER_<VM>`).
+    pub runners: Vec<(String, PathBuf)>,
+    /// microvm: require the topology's TAPs before starting (tests on loopback turn it off).
+    pub check_taps: bool,
 }
 
 impl VmConfig {
@@ -61,6 +89,9 @@ impl VmConfig {
             bin_dir,
             timeout: Duration::from_secs(30),
             unstable_every: 30,
+            backend: Backend::Netns,
+            runners: Vec::new(),
+            check_taps: true,
         }
     }
 
@@ -75,7 +106,7 @@ impl VmConfig {
 pub struct State {
     /// Lab name.
     pub lab: String,
-    /// Backend (`netns`).
+    /// Backend (`netns` or `microvm`).
     pub backend: String,
     /// The namespace sshlab ran in (`None`: the caller's own).
     pub outer: Option<String>,
@@ -185,7 +216,7 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
         .with_context(|| format!("cannot create {}", cfg.results.display()))?;
     let mut state = State {
         lab: cfg.lab.clone(),
-        backend: "netns".into(),
+        backend: cfg.backend.as_str().into(),
         outer: outer.map(str::to_owned),
         bridge: topology.bridge.name.clone(),
         results: cfg.results.clone(),
@@ -194,7 +225,11 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             .map_or(0, |d| d.as_secs()),
         ..State::default()
     };
-    match build(cfg, topology, &mut state) {
+    let built = match cfg.backend {
+        Backend::Netns => build(cfg, topology, &mut state),
+        Backend::Microvm => microvm::build(cfg, topology, &mut state),
+    };
+    match built {
         Ok(()) => Ok(state),
         Err(e) => {
             for line in teardown(cfg, &state) {
@@ -277,15 +312,21 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
         ports.push(*base);
         ports.push(*netem);
     }
-    wait_ready("target", &p, &log, cfg.timeout, || {
-        ports.iter().all(|port| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((ep.target, *port)),
-                Duration::from_millis(300),
-            )
-            .is_ok()
-        })
-    })?;
+    wait_ready(
+        "target",
+        std::slice::from_ref(&p),
+        &log,
+        cfg.timeout,
+        || {
+            ports.iter().all(|port| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from((ep.target, *port)),
+                    Duration::from_millis(300),
+                )
+                .is_ok()
+            })
+        },
+    )?;
     println!(
         "vm up: target ready ({} sshd ports on {})",
         ports.len(),
@@ -301,7 +342,9 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
     let p = process::spawn_in("mcp", "mcp-ssh-server", cmd, &ns_of("mcp")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
-    wait_ready("mcp", &p, &log, cfg.timeout, || healthy(ep.mcp))?;
+    wait_ready("mcp", std::slice::from_ref(&p), &log, cfg.timeout, || {
+        healthy(ep.mcp)
+    })?;
     println!("vm up: mcp ready (http://{}/health)", ep.mcp);
 
     // Agent.
@@ -314,7 +357,9 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
     let p = process::spawn_in("agent", "sshlab-agent", cmd, &ns_of("agent")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
-    wait_ready("agent", &p, &log, cfg.timeout, || healthy(ep.agent))?;
+    wait_ready("agent", std::slice::from_ref(&p), &log, cfg.timeout, || {
+        healthy(ep.agent)
+    })?;
     println!("vm up: agent ready (http://{}/health)", ep.agent);
     Ok(())
 }
@@ -325,9 +370,11 @@ pub fn healthy(addr: SocketAddr) -> bool {
         .is_ok_and(|r| r.status == 200 && r.body.contains("healthy"))
 }
 
+/// Polls `ready` until it holds; fails when one of `procs` exits first (with the tail of its
+/// log) or after `timeout` (with the tail of `log`).
 fn wait_ready(
     vm: &str,
-    p: &Proc,
+    procs: &[Proc],
     log: &Path,
     timeout: Duration,
     mut ready: impl FnMut() -> bool,
@@ -337,18 +384,19 @@ fn wait_ready(
         if ready() {
             return Ok(());
         }
-        if !p.alive() {
+        if let Some(p) = procs.iter().find(|p| !p.alive()) {
+            let plog = Path::new(&p.log);
             bail!(
                 "VM {vm}: {} exited before it was ready; tail of {}:\n{}",
                 p.what,
-                log.display(),
-                process::log_tail(log, 20)
+                plog.display(),
+                process::log_tail(plog, 20)
             );
         }
         if Instant::now() >= deadline {
+            let what = procs.last().map_or("it", |p| p.what.as_str());
             bail!(
-                "VM {vm}: {} not ready within {} s; tail of {}:\n{}",
-                p.what,
+                "VM {vm}: {what} not ready within {} s; tail of {}:\n{}",
                 timeout.as_secs(),
                 log.display(),
                 process::log_tail(log, 20)
@@ -361,6 +409,9 @@ fn wait_ready(
 /// Stops the processes (agent first), deletes the veths, namespaces and (if created) bridge,
 /// then the runtime files except the results. Returns one line per step.
 pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
+    if state.backend == Backend::Microvm.as_str() {
+        return microvm::teardown(cfg, state);
+    }
     let mut out = Vec::new();
     for p in state.procs.iter().rev() {
         out.push(p.stop(Duration::from_secs(5)));
@@ -457,6 +508,9 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
     let Some(state) = State::load(cfg)? else {
         return Ok(None);
     };
+    if state.backend == Backend::Microvm.as_str() {
+        return Ok(Some(microvm::status(&state, topology)?));
+    }
     let ep = Endpoints::new(topology)?;
     let mut out = Vec::new();
     for vm in &topology.vms {
@@ -492,6 +546,47 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
         });
     }
     Ok(Some(out))
+}
+
+/// `vm logs`: the last `lines` lines of each VM's log files in the runtime dir (`<vm>.log`,
+/// and `<vm>-virtiofsd.log` for microvm), as (file, tail) pairs; an error when there are none.
+pub fn logs(
+    cfg: &VmConfig,
+    topology: &Topology,
+    vm: Option<&str>,
+    lines: usize,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let vms: Vec<&str> = match vm {
+        Some(v) => {
+            topology
+                .vm(v)
+                .with_context(|| format!("no VM {v} in the topology"))?;
+            vec![v]
+        }
+        None => microvm::START_ORDER
+            .iter()
+            .copied()
+            .filter(|v| topology.vm(v).is_some())
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for v in vms {
+        for f in [format!("{v}.log"), format!("{v}-virtiofsd.log")] {
+            let p = cfg.runtime.join(f);
+            if p.is_file() {
+                let tail = process::log_tail(&p, lines);
+                out.push((p, tail));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no logs for {} in {} (is the lab up? `sshlab vm up`)",
+            vm.unwrap_or("any VM"),
+            cfg.runtime.display()
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub struct Proc {
     /// `unshare`, which ignores SIGTERM while it waits).
     #[serde(default)]
     pub term_pid: Option<u32>,
+    /// Its process group when it leads one (microvm backend): `stop` signals the whole group,
+    /// but only while `pid` still has its recorded start time.
+    #[serde(default)]
+    pub pgid: Option<u32>,
 }
 
 /// Spawns `cmd` inside network namespace `netns_file`, detached, logging to `log`.
@@ -81,6 +85,7 @@ pub fn spawn_in(
         start_time,
         log: log.display().to_string(),
         term_pid: None,
+        pgid: None,
     })
 }
 
@@ -115,15 +120,16 @@ impl Proc {
         let Ok(raw) = i32::try_from(self.pid) else {
             return format!("{} {}: bad pid {}", self.vm, self.what, self.pid);
         };
-        let term = self
-            .term_pid
-            .and_then(|p| i32::try_from(p).ok())
+        // A negative pid signals the process group.
+        let group = self.pgid.and_then(|g| i32::try_from(g).ok()).map(|g| -g);
+        let term = group
+            .or_else(|| self.term_pid.and_then(|p| i32::try_from(p).ok()))
             .unwrap_or(raw);
         let _ = kill(Pid::from_raw(term), Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while self.alive() {
             if Instant::now() >= deadline {
-                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(group.unwrap_or(raw)), Signal::SIGKILL);
                 let hard = Instant::now() + Duration::from_secs(5);
                 while self.alive() && Instant::now() < hard {
                     sleep(Duration::from_millis(20));
