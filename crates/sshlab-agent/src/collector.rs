@@ -137,15 +137,18 @@ pub async fn collect(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
-    let mut line = String::with_capacity(256);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {
         tokio::select! {
             rec = rx.recv() => {
                 let Some(rec) = rec else { break };
                 line.clear();
-                if let Ok(json) = serde_json::to_string(&rec) {
-                    line.push_str(&json);
-                    line.push('\n');
+                // Serialise into a reused buffer, then write the whole line at once: a
+                // flushed file never ends in half a record.
+                if serde_json::to_writer(&mut line, &rec).is_ok() {
+                    line.push(b'\n');
+                } else {
+                    line.clear();
                 }
                 let w = match files.get_mut(&rec.worker) {
                     Some(w) => w,
@@ -154,7 +157,7 @@ pub async fn collect(
                         files.entry(rec.worker.clone()).or_insert(BufWriter::new(f))
                     }
                 };
-                w.write_all(line.as_bytes())?;
+                w.write_all(&line)?;
                 hlog.send(agg.add(&rec));
             }
             _ = tick.tick() => {

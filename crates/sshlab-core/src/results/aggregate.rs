@@ -151,7 +151,11 @@ impl Aggregate {
         let t = ((r.ts - self.start).max(0.0)) as u64;
         let closed = self.roll_to(t);
         self.all.add(r);
-        self.ops.entry(r.op.clone()).or_default().add(r);
+        // Look up before inserting: no allocation per record for an op already seen.
+        match self.ops.get_mut(&r.op) {
+            Some(g) => g.add(r),
+            None => self.ops.entry(r.op.clone()).or_default().add(r),
+        }
         if let Some(p) = r.port {
             match self.ports.iter_mut().find(|(port, _)| *port == p) {
                 Some((_, g)) => g.add(r),
