@@ -108,6 +108,14 @@ impl fmt::Debug for ClientOptions {
 /// Errors of the MCP client. [`McpError::kind`] gives a short stable label for reports.
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
+    /// The endpoint is not a valid URL.
+    #[error("invalid MCP URL {url}: {reason}")]
+    BadUrl {
+        /// As given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A non-success HTTP status without a JSON-RPC error body.
     #[error("HTTP {status}: {body_excerpt}")]
     Http {
@@ -163,10 +171,11 @@ pub enum McpError {
 }
 
 impl McpError {
-    /// A short stable label: `http`, `transport`, `timeout`, `id_mismatch`, `jsonrpc`,
+    /// A short stable label: `bad_url`, `http`, `transport`, `timeout`, `id_mismatch`, `jsonrpc`,
     /// `rate_limited`, `session_expired`, `invalid_response`, `unsupported_version`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::BadUrl { .. } => "bad_url",
             Self::Http { .. } => "http",
             Self::Transport(_) => "transport",
             Self::Timeout => "timeout",
@@ -223,6 +232,8 @@ enum Body {
 pub struct McpClient {
     http: reqwest::Client,
     opts: ClientOptions,
+    /// `opts.url`, parsed once (parsing per request showed up in profiles: IDNA and all).
+    url: reqwest::Url,
     era: Era,
     version: String,
     session: Option<String>,
@@ -244,8 +255,13 @@ impl McpClient {
     /// Connect: discover (Auto/Modern) or initialize (Legacy, or Auto fallback).
     pub async fn connect(http: reqwest::Client, opts: ClientOptions) -> Result<Self, McpError> {
         let protocol = opts.protocol.clone();
+        let url = reqwest::Url::parse(&opts.url).map_err(|e| McpError::BadUrl {
+            url: opts.url.clone(),
+            reason: e.to_string(),
+        })?;
         let mut c = Self {
             http,
+            url,
             opts,
             era: Era::Modern,
             version: MODERN_VERSION.to_owned(),
@@ -336,7 +352,7 @@ impl McpClient {
         };
         let mut req = self
             .http
-            .delete(&self.opts.url)
+            .delete(self.url.clone())
             .timeout(self.opts.request_timeout)
             .header(SESSION_HEADER, session)
             .header(VERSION_HEADER, &self.version);
@@ -493,7 +509,7 @@ impl McpClient {
         }
         let mut req = self
             .http
-            .post(&self.opts.url)
+            .post(self.url.clone())
             .timeout(self.opts.request_timeout)
             .headers(headers)
             .body(body.to_string());

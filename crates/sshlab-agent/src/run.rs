@@ -195,7 +195,9 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         })
     };
 
-    let (tx, rx) = mpsc::channel(64 * 1024);
+    // Bounded and small: a collector that falls behind slows the workers instead of letting
+    // records pile up in memory (the channel is the only unbounded-looking buffer).
+    let (tx, rx) = mpsc::channel(4096);
     let mut info = run_info.clone();
     info.protocol = protocol.clone();
     let collector = tokio::spawn(collector::collect(
