@@ -272,8 +272,9 @@ impl Vm {
 }
 
 /// A Linux interface name: 1 to 15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`
-/// (the kernel's `dev_valid_name`).
-fn check_ifname(name: &str) -> Result<(), String> {
+/// (the kernel's `dev_valid_name`). Public so the host tool checks names typed on its command
+/// line by the same rule the topology file is checked by.
+pub fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_IFNAME_LEN {
         return Err(format!(
             "interface name {name:?} is {} bytes; Linux allows 1 to {MAX_IFNAME_LEN} (IFNAMSIZ)",

@@ -6,32 +6,12 @@
 
 use super::Error;
 
-/// Longest interface name Linux accepts (IFNAMSIZ - 1).
-pub const MAX_LEN: usize = 15;
-
-/// Checks `name` against the kernel's rules.
+/// Checks `name` against the kernel's rules (one implementation, in `sshlab-core`).
 pub fn validate(name: &str) -> Result<(), Error> {
-    let reason = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > MAX_LEN {
-        Some("it is longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("it is . or ..")
-    } else if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
-    {
-        Some("it contains '/', ':', NUL or whitespace")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    sshlab_core::topology::check_ifname(name).map_err(|reason| Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 #[cfg(test)]

@@ -30,12 +30,12 @@ pub use tap::TapSpec;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A name the kernel would refuse.
-    #[error("Invalid interface name {name:?}: {reason}")]
+    #[error("Refused: {reason}")]
     InvalidName {
         /// As given.
         name: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// The rtnetlink socket could not be opened.
     #[error("Cannot open an rtnetlink socket")]
@@ -252,16 +252,7 @@ async fn ensure_bridge(
         }
     };
     if !bridge.up {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(bridge.index).up().build())
-            .execute()
-            .await
-            .map_err(|source| Error::LinkUp {
-                name: name.clone(),
-                source,
-            })?;
-        changes.push(format!("set {name} up"));
+        set_up(handle, bridge.index, name, changes).await?;
     }
     let want = (plan.address.addr(), plan.address.prefix());
     if !link::ipv4_addresses(handle, bridge.index)
@@ -358,16 +349,7 @@ async fn ensure_tap(
         changes.push(format!("attached {name} to {bridge_name}"));
     }
     if !tap.up {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(tap.index).up().build())
-            .execute()
-            .await
-            .map_err(|source| Error::LinkUp {
-                name: name.clone(),
-                source,
-            })?;
-        changes.push(format!("set {name} up"));
+        set_up(handle, tap.index, name, changes).await?;
     }
     Ok(())
 }
@@ -401,6 +383,26 @@ pub async fn down(handle: &Handle, plan: &NetPlan) -> Result<Vec<String>, Error>
         None => {}
     }
     Ok(changes)
+}
+
+/// Set link `index` (called `name`) up, and say so in `changes`.
+async fn set_up(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    changes: &mut Vec<String>,
+) -> Result<(), Error> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|source| Error::LinkUp {
+            name: name.to_owned(),
+            source,
+        })?;
+    changes.push(format!("set {name} up"));
+    Ok(())
 }
 
 async fn delete(handle: &Handle, l: &link::Link, changes: &mut Vec<String>) -> Result<(), Error> {
