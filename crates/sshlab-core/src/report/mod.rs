@@ -1,6 +1,7 @@
 //! Reports rendered from a [`Summary`](crate::results::Summary): plain text in the load-testing
-//! guide's layout. Rendering reads only the summary, so `sshlab report` and the agent produce
-//! the same text from the same run.
+//! guide's layout ([`text`]), a self-contained HTML page ([`html`]) and JUnit XML for CI
+//! ([`junit`]). Rendering reads only the summary, so `sshlab report` and the agent produce
+//! the same reports from the same run.
 
 pub mod format;
 pub mod html;

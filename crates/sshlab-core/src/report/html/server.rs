@@ -1,0 +1,129 @@
+//! The MCP server's side of the run, from its scraped `/metrics`: pool, rate limiting, CPU and
+//! resident memory as cards, RSS over time with the leak warning, the guide's extrapolation to
+//! 8 CPUs (shared with the text report), and every counter's delta. A run whose server was not
+//! scraped gets a sentence saying so instead.
+
+use std::fmt::Write;
+
+use super::escape::escape;
+use super::numbers::{fin, tick};
+use super::svg::{Line, line_chart};
+use super::{card, no_data};
+use crate::report::text::{EXTRAPOLATION_CPUS, confidence, extrapolate};
+use crate::results::{ServerReport, Summary};
+
+/// `f(v)` for a finite `v`, else "n/a" (the metric was missing or could not be computed).
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.filter(|v| v.is_finite()).map_or("n/a".to_owned(), f)
+}
+
+pub(super) fn server(out: &mut String, s: &Summary) {
+    out.push_str("<section><h2>Server metrics</h2>");
+    let Some(sv) = &s.server else {
+        no_data(
+            out,
+            "server metrics (the server's /metrics was not scraped)",
+        );
+        out.push_str("</section>");
+        return;
+    };
+    server_body(out, s, sv);
+    out.push_str("</section>");
+}
+
+fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
+    if let Some(e) = &sv.error {
+        let _ = write!(
+            out,
+            r#"<div class="warnbox">Scraping failed: {}</div>"#,
+            escape(e)
+        );
+    }
+    out.push_str(r#"<div class="cards" style="margin-top:4px">"#);
+    card(
+        out,
+        "",
+        "Pool hit rate",
+        &opt(sv.pool_hit_rate_percent, |v| format!("{v:.1}%")),
+        "hits / (hits + misses)",
+    );
+    card(
+        out,
+        "",
+        "Peak active",
+        &opt(sv.peak_active_connections, |v| format!("{v:.0}")),
+        "pooled SSH connections",
+    );
+    card(
+        out,
+        if sv.rate_limited.unwrap_or(0.0) > 0.0 {
+            "bad"
+        } else {
+            ""
+        },
+        "Rate limited",
+        &opt(sv.rate_limited, |v| format!("{v:.0}")),
+        "requests rejected",
+    );
+    card(
+        out,
+        "",
+        "Server CPU",
+        &opt(sv.cpu_utilisation_percent, |v| format!("{v:.1}%")),
+        &format!("of {} vCPU(s)", sv.vcpus),
+    );
+    let last_rss = sv.rss_mib.last().map(|p| p.1);
+    card(
+        out,
+        if sv.leak_warning { "bad" } else { "" },
+        "RSS",
+        &opt(last_rss, |v| format!("{v:.1} MiB")),
+        &opt(sv.rss_slope_mib_per_min, |v| {
+            format!("slope {v:+.2} MiB/min")
+        }),
+    );
+    out.push_str("</div>");
+    if sv.leak_warning {
+        out.push_str(r#"<div class="warnbox">⚠ Possible memory leak: resident memory rose steadily over the run (slope above 1 MiB/min and at least 10% overall).</div>"#);
+    }
+    out.push_str(r#"<h2 style="margin-top:14px">Resident memory over time</h2>"#);
+    line_chart(
+        out,
+        170.0,
+        &[Line {
+            label: "RSS (MiB)",
+            color: "#7048e8",
+            points: sv.rss_mib.clone(),
+        }],
+        "",
+        "RSS samples",
+    );
+    if let Some(cpu) = sv.cpu_utilisation_percent.filter(|v| v.is_finite())
+        && sv.vcpus > 0
+    {
+        let est = extrapolate(s.totals.rps_avg, sv.vcpus, EXTRAPOLATION_CPUS);
+        let _ = write!(
+            out,
+            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured × {EXTRAPOLATION_CPUS}/{} × 0.85); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
+            sv.vcpus,
+            confidence(Some(cpu))
+        );
+    }
+    if !sv.deltas.is_empty() {
+        let _ = write!(
+            out,
+            "<details><summary>Counter deltas over the run ({} series, {} scrapes)</summary><table><tr><th>series</th><th>delta</th></tr>",
+            sv.deltas.len(),
+            sv.scrapes
+        );
+        for (k, v) in &sv.deltas {
+            let _ = write!(
+                out,
+                r#"<tr><td class="l"><code>{}</code></td><td>{}</td></tr>"#,
+                escape(k),
+                tick((fin(*v) * 1000.0).round() / 1000.0)
+            );
+        }
+        out.push_str("</table></details>");
+    }
+}
