@@ -9,6 +9,7 @@ let
     then []
     else [{inherit name actual expected;}];
   target = mods.target;
+  vmTest = mods."test:vm-test";
   sshUnits = builtins.filter (n: builtins.match "sshd-.*" n != null && n != "sshd-host-keys" && n != "sshd-unstable-restart") (builtins.attrNames target.systemd.services);
 in
   builtins.concatLists [
@@ -79,6 +80,32 @@ in
     (expect "unstable timer" target.systemd.timers.sshd-unstable-restart.timerConfig.OnUnitActiveSec 20)
     (expect "mcp ExecStart" mods.mcp.systemd.services.mcp-ssh-server.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/mcp-ssh-server --bind 0.0.0.0:3000 --profile loadtest")
     (expect "agent ExecStart" mods.agent.systemd.services.sshlab-agent.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/sshlab-agent serve --listen 0.0.0.0:9100 --results /results")
+    (expect "vm-test: eth1 of each node carries its topology address" (builtins.mapAttrs (_: n: n.networking.interfaces.eth1.ipv4.addresses) vmTest.nodes) {
+      agent = [
+        {
+          address = "10.178.0.5";
+          prefixLength = 24;
+        }
+      ];
+      mcp = [
+        {
+          address = "10.178.0.10";
+          prefixLength = 24;
+        }
+      ];
+      target = [
+        {
+          address = "10.178.0.20";
+          prefixLength = 24;
+        }
+      ];
+    })
+    (expect "vm-test: node cores follow the topology's vcpus" (builtins.mapAttrs (_: n: n.virtualisation.cores) vmTest.nodes) {
+      agent = 2;
+      mcp = 4;
+      target = 4;
+    })
+    (expect "vm-test: name and timeout" [vmTest.name vmTest.meta.timeout] ["sshlab-lab" 1800])
     (expect "mcp network" mods.microvm-mcp.systemd.network.networks."10-lab" {
       matchConfig.MACAddress = "02:00:00:b2:00:0a";
       address = ["10.178.0.10/24"];

@@ -1,7 +1,10 @@
-# Evaluates the lab's NixOS modules (vms/*.nix and each VM's microVM wrapper) WITHOUT nixpkgs:
-# `lib` and `pkgs` are stubs that implement just what the modules call (a package is its name
-# under a fake store path). The result is the config each module sets, as plain data, for
-# scripts/nix-check's option audit and for the expectations in nix/tests/modules.nix.
+# Evaluates the lab's NixOS modules (vms/*.nix and each VM's microVM wrapper) and the NixOS VM
+# test (nix/checks/vm-test.nix) WITHOUT nixpkgs: `lib` and `pkgs` are stubs that implement just
+# what the modules call (a package is its name under a fake store path; `testers.runNixOSTest`
+# returns its argument). The result is the config each module sets, as plain data, for
+# scripts/nix-check's option audit and for the expectations in nix/tests/lab.nix.
+# Keys starting with `test:` are runNixOSTest arguments (test options; `nodes.<name>` holds each
+# node module's own settings); option-audit.py checks them against data/nixos-test-options.txt.
 # A module that starts using another lib or pkgs attribute fails here by name: add a stub.
 let
   stubPkg = name: {
@@ -24,12 +27,15 @@ let
         "jq"
         "openssh"
         "pam"
+        "sshpass"
         "systemd"
         "zsh"
       ])
     // {
       writeText = name: text: (stubPkg name) // {inherit text;};
       writeShellScript = name: text: (stubPkg name) // {inherit text;};
+      testers.runNixOSTest = test: test;
+      inherit lib;
     };
   lib = {
     mkOption = a: {_option = a;};
@@ -40,6 +46,21 @@ let
       then s
       else "";
     concatStrings = builtins.concatStringsSep "";
+    genAttrs = names: f:
+      builtins.listToAttrs (map (name: {
+          inherit name;
+          value = f name;
+        })
+        names);
+    max = a: b:
+      if a > b
+      then a
+      else b;
+    mkForce = content: {
+      _type = "override";
+      priority = 50;
+      inherit content;
+    };
   };
   sshlab = stubPkg "sshlab";
   args = {
@@ -57,18 +78,22 @@ let
   strip = v:
     if builtins.isAttrs v && v ? outPath
     then "${v.outPath}"
+    else if builtins.isAttrs v && (v._type or null) == "override"
+    then strip v.content
     else if builtins.isAttrs v
     then builtins.mapAttrs (_: strip) v
     else if builtins.isList v
     then map strip v
     else v;
   lab = import ../../lib/lab.nix {};
+  vmTest = (import ../../checks/vm-test.nix {inherit pkgs sshlab;}).sshlab-lab;
 in
   strip ({
       common = settings (import ../../../vms/common.nix);
       agent = settings (import ../../../vms/agent.nix);
       mcp = settings (import ../../../vms/mcp.nix);
       target = settings (import ../../../vms/target.nix);
+      "test:vm-test" = vmTest // {nodes = builtins.mapAttrs (_: settings) vmTest.nodes;};
     }
     // builtins.listToAttrs (map (name: {
         name = "microvm-${name}";

@@ -5,12 +5,20 @@ Input: the JSON of nix/tests/audit/eval-modules.nix (the settings of each module
 allowlists whose lines are option paths (`*` = a list element, `<name>` = any attribute name;
 text after whitespace is a note). microvm.* paths are checked against
 data/microvm-options.txt (generated from the pinned microvm.nix); everything else against
-data/nixos-options.txt (read in the pinned nixpkgs' module sources, file named per line).
+data/nixos-options.txt (read in nixpkgs' module sources, file and commit named per line).
+Settings keys starting with `test:` are arguments of testers.runNixOSTest: their top level is
+checked against data/nixos-test-options.txt (or a fourth argument), and each `nodes.<name>` is a
+NixOS module checked like the others, plus the test-only node options that list declares as
+`nodes.<name>.<path>` (qemu-vm.nix's virtualisation.*).
 A path matching an option is recorded and not descended into, unless the allowlist declares
 sub-options below it (submodules, lists of submodules). Anything else fails, naming the path.
 """
 import json
+import os
 import sys
+
+TEST_OPTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "nixos-test-options.txt")
+NODE = ("nodes", "<name>")
 
 
 def load(path):
@@ -52,15 +60,32 @@ def walk(value, path, options, used, errors, where):
         errors.append(f"{where}: `{'.'.join(path)}` is not a declared option")
 
 
+def check_module(cfg, microvm, nixos, used, errors, where):
+    for top, value in cfg.items():
+        opts = microvm if top == "microvm" else nixos
+        walk(value, (top,), opts, used, errors, where)
+
+
 def main():
-    settings = json.load(open(sys.argv[1]))
-    microvm = load(sys.argv[2])
-    nixos = load(sys.argv[3])
+    args = [a for a in sys.argv[1:] if a != "-v"]
+    settings = json.load(open(args[0]))
+    microvm = load(args[1])
+    nixos = load(args[2])
+    tests = load(args[3] if len(args) > 3 else TEST_OPTIONS)
+    test_top = [o for o in tests if o[:2] != NODE]
+    node_only = [o[2:] for o in tests if o[:2] == NODE and len(o) > 2]
     used, errors = set(), []
     for module, cfg in sorted(settings.items()):
+        if not module.startswith("test:"):
+            check_module(cfg, microvm, nixos, used, errors, module)
+            continue
         for top, value in cfg.items():
-            opts = microvm if top == "microvm" else nixos
-            walk(value, (top,), opts, used, errors, module)
+            if top == "nodes" and ("nodes",) in test_top and isinstance(value, dict):
+                used.add("nodes")
+                for node, node_cfg in sorted(value.items()):
+                    check_module(node_cfg, microvm, nixos + node_only, used, errors, f"{module} node {node}")
+            else:
+                walk(value, (top,), test_top, used, errors, module)
     for e in errors:
         print("option audit:", e, file=sys.stderr)
     print(f"option audit: {len(used)} option paths set, {len(errors)} undeclared")
