@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{RunArgs, cancel_on_signals};
+use crate::run::RunRequest;
+use crate::scenario::Ports;
 
 /// `serve` flags.
 #[derive(Debug, Clone, Args)]
@@ -63,6 +65,11 @@ pub struct Job {
     pub thresholds: Vec<String>,
     /// Protocol.
     pub protocol: Option<String>,
+    /// Target ports, one phase each, instead of the scenario's own. The host sends it for
+    /// latency_test (`ports = "baseline+netem"`) because only the host knows whether the netem
+    /// ports are shaped: `[2222]` when they are not, so they are never measured unshaped.
+    /// Absent: the scenario's ports, as before.
+    pub ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +121,27 @@ impl Job {
             quiet: true,
         }
     }
+
+    /// The run this job asks for, or why it is a bad job (400).
+    fn request(&self, results: &std::path::Path) -> Result<RunRequest, String> {
+        if self.scenario == "full" {
+            return Err("post one scenario per job (full = five jobs in order)".into());
+        }
+        let args = self.to_args(results);
+        let scenario = match args.scenarios() {
+            Ok(mut s) if s.len() == 1 => s.remove(0),
+            Ok(_) => return Err("one scenario per job".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut req = args.request(scenario).map_err(|e| e.to_string())?;
+        if let Some(ports) = &self.ports {
+            if ports.is_empty() || ports.contains(&0) {
+                return Err("ports: give at least one port, none of them 0".into());
+            }
+            req.scenario.ports = Some(Ports::List(ports.clone()));
+        }
+        Ok(req)
+    }
 }
 
 async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Response {
@@ -121,21 +149,9 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad job: {e}")),
     };
-    if job.scenario == "full" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "post one scenario per job (full = five jobs in order)",
-        );
-    }
-    let args = job.to_args(&srv.results);
-    let scenario = match args.scenarios() {
-        Ok(mut s) if s.len() == 1 => s.remove(0),
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "one scenario per job"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let mut req = match args.request(scenario) {
+    let mut req = match job.request(&srv.results) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let cancel = CancellationToken::new();
     let (test_id, dir) = {
@@ -275,5 +291,52 @@ pub async fn main(args: ServeArgs) -> ExitCode {
             eprintln!("sshlab-agent: {e}");
             ExitCode::from(crate::cli::EXIT_RUN_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan;
+
+    fn job(body: &str) -> Job {
+        serde_json::from_str(body).unwrap()
+    }
+
+    fn ports(body: &str) -> Result<Vec<u16>, String> {
+        let req = job(body).request(std::path::Path::new("/nonexistent"))?;
+        Ok(plan(&req.scenario, &req.settings)
+            .iter()
+            .map(|p| p.port)
+            .collect())
+    }
+
+    #[test]
+    fn without_ports_a_job_keeps_the_scenarios_own() {
+        let all = ports(r#"{"scenario": "latency_test", "mcp_url": "http://127.0.0.1:1/mcp", "target_host": "127.0.0.1"}"#)
+            .unwrap();
+        assert_eq!(all[0], 2222);
+        assert!(all.contains(&2322) && all.len() > 2, "{all:?}");
+        let quick = ports(r#"{"scenario": "quick", "mcp_url": "http://127.0.0.1:1/mcp", "target_host": "127.0.0.1", "target_port": 2300}"#)
+            .unwrap();
+        assert_eq!(quick, [2300]);
+    }
+
+    #[test]
+    fn explicit_ports_replace_baseline_plus_netem() {
+        let base = r#""scenario": "latency_test", "mcp_url": "http://127.0.0.1:1/mcp", "target_host": "127.0.0.1""#;
+        assert_eq!(
+            ports(&format!("{{{base}, \"ports\": [2222]}}")).unwrap(),
+            [2222]
+        );
+        assert_eq!(
+            ports(&format!("{{{base}, \"ports\": [2222, 2322]}}")).unwrap(),
+            [2222, 2322]
+        );
+        for bad in ["[]", "[0]"] {
+            let e = ports(&format!("{{{base}, \"ports\": {bad}}}")).unwrap_err();
+            assert!(e.starts_with("ports:"), "{e}");
+        }
+        assert!(serde_json::from_str::<Job>(&format!("{{{base}, \"ports\": \"x\"}}")).is_err());
     }
 }

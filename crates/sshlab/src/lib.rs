@@ -87,7 +87,7 @@ pub enum Command {
     List,
     /// Scrape and print the MCP server's /metrics.
     Metrics,
-    /// Re-render report.txt from a results directory's summary.json.
+    /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json.
     Report {
         /// A results directory (results/<test_id>).
         dir: PathBuf,
@@ -156,16 +156,26 @@ pub struct VmOpts {
     /// Seconds between restarts of the target's unstable sshd.
     #[arg(long, global = true, default_value_t = 30)]
     pub unstable_every: u64,
+    /// Leave the target's netem ports unshaped (netns: `up` applies netem/profiles.toml to the
+    /// target's link otherwise); `run latency_test` then covers the baseline port only.
+    #[arg(long, global = true)]
+    pub no_netem: bool,
 }
 
 impl VmOpts {
-    /// The backend's configuration for a lab run inside `outer`.
-    pub fn config(&self, outer: Option<&str>) -> vm::VmConfig {
+    /// The backend's configuration for a lab run inside `outer`, shaping with `profiles`
+    /// unless `--no-netem`.
+    pub fn config(
+        &self,
+        outer: Option<&str>,
+        profiles: &sshlab_core::NetemProfiles,
+    ) -> vm::VmConfig {
         let mut c = vm::VmConfig::new(outer, self.results.clone(), self.bin_dir.clone());
         c.timeout = std::time::Duration::from_secs(self.ready_timeout);
         c.unstable_every = self.unstable_every;
         c.backend = self.backend;
         c.runners.clone_from(&self.runners);
+        c.netem = (!self.no_netem).then(|| profiles.clone());
         c
     }
 }
@@ -300,7 +310,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             timeout,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref());
+            let cfg = vopts.config(opts.netns.as_deref(), &lab.netem);
             let spec = runjob::RunSpec {
                 scenario,
                 duration,
@@ -326,18 +336,21 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir } => {
-            let path = dir.join("summary.json");
-            let bytes = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let summary: sshlab_core::results::Summary = serde_json::from_slice(&bytes)?;
-            print!("{}", sshlab_core::report::text::render(&summary));
+            let r = runjob::report(&dir)?;
+            print!("{}", r.text);
+            if let Some(note) = &r.note {
+                println!("{note}");
+            }
+            for p in &r.written {
+                println!("report: wrote {}", p.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Vm {
             action,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref());
+            let cfg = vopts.config(opts.netns.as_deref(), &lab.netem);
             enter(opts.netns.as_deref())?;
             run_vm(action, &cfg, &lab, opts.netns.as_deref())
         }
@@ -379,6 +392,9 @@ fn run_vm(
                         yes(s.ready),
                         s.log.as_deref().unwrap_or("-")
                     );
+                }
+                if let Some(n) = st.iter().find_map(|s| s.netem.as_ref()) {
+                    println!("netem   {}", n.describe());
                 }
             }
             if !st.iter().all(|s| s.network && s.running && s.ready) {
@@ -552,7 +568,8 @@ mod tests {
                 assert_eq!(vm.as_deref(), Some("mcp"));
                 assert_eq!(lines, 5);
                 assert_eq!(opts.backend, vm::Backend::Microvm);
-                let c = opts.config(None);
+                let c = opts.config(None, &sshlab_core::NetemProfiles { profiles: vec![] });
+                assert!(c.netem.is_some());
                 assert_eq!(c.backend, vm::Backend::Microvm);
                 assert_eq!(
                     c.runners,

@@ -4,16 +4,25 @@
 //! agent's threshold code (0 passed, 99 failed). Agent death or timeout: says so, keeps the
 //! partial results, exits 1. Ctrl-C: DELETEs the job, waits briefly for the partial results,
 //! tears down what it started, exits 130.
+//!
+//! Scenarios whose built-in ports are `baseline+netem` (latency_test) get explicit ports in
+//! the job: the agent cannot see whether the lab's netem ports are shaped, and would otherwise
+//! measure them unshaped and report them as degraded. With netem not applied (the lab's state
+//! says why), the job covers the baseline only, and the skipped ports and the reason are
+//! printed and written to `lab.json` beside the agent's results, where `sshlab report` finds
+//! them again.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sshlab_core::Topology;
 
 use crate::http;
-use crate::vm::{self, Endpoints, VmConfig};
+use crate::vm::{self, Endpoints, LabNetem, VmConfig};
 
 /// Exit code when thresholds failed (the agent's).
 pub const EXIT_THRESHOLDS: u8 = 99;
@@ -52,6 +61,56 @@ pub const FULL: [&str; 5] = [
     "latency_test",
 ];
 
+/// Built-in scenarios whose ports are `"baseline+netem"` in the agent: one phase on the
+/// baseline port, then one per netem port.
+pub const NETEM_SCENARIOS: [&str; 1] = ["latency_test"];
+
+/// The target's clean baseline port (the `standard` sshd).
+pub const BASELINE_PORT: u16 = 2222;
+
+/// What `run` knows about a job that the agent's summary does not, kept as `lab.json` in the
+/// job's results directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LabNote {
+    /// The scenario.
+    pub scenario: String,
+    /// The netem state of the lab the job ran in.
+    pub netem: LabNetem,
+    /// Ports the job was told to cover (`None`: the scenario's own).
+    pub ports: Option<Vec<u16>>,
+    /// `netem ports 2322..2328 skipped: <reason>`, when they were.
+    pub skipped: Option<String>,
+}
+
+impl LabNote {
+    /// The note's file in a results directory.
+    pub const FILE: &str = "lab.json";
+
+    /// The job's ports and, when netem ports are left out, the line saying so.
+    pub fn new(scenario: &str, netem: &LabNetem) -> Self {
+        let (ports, skipped) = if NETEM_SCENARIOS.contains(&scenario) {
+            let (p, s) = netem.scenario_ports(BASELINE_PORT);
+            (Some(p), s)
+        } else {
+            (None, None)
+        };
+        Self {
+            scenario: scenario.to_owned(),
+            netem: netem.clone(),
+            ports,
+            skipped,
+        }
+    }
+
+    /// The line to print (`run: latency_test: netem ports ... skipped: ...`), if any.
+    pub fn line(&self) -> Option<String> {
+        self.skipped
+            .as_ref()
+            .map(|s| format!("run: {}: {s}", self.scenario))
+    }
+}
+
 /// Runs it; returns the process exit code.
 pub fn run(
     spec: &RunSpec,
@@ -71,7 +130,11 @@ pub fn run(
     } else {
         false
     };
-    let results = vm::State::load(cfg)?.map_or_else(|| cfg.results.clone(), |s| s.results);
+    let state = vm::State::load(cfg)?;
+    let results = state
+        .as_ref()
+        .map_or_else(|| cfg.results.clone(), |s| s.results.clone());
+    let netem = state.map(|s| s.netem).unwrap_or_default();
     let scenarios: Vec<String> = if spec.scenario == "full" {
         FULL.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -79,7 +142,7 @@ pub fn run(
     };
     let mut code = Ok(0);
     for s in &scenarios {
-        code = one(spec, s, &ep, &results);
+        code = one(spec, s, &ep, &results, &LabNote::new(s, &netem));
         match &code {
             Ok(0) => {}
             _ => break,
@@ -97,18 +160,24 @@ fn one(
     spec: &RunSpec,
     scenario: &str,
     ep: &Endpoints,
-    results: &std::path::Path,
+    results: &Path,
+    note: &LabNote,
 ) -> anyhow::Result<u8> {
-    let target_port = 2222;
-    let job = json!({
+    let mut job = json!({
         "scenario": scenario,
         "duration": spec.duration,
         "workers": spec.workers,
         "mcp_url": format!("http://{}/mcp", ep.mcp),
         "target_host": ep.target.to_string(),
-        "target_port": target_port,
+        "target_port": BASELINE_PORT,
         "thresholds": spec.thresholds,
     });
+    if let Some(ports) = &note.ports {
+        job["ports"] = json!(ports);
+    }
+    if let Some(line) = note.line() {
+        println!("{line}");
+    }
     let t = Duration::from_secs(10);
     let r = http::request("POST", ep.agent, "/jobs", Some(&job.to_string()), t)
         .context("cannot reach the agent's control API")?;
@@ -119,6 +188,15 @@ fn one(
     let id = v["test_id"].as_str().context("no test_id")?.to_owned();
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
+    if note.ports.is_some() {
+        // Best effort: the results stand without it, the printed line already said it.
+        let written = serde_json::to_vec_pretty(note)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| write_atomic(&dir.join(LabNote::FILE), &b));
+        if let Err(e) = written {
+            eprintln!("run: cannot write {}: {e:#}", LabNote::FILE);
+        }
+    }
     let deadline = Instant::now() + spec.timeout;
     let mut cancelled = false;
     let (state, passed) = loop {
@@ -167,6 +245,10 @@ fn one(
         Ok(text) => println!("{text}"),
         Err(_) => eprintln!("run: no report.txt in {}", dir.display()),
     }
+    if let Some(line) = note.line() {
+        // Again under the report, where a reader looks for the ports it covers.
+        println!("{line}");
+    }
     Ok(match (state.as_str(), passed) {
         _ if cancelled => EXIT_INTERRUPTED,
         ("done", Some(true)) => 0,
@@ -183,4 +265,141 @@ pub fn metrics(topology: &Topology) -> anyhow::Result<String> {
         bail!("/metrics answered {}", r.status);
     }
     Ok(r.body)
+}
+
+/// `sshlab report DIR`: what it rendered and wrote.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// report.txt's text.
+    pub text: String,
+    /// `note: ...` from the run's `lab.json` (skipped netem ports), if any.
+    pub note: Option<String>,
+    /// The files written.
+    pub written: Vec<PathBuf>,
+}
+
+/// Re-renders report.txt, report.html and junit.xml in `dir` from its summary.json, with the
+/// same renderers the agent uses, so a summary edited or copied elsewhere gets all three back.
+pub fn report(dir: &Path) -> anyhow::Result<Rendered> {
+    use sshlab_core::report::{html, junit, text};
+    let path = dir.join("summary.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let summary: sshlab_core::results::Summary = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a summary", path.display()))?;
+    let txt = text::render(&summary);
+    let mut written = Vec::new();
+    for (name, body) in [
+        ("report.txt", txt.clone()),
+        ("report.html", html::render(&summary)),
+        ("junit.xml", junit::render(&summary)),
+    ] {
+        let p = dir.join(name);
+        write_atomic(&p, body.as_bytes())?;
+        written.push(p);
+    }
+    let note = std::fs::read(dir.join(LabNote::FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LabNote>(&b).ok())
+        .and_then(|n| n.skipped.map(|s| format!("note: {}: {s}", n.scenario)));
+    Ok(Rendered {
+        text: txt,
+        note,
+        written,
+    })
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unshaped() -> LabNetem {
+        LabNetem::off(
+            "sshtap2",
+            (2322..=2328).collect(),
+            "kernel module sch_netem missing",
+        )
+    }
+
+    #[test]
+    fn latency_test_gets_explicit_ports_and_a_skip_line() {
+        let n = LabNote::new("latency_test", &unshaped());
+        assert_eq!(n.ports.as_deref(), Some(&[2222][..]));
+        assert_eq!(
+            n.line().as_deref(),
+            Some(
+                "run: latency_test: netem ports 2322..2328 skipped: kernel module sch_netem missing"
+            )
+        );
+        let mut shaped = unshaped();
+        shaped.applied = true;
+        shaped.reason = None;
+        let n = LabNote::new("latency_test", &shaped);
+        assert_eq!(
+            n.ports.unwrap(),
+            [2222, 2322, 2323, 2324, 2325, 2326, 2327, 2328]
+        );
+        assert!(n.skipped.is_none());
+    }
+
+    #[test]
+    fn other_scenarios_keep_their_own_ports() {
+        let n = LabNote::new("quick", &unshaped());
+        assert!(n.ports.is_none() && n.line().is_none());
+    }
+
+    #[test]
+    fn report_writes_all_three_and_the_note() {
+        let dir = std::env::temp_dir().join(format!("sshlab-report-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(report(&dir).is_err(), "no summary.json");
+        let summary = sshlab_core::results::Summary {
+            schema_version: sshlab_core::results::SCHEMA_VERSION,
+            run: sshlab_core::results::RunInfo {
+                test_id: "t".into(),
+                scenario: "latency_test".into(),
+                complete: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_vec(&summary).unwrap(),
+        )
+        .unwrap();
+        let note = LabNote::new("latency_test", &unshaped());
+        std::fs::write(dir.join(LabNote::FILE), serde_json::to_vec(&note).unwrap()).unwrap();
+        let r = report(&dir).unwrap();
+        assert_eq!(r.written.len(), 3);
+        for f in ["report.txt", "report.html", "junit.xml"] {
+            assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 0, "{f}");
+        }
+        assert!(
+            std::fs::read_to_string(dir.join("report.html"))
+                .unwrap()
+                .contains("<html")
+        );
+        assert!(
+            std::fs::read_to_string(dir.join("junit.xml"))
+                .unwrap()
+                .contains("<testsuite")
+        );
+        assert_eq!(
+            r.note.as_deref(),
+            Some(
+                "note: latency_test: netem ports 2322..2328 skipped: kernel module sch_netem missing"
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

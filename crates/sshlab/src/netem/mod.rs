@@ -450,6 +450,44 @@ pub fn install_filters(
     Ok(())
 }
 
+/// The qdisc modules netem needs (`sch_prio`, `sch_netem`) that this kernel lacks, probed
+/// on `dev` by adding each as the device's root qdisc and deleting it again.
+///
+/// [`apply`] stops at the first module it misses (prio, which it adds first), so its error
+/// cannot say whether netem is missing too; callers that record why the lab runs unshaped
+/// (`vm up`) probe both to name every missing module. The device must have no root qdisc of
+/// its own (a fresh link); the probe leaves none behind.
+pub fn missing_modules(dev: &str) -> Result<Vec<&'static str>, Error> {
+    let mut tc = Tc::open().map_err(Error::Socket)?;
+    let index = ifindex(dev)?;
+    let probe = Netem {
+        delay_ms: 1,
+        jitter_ms: 0,
+        loss_percent: 0.0,
+        correlation_percent: None,
+        rate_kbit: None,
+    };
+    let mut lacking = Vec::new();
+    for module in ["sch_prio", "sch_netem"] {
+        let seq = tc.next_seq();
+        let msg = match module {
+            "sch_prio" => tc::add_prio_root(seq, index, ROOT_MAJOR, DEFAULT_BANDS as u8),
+            _ => tc::add_netem(seq, index, tc::TC_H_ROOT, ROOT_MAJOR, &probe),
+        };
+        match tc.request(&msg) {
+            Ok(()) => delete_root(&mut tc, index, dev)?,
+            Err(e) if missing(&e) => lacking.push(module),
+            Err(source) => {
+                return Err(Error::AddRoot {
+                    dev: dev.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(lacking)
+}
+
 /// Removes what [`apply`] made, if it is there. Returns what it did.
 pub fn clear(plan: &NetemPlan) -> Result<Vec<String>, Error> {
     let mut tc = Tc::open().map_err(Error::Socket)?;

@@ -273,6 +273,7 @@ pub fn status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus
                     .iter()
                     .find(|p| p.what == "microvm-run")
                     .map(|p| p.log.clone()),
+                netem: None,
             }
         })
         .collect())

@@ -13,6 +13,7 @@
 pub mod microvm;
 pub mod net;
 pub mod process;
+pub mod shaping;
 pub mod target;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -22,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use sshlab_core::Topology;
+use sshlab_core::{NetemProfiles, Topology};
 
 pub use process::Proc;
+pub use shaping::LabNetem;
 
 /// Where runtime state goes (one directory per lab).
 pub const RUNTIME_ROOT: &str = "/run/sshlab";
@@ -72,6 +74,10 @@ pub struct VmConfig {
     pub runners: Vec<(String, PathBuf)>,
     /// microvm: require the topology's TAPs before starting (tests on loopback turn it off).
     pub check_taps: bool,
+    /// netem/profiles.toml for the target's link: netns `up` applies it, microvm `up` and
+    /// `status` check it against the kernel. `None`: `--no-netem` (the degraded ports stay
+    /// unshaped and `run latency_test` covers the baseline only).
+    pub netem: Option<NetemProfiles>,
 }
 
 impl VmConfig {
@@ -92,6 +98,7 @@ impl VmConfig {
             backend: Backend::Netns,
             runners: Vec::new(),
             check_taps: true,
+            netem: None,
         }
     }
 
@@ -124,6 +131,9 @@ pub struct State {
     pub results: PathBuf,
     /// Unix time of `up`.
     pub started_at: u64,
+    /// Whether the target's netem ports are shaped, and why not (absent in older files).
+    #[serde(default)]
+    pub netem: LabNetem,
 }
 
 impl State {
@@ -227,7 +237,12 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
     };
     let built = match cfg.backend {
         Backend::Netns => build(cfg, topology, &mut state),
-        Backend::Microvm => microvm::build(cfg, topology, &mut state),
+        Backend::Microvm => microvm::build(cfg, topology, &mut state).and_then(|()| {
+            // `sshlab net up` shaped the TAP (or not) before the VMs started: record which.
+            state.netem = shaping::observe(topology, cfg.netem.as_ref());
+            println!("vm up: netem {}", state.netem.describe());
+            state.save(cfg)
+        }),
     };
     match built {
         Ok(()) => Ok(state),
@@ -332,6 +347,11 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
         ports.len(),
         ep.target
     );
+    // Shaped only now: the readiness probes above use short connect timeouts that the 1 s
+    // profile would fail. A kernel without the modules leaves the lab up, unshaped, on record.
+    state.netem = shaping::apply(topology, cfg.netem.as_ref())?;
+    state.save(cfg)?;
+    println!("vm up: netem {}", state.netem.describe());
 
     // MCP.
     let log = cfg.runtime.join("mcp.log");
@@ -501,6 +521,9 @@ pub struct VmStatus {
     pub ready: bool,
     /// Its log.
     pub log: Option<String>,
+    /// Target only: whether its netem ports are shaped (re-checked against the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netem: Option<LabNetem>,
 }
 
 /// `vm status`.
@@ -508,9 +531,21 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
     let Some(state) = State::load(cfg)? else {
         return Ok(None);
     };
-    if state.backend == Backend::Microvm.as_str() {
-        return Ok(Some(microvm::status(&state, topology)?));
+    let mut out = if state.backend == Backend::Microvm.as_str() {
+        microvm::status(&state, topology)?
+    } else {
+        netns_status(&state, topology)?
+    };
+    if let Some(t) = out
+        .iter_mut()
+        .find(|s| s.vm == sshlab_core::topology::TARGET_VM)
+    {
+        t.netem = Some(shaping::verify(&state.netem, topology, cfg.netem.as_ref()));
     }
+    Ok(Some(out))
+}
+
+fn netns_status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus>> {
     let ep = Endpoints::new(topology)?;
     let mut out = Vec::new();
     for vm in &topology.vms {
@@ -543,9 +578,10 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
             running,
             ready,
             log: procs.first().map(|p| p.log.clone()),
+            netem: None,
         });
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// `vm logs`: the last `lines` lines of each VM's log files in the runtime dir (`<vm>.log`,

@@ -1,0 +1,261 @@
+//! netem on the lab's target link, as `vm up` leaves it and `run` and `status` read it.
+//!
+//! On the netns backend `vm up` shapes the host end of the target's veth (it carries the TAP's
+//! name, so the plan is exactly `sshlab net up`'s: [`crate::netem`] with the default device and
+//! destination-port filters). On the microvm backend `sshlab net up` shaped the TAP before the
+//! VMs started; `vm up` only reads back what is there. Either way the outcome goes into the
+//! state file as a [`LabNetem`], because a kernel without `sch_prio`/`sch_netem` (this CI
+//! machine's) must not stop the lab: it comes up unshaped, says why, and `run latency_test`
+//! then runs the baseline port only and prints that the netem ports were skipped and why,
+//! instead of measuring 2322..2328 unshaped and calling them degraded.
+
+use serde::{Deserialize, Serialize};
+use sshlab_core::{NetemProfiles, Topology};
+
+use crate::netem::{self, NetemPlan};
+
+/// Whether the lab's degraded ports are shaped, recorded in the state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LabNetem {
+    /// The profiles are installed on `dev` (and the kernel holds exactly them).
+    pub applied: bool,
+    /// The shaped link: the target's TAP, or the veth end named like it.
+    pub dev: String,
+    /// The profiles' ports (shaped when `applied`), in file order.
+    pub ports: Vec<u16>,
+    /// Why they are not shaped, for people (`None` when applied).
+    pub reason: Option<String>,
+    /// Qdisc modules the kernel lacks (`sch_prio`, `sch_netem`), when that is the reason.
+    pub missing_modules: Vec<String>,
+}
+
+impl LabNetem {
+    /// Shaped: `ports` on `dev`.
+    pub fn on(dev: &str, ports: Vec<u16>) -> Self {
+        Self {
+            applied: true,
+            dev: dev.to_owned(),
+            ports,
+            reason: None,
+            missing_modules: Vec::new(),
+        }
+    }
+
+    /// Not shaped, for `reason`.
+    pub fn off(dev: &str, ports: Vec<u16>, reason: impl Into<String>) -> Self {
+        Self {
+            applied: false,
+            dev: dev.to_owned(),
+            ports,
+            reason: Some(reason.into()),
+            missing_modules: Vec::new(),
+        }
+    }
+
+    /// One line: `applied on sshtap2 (ports 2322..2328)` or `not applied: <reason>`.
+    pub fn describe(&self) -> String {
+        if self.applied {
+            format!("applied on {} (ports {})", self.dev, port_list(&self.ports))
+        } else {
+            format!("not applied: {}", self.why())
+        }
+    }
+
+    /// The reason, or a placeholder for state files written before it was recorded.
+    pub fn why(&self) -> &str {
+        self.reason
+            .as_deref()
+            .unwrap_or("unknown (the lab's state file does not record netem)")
+    }
+
+    /// The ports a `baseline+netem` scenario should cover: the baseline, then the netem ports
+    /// when they are shaped. When they are not, also the line saying they were skipped and why.
+    pub fn scenario_ports(&self, baseline: u16) -> (Vec<u16>, Option<String>) {
+        if self.applied {
+            let ports = std::iter::once(baseline)
+                .chain(self.ports.iter().copied())
+                .collect();
+            (ports, None)
+        } else {
+            let what = if self.ports.is_empty() {
+                "netem ports".to_owned()
+            } else {
+                format!("netem ports {}", port_list(&self.ports))
+            };
+            (
+                vec![baseline],
+                Some(format!("{what} skipped: {}", self.why())),
+            )
+        }
+    }
+}
+
+/// `2322..2328` for a contiguous run, else `2322, 2324`.
+pub fn port_list(ports: &[u16]) -> String {
+    let contiguous = ports.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+    match ports {
+        [] => "none".to_owned(),
+        [one] => one.to_string(),
+        [first, .., last] if contiguous => format!("{first}..{last}"),
+        _ => ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn plan(topology: &Topology, profiles: &NetemProfiles) -> Result<NetemPlan, netem::Error> {
+    NetemPlan::new(topology, profiles, None, None)
+}
+
+fn profile_ports(profiles: &NetemProfiles) -> Vec<u16> {
+    profiles.profiles.iter().map(|p| p.port).collect()
+}
+
+/// The target's link name, for records made before any plan exists.
+fn target_dev(topology: &Topology) -> String {
+    topology
+        .vm(sshlab_core::topology::TARGET_VM)
+        .map(|v| v.tap.clone())
+        .unwrap_or_default()
+}
+
+/// netns backend: installs `profiles` on the target's host-side link (in the current
+/// namespace). A kernel without the qdisc modules is an outcome, not an error: the record says
+/// which modules are missing. Anything else the kernel refuses is an error (the lab is then
+/// torn down by `vm up`), because it means sshlab, not the machine, is wrong.
+pub fn apply(topology: &Topology, profiles: Option<&NetemProfiles>) -> anyhow::Result<LabNetem> {
+    let Some(profiles) = profiles else {
+        return Ok(LabNetem::off(
+            &target_dev(topology),
+            Vec::new(),
+            "--no-netem was given",
+        ));
+    };
+    let plan = plan(topology, profiles)?;
+    let ports = profile_ports(profiles);
+    match netem::apply(&plan) {
+        Ok(_) => Ok(LabNetem::on(&plan.dev, ports)),
+        Err(e @ netem::Error::MissingModule { .. }) => {
+            // Name every missing module, not just the first one apply tripped on.
+            let missing = netem::missing_modules(&plan.dev).unwrap_or_default();
+            let reason = if missing.is_empty() {
+                e.to_string()
+            } else {
+                format!(
+                    "kernel module{} {} missing (`modprobe {}`, or a kernel that has {})",
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(" and "),
+                    missing.join(" "),
+                    if missing.len() > 1 { "them" } else { "it" },
+                )
+            };
+            let mut rec = LabNetem::off(&plan.dev, ports, reason);
+            rec.missing_modules = missing.iter().map(|m| (*m).to_owned()).collect();
+            Ok(rec)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("VM target: netem")),
+    }
+}
+
+/// What the kernel holds on the target's link, against `profiles` (microvm: `sshlab net up`
+/// applied it; `status`: still there?). Never fails: an unreadable link is a reason.
+pub fn observe(topology: &Topology, profiles: Option<&NetemProfiles>) -> LabNetem {
+    let Some(profiles) = profiles else {
+        return LabNetem::off(&target_dev(topology), Vec::new(), "--no-netem was given");
+    };
+    let ports = profile_ports(profiles);
+    let plan = match plan(topology, profiles) {
+        Ok(p) => p,
+        Err(e) => return LabNetem::off(&target_dev(topology), ports, e.to_string()),
+    };
+    match netem::show(&plan) {
+        Ok(s) if s.ready => LabNetem::on(&plan.dev, ports),
+        Ok(_) => LabNetem::off(
+            &plan.dev,
+            ports,
+            format!(
+                "the qdiscs on {} do not match netem/profiles.toml (`sshlab netem show`; `sshlab netem apply`)",
+                plan.dev
+            ),
+        ),
+        Err(e) => LabNetem::off(&plan.dev, ports, e.to_string()),
+    }
+}
+
+/// `vm status`: the recorded state, re-checked against the kernel when it says applied (a
+/// `sshlab netem clear` since `up` shows). Without profiles, the record as it is.
+pub fn verify(
+    recorded: &LabNetem,
+    topology: &Topology,
+    profiles: Option<&NetemProfiles>,
+) -> LabNetem {
+    match profiles {
+        Some(_) if recorded.applied => observe(topology, profiles),
+        _ => recorded.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off() -> LabNetem {
+        let mut n = LabNetem::off(
+            "sshtap2",
+            (2322..=2328).collect(),
+            "kernel modules sch_prio and sch_netem missing",
+        );
+        n.missing_modules = vec!["sch_prio".into(), "sch_netem".into()];
+        n
+    }
+
+    #[test]
+    fn unshaped_lab_runs_the_baseline_only_and_says_why() {
+        let (ports, line) = off().scenario_ports(2222);
+        assert_eq!(ports, [2222]);
+        assert_eq!(
+            line.as_deref(),
+            Some("netem ports 2322..2328 skipped: kernel modules sch_prio and sch_netem missing")
+        );
+        assert_eq!(
+            off().describe(),
+            "not applied: kernel modules sch_prio and sch_netem missing"
+        );
+    }
+
+    #[test]
+    fn shaped_lab_runs_baseline_then_netem_ports() {
+        let n = LabNetem::on("sshtap2", vec![2322, 2323]);
+        assert_eq!(n.scenario_ports(2222), (vec![2222, 2322, 2323], None));
+        assert_eq!(n.describe(), "applied on sshtap2 (ports 2322..2323)");
+    }
+
+    #[test]
+    fn old_state_files_read_as_unknown_not_applied() {
+        let n: LabNetem = serde_json::from_str("{}").unwrap();
+        assert!(!n.applied);
+        let (ports, line) = n.scenario_ports(2222);
+        assert_eq!(ports, [2222]);
+        assert!(line.unwrap().contains("unknown"));
+    }
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(port_list(&[]), "none");
+        assert_eq!(port_list(&[2322]), "2322");
+        assert_eq!(port_list(&[2322, 2323, 2324]), "2322..2324");
+        assert_eq!(port_list(&[2322, 2324]), "2322, 2324");
+    }
+
+    #[test]
+    fn no_netem_is_recorded_as_the_reason() {
+        let lab = sshlab_core::Lab::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
+        let n = apply(&lab.topology, None).unwrap();
+        assert!(!n.applied);
+        assert_eq!(n.dev, "sshtap2");
+        assert_eq!(n.why(), "--no-netem was given");
+    }
+}
