@@ -9,8 +9,6 @@ mod common;
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
     use serde_json::Value;
     use sshlab::netem::{self, NetemPlan, PortMatch, tc::handle};
 
@@ -20,44 +18,8 @@ mod tests {
         sshlab_core::Lab::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap()
     }
 
-    /// `tc -n NS <args>` (test-side reader and reference only).
-    fn tc(ns: &Netns, args: &[&str]) -> std::process::Output {
-        Command::new("tc")
-            .args(["-n", ns.name.as_str()])
-            .args(args)
-            .output()
-            .expect("run tc")
-    }
-
-    /// Which of the two modules the kernel lacks, probed with `tc` on a scratch device.
-    fn missing_module(ns: &Netns) -> Option<&'static str> {
-        ns.ip(&[
-            "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
-        ]);
-        let prio = tc(
-            ns,
-            &[
-                "qdisc", "add", "dev", "probe0", "root", "handle", "1:", "prio",
-            ],
-        );
-        let netem = tc(
-            ns,
-            &[
-                "qdisc", "add", "dev", "probe1", "root", "netem", "delay", "1ms",
-            ],
-        );
-        ns.ip(&["link", "del", "probe0"]);
-        if !prio.status.success() {
-            Some("sch_prio")
-        } else if !netem.status.success() {
-            Some("sch_netem")
-        } else {
-            None
-        }
-    }
-
     fn qdiscs(ns: &Netns, dev: &str) -> Vec<Value> {
-        let out = tc(ns, &["-j", "qdisc", "show", "dev", dev]);
+        let out = ns.tc(&["-j", "qdisc", "show", "dev", dev]);
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
@@ -69,7 +31,7 @@ mod tests {
         };
         let out = ns.sshlab(&["net", "up", "--no-netem"], &[]);
         assert!(out.status.success(), "{}", text(&out));
-        let missing = missing_module(&ns);
+        let missing = ns.missing_qdisc_modules().first().copied();
 
         let out = ns.sshlab(&["netem", "apply"], &[]);
         match missing {
@@ -132,12 +94,9 @@ mod tests {
         assert_eq!(state["ready"], false);
         assert_eq!(state["rows"][0]["want"]["port"], 2322);
 
-        let out = tc(
-            &ns,
-            &[
-                "qdisc", "add", "dev", "sshtap1", "root", "handle", "1:", "htb",
-            ],
-        );
+        let out = ns.tc(&[
+            "qdisc", "add", "dev", "sshtap1", "root", "handle", "1:", "htb",
+        ]);
         assert!(out.status.success(), "{}", text(&out));
         let out = ns.sshlab(&["netem", "clear", "--dev", "sshtap1"], &[]);
         assert!(out.status.success(), "{}", text(&out));
@@ -150,7 +109,7 @@ mod tests {
 
     /// Filters as the kernel lists them, without the per-device parts.
     fn filters(ns: &Netns, dev: &str) -> Vec<Value> {
-        let out = tc(ns, &["-j", "filter", "show", "dev", dev, "parent", "1:"]);
+        let out = ns.tc(&["-j", "filter", "show", "dev", dev, "parent", "1:"]);
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
@@ -171,10 +130,7 @@ mod tests {
                 "name",
                 &format!("{dev}p"),
             ]);
-            let out = tc(
-                &ns,
-                &["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb"],
-            );
+            let out = ns.tc(&["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb"]);
             assert!(out.status.success(), "{}", text(&out));
         }
         let lab = lab();
@@ -215,7 +171,7 @@ mod tests {
                     "flowid",
                     &flowid,
                 ];
-                let out = tc(&ns, &args);
+                let out = ns.tc(&args);
                 assert!(out.status.success(), "{}", text(&out));
             }
             let ours = filters(&ns, "ours0");
@@ -237,7 +193,7 @@ mod tests {
             assert_eq!(first["options"]["match"]["mask"], mask, "{first:#}");
             assert_eq!(first["options"]["match"]["off"], 20, "{first:#}");
             for dev in ["ours0", "theirs0"] {
-                let out = tc(&ns, &["filter", "del", "dev", dev, "parent", "1:"]);
+                let out = ns.tc(&["filter", "del", "dev", dev, "parent", "1:"]);
                 assert!(out.status.success(), "{}", text(&out));
             }
         }

@@ -1,8 +1,10 @@
 //! Shared by the integration tests: a throwaway network namespace, the real `sshlab` binary,
-//! and an independent reader of the kernel's state (`ip -j`, iproute2), so that no assertion
-//! relies on sshlab's own netlink parsing.
+//! an independent reader of the kernel's state (`ip -j`, `tc -j`, iproute2), so that no
+//! assertion relies on sshlab's own netlink parsing, and [`Lab`]: a netns-backend lab inside
+//! such a namespace, for the tests that run scenarios and talk to the target.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,6 +65,35 @@ impl Netns {
     pub fn sshlab(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         sshlab(&[&["--netns", self.name.as_str()], args].concat(), env)
     }
+
+    /// `tc -n NS <args>` (test-side reader and reference only).
+    pub fn tc(&self, args: &[&str]) -> Output {
+        Command::new("tc")
+            .args(["-n", self.name.as_str()])
+            .args(args)
+            .output()
+            .expect("run tc")
+    }
+
+    /// The qdisc modules netem needs that this kernel lacks (`sch_prio`, `sch_netem`, in that
+    /// order), probed with `tc` on a scratch veth pair that is removed again.
+    pub fn missing_qdisc_modules(&self) -> Vec<&'static str> {
+        self.ip(&[
+            "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
+        ]);
+        let prio = self.tc(&[
+            "qdisc", "add", "dev", "probe0", "root", "handle", "1:", "prio",
+        ]);
+        let netem = self.tc(&[
+            "qdisc", "add", "dev", "probe1", "root", "netem", "delay", "1ms",
+        ]);
+        self.ip(&["link", "del", "probe0"]);
+        [("sch_prio", prio), ("sch_netem", netem)]
+            .into_iter()
+            .filter(|(_, out)| !out.status.success())
+            .map(|(m, _)| m)
+            .collect()
+    }
 }
 
 impl Drop for Netns {
@@ -121,4 +152,107 @@ pub fn assert_root_namespace_clean() {
         !addrs.contains("10.178.0."),
         "lab address in the root namespace"
     );
+}
+
+/// Where mcp-ssh-server and sshlab-agent are: SSHLAB_BIN_DIR, else the target dir this test
+/// runs from (a workspace test run builds them there). `None` (skipped, with a message) when
+/// they are missing, except in CI (CI=true), where that is a failure.
+pub fn lab_bin_dir() -> Option<PathBuf> {
+    // This test runs from <target>/<profile>/deps/; the workspace's binaries sit one up.
+    let beside_us = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
+    let dir = match (std::env::var_os("SSHLAB_BIN_DIR"), beside_us) {
+        (Some(d), _) => PathBuf::from(d),
+        (None, Some(d)) => d,
+        (None, None) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug")),
+    };
+    let ok = ["mcp-ssh-server", "sshlab-agent"]
+        .iter()
+        .all(|b| dir.join(b).is_file());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!(
+            "mcp-ssh-server/sshlab-agent not in {}: build the workspace (or set SSHLAB_BIN_DIR)",
+            dir.display()
+        );
+    }
+    if !ok {
+        eprintln!(
+            "skipped: mcp-ssh-server/sshlab-agent not in {} (build them, or set SSHLAB_BIN_DIR)",
+            dir.display()
+        );
+    }
+    ok.then_some(dir)
+}
+
+/// A netns-backend lab's outer namespace, results directory and binaries. On drop (also after
+/// a failed assertion) it runs `vm down` if the lab is still up, so no VM namespace or process
+/// outlives the test, then removes the results; the outer namespace goes last.
+#[derive(Debug)]
+pub struct Lab {
+    /// Results directory handed to `--results`.
+    pub results: PathBuf,
+    bins: String,
+    /// The outer namespace (dropped after [`Lab`]'s own drop has run).
+    pub ns: Netns,
+}
+
+impl Lab {
+    /// A fresh outer namespace with loopback up; `None` when the test is skipped.
+    pub fn new(tag: &str) -> Option<Self> {
+        let ns = Netns::new(tag)?;
+        let bins = lab_bin_dir()?.display().to_string();
+        ns.ip(&["link", "set", "lo", "up"]);
+        let results = std::env::temp_dir().join(format!("{}-results", ns.name));
+        Some(Self { results, bins, ns })
+    }
+
+    /// `sshlab --netns NS <args> --results DIR` with the lab's binaries.
+    pub fn sshlab(&self, args: &[&str]) -> Output {
+        let res = self.results.display().to_string();
+        self.ns.sshlab(
+            &[args, &["--results", &res]].concat(),
+            &[("SSHLAB_BIN_DIR", &self.bins)],
+        )
+    }
+
+    /// The runtime directory of this lab (`/run/sshlab/<outer>`).
+    pub fn runtime(&self) -> PathBuf {
+        PathBuf::from("/run/sshlab").join(&self.ns.name)
+    }
+
+    /// The one results directory a single run left (the one holding summary.json).
+    pub fn only_run(&self) -> PathBuf {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&self.results)
+            .expect("results dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("summary.json").is_file())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.into_iter().next().unwrap()
+    }
+
+    /// A command run inside one of the lab's VM namespaces (`ip netns exec <outer>-<vm>`).
+    pub fn exec(&self, vm: &str, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &format!("{}-{vm}", self.ns.name), program]);
+        cmd
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.runtime().join("state.json").exists() {
+            let out = self.sshlab(&["vm", "down"]);
+            eprintln!("cleanup: {}", text(&out));
+        }
+        let _ = std::fs::remove_dir_all(&self.results);
+    }
+}
+
+/// A results directory's summary.json.
+pub fn summary(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
+        .expect("summary.json parses")
 }
