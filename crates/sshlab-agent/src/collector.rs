@@ -32,6 +32,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// One worker's `w<N>.jsonl`: whole lines, buffered until the next flush.
+///
+/// Not a `BufWriter`: that allocates its full capacity per file up front (8 KiB × 1,000
+/// workers = 8 MB), while the collector flushes every second anyway. This buffer grows only to
+/// what its worker writes in a second (capped at [`Jsonl::CAP`]), so the memory follows the
+/// record rate, not the worker count.
+struct Jsonl {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Jsonl {
+    /// Lines are written out early once this much is buffered.
+    const CAP: usize = 16 * 1024;
+
+    fn push(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.buf.len() + line.len() > Self::CAP {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(line);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 /// Writes the HdrHistogram interval log on its own thread (the log writer borrows its
 /// output and serializer for its whole life, which a thread owns naturally).
 struct HlogWriter {
@@ -130,7 +162,7 @@ pub async fn collect(
     cfg: CollectorConfig,
 ) -> std::io::Result<Aggregate> {
     let mut agg = Aggregate::new(cfg.run.started_at);
-    let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
+    let mut files: HashMap<String, Jsonl> = HashMap::new();
     let start_wall = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(cfg.run.started_at.max(0.0));
     let mut hlog = HlogWriter::start(cfg.dir.join(HLOG), start_wall)?;
     let started = Instant::now();
@@ -154,10 +186,10 @@ pub async fn collect(
                     Some(w) => w,
                     None => {
                         let f = File::create(cfg.dir.join(format!("{}.jsonl", rec.worker)))?;
-                        files.entry(rec.worker.clone()).or_insert(BufWriter::new(f))
+                        files.entry(rec.worker.clone()).or_insert(Jsonl { file: f, buf: Vec::new() })
                     }
                 };
-                w.write_all(&line)?;
+                w.push(&line)?;
                 hlog.send(agg.add(&rec));
             }
             _ = tick.tick() => {

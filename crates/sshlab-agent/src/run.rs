@@ -135,17 +135,8 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         incomplete_reason: Some("still running".into()),
         late_starts: 0,
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| RunError::Server {
-            url: req.settings.mcp_url.clone(),
-            source: McpError::Transport(e),
-        })?;
-
     // Fail fast, before anything is measured, when the server can't be reached.
-    let probe = engine::connect(&http, &req.settings, 0)
+    let probe = engine::connect(&req.settings, 0)
         .await
         .map_err(|source| RunError::Server {
             url: req.settings.mcp_url.clone(),
@@ -210,16 +201,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         },
     ));
     let scenario = Arc::new(req.scenario.clone());
-    let outcome = engine::run(
-        &http,
-        scenario,
-        &req.settings,
-        &phases,
-        clock,
-        tx,
-        cancel.clone(),
-    )
-    .await;
+    let outcome = engine::run(scenario, &req.settings, &phases, clock, tx, cancel.clone()).await;
     let agg = match collector.await {
         Ok(Ok(agg)) => agg,
         Ok(Err(e)) => {

@@ -52,11 +52,8 @@ mod tests {
     #[tokio::test]
     async fn auto_speaks_modern_to_the_real_server() -> TestResult {
         let server = real_server().await?;
-        let client = McpClient::connect(
-            reqwest::Client::new(),
-            opts(server.addr, Protocol::Auto, Duration::from_secs(10)),
-        )
-        .await?;
+        let client =
+            McpClient::connect(opts(server.addr, Protocol::Auto, Duration::from_secs(10))).await?;
         assert_eq!(client.era(), Era::Modern);
         assert_eq!(client.protocol_version(), "2026-07-28");
         exercise(&client).await?;
@@ -68,14 +65,11 @@ mod tests {
     #[tokio::test]
     async fn legacy_speaks_2025_with_a_session() -> TestResult {
         let server = real_server().await?;
-        let client = McpClient::connect(
-            reqwest::Client::new(),
-            opts(
-                server.addr,
-                Protocol::Legacy("2025-11-25".into()),
-                Duration::from_secs(10),
-            ),
-        )
+        let client = McpClient::connect(opts(
+            server.addr,
+            Protocol::Legacy("2025-11-25".into()),
+            Duration::from_secs(10),
+        ))
         .await?;
         assert_eq!(client.era(), Era::Legacy);
         assert_eq!(client.protocol_version(), "2025-11-25");
@@ -93,11 +87,7 @@ mod tests {
             l.local_addr()?
         };
         let start = Instant::now();
-        let r = McpClient::connect(
-            reqwest::Client::new(),
-            opts(addr, Protocol::Auto, Duration::from_secs(10)),
-        )
-        .await;
+        let r = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(10))).await;
         match r {
             Err(e @ McpError::Transport(_)) => assert_eq!(e.kind(), "transport"),
             other => panic!("expected Transport, got {other:?}"),
@@ -185,11 +175,7 @@ mod tests {
         let addr = hostile(handler)
             .await
             .map_err(|e| McpError::InvalidResponse(e.to_string()))?;
-        McpClient::connect(
-            reqwest::Client::new(),
-            opts(addr, Protocol::Modern, timeout),
-        )
-        .await
+        McpClient::connect(opts(addr, Protocol::Modern, timeout)).await
     }
 
     #[tokio::test]
@@ -266,15 +252,56 @@ mod tests {
             (raw, true)
         });
         let addr = hostile(h).await?;
-        let client = McpClient::connect(
-            reqwest::Client::new(),
-            opts(addr, Protocol::Auto, Duration::from_secs(3)),
-        )
-        .await?;
+        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
         assert_eq!(client.era(), Era::Modern);
         let r = client.call_tool("greet", json!({})).await?;
         assert!(!r.is_error);
         assert_eq!(r.text, "hello");
+        // The stream we stopped reading keeps that connection busy for good: the next call
+        // must go out on a new one, promptly, not wait for the old one or time out.
+        let start = Instant::now();
+        let r = client.call_tool("greet", json!({})).await?;
+        assert_eq!(r.text, "hello");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_client_keeps_one_connection_alive() -> TestResult {
+        // A keep-alive server that counts the connections it accepts.
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    while let Some((_, req)) = read_request(&mut sock).await {
+                        let body = json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+                            "content": [{"type": "text", "text": "hi"}], "isError": false}})
+                        .to_string();
+                        let raw = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(raw.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let client =
+            McpClient::connect(opts(addr, Protocol::Modern, Duration::from_secs(3))).await?;
+        for _ in 0..5 {
+            assert_eq!(client.call_tool("t", json!({})).await?.text, "hi");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         Ok(())
     }
 
@@ -309,11 +336,7 @@ mod tests {
             }
         });
         let addr = hostile(h).await?;
-        let client = McpClient::connect(
-            reqwest::Client::new(),
-            opts(addr, Protocol::Auto, Duration::from_secs(3)),
-        )
-        .await?;
+        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
         assert_eq!(client.era(), Era::Legacy);
         assert_eq!(client.protocol_version(), "2025-06-18");
         assert_eq!(client.session_id(), Some("abc-123"));
@@ -367,14 +390,11 @@ mod tests {
             }
         });
         let addr = hostile(h).await?;
-        let client = McpClient::connect(
-            reqwest::Client::new(),
-            opts(
-                addr,
-                Protocol::Legacy("2025-11-25".into()),
-                Duration::from_secs(3),
-            ),
-        )
+        let client = McpClient::connect(opts(
+            addr,
+            Protocol::Legacy("2025-11-25".into()),
+            Duration::from_secs(3),
+        ))
         .await?;
         match client.list_tools().await {
             Err(e @ McpError::SessionExpired) => assert_eq!(e.kind(), "session_expired"),
@@ -407,7 +427,7 @@ mod tests {
         let addr = hostile(h).await?;
         let mut o = opts(addr, Protocol::Modern, Duration::from_secs(3));
         o.bearer = Some("tok".into());
-        let client = McpClient::connect(reqwest::Client::new(), o).await?;
+        let client = McpClient::connect(o).await?;
         assert!(!format!("{client:?}").contains("tok\""));
         let r = client.call_tool("éé", json!({})).await?;
         assert!(!r.is_error, "{}", r.text);

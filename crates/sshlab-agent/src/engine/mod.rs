@@ -185,28 +185,19 @@ fn client_options(cfg: &RunSettings, index: usize) -> ClientOptions {
 }
 
 /// Connect one client, as worker `index` would.
-pub async fn connect(
-    http: &reqwest::Client,
-    cfg: &RunSettings,
-    index: usize,
-) -> Result<McpClient, McpError> {
-    McpClient::connect(http.clone(), client_options(cfg, index)).await
+pub async fn connect(cfg: &RunSettings, index: usize) -> Result<McpClient, McpError> {
+    McpClient::connect(client_options(cfg, index)).await
 }
 
 /// Open and close `n` SSH sessions (unmeasured) so the server's pool starts warm.
-async fn prewarm(
-    http: &reqwest::Client,
-    s: &Scenario,
-    cfg: &RunSettings,
-    n: usize,
-) -> Result<(), McpError> {
+async fn prewarm(s: &Scenario, cfg: &RunSettings, n: usize) -> Result<(), McpError> {
     let (Some(provider), Some(consumer)) = (
         s.ops.iter().find(|o| o.provides.is_some()),
         s.ops.iter().find(|o| o.consumes.is_some()),
     ) else {
         return Ok(());
     };
-    let client = connect(http, cfg, usize::MAX).await?;
+    let client = connect(cfg, usize::MAX).await?;
     fn ctx<'a>(
         cfg: &'a RunSettings,
         s: &'a Scenario,
@@ -255,7 +246,6 @@ async fn prewarm(
 
 /// Run every phase; records go to `tx`. Fails only when no worker can reach the server.
 pub async fn run(
-    http: &reqwest::Client,
     s: Arc<Scenario>,
     cfg: &RunSettings,
     phases: &[Phase],
@@ -265,7 +255,7 @@ pub async fn run(
 ) -> Result<Outcome, McpError> {
     let late = Arc::new(AtomicU64::new(0));
     if s.prewarm > 0 {
-        prewarm(http, &s, cfg, s.prewarm).await?;
+        prewarm(&s, cfg, s.prewarm).await?;
     }
     let target = Arc::new(Target {
         host: cfg.target_host.clone(),
@@ -281,7 +271,7 @@ pub async fn run(
         let mut clients = Vec::with_capacity(phase.workers);
         for i in 0..phase.workers {
             tokio::select! {
-                c = connect(http, cfg, i) => clients.push(c?),
+                c = connect(cfg, i) => clients.push(c?),
                 () = cancel.cancelled() => return Ok(Outcome { late_starts: late.load(Ordering::Relaxed), cancelled: true }),
             }
         }
