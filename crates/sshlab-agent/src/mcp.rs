@@ -165,6 +165,15 @@ pub enum McpError {
     /// Not JSON, not a JSON-RPC response, or an SSE stream without the response.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+    /// A 2026 `input_required` result (multi round-trip requests): the server asks the client
+    /// for input (elicitation, sampling, roots) before it completes. A load agent has no user
+    /// or model to answer with, so the call did not complete: counted as a failure of its own
+    /// kind, never as a success with an empty result.
+    #[error("the server asked for input the agent cannot give: {asks}")]
+    InputRequired {
+        /// What was asked (the input requests' methods), comma-separated.
+        asks: String,
+    },
     /// No protocol version both sides speak.
     #[error("unsupported protocol version {requested} (supported: {supported:?})")]
     UnsupportedVersion {
@@ -177,7 +186,8 @@ pub enum McpError {
 
 impl McpError {
     /// A short stable label: `bad_url`, `http`, `transport`, `timeout`, `id_mismatch`, `jsonrpc`,
-    /// `rate_limited`, `session_expired`, `invalid_response`, `unsupported_version`.
+    /// `rate_limited`, `session_expired`, `invalid_response`, `input_required`,
+    /// `unsupported_version`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadUrl { .. } => "bad_url",
@@ -189,6 +199,7 @@ impl McpError {
             Self::RateLimited { .. } => "rate_limited",
             Self::SessionExpired => "session_expired",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::InputRequired { .. } => "input_required",
             Self::UnsupportedVersion { .. } => "unsupported_version",
         }
     }
@@ -566,9 +577,15 @@ impl McpClient {
                         body_excerpt: excerpt(&msg.to_string()),
                     });
                 }
-                msg.get("result")
-                    .cloned()
-                    .ok_or_else(|| McpError::InvalidResponse("response without result".into()))
+                let result = msg
+                    .get("result")
+                    .ok_or_else(|| McpError::InvalidResponse("response without result".into()))?;
+                if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+                    return Err(McpError::InputRequired {
+                        asks: input_asks(result),
+                    });
+                }
+                Ok(result.clone())
             }
             Body::Empty | Body::Other(_) if !reply.status.is_success() => Err(McpError::Http {
                 status: reply.status.as_u16(),
@@ -660,6 +677,27 @@ pub fn encode_header_value(value: &str) -> String {
     } else {
         let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
         format!("=?base64?{b64}?=")
+    }
+}
+
+/// The methods an `input_required` result asks for (`inputRequests` is a map of requests
+/// keyed by the server's names; an array is read too), sorted, or "unspecified input".
+fn input_asks(result: &Value) -> String {
+    let requests: Vec<&Value> = match result.get("inputRequests") {
+        Some(Value::Object(m)) => m.values().collect(),
+        Some(Value::Array(a)) => a.iter().collect(),
+        _ => Vec::new(),
+    };
+    let mut asks: Vec<&str> = requests
+        .iter()
+        .map(|r| r.get("method").and_then(Value::as_str).unwrap_or("unknown"))
+        .collect();
+    asks.sort_unstable();
+    asks.dedup();
+    if asks.is_empty() {
+        "unspecified input".into()
+    } else {
+        asks.join(", ")
     }
 }
 
@@ -870,6 +908,19 @@ mod tests {
         assert!(r.is_error);
         assert_eq!(r.text, "a\nb");
         assert_eq!(r.structured, Some(json!({"k":1})));
+    }
+
+    #[test]
+    fn input_required_names_what_is_asked() {
+        let r = json!({"resultType": "input_required", "inputRequests": {
+            "a": {"method": "elicitation/create", "params": {}},
+            "b": {"method": "sampling/createMessage", "params": {}},
+            "c": {"method": "elicitation/create", "params": {}}}});
+        assert_eq!(input_asks(&r), "elicitation/create, sampling/createMessage");
+        assert_eq!(
+            input_asks(&json!({"resultType": "input_required", "requestState": "x"})),
+            "unspecified input"
+        );
     }
 
     #[test]

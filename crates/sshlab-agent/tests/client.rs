@@ -271,6 +271,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn input_required_is_a_failure_of_its_own_kind() -> TestResult {
+        let h: Handler = Arc::new(|_head, req| {
+            if req["method"] == "server/discover" {
+                return (modern_discover(req), false);
+            }
+            let resp = json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+                "resultType": "input_required", "requestState": "s1",
+                "inputRequests": {"confirm": {"method": "elicitation/create",
+                    "params": {"message": "Really?", "requestedSchema": {"type": "object"}}}}}});
+            (json_reply(&resp), false)
+        });
+        let addr = hostile(h).await?;
+        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
+        match client.call_tool("deploy", json!({})).await {
+            Err(e @ McpError::InputRequired { .. }) => {
+                assert_eq!(e.kind(), "input_required");
+                assert!(e.to_string().contains("elicitation/create"), "{e}");
+            }
+            other => panic!("expected InputRequired, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn one_client_keeps_one_connection_alive() -> TestResult {
         // A keep-alive server that counts the connections it accepts.
         let listener = TcpListener::bind("127.0.0.1:0").await?;
