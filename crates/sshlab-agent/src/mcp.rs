@@ -559,7 +559,7 @@ impl McpClient {
             return Err(McpError::SessionExpired);
         }
         match reply.body {
-            Body::Response(msg) => {
+            Body::Response(mut msg) => {
                 if let Some(err) = msg.get("error") {
                     return Err(McpError::JsonRpc {
                         code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
@@ -577,15 +577,17 @@ impl McpClient {
                         body_excerpt: excerpt(&msg.to_string()),
                     });
                 }
+                // Taken, not cloned: the result can be large (a file's contents).
                 let result = msg
-                    .get("result")
+                    .get_mut("result")
+                    .map(Value::take)
                     .ok_or_else(|| McpError::InvalidResponse("response without result".into()))?;
                 if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
                     return Err(McpError::InputRequired {
-                        asks: input_asks(result),
+                        asks: input_asks(&result),
                     });
                 }
-                Ok(result.clone())
+                Ok(result)
             }
             Body::Empty | Body::Other(_) if !reply.status.is_success() => Err(McpError::Http {
                 status: reply.status.as_u16(),

@@ -24,10 +24,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-/// The read buffer of each connection, fixed. MCP response heads are a few hundred bytes;
-/// bodies stream through the buffer in chunks of this size, so large results still work.
-/// A response head larger than this is refused by hyper ("message head is too large").
-const READ_BUF: usize = 8 * 1024;
+/// The read buffer of each connection, fixed (hyper's adaptive default starts at 8 KiB and
+/// grows). Bodies stream through it in chunks, so large results still work; a response HEAD
+/// larger than this is refused ("message head is too large", a transport error). MCP response
+/// heads are a few hundred bytes, and 4 KiB is also nginx's default limit for an upstream's
+/// response head (`proxy_buffer_size`, one page), so a server behind nginx never sends more.
+const READ_BUF: usize = 4 * 1024;
 
 /// What can go wrong below HTTP semantics.
 #[derive(Debug, thiserror::Error)]
