@@ -9,9 +9,10 @@
 # - slow-auth: authentication takes >= 2 s. Password logins run the shared `sshd` PAM stack,
 #   whose first auth rule is pam_exec of `slow-auth-gate`: it sleeps when the connection's
 #   local port (found with `ss` from the sshd process that called PAM, its parent) is the
-#   slow-auth instance's. Public-key logins on that instance go through an
-#   AuthorizedKeysCommand that sleeps the same time and prints nothing (the key files still
-#   apply). Other instances never sleep.
+#   slow-auth instance's (crates/sshlab-testkit/tests/slow_auth_gate.rs runs this PAM stack,
+#   rendered from this file, under a real OpenSSH sshd). Public-key logins on that instance go
+#   through an AuthorizedKeysCommand that sleeps the same time and prints nothing (the key
+#   files still apply). Other instances never sleep.
 # - unstable: a timer restarts `sshd-unstable` (its whole cgroup: sessions too) every `unstableRestartSec`, dropping its
 #   connections (sshd -D alone never restarts itself: the original's Restart=always did nothing).
 # - key-only: only public keys; the test-only snakeoil key (vms/keys/) is authorised for testuser.

@@ -19,7 +19,12 @@
 //!    `sshd -D -e -f <dir>/sshd_config` (stderr goes to `<dir>/sshd.log`).
 //!
 //! The bind mounts are only visible inside that namespace, so the host's
-//! account database is never modified. Mounting requires `CAP_SYS_ADMIN`,
+//! account database is never modified. A test can bind-mount more files the
+//! same way ([`SshdBuilder::bind_file`], e.g. a PAM service), and give sshd a
+//! `/proc` of its own PID namespace ([`SshdBuilder::mount_proc`]).
+//!
+//! A test that needs fixed port numbers runs in a network namespace of its
+//! own: [`in_new_network_namespace`]. Mounting requires `CAP_SYS_ADMIN`,
 //! hence the fixture refuses to start unless running as root.
 //!
 //! `sshd` also runs as PID 1 of its own PID namespace. That is what makes
@@ -48,6 +53,7 @@
 //! caller, so a `pre_exec` version would need an extra fork anyway.
 
 mod install;
+mod netns;
 mod sshd;
 mod vm;
 
@@ -56,6 +62,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
 pub use install::ensure_openssh_server;
+pub use netns::in_new_network_namespace;
 pub use sshd::{Sshd, SshdBuilder};
 pub use vm::{GuestOutput, GuestVm, GuestVmBuilder, ensure_vm_tools, find_kernel};
 

@@ -8,6 +8,7 @@
 //!       sshd.log, sshd.pid, known_hosts
 //! <dir>/keys/<user>{,.pub}                 client key pairs (root-only)
 //! <dir>/home/<user>/.ssh/authorized_keys   owned by the user's uid
+//! <dir>/bind/<n>-<name>                    files bind-mounted over the machine's (bind_file)
 //! ```
 
 use std::fmt;
@@ -68,6 +69,8 @@ impl fmt::Debug for UserSpec {
 pub struct SshdBuilder {
     users: Vec<UserSpec>,
     extra_config: Vec<String>,
+    bind_files: Vec<(PathBuf, String)>,
+    mount_proc: bool,
     start_timeout: Duration,
 }
 
@@ -83,6 +86,8 @@ impl SshdBuilder {
         Self {
             users: Vec::new(),
             extra_config: Vec::new(),
+            bind_files: Vec::new(),
+            mount_proc: false,
             start_timeout: Duration::from_secs(20),
         }
     }
@@ -128,6 +133,29 @@ impl SshdBuilder {
         self
     }
 
+    /// Bind-mounts a file with `contents` over `target`, an existing file, in
+    /// sshd's private mount namespace only: the machine's file is untouched.
+    /// For example a PAM service of the test's own:
+    /// `.bind_file("/etc/pam.d/sshd", "auth required pam_unix.so\n...")`
+    /// (with `extra_config("UsePAM yes")`). The file is world-readable (0644)
+    /// and lives in the fixture's dir; [`start`](Self::start) fails if `target`
+    /// is not an existing file.
+    pub fn bind_file(mut self, target: impl Into<PathBuf>, contents: impl Into<String>) -> Self {
+        self.bind_files.push((target.into(), contents.into()));
+        self
+    }
+
+    /// Mounts a `/proc` of sshd's own PID namespace (`unshare --mount-proc`).
+    ///
+    /// Without it sshd and its children see the machine's `/proc`, whose pids
+    /// are not the ones they get from `getpid`/`getppid` inside the namespace:
+    /// a helper that looks its parent up (`$PPID` in `ss -p`, `ps`, `/proc`),
+    /// such as a `pam_exec` script, would find nothing, or another process.
+    pub fn mount_proc(mut self) -> Self {
+        self.mount_proc = true;
+        self
+    }
+
     /// How long [`start`](Self::start) waits for sshd to listen (default 20 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -165,6 +193,7 @@ impl SshdBuilder {
 
         let users = self.create_users(&dir)?;
         write_account_files(&dir, &users)?;
+        let binds = self.write_bind_files(&dir)?;
         fs::create_dir_all(PRIVSEP_DIR).with_context(|| format!("cannot create {PRIVSEP_DIR}"))?;
         set_mode(Path::new(PRIVSEP_DIR), 0o755)?;
 
@@ -174,7 +203,7 @@ impl SshdBuilder {
             let port = crate::free_port();
             let config = self.sshd_config(&dir, port, penalties);
             fs::write(dir.join("sshd_config"), config).context("cannot write sshd_config")?;
-            let mut process = ServerProcess::spawn(&dir, &sshd_bin)?;
+            let mut process = ServerProcess::spawn(&dir, &sshd_bin, &binds, self.mount_proc)?;
             match process.wait_ready(&dir, port, self.start_timeout) {
                 Ok(()) => {
                     let known_hosts_line = format!("[127.0.0.1]:{port} {host_key_pub}");
@@ -252,6 +281,34 @@ impl SshdBuilder {
             });
         }
         Ok(users)
+    }
+
+    /// Writes each [`bind_file`](Self::bind_file) into `<dir>/bind`; returns
+    /// (source, target) pairs.
+    fn write_bind_files(&self, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+        if self.bind_files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bind_dir = dir.join("bind");
+        fs::create_dir(&bind_dir).context("cannot create the bind dir")?;
+        let mut binds = Vec::new();
+        for (n, (target, contents)) in self.bind_files.iter().enumerate() {
+            if !target.is_file() {
+                bail!(
+                    "bind_file: {} is not an existing file (a bind mount needs one to cover)",
+                    target.display()
+                );
+            }
+            let name = target
+                .file_name()
+                .map_or_else(|| "file".into(), |name| name.to_string_lossy().into_owned());
+            let source = bind_dir.join(format!("{n}-{name}"));
+            fs::write(&source, contents)
+                .with_context(|| format!("cannot write {}", source.display()))?;
+            set_mode(&source, 0o644)?;
+            binds.push((source, target.clone()));
+        }
+        Ok(binds)
     }
 
     fn sshd_config(&self, dir: &Path, port: u16, per_source_penalties: bool) -> String {
@@ -448,7 +505,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(dir: &Path, sshd_bin: &Path) -> anyhow::Result<Self> {
+    /// `binds`: (source, target) files to bind-mount in sshd's mount namespace.
+    fn spawn(
+        dir: &Path,
+        sshd_bin: &Path,
+        binds: &[(PathBuf, PathBuf)],
+        mount_proc: bool,
+    ) -> anyhow::Result<Self> {
         let log = File::create(dir.join("sshd.log")).context("cannot create sshd.log")?;
         let log_out = log.try_clone().context("cannot clone sshd.log handle")?;
         // Paths are passed as positional parameters: no shell quoting issues.
@@ -460,29 +523,30 @@ impl ServerProcess {
         // (PID 1 here, which has a SIGTERM handler), taking the namespace
         // with it, after removing the temp dir that `Drop` would have. So no
         // sshd outlives the test process that started it.
+        // Then come (source, target) pairs of extra bind mounts.
         let script = r#"set -e
-mount --bind "$1/passwd" /etc/passwd
-mount --bind "$1/group" /etc/group
-mount --bind "$1/shadow" /etc/shadow
+dir=$1 sshd=$2
+shift 2
+mount --bind "$dir/passwd" /etc/passwd
+mount --bind "$dir/group" /etc/group
+mount --bind "$dir/shadow" /etc/shadow
+while [ $# -ge 2 ]; do mount --bind "$1" "$2"; shift 2; done
 exec 3<&0
-(cat <&3 >/dev/null; rm -rf -- "$1"; kill -TERM 1) &
-exec "$2" -D -e -f "$1/sshd_config" </dev/null 3<&-"#;
-        let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-                "sshlab-sshd",
-            ])
+(cat <&3 >/dev/null; rm -rf -- "$dir"; kill -TERM 1) &
+exec "$sshd" -D -e -f "$dir/sshd_config" </dev/null 3<&-"#;
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--mount", "--propagation", "private", "--pid", "--fork"]);
+        if mount_proc {
+            unshare.arg("--mount-proc");
+        }
+        unshare
+            .args(["--kill-child", "--", "/bin/sh", "-c", script, "sshlab-sshd"])
             .arg(dir)
-            .arg(sshd_bin)
+            .arg(sshd_bin);
+        for (source, target) in binds {
+            unshare.arg(source).arg(target);
+        }
+        let child = unshare
             .stdin(Stdio::piped())
             .stdout(log_out)
             .stderr(log)
