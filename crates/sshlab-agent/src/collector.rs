@@ -35,9 +35,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// One worker's `w<N>.jsonl`: whole lines, buffered until the next flush.
 ///
 /// Not a `BufWriter`: that allocates its full capacity per file up front (8 KiB × 1,000
-/// workers = 8 MB), while the collector flushes every second anyway. This buffer grows only to
-/// what its worker writes in a second (capped at [`Jsonl::CAP`]), so the memory follows the
-/// record rate, not the worker count.
+/// workers = 8 MB), while the collector flushes every second anyway. This buffer holds only
+/// what its worker wrote since the last flush and is freed by the flush (kept, its capacity
+/// would ratchet up to the busiest second ever seen), so the memory follows the record rate,
+/// not the worker count or the run's length.
 struct Jsonl {
     file: File,
     buf: Vec<u8>,
@@ -45,7 +46,7 @@ struct Jsonl {
 
 impl Jsonl {
     /// Lines are written out early once this much is buffered.
-    const CAP: usize = 16 * 1024;
+    const CAP: usize = 8 * 1024;
 
     fn push(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.buf.len() + line.len() > Self::CAP {
@@ -57,8 +58,7 @@ impl Jsonl {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.buf.clear();
+            self.file.write_all(&std::mem::take(&mut self.buf))?;
         }
         Ok(())
     }
