@@ -277,7 +277,10 @@ impl McpClient {
             Protocol::Modern => {
                 // Stateless: nothing to say yet, but connect now, so that an unreachable
                 // server fails here and the TCP handshake is not timed with the first call.
-                c.http.open().await?;
+                match tokio::time::timeout(c.opts.request_timeout, c.http.open()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(McpError::Timeout),
+                }
                 Ok(c)
             }
             Protocol::Legacy(v) => {

@@ -295,6 +295,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connect_that_hangs_is_a_bounded_timeout() -> TestResult {
+        // A listener that never accepts, with its backlog full: the kernel drops further SYNs,
+        // so a TCP connect hangs (for minutes, by the kernel's own retries) unless bounded.
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind("127.0.0.1:0".parse()?)?;
+        let listener = sock.listen(1)?;
+        let addr = listener.local_addr()?;
+        let mut filler = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                filler.push(s);
+            }
+        }
+        let start = Instant::now();
+        let r = McpClient::connect(opts(addr, Protocol::Modern, Duration::from_millis(500))).await;
+        assert!(matches!(r, Err(McpError::Timeout)), "{r:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(listener);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn one_client_keeps_one_connection_alive() -> TestResult {
         // A keep-alive server that counts the connections it accepts.
         let listener = TcpListener::bind("127.0.0.1:0").await?;
