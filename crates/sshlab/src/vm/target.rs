@@ -30,6 +30,8 @@ pub const USERS: [&str; 5] = ["testuser", "fancyuser", "zshuser", "dashuser", "s
 /// The seed's password.
 pub const PASSWORD: &str = "testpass";
 const FIRST_UID: u32 = 2001;
+/// OpenSSH's privilege-separation directory (Debian's build).
+const PRIVSEP_DIR: &str = "/run/sshd";
 
 /// Everything generated for the target, under `dir`.
 #[derive(Debug, Clone)]
@@ -127,6 +129,12 @@ pub fn prepare(
          account required pam_unix.so\n\
          session required pam_unix.so\n",
     )?;
+
+    // OpenSSH chroots its unprivileged child into this directory and refuses to start without
+    // it; Debian's ssh service makes it at boot, so a machine (or VM) whose sshd never ran has
+    // none. Same path inside the target's mount namespace: /run is the host's.
+    fs::create_dir_all(PRIVSEP_DIR).with_context(|| format!("cannot create {PRIVSEP_DIR}"))?;
+    set_mode(Path::new(PRIVSEP_DIR), 0o755)?;
 
     let penalties = supports_keyword(&sshd, b"persourcepenalties");
     let mut ports = Vec::new();
