@@ -70,6 +70,10 @@ pub enum Command {
         duration: Option<u64>,
         /// Workers.
         workers: Option<usize>,
+        /// Open model: arrivals per second for every phase (overrides the scenario's rate;
+        /// turns a closed scenario open).
+        #[arg(long)]
+        rate: Option<f64>,
         /// Threshold, e.g. `errors<1%` (repeatable).
         #[arg(long = "threshold")]
         thresholds: Vec<String>,
@@ -305,6 +309,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             scenario,
             duration,
             workers,
+            rate,
             thresholds,
             keep,
             timeout,
@@ -315,6 +320,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 scenario,
                 duration,
                 workers,
+                rate,
                 thresholds,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
@@ -538,6 +544,35 @@ mod tests {
                 assert!(matches!(action, NetemAction::Show { json: false }));
                 assert_eq!(target.dev.as_deref(), Some("eth0"));
                 assert_eq!(target.port_match, Some(netem::PortMatch::Sport));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_cli_takes_rate_and_no_netem() {
+        let o = Opts::try_parse_from([
+            "sshlab",
+            "run",
+            "latency_test",
+            "5",
+            "2",
+            "--rate",
+            "2",
+            "--no-netem",
+        ])
+        .unwrap();
+        match o.command {
+            Command::Run {
+                rate,
+                opts,
+                workers,
+                ..
+            } => {
+                assert_eq!((rate, workers), (Some(2.0), Some(2)));
+                assert!(opts.no_netem);
+                let c = opts.config(None, &sshlab_core::NetemProfiles { profiles: vec![] });
+                assert!(c.netem.is_none(), "--no-netem: nothing to apply");
             }
             other => panic!("{other:?}"),
         }

@@ -44,6 +44,8 @@ pub struct RunSpec {
     pub duration: Option<u64>,
     /// Workers.
     pub workers: Option<usize>,
+    /// Open-model arrival rate (the agent's `--rate`).
+    pub rate: Option<f64>,
     /// Threshold expressions.
     pub thresholds: Vec<String>,
     /// Keep the lab up when this run booted it.
@@ -167,6 +169,7 @@ fn one(
         "scenario": scenario,
         "duration": spec.duration,
         "workers": spec.workers,
+        "rate": spec.rate,
         "mcp_url": format!("http://{}/mcp", ep.mcp),
         "target_host": ep.target.to_string(),
         "target_port": BASELINE_PORT,
@@ -199,6 +202,7 @@ fn one(
     }
     let deadline = Instant::now() + spec.timeout;
     let mut cancelled = false;
+    let mut progress = Progress::new();
     let (state, passed) = loop {
         std::thread::sleep(Duration::from_millis(500));
         if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
@@ -228,7 +232,7 @@ fn one(
             .as_u64()
             .or_else(|| v["summary"]["totals"]["ops"].as_u64());
         if let Some(n) = ops {
-            eprint!("\rrun: {scenario}: {n} requests so far");
+            progress.show(&format!("run: {scenario}: {n} requests so far"));
         }
         if Instant::now() >= deadline {
             eprintln!(
@@ -240,7 +244,7 @@ fn one(
             return Ok(1);
         }
     };
-    eprintln!();
+    progress.finish();
     match std::fs::read_to_string(dir.join("report.txt")) {
         Ok(text) => println!("{text}"),
         Err(_) => eprintln!("run: no report.txt in {}", dir.display()),
@@ -255,6 +259,49 @@ fn one(
         ("done", Some(false)) => EXIT_THRESHOLDS,
         _ => 1,
     })
+}
+
+/// The progress line: rewritten in place on a terminal; in a log (CI, a test's captured
+/// stderr) one line when it changes, at most every [`Progress::LOG_EVERY`].
+#[derive(Debug)]
+struct Progress {
+    tty: bool,
+    last: String,
+    shown_at: Option<Instant>,
+}
+
+impl Progress {
+    const LOG_EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            last: String::new(),
+            shown_at: None,
+        }
+    }
+
+    fn show(&mut self, line: &str) {
+        if line == self.last {
+            return;
+        }
+        if self.tty {
+            eprint!("\r{line}");
+        } else if self.shown_at.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            eprintln!("{line}");
+            self.shown_at = Some(Instant::now());
+        } else {
+            return;
+        }
+        line.clone_into(&mut self.last);
+    }
+
+    fn finish(&self) {
+        if self.tty && !self.last.is_empty() {
+            eprintln!();
+        }
+    }
 }
 
 /// `sshlab metrics`: the server's Prometheus text.
