@@ -7,15 +7,25 @@
 //!   added once per round trip);
 //! - 2323 loses 5% ± 2% of 4,000 UDP probes (why UDP: see the script), and the unshaped 2222
 //!   loses under 0.5% of the same probe (the control);
-//! - `netem show` reports every profile ok, on the target's TAP and on the shaped veth.
+//! - `netem show` reports every profile ok, on the target's TAP and on the shaped veth;
+//! - the lab itself, with mcp-ssh-server and sshlab-agent passed into the guest: `sshlab run
+//!   latency_test 5 2 --rate 2` on the netns backend, whose `vm up` shapes the target's veth
+//!   with real netem, covers 2222 and all seven netem ports, and 2322's p50 latency exceeds
+//!   2222's by at least 90 ms (every SSH round trip towards 2322 waits 100 ms). It needs
+//!   *release* builds of those two ([`release_bins`]): under TCG a debug build answers one
+//!   command in ~4.7 s even at 1/s, so no delay shows; release answers in ~0.2 s. And 2/s, not
+//!   the scenario's 10/s, which the emulated guest cannot serve: queueing would hide the
+//!   delay. Without fresh release builds that part is skipped with a message (a failure in CI).
 //!
 //! Needs root. Installs the VM tools when missing ([`ensure_vm_tools`]). When the VM cannot be
 //! had (not root, tools cannot be installed, no kernel), the test fails under `CI=true` and
-//! prints a clear skip message otherwise. Takes about 2 minutes (TCG boot ~1 minute).
+//! prints a clear skip message otherwise. Takes about 4-5 minutes (TCG boot ~1 minute, the
+//! lab's run ~1.5 minutes).
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, SystemTime};
 
     use serde_json::Value;
     use sshlab_testkit::{GuestVm, ensure_vm_tools};
@@ -35,17 +45,99 @@ mod tests {
         eprintln!("SKIPPED netem_vm: {why} (set CI=true to make this a failure)");
     }
 
-    fn vm() -> Result<GuestVm, String> {
+    /// Newest modification time of the files under `dir` (recursively).
+    fn newest(dir: &Path) -> Option<SystemTime> {
+        let mut out = None;
+        for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+            let p = e.path();
+            let t = if p.is_dir() {
+                newest(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).ok()
+            };
+            out = out.max(t);
+        }
+        out
+    }
+
+    /// Release builds of mcp-ssh-server and sshlab-agent for the lab part: `SSHLAB_VM_BIN_DIR`,
+    /// else `<target>/release` when both are there and each is newer than its sources (its
+    /// crates' src, the scenarios and lab files compiled into the agent), so a build older
+    /// than the code is never measured.
+    fn release_bins() -> Result<PathBuf, String> {
+        let bins = ["mcp-ssh-server", "sshlab-agent"];
+        let build = "build them: cargo build --release -p mcp-ssh-server -p sshlab-agent";
+        if let Some(d) = std::env::var_os("SSHLAB_VM_BIN_DIR") {
+            let d = PathBuf::from(d);
+            return match bins.iter().all(|b| d.join(b).is_file()) {
+                true => Ok(d),
+                false => Err(format!("SSHLAB_VM_BIN_DIR={} lacks {bins:?}", d.display())),
+            };
+        }
+        // This test runs from <target>/<profile>/deps/.
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.parent()?.join("release")))
+            .ok_or("cannot locate the target directory")?;
+        // Each binary against what it is built from (mcp-ssh-server stands alone).
+        let inputs: [(&str, &[&str]); 2] = [
+            ("mcp-ssh-server", &["crates/mcp-ssh-server/src"]),
+            (
+                "sshlab-agent",
+                &[
+                    "crates/sshlab-agent/src",
+                    "crates/sshlab-agent/scenarios",
+                    "crates/sshlab-core/src",
+                    "vms/topology.toml",
+                    "netem/profiles.toml",
+                ],
+            ),
+        ];
+        for (b, srcs) in inputs {
+            let p = dir.join(b);
+            let built = p
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|_| format!("no {} ({build})", p.display()))?;
+            // Not Cargo.lock: a dependency change elsewhere need not relink this binary.
+            let newest_source = srcs
+                .iter()
+                .filter_map(|s| {
+                    let s = Path::new(REPO).join(s);
+                    if s.is_dir() {
+                        newest(&s)
+                    } else {
+                        s.metadata().and_then(|m| m.modified()).ok()
+                    }
+                })
+                .max();
+            if newest_source.is_some_and(|s| s > built) {
+                return Err(format!(
+                    "{} is older than its sources ({build})",
+                    p.display()
+                ));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The guest, with sshlab and, when `lab_bins` is given, the lab's two other binaries.
+    fn vm(lab_bins: Option<&Path>) -> Result<GuestVm, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("needs root (to install the VM tools and for the guest's netns)".into());
         }
         ensure_vm_tools().map_err(|e| format!("cannot install the VM tools: {e:#}"))?;
-        GuestVm::builder()
-            .memory_mb(1024)
+        let mut b = GuestVm::builder()
+            .memory_mb(2048)
             .cpus(2)
             .timeout(Duration::from_secs(900))
-            .file(env!("CARGO_BIN_EXE_sshlab"))
-            .build()
+            .file(env!("CARGO_BIN_EXE_sshlab"));
+        for bin in ["mcp-ssh-server", "sshlab-agent"] {
+            if let Some(dir) = lab_bins {
+                b = b.file(dir.join(bin));
+            }
+        }
+        b.build()
             .map_err(|e| format!("cannot set up the VM: {e:#}"))
     }
 
@@ -87,12 +179,28 @@ mod tests {
 
     #[test]
     fn netem_delays_and_drops_for_real_in_a_vm() {
-        let vm = match vm() {
+        let lab_bins = match release_bins() {
+            Ok(d) => Some(d),
+            Err(why) if in_ci() => {
+                panic!("the lab part of netem_vm cannot run (and CI=true): {why}")
+            }
+            Err(why) => {
+                eprintln!("SKIPPED the lab part of netem_vm: {why}");
+                None
+            }
+        };
+        let vm = match vm(lab_bins.as_deref()) {
             Ok(vm) => vm,
             Err(why) => return unavailable(&why),
         };
+        // The lab's binaries sit beside sshlab in the shared directory.
+        let lab = if lab_bins.is_some() {
+            "LAB_BIN_DIR=\"$SSHLAB_VM_DIR\" LAB_DURATION=5 LAB_WORKERS=2 LAB_RATE=2 "
+        } else {
+            ""
+        };
         let script = format!(
-            "SSHLAB_BIN=\"$SSHLAB_VM_DIR/sshlab\" SSHLAB_ROOT='{REPO}' UDP_PROBES={PROBES} \
+            "{lab}SSHLAB_BIN=\"$SSHLAB_VM_DIR/sshlab\" SSHLAB_ROOT='{REPO}' UDP_PROBES={PROBES} \
              sh '{REPO}/crates/sshlab/tests/vm/netem_guest.sh'"
         );
         let out = match vm.run(&script) {
@@ -149,6 +257,40 @@ mod tests {
              2323 lost {loss:.2}% of {sent} probes (2222: {control_loss:.2}%); \
              VM boot+run {:.1} s",
             out.boot_and_run.as_secs_f64()
+        );
+
+        if lab_bins.is_some() {
+            assert_lab_latency(&out.stdout);
+        }
+    }
+
+    /// The lab's latency_test in the guest: ran to the end, every port covered, and 2322 slower
+    /// than 2222 by at least 90 ms at the median.
+    fn assert_lab_latency(stdout: &str) {
+        let run = result(stdout, "lab-run ");
+        assert_eq!(
+            field(&run, "exit"),
+            0.0,
+            "sshlab run latency_test failed in the guest"
+        );
+        let s = result(stdout, "lab-summary ");
+        assert_eq!(field(&s, "complete"), 1.0, "{s:?}");
+        assert_eq!(
+            field(&s, "ports"),
+            8.0,
+            "2222 and the seven netem ports: {s:?}"
+        );
+        let base = result(stdout, "lab-port 2222 ");
+        let slow = result(stdout, "lab-port 2322 ");
+        assert!(field(&base, "requests") > 0.0 && field(&slow, "requests") > 0.0);
+        let (b, d) = (field(&base, "p50_ms"), field(&slow, "p50_ms"));
+        assert!(
+            d - b >= 90.0,
+            "latency_test: 2322's p50 ({d:.1} ms) should exceed 2222's ({b:.1} ms) by >= 90 ms"
+        );
+        eprintln!(
+            "netem_vm lab: latency_test p50 2222 {b:.1} ms, 2322 {d:.1} ms (+{:.1} ms)",
+            d - b
         );
     }
 }

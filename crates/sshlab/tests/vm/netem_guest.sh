@@ -17,6 +17,9 @@
 #   client  10.178.0.5 (the agent's address): the probes. Its traffic crosses the bridge like
 #           another VM's, which is the point: the shaping applies to every VM's traffic.
 #
+# Then, with LAB_BIN_DIR set, the lab itself: `sshlab run latency_test` (netns backend) in an
+# outer namespace `labrun`, whose `vm up` shapes the target's veth with real netem.
+#
 # Output: RESULT lines (parsed by the Rust test), TIMING lines, and `tc -s` for the log.
 set -eu
 B=${SSHLAB_BIN:?path of the sshlab binary}
@@ -139,4 +142,39 @@ kill "$server" 2>/dev/null || true
 $B --lab "$LAB" netem clear --netns lab --dev tgt0
 $B --lab "$LAB" net down --netns lab
 for ns in client target lab; do ip netns del $ns; done
+
+# The whole lab with real netem: `sshlab run latency_test` on the netns backend inside an outer
+# namespace of the guest (`vm up` shapes the target's veth, the job covers 2222 and every netem
+# port), when LAB_BIN_DIR holds mcp-ssh-server and sshlab-agent (release builds: debug ones are
+# too slow under TCG for any delay to show). 2 commands/s, not the scenario's 10: the emulated
+# guest cannot serve 10, and queueing would hide the delay. One RESULT line per port of
+# the agent's summary.json; the run's own exit status is a RESULT too, so a failed run still
+# prints what it measured.
+if [ -n "${LAB_BIN_DIR:-}" ]; then
+  ip netns add labrun; ip -n labrun link set lo up
+  res=$(mktemp -d)
+  s=$(date +%s%N)
+  set +e
+  SSHLAB_BIN_DIR="$LAB_BIN_DIR" $B --lab "$LAB" --netns labrun run latency_test \
+    "${LAB_DURATION:-5}" "${LAB_WORKERS:-2}" --rate "${LAB_RATE:-2}" --results "$res" \
+    --ready-timeout 300
+  code=$?
+  set -e
+  e=$(date +%s%N)
+  echo "TIMING lab-run-latency-test $(( (e-s)/1000000 )) ms"
+  echo "RESULT lab-run exit=$code"
+  "$PY" - "$res" <<'EOF'
+import glob, json, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*/summary.json")):
+    s = json.load(open(path))
+    print("RESULT lab-summary complete=%d requests=%d failures=%d ports=%d"
+          % (s["run"]["complete"], s["totals"]["requests"], s["totals"]["failures"], len(s["ports"])))
+    for p in s["ports"]:
+        print("RESULT lab-port %s p50_ms=%.3f p50_uncorrected_ms=%.3f requests=%d failures=%d"
+              % (p["name"], p["latency"]["p50"], p["latency_uncorrected"]["p50"],
+                 p["totals"]["requests"], p["totals"]["failures"]))
+EOF
+  ip netns del labrun
+  rm -rf "$res"
+fi
 echo GUEST-OK
