@@ -89,11 +89,35 @@ impl LabNote {
     /// The note's file in a results directory.
     pub const FILE: &str = "lab.json";
 
-    /// The job's ports and, when netem ports are left out, the line saying so.
-    pub fn new(scenario: &str, netem: &LabNetem) -> Self {
+    /// The job's ports and, when ports are left out, the line saying which and why: all netem
+    /// ports when they are not shaped, and those whose sshd refuses the scenario's password
+    /// login (key-only, deny-all: measuring them would only measure refusals, as the original
+    /// tool's latency_test did on 2323).
+    pub fn new(scenario: &str, netem: &LabNetem, topology: &Topology) -> Self {
         let (ports, skipped) = if NETEM_SCENARIOS.contains(&scenario) {
-            let (p, s) = netem.scenario_ports(BASELINE_PORT);
-            (Some(p), s)
+            let (mut ports, unshaped) = netem.scenario_ports(BASELINE_PORT);
+            let refusing: Vec<(u16, &str)> = topology
+                .target_ports()
+                .into_iter()
+                .filter(|t| !vm::target::accepts_password_login(t.role) && ports.contains(&t.netem))
+                .map(|t| (t.netem, t.role))
+                .collect();
+            ports.retain(|p| refusing.iter().all(|(r, _)| r != p));
+            let refusing: Vec<String> = refusing
+                .iter()
+                .map(|(port, role)| format!("{port} ({role})"))
+                .collect();
+            let refused = (!refusing.is_empty()).then(|| {
+                format!(
+                    "{} skipped: their sshd refuses the password login this scenario uses",
+                    refusing.join(", ")
+                )
+            });
+            let skipped: Vec<String> = unshaped.into_iter().chain(refused).collect();
+            (
+                Some(ports),
+                (!skipped.is_empty()).then(|| skipped.join("; ")),
+            )
         } else {
             (None, None)
         };
@@ -144,7 +168,7 @@ pub fn run(
     };
     let mut code = Ok(0);
     for s in &scenarios {
-        code = one(spec, s, &ep, &results, &LabNote::new(s, &netem));
+        code = one(spec, s, &ep, &results, &LabNote::new(s, &netem, topology));
         match &code {
             Ok(0) => {}
             _ => break,
@@ -377,9 +401,17 @@ mod tests {
         )
     }
 
+    fn topology() -> Topology {
+        Topology::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../vms/topology.toml"
+        ))
+        .expect("the repository's topology")
+    }
+
     #[test]
     fn latency_test_gets_explicit_ports_and_a_skip_line() {
-        let n = LabNote::new("latency_test", &unshaped());
+        let n = LabNote::new("latency_test", &unshaped(), &topology());
         assert_eq!(n.ports.as_deref(), Some(&[2222][..]));
         assert_eq!(
             n.line().as_deref(),
@@ -390,17 +422,23 @@ mod tests {
         let mut shaped = unshaped();
         shaped.applied = true;
         shaped.reason = None;
-        let n = LabNote::new("latency_test", &shaped);
+        let n = LabNote::new("latency_test", &shaped, &topology());
         assert_eq!(
-            n.ports.unwrap(),
-            [2222, 2322, 2323, 2324, 2325, 2326, 2327, 2328]
+            n.ports.as_deref(),
+            Some(&[2222, 2322, 2324, 2325, 2327, 2328][..])
         );
-        assert!(n.skipped.is_none());
+        assert_eq!(
+            n.line().as_deref(),
+            Some(
+                "run: latency_test: 2323 (key-only), 2326 (deny-all) skipped: their sshd refuses \
+                 the password login this scenario uses"
+            )
+        );
     }
 
     #[test]
     fn other_scenarios_keep_their_own_ports() {
-        let n = LabNote::new("quick", &unshaped());
+        let n = LabNote::new("quick", &unshaped(), &topology());
         assert!(n.ports.is_none() && n.line().is_none());
     }
 
@@ -424,7 +462,7 @@ mod tests {
             serde_json::to_vec(&summary).unwrap(),
         )
         .unwrap();
-        let note = LabNote::new("latency_test", &unshaped());
+        let note = LabNote::new("latency_test", &unshaped(), &topology());
         std::fs::write(dir.join(LabNote::FILE), serde_json::to_vec(&note).unwrap()).unwrap();
         let r = report(&dir).unwrap();
         assert_eq!(r.written.len(), 3);

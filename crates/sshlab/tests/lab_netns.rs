@@ -113,7 +113,8 @@ mod tests {
 
     /// On a kernel without sch_prio/sch_netem the lab comes up unshaped, and latency_test runs
     /// 2222 only, saying which ports it skipped and why (never measuring them unshaped). On a
-    /// kernel with the modules, all eight ports run. `sshlab report` then refreshes all three
+    /// kernel with the modules, 2222 and the netem ports whose sshd takes the password login
+    /// run (2323 key-only and 2326 deny-all are skipped, and the output says so). `sshlab report` then refreshes all three
     /// reports and repeats the note.
     #[test]
     fn latency_test_covers_only_shaped_ports_and_says_why() {
@@ -137,8 +138,15 @@ mod tests {
         let note: Value =
             serde_json::from_slice(&std::fs::read(dir.join("lab.json")).unwrap()).unwrap();
         if missing.is_empty() {
-            assert_eq!(ports.len(), 8, "{ports:?}");
-            assert!(!stdout.contains("skipped"), "{t}");
+            assert_eq!(
+                ports,
+                ["2222", "2322", "2324", "2325", "2327", "2328"],
+                "{s:#}"
+            );
+            assert!(
+                stdout.contains("2323 (key-only), 2326 (deny-all) skipped: their sshd refuses"),
+                "{t}"
+            );
             assert_eq!(note["netem"]["applied"], true);
         } else {
             assert_eq!(ports, ["2222"], "{s:#}");

@@ -149,6 +149,13 @@ pub fn prepare(
     })
 }
 
+/// Whether the seed's password login (testuser/testpass) can succeed on a role's sshd: not on
+/// `key-only` (no password authentication) nor on `deny-all` (`DenyUsers *`). Scenarios that
+/// log in with the password skip those ports rather than report every attempt as an error.
+pub fn accepts_password_login(role: &str) -> bool {
+    !matches!(role, "key-only" | "deny-all")
+}
+
 fn sshd_config(
     dir: &Path,
     ip: std::net::Ipv4Addr,
