@@ -141,7 +141,11 @@ impl Transport {
     /// Send one request; the caller reads (or drops) the response body.
     ///
     /// Waits for the connection to be free (a previous body not yet read to its end keeps it
-    /// busy); a closed or broken connection is replaced, once, before the request is sent.
+    /// busy); a closed or broken connection is replaced before the request is sent. When a
+    /// reused keep-alive connection turns out closed (the server's idle timeout racing our
+    /// request) and hyper hands the request back unsent, it goes out once more on a new
+    /// connection, as pooled clients do; a request that may have reached the server is never
+    /// sent twice.
     pub async fn send(
         &self,
         method: Method,
@@ -156,23 +160,39 @@ impl Transport {
         *req.headers_mut() = headers;
         req.headers_mut()
             .insert(http::header::HOST, self.host.clone());
-        let response = {
+        let (response, reused) = {
             let mut slot = self.conn.lock().await;
-            let sender = match slot.take() {
+            let (sender, reused) = match slot.take() {
                 Some(mut s) => match s.ready().await {
-                    Ok(()) => s,
-                    Err(_) => self.connect().await?,
+                    Ok(()) => (s, true),
+                    Err(_) => (self.connect().await?, false),
                 },
-                None => self.connect().await?,
+                None => (self.connect().await?, false),
             };
             // The returned future does not borrow the sender: the lock is released before the
             // response is awaited.
-            slot.insert(sender).send_request(req)
+            (slot.insert(sender).try_send_request(req), reused)
         };
-        response.await.map_err(|source| TransportError::Http {
+        match response.await {
+            Ok(r) => Ok(r),
+            Err(mut e) => match (reused, e.take_message()) {
+                (true, Some(req)) => {
+                    let retry = {
+                        let mut slot = self.conn.lock().await;
+                        slot.insert(self.connect().await?).send_request(req)
+                    };
+                    retry.await.map_err(|source| self.http_error(source))
+                }
+                _ => Err(self.http_error(e.into_error())),
+            },
+        }
+    }
+
+    fn http_error(&self, source: hyper::Error) -> TransportError {
+        TransportError::Http {
             addr: self.addr.clone(),
             source,
-        })
+        }
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
@@ -186,10 +206,7 @@ impl Transport {
             .read_buf_exact_size(Some(READ_BUF))
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|source| TransportError::Http {
-                addr: self.addr.clone(),
-                source,
-            })?;
+            .map_err(|source| self.http_error(source))?;
         // The connection's I/O runs on its own task and ends when the sender is dropped or
         // the server closes; its error, if any, surfaces on the next send.
         tokio::spawn(async move {
