@@ -67,9 +67,6 @@ pub const FULL: [&str; 5] = [
 /// baseline port, then one per netem port.
 pub const NETEM_SCENARIOS: [&str; 1] = ["latency_test"];
 
-/// The target's clean baseline port (the `standard` sshd).
-pub const BASELINE_PORT: u16 = 2222;
-
 /// What `run` knows about a job that the agent's summary does not, kept as `lab.json` in the
 /// job's results directory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,10 +89,11 @@ impl LabNote {
     /// The job's ports and, when ports are left out, the line saying which and why: all netem
     /// ports when they are not shaped, and those whose sshd refuses the scenario's password
     /// login (key-only, deny-all: measuring them would only measure refusals, as the original
-    /// tool's latency_test did on 2323).
-    pub fn new(scenario: &str, netem: &LabNetem, topology: &Topology) -> Self {
+    /// tool's latency_test did on 2323). `baseline` is the target's clean port
+    /// ([`Endpoints::baseline`]).
+    pub fn new(scenario: &str, netem: &LabNetem, topology: &Topology, baseline: u16) -> Self {
         let (ports, skipped) = if NETEM_SCENARIOS.contains(&scenario) {
-            let (mut ports, unshaped) = netem.scenario_ports(BASELINE_PORT);
+            let (mut ports, unshaped) = netem.scenario_ports(baseline);
             let refusing: Vec<(u16, &str)> = topology
                 .target_ports()
                 .into_iter()
@@ -168,7 +166,13 @@ pub fn run(
     };
     let mut code = Ok(0);
     for s in &scenarios {
-        code = one(spec, s, &ep, &results, &LabNote::new(s, &netem, topology));
+        code = one(
+            spec,
+            s,
+            &ep,
+            &results,
+            &LabNote::new(s, &netem, topology, ep.baseline),
+        );
         match &code {
             Ok(0) => {}
             _ => break,
@@ -196,7 +200,7 @@ fn one(
         "rate": spec.rate,
         "mcp_url": format!("http://{}/mcp", ep.mcp),
         "target_host": ep.target.to_string(),
-        "target_port": BASELINE_PORT,
+        "target_port": ep.baseline,
         "thresholds": spec.thresholds,
     });
     if let Some(ports) = &note.ports {
@@ -409,9 +413,16 @@ mod tests {
         .expect("the repository's topology")
     }
 
+    /// The baseline port, read from the topology as `run` does.
+    fn baseline() -> u16 {
+        let b = Endpoints::new(&topology()).expect("endpoints").baseline;
+        assert_eq!(b, 2222, "the standard sshd's port in vms/topology.toml");
+        b
+    }
+
     #[test]
     fn latency_test_gets_explicit_ports_and_a_skip_line() {
-        let n = LabNote::new("latency_test", &unshaped(), &topology());
+        let n = LabNote::new("latency_test", &unshaped(), &topology(), baseline());
         assert_eq!(n.ports.as_deref(), Some(&[2222][..]));
         assert_eq!(
             n.line().as_deref(),
@@ -422,7 +433,7 @@ mod tests {
         let mut shaped = unshaped();
         shaped.applied = true;
         shaped.reason = None;
-        let n = LabNote::new("latency_test", &shaped, &topology());
+        let n = LabNote::new("latency_test", &shaped, &topology(), baseline());
         assert_eq!(
             n.ports.as_deref(),
             Some(&[2222, 2322, 2324, 2325, 2327, 2328][..])
@@ -438,7 +449,7 @@ mod tests {
 
     #[test]
     fn other_scenarios_keep_their_own_ports() {
-        let n = LabNote::new("quick", &unshaped(), &topology());
+        let n = LabNote::new("quick", &unshaped(), &topology(), baseline());
         assert!(n.ports.is_none() && n.line().is_none());
     }
 
@@ -462,7 +473,7 @@ mod tests {
             serde_json::to_vec(&summary).unwrap(),
         )
         .unwrap();
-        let note = LabNote::new("latency_test", &unshaped(), &topology());
+        let note = LabNote::new("latency_test", &unshaped(), &topology(), baseline());
         std::fs::write(dir.join(LabNote::FILE), serde_json::to_vec(&note).unwrap()).unwrap();
         let r = report(&dir).unwrap();
         assert_eq!(r.written.len(), 3);

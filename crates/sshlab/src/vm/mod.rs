@@ -186,6 +186,8 @@ pub struct Endpoints {
     pub mcp: SocketAddr,
     /// Target IP.
     pub target: Ipv4Addr,
+    /// The target's clean baseline port: its `standard` sshd (vms/topology.toml).
+    pub baseline: u16,
 }
 
 impl Endpoints {
@@ -206,6 +208,7 @@ impl Endpoints {
             agent: addr("agent", "control")?,
             mcp: addr("mcp", "mcp")?,
             target: t.vm("target").context("no VM target")?.ip,
+            baseline: addr("target", "standard")?.port(),
         })
     }
 }
