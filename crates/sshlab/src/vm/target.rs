@@ -125,11 +125,50 @@ pub fn prepare(
     })
 }
 
+/// What a role's sshd does differently, by service name (vms/topology.toml); every other role
+/// is the standard one. The one table both the configs and [`accepts_password_login`] read.
+#[derive(Debug, Clone, Copy)]
+struct Behaviour {
+    password: bool,
+    root: bool,
+    pam: bool,
+    deny_all: bool,
+}
+
+fn behaviour(role: &str) -> Behaviour {
+    let standard = Behaviour {
+        password: true,
+        root: false,
+        pam: false,
+        deny_all: false,
+    };
+    match role {
+        "key-only" => Behaviour {
+            password: false,
+            ..standard
+        },
+        "slow-auth" => Behaviour {
+            pam: true,
+            ..standard
+        },
+        "deny-all" => Behaviour {
+            deny_all: true,
+            ..standard
+        },
+        "root-login" => Behaviour {
+            root: true,
+            ..standard
+        },
+        _ => standard,
+    }
+}
+
 /// Whether the seed's password login (testuser/testpass) can succeed on a role's sshd: not on
 /// `key-only` (no password authentication) nor on `deny-all` (`DenyUsers *`). Scenarios that
 /// log in with the password skip those ports rather than report every attempt as an error.
 pub fn accepts_password_login(role: &str) -> bool {
-    !matches!(role, "key-only" | "deny-all")
+    let b = behaviour(role);
+    b.password && !b.deny_all
 }
 
 fn sshd_config(
@@ -140,21 +179,16 @@ fn sshd_config(
     netem: u16,
     penalties: bool,
 ) -> String {
-    let (password, root, pam, extra) = match role {
-        "key-only" => (false, false, false, ""),
-        "slow-auth" => (true, false, true, ""),
-        "deny-all" => (true, false, false, "DenyUsers *\n"),
-        "root-login" => (true, true, false, ""),
-        _ => (true, false, false, ""),
-    };
+    let b = behaviour(role);
+    let extra = if b.deny_all { "DenyUsers *\n" } else { "" };
     let settings = ServerConfig {
         listen: ip,
         ports: &[base, netem],
         host_key: &dir.join("ssh_host_ed25519_key"),
         pid_file: &dir.join(format!("sshd_{base}.pid")),
-        use_pam: pam,
-        password_authentication: password,
-        permit_root_login: root,
+        use_pam: b.pam,
+        password_authentication: b.password,
+        permit_root_login: b.root,
         no_per_source_penalties: penalties,
     };
     format!(
@@ -210,6 +244,19 @@ mod tests {
 
     #[test]
     fn roles_get_their_config() {
+        let refusing: Vec<&str> = [
+            "standard",
+            "key-only",
+            "fancy-prompt",
+            "slow-auth",
+            "deny-all",
+            "unstable",
+            "root-login",
+        ]
+        .into_iter()
+        .filter(|r| !accepts_password_login(r))
+        .collect();
+        assert_eq!(refusing, ["key-only", "deny-all"]);
         let ip = "10.178.0.20".parse().unwrap();
         let d = Path::new("/x");
         let c = sshd_config(d, ip, "key-only", 2223, 2323, false);
