@@ -323,6 +323,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_cut_short_is_a_transport_error() -> TestResult {
+        let h: Handler = Arc::new(|_head, req| {
+            if req["method"] == "server/discover" {
+                return (modern_discover(req), false);
+            }
+            // Promises 500 bytes, sends a few, closes.
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"jsonrpc\""
+                    .to_owned(),
+                false,
+            )
+        });
+        let addr = hostile(h).await?;
+        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
+        let start = Instant::now();
+        match client.call_tool("t", json!({})).await {
+            Err(e @ McpError::Transport(_)) => {
+                assert_eq!(e.kind(), "transport");
+                assert!(e.to_string().contains("response body"), "{e}");
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn one_client_keeps_one_connection_alive() -> TestResult {
         // A keep-alive server that counts the connections it accepts.
         let listener = TcpListener::bind("127.0.0.1:0").await?;
