@@ -145,7 +145,8 @@ impl Transport {
     /// reused keep-alive connection turns out closed (the server's idle timeout racing our
     /// request) and hyper hands the request back unsent, it goes out once more on a new
     /// connection, as pooled clients do; a request that may have reached the server is never
-    /// sent twice.
+    /// sent twice: one already written into a connection the server had closed is a
+    /// [`TransportError::Http`] (hyper's "connection closed before message completed").
     pub async fn send(
         &self,
         method: Method,
@@ -220,7 +221,117 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{Shutdown, TcpListener};
+    use std::sync::mpsc;
+
     use super::*;
+
+    /// Reads one request (head and content-length body) off a blocking socket; returns its body,
+    /// or `None` at EOF.
+    fn read_request(r: &mut BufReader<std::net::TcpStream>) -> Option<String> {
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().ok()?;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+        String::from_utf8(body).ok()
+    }
+
+    fn respond(mut w: &std::net::TcpStream, body: &str) -> std::io::Result<()> {
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// The server closes an idle keep-alive connection just as our next request goes out on
+    /// it (its idle timeout racing the request): the request is written into the dead
+    /// connection, so it may have reached the server and is not sent again (a tools/call is
+    /// not idempotent; Go's net/http, under k6, decides the same for a POST once written). It
+    /// is a transport error, and the request after it goes out on a new connection.
+    ///
+    /// Made deterministic by holding the runtime's only thread while the server's FIN arrives:
+    /// the connection task cannot notice the close before the request is written.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_written_into_a_closed_connection_fails_once_and_is_not_resent() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (close_tx, close_rx) = mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = mpsc::channel::<()>();
+        let (seen_tx, seen_rx) = mpsc::channel::<(usize, String)>();
+        std::thread::spawn(move || {
+            for (n, sock) in listener.incoming().enumerate() {
+                let Ok(sock) = sock else { return };
+                let mut reader = BufReader::new(sock.try_clone().expect("clone"));
+                if n == 0 {
+                    // One exchange, then close when told to.
+                    let Some(body) = read_request(&mut reader) else {
+                        return;
+                    };
+                    let _ = seen_tx.send((n, body));
+                    let _ = respond(&sock, "first");
+                    let _ = close_rx.recv();
+                    let _ = sock.shutdown(Shutdown::Both);
+                    let _ = closed_tx.send(());
+                } else {
+                    while let Some(body) = read_request(&mut reader) {
+                        let _ = seen_tx.send((n, body));
+                        let _ = respond(&sock, "again");
+                    }
+                }
+            }
+        });
+
+        let t = Transport::new(&format!("http://{addr}/mcp")).expect("url");
+        let read = async |r: Response<Incoming>| {
+            use http_body_util::BodyExt;
+            let bytes = r.into_body().collect().await.expect("body").to_bytes();
+            String::from_utf8(bytes.to_vec()).expect("utf-8")
+        };
+        let r = t
+            .send(Method::POST, HeaderMap::new(), Bytes::from_static(b"one"))
+            .await
+            .expect("first request");
+        assert_eq!(read(r).await, "first");
+
+        close_tx.send(()).expect("server alive");
+        closed_rx.recv().expect("server closed the connection");
+        // Block (not yield): the FIN reaches our socket while the connection task cannot run.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let err = t
+            .send(Method::POST, HeaderMap::new(), Bytes::from_static(b"two"))
+            .await
+            .expect_err("written into a closed connection");
+        assert!(
+            matches!(&err, TransportError::Http { source, .. } if source.is_incomplete_message()),
+            "{err:?}"
+        );
+        let r = t
+            .send(Method::POST, HeaderMap::new(), Bytes::from_static(b"three"))
+            .await
+            .expect("the next request, on a new connection");
+        assert_eq!(read(r).await, "again");
+
+        let seen: Vec<_> = seen_rx.try_iter().collect();
+        assert_eq!(
+            seen,
+            [(0, "one".to_owned()), (1, "three".to_owned())],
+            "\"two\" was never sent a second time"
+        );
+    }
 
     #[test]
     fn urls() {
