@@ -2,7 +2,8 @@
 //! Streamable-HTTP server.
 //!
 //! The pipeline runs one way, as in oha and vegeta: [`scenario`] (data: which tool calls, how
-//! often) → [`engine`] (workers, closed or open model, one [`mcp`] client each) → a channel of
+//! often; the language and the built-ins live in sshlab-core, shared with the host tool) →
+//! [`engine`] (workers, closed or open model, one [`mcp`] client each) → a channel of
 //! records → [`collector`] (`w<N>.jsonl`, the HDR aggregate, the `.hlog`, progress) → [`run`]
 //! (summary, [`thresholds`], [`scrape`]d server metrics, reports via [`results`]). [`cli`] and
 //! [`serve`] are the two ways in: the command line, and the Agent VM's control API.
@@ -14,7 +15,8 @@ pub mod engine;
 pub mod mcp;
 pub mod results;
 pub mod run;
-pub mod scenario;
 pub mod scrape;
 pub mod serve;
 pub mod thresholds;
+
+pub use sshlab_core::scenario;

@@ -6,7 +6,9 @@
 //! files are the one source of truth for names, addresses, ports and delays: Nix reads the very
 //! same files with `builtins.fromTOML`, so nothing is written twice. The result schema
 //! ([`results`]: records, histograms merged by adding, the versioned summary) is shared by the
-//! agent that measures and the reports that read it.
+//! agent that measures and the reports that read it. The scenario language and the built-in
+//! scenarios ([`scenario`], from `crates/sshlab-core/scenarios/`) are run by the agent and
+//! consulted by the host tool (the `full` suite, which scenarios cover the netem ports).
 #![deny(missing_docs)]
 
 pub mod error;
@@ -14,6 +16,7 @@ pub mod lab;
 pub mod netem;
 pub mod report;
 pub mod results;
+pub mod scenario;
 pub mod topology;
 
 pub use error::Error;

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sshlab_core::Lab;
+use sshlab_core::scenario;
 
 /// Command line of `sshlab`.
 #[derive(Debug, Parser)]
@@ -330,8 +331,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             Ok(ExitCode::from(code))
         }
         Command::List => {
-            println!("quick\nfull (= {})", runjob::FULL.join(", "));
-            for s in runjob::FULL {
+            println!("quick\nfull (= {})", scenario::FULL.join(", "));
+            for s in scenario::FULL {
                 println!("{s}");
             }
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,9 @@
 //! partial results, exits 1. Ctrl-C: DELETEs the job, waits briefly for the partial results,
 //! tears down what it started, exits 130.
 //!
-//! Scenarios whose built-in ports are `baseline+netem` (latency_test) get explicit ports in
+//! The scenario name is checked against the built-ins (sshlab-core's [`scenario`] catalog,
+//! the same the agent runs) before anything is booted. Scenarios whose built-in ports are
+//! `baseline+netem` ([`Scenario::covers_netem_ports`]: latency_test) get explicit ports in
 //! the job: the agent cannot see whether the lab's netem ports are shaped, and would otherwise
 //! measure them unshaped and report them as degraded. With netem not applied (the lab's state
 //! says why), the job covers the baseline only, and the skipped ports and the reason are
@@ -20,6 +22,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sshlab_core::Topology;
+use sshlab_core::scenario::{self, Scenario};
 
 use crate::http;
 use crate::vm::{self, Endpoints, LabNetem, VmConfig};
@@ -38,7 +41,8 @@ extern "C" fn on_sigint(_: libc::c_int) {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    /// Scenario name (`quick`, `full` = the five guide scenarios in order, or one name).
+    /// Scenario name (`quick`, `full` = the five guide scenarios in order ([`scenario::FULL`]),
+    /// or one built-in name).
     pub scenario: String,
     /// Seconds per phase.
     pub duration: Option<u64>,
@@ -54,18 +58,19 @@ pub struct RunSpec {
     pub timeout: Duration,
 }
 
-/// The guide's five scenarios, in the order `full` runs them.
-pub const FULL: [&str; 5] = [
-    "connection_rate",
-    "command_throughput",
-    "sustained_load",
-    "exhaustion_test",
-    "latency_test",
-];
-
-/// Built-in scenarios whose ports are `"baseline+netem"` in the agent: one phase on the
-/// baseline port, then one per netem port.
-pub const NETEM_SCENARIOS: [&str; 1] = ["latency_test"];
+/// The built-in scenarios `name` runs, in order: [`scenario::FULL`] for `full`, else the one.
+/// An unknown name is an error here, before a lab is booted for a job the agent would refuse.
+pub fn scenarios(name: &str) -> anyhow::Result<Vec<&str>> {
+    let names = if name == "full" {
+        scenario::FULL.to_vec()
+    } else {
+        vec![name]
+    };
+    for n in &names {
+        Scenario::builtin(n)?;
+    }
+    Ok(names)
+}
 
 /// What `run` knows about a job that the agent's summary does not, kept as `lab.json` in the
 /// job's results directory.
@@ -90,9 +95,12 @@ impl LabNote {
     /// ports when they are not shaped, and those whose sshd refuses the scenario's password
     /// login (key-only, deny-all: measuring them would only measure refusals, as the original
     /// tool's latency_test did on 2323). `baseline` is the target's clean port
-    /// ([`Endpoints::baseline`]).
+    /// ([`Endpoints::baseline`]). Only a built-in whose ports are `baseline+netem`
+    /// ([`Scenario::covers_netem_ports`]) gets explicit ports; any other name, an unknown one
+    /// included ([`scenarios`] refuses those first), keeps the scenario's own.
     pub fn new(scenario: &str, netem: &LabNetem, topology: &Topology, baseline: u16) -> Self {
-        let (ports, skipped) = if NETEM_SCENARIOS.contains(&scenario) {
+        let covers_netem = Scenario::builtin(scenario).is_ok_and(|s| s.covers_netem_ports());
+        let (ports, skipped) = if covers_netem {
             let (mut ports, unshaped) = netem.scenario_ports(baseline);
             let refusing: Vec<(u16, &str)> = topology
                 .target_ports()
@@ -142,6 +150,7 @@ pub fn run(
     topology: &Topology,
     outer: Option<&str>,
 ) -> anyhow::Result<u8> {
+    let scenarios = scenarios(&spec.scenario)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
@@ -159,13 +168,8 @@ pub fn run(
         .as_ref()
         .map_or_else(|| cfg.results.clone(), |s| s.results.clone());
     let netem = state.map(|s| s.netem).unwrap_or_default();
-    let scenarios: Vec<String> = if spec.scenario == "full" {
-        FULL.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        vec![spec.scenario.clone()]
-    };
     let mut code = Ok(0);
-    for s in &scenarios {
+    for s in scenarios {
         code = one(
             spec,
             s,
@@ -449,8 +453,21 @@ mod tests {
 
     #[test]
     fn other_scenarios_keep_their_own_ports() {
-        let n = LabNote::new("quick", &unshaped(), &topology(), baseline());
-        assert!(n.ports.is_none() && n.line().is_none());
+        for s in ["quick", "exhaustion_test", "no_such_scenario"] {
+            let n = LabNote::new(s, &unshaped(), &topology(), baseline());
+            assert!(n.ports.is_none() && n.line().is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn full_runs_the_guides_five_in_order_and_unknown_names_are_refused() {
+        // The order itself is sshlab-core's (its scenario tests pin it).
+        assert_eq!(scenarios("full").expect("full"), scenario::FULL);
+        assert_eq!(scenarios("quick").expect("quick"), ["quick"]);
+        let err = scenarios("latency")
+            .expect_err("not a built-in")
+            .to_string();
+        assert!(err.contains("unknown scenario `latency`"), "{err}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ mod tests {
                 "sshlab-agent",
                 &[
                     "crates/sshlab-agent/src",
-                    "crates/sshlab-agent/scenarios",
+                    "crates/sshlab-core/scenarios",
                     "crates/sshlab-core/src",
                     "vms/topology.toml",
                     "netem/profiles.toml",

@@ -115,12 +115,14 @@ pub fn plan(s: &Scenario, cfg: &RunSettings) -> Vec<Phase> {
         }
         phase_rate.or(s.rate).map(RateShape::Constant)
     };
-    let ports: Vec<u16> = match &s.ports {
-        Some(Ports::List(p)) => p.clone(),
-        Some(Ports::Named(_)) => std::iter::once(cfg.target_port)
+    let ports: Vec<u16> = if s.covers_netem_ports() {
+        std::iter::once(cfg.target_port)
             .chain(cfg.netem_ports.iter().copied())
-            .collect(),
-        None => Vec::new(),
+            .collect()
+    } else if let Some(Ports::List(p)) = &s.ports {
+        p.clone()
+    } else {
+        Vec::new()
     };
     let mut phases = Vec::new();
     if !ports.is_empty() {

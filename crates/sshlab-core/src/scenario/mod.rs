@@ -1,8 +1,13 @@
 //! Scenarios are data: TOML files describing which MCP tool calls to make, with what
 //! arguments, how often, by how many workers, for how long. The built-ins (the load-testing
-//! guide's five, plus `quick`) are embedded TOML files parsed exactly like a user's
-//! `--scenario-file`, so a user can copy one and change it, and nothing in here knows the
-//! tools of any particular server.
+//! guide's five, plus `quick`) are the TOML files in `crates/sshlab-core/scenarios/`, embedded
+//! and parsed exactly like a user's `--scenario-file`, so a user can copy one and change it,
+//! and nothing in here knows the tools of any particular server.
+//!
+//! The scenario language and the built-in catalog live here, in sshlab-core, because both
+//! sides read them: the load agent runs scenarios, and the host tool asks the same parsed
+//! built-ins what it needs to know about them (the [`FULL`] suite's order, whether a scenario
+//! covers the netem ports: [`Scenario::covers_netem_ports`]).
 //!
 //! Sessions are handled generically: an op that `provides = "session"` keeps a field of its
 //! structured result (default `session_id`) as a handle; ops that `needs` one get it as
@@ -66,11 +71,15 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Ports {
-    /// `"baseline+netem"`: the baseline port, then every netem port of the lab's profiles.
+    /// [`BASELINE_NETEM`]: the baseline port, then every netem port of the lab's profiles (the
+    /// only name [`Scenario::parse`] accepts).
     Named(String),
     /// Explicit list.
     List(Vec<u16>),
 }
+
+/// The one named [`Ports`] mode: the baseline port, then every netem port.
+pub const BASELINE_NETEM: &str = "baseline+netem";
 
 /// One phase override.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -291,11 +300,11 @@ impl Scenario {
             }
         }
         if let Some(Ports::Named(n)) = &self.ports
-            && n != "baseline+netem"
+            && n != BASELINE_NETEM
         {
             return Err(invalid(
                 "ports".into(),
-                format!("`{n}`: use \"baseline+netem\" or a list of ports"),
+                format!("`{n}`: use \"{BASELINE_NETEM}\" or a list of ports"),
             ));
         }
         if self.mode == Mode::Weighted && self.ops.iter().all(|o| o.weight == 0) {
@@ -317,6 +326,12 @@ impl Scenario {
                 .map_err(|m| invalid(format!("op[{i}].args"), m))?;
         }
         Ok(())
+    }
+
+    /// Whether its ports are [`BASELINE_NETEM`]: one phase on the baseline port, then one per
+    /// netem port of the lab (the host decides which of those are worth measuring).
+    pub fn covers_netem_ports(&self) -> bool {
+        matches!(&self.ports, Some(Ports::Named(n)) if n == BASELINE_NETEM)
     }
 
     /// Whether this scenario uses the open model.
@@ -386,6 +401,38 @@ mod tests {
             Scenario::builtin("nope"),
             Err(ScenarioError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn only_the_baseline_netem_mode_covers_the_netem_ports() {
+        let covering: Vec<_> = builtin_names()
+            .filter(|n| Scenario::builtin(n).expect("ok").covers_netem_ports())
+            .collect();
+        assert_eq!(covering, ["latency_test"]);
+        let base = "name='x'\nduration_s=1\n[[op]]\ntool='t'\n";
+        let listed = Scenario::parse(&format!("ports=[2222, 2322]\n{base}"), "f").expect("ok");
+        assert!(!listed.covers_netem_ports());
+        let named = Scenario::parse(&format!("ports='baseline+netem'\n{base}"), "f").expect("ok");
+        assert!(named.covers_netem_ports());
+        assert!(Scenario::parse(&format!("ports='netem'\n{base}"), "f").is_err());
+    }
+
+    #[test]
+    fn the_full_suite_is_the_guides_five_built_ins_in_order() {
+        assert_eq!(
+            FULL,
+            [
+                "connection_rate",
+                "command_throughput",
+                "sustained_load",
+                "latency_test",
+                "exhaustion_test",
+            ]
+        );
+        for n in FULL {
+            let s = Scenario::builtin(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(s.name, *n);
+        }
     }
 
     #[test]
