@@ -236,7 +236,7 @@ enum Body {
     Other(String),
 }
 
-/// One logical MCP client (one worker), with its own HTTP connection (see [`transport`]).
+/// One logical MCP client (one worker), with its own HTTP connection (see its `transport` module).
 pub struct McpClient {
     http: Transport,
     opts: ClientOptions,

@@ -137,7 +137,7 @@ fn parse_runner(s: &str) -> Result<(String, PathBuf), String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmOpts {
     /// VM backend: `netns` (namespaces, no hypervisor) or `microvm` (the microvm.nix runners
-    /// of SSHLAB_RUNNER_<VM>; the Nix apps set SSHLAB_VM_BACKEND=microvm).
+    /// of `SSHLAB_RUNNER_<VM>`; the Nix apps set SSHLAB_VM_BACKEND=microvm).
     #[arg(
         long,
         global = true,
@@ -146,10 +146,10 @@ pub struct VmOpts {
         default_value = "netns"
     )]
     pub backend: vm::Backend,
-    /// microvm: VM's runner directory, overriding SSHLAB_RUNNER_<VM> (repeatable).
+    /// microvm: VM's runner directory, overriding `SSHLAB_RUNNER_<VM>` (repeatable).
     #[arg(long = "runner", global = true, value_name = "VM=PATH", value_parser = parse_runner)]
     pub runners: Vec<(String, PathBuf)>,
-    /// Results directory handed to the agent (default: /run/sshlab/<lab>/results).
+    /// Results directory handed to the agent (default: `/run/sshlab/<lab>/results`).
     #[arg(long, global = true, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Directory holding mcp-ssh-server and sshlab-agent (default: next to sshlab, then $PATH).

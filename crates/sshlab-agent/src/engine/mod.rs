@@ -1,5 +1,5 @@
 //! The load engine: turns a scenario and the run's settings into phases, runs each phase's
-//! workers, and streams every operation's [`Record`](sshlab_core::results::Record) to the
+//! workers, and streams every operation's [`Record`] to the
 //! collector. It measures; it does not summarise (that is the collector's and the reports'
 //! job), so the same records can be summarised again later from the saved files.
 

@@ -1,7 +1,7 @@
 //! `sshlab net`: the host side of the lab's network, i.e. the bridge and one TAP per VM.
 //!
 //! [`NetPlan`] is resolved from the topology first (names validated, queue modes and owner
-//! decided), and only then does [`up`], [`down`] or [`status`] touch the kernel: links,
+//! decided), and only then does [`up`], [`down`] or [`status()`] touch the kernel: links,
 //! masters, up flags and addresses over rtnetlink ([`link`], `up`/`down` here), TAPs by the tun
 //! ioctls ([`tap`]).
 //!
