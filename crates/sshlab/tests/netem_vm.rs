@@ -101,17 +101,20 @@ mod tests {
                 .and_then(|m| m.modified())
                 .map_err(|_| format!("no {} ({build})", p.display()))?;
             // Not Cargo.lock: a dependency change elsewhere need not relink this binary.
-            let newest_source = srcs
-                .iter()
-                .filter_map(|s| {
-                    let s = Path::new(REPO).join(s);
-                    if s.is_dir() {
-                        newest(&s)
-                    } else {
-                        s.metadata().and_then(|m| m.modified()).ok()
-                    }
-                })
-                .max();
+            let mut newest_source = None;
+            for s in srcs {
+                let s = Path::new(REPO).join(s);
+                // A listed input that is gone (moved) would silently stop being checked.
+                let t = if s.is_dir() {
+                    newest(&s)
+                } else {
+                    let modified = s.metadata().and_then(|m| m.modified());
+                    Some(modified.map_err(|e| {
+                        format!("{}: {e} (update this test's list of inputs)", s.display())
+                    })?)
+                };
+                newest_source = newest_source.max(t);
+            }
             if newest_source.is_some_and(|s| s > built) {
                 return Err(format!(
                     "{} is older than its sources ({build})",
