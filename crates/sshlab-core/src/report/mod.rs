@@ -3,6 +3,7 @@
 //! ([`junit`]). Rendering reads only the summary, so `sshlab report` and the agent produce
 //! the same reports from the same run.
 
+pub mod escape;
 pub mod format;
 pub mod html;
 pub mod junit;

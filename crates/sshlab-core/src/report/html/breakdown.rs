@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use super::escape::escape;
 use super::no_data;
 use super::numbers::{fin, ms};
+use crate::report::escape::escape;
 use crate::report::format::thousands;
 use crate::results::{GroupSummary, Summary};
 

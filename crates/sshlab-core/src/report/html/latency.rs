@@ -4,10 +4,10 @@
 
 use std::fmt::Write;
 
-use super::escape::escape;
 use super::no_data;
 use super::numbers::{fin, ms};
 use super::svg::{Bars, bar_chart};
+use crate::report::escape::escape;
 use crate::report::format::thousands;
 use crate::results::{LatencyStats, Summary};
 

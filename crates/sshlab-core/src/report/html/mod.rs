@@ -17,7 +17,6 @@ use std::fmt::Write;
 use crate::results::Summary;
 
 mod breakdown;
-mod escape;
 mod latency;
 mod numbers;
 #[cfg(test)]
@@ -27,7 +26,7 @@ mod svg;
 mod timeline;
 mod verdict;
 
-pub use escape::escape;
+use super::escape::escape;
 
 const CSS: &str = r#"
 :root{--fg:#1d2330;--muted:#6b7385;--line:#e3e6ec;--bg:#f5f6f8;--card:#fff;--ok:#2f9e44;--bad:#e03131;--warn:#f08c00;--accent:#3b5bdb}

@@ -5,10 +5,10 @@
 
 use std::fmt::Write;
 
-use super::escape::escape;
 use super::numbers::{fin, tick};
 use super::svg::{Line, line_chart};
 use super::{card, no_data};
+use crate::report::escape::escape;
 use crate::report::text::{EXTRAPOLATION_CPUS, confidence, extrapolate};
 use crate::results::{ServerReport, Summary};
 

@@ -7,9 +7,9 @@
 
 use std::fmt::Write;
 
-use super::escape::escape;
 use super::no_data;
 use super::numbers::{fin, ms, secs_label, tick};
+use crate::report::escape::escape;
 
 /// The viewBox width; the page scales it to the column.
 const W: f64 = 1000.0;

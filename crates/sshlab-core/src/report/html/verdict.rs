@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
-use super::escape::escape;
 use super::numbers::{fin, ms, tick, utc};
 use super::{card, no_data};
+use crate::report::escape::escape;
 use crate::report::format::thousands;
 use crate::results::Summary;
 
