@@ -263,8 +263,12 @@ mod tests {
     /// not idempotent; Go's net/http, under k6, decides the same for a POST once written). It
     /// is a transport error, and the request after it goes out on a new connection.
     ///
-    /// Made deterministic by holding the runtime's only thread while the server's FIN arrives:
-    /// the connection task cannot notice the close before the request is written.
+    /// Deterministic on a current-thread runtime because tokio learns a socket's readiness only
+    /// when its I/O driver is polled, and woken tasks run before that poll: once the request is
+    /// queued, the connection task runs, still sees the socket not readable (the FIN not yet
+    /// learned), and writes. The sleep only makes sure the FIN has landed by then. If a tokio or
+    /// hyper upgrade changes that order, hyper hands the request back unsent instead, it is
+    /// retried, and this test fails on the server having seen "two".
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_written_into_a_closed_connection_fails_once_and_is_not_resent() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -309,7 +313,7 @@ mod tests {
 
         close_tx.send(()).expect("server alive");
         closed_rx.recv().expect("server closed the connection");
-        // Block (not yield): the FIN reaches our socket while the connection task cannot run.
+        // Let the FIN land (blocking, so the runtime learns nothing meanwhile).
         std::thread::sleep(std::time::Duration::from_millis(100));
         let err = t
             .send(Method::POST, HeaderMap::new(), Bytes::from_static(b"two"))
