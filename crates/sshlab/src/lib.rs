@@ -331,10 +331,10 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             Ok(ExitCode::from(code))
         }
         Command::List => {
-            println!("quick\nfull (= {})", scenario::FULL.join(", "));
-            for s in scenario::FULL {
+            for s in scenario::builtin_names() {
                 println!("{s}");
             }
+            println!("full (= {})", scenario::FULL.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Command::Metrics => {

@@ -5,9 +5,10 @@
 //! and nothing in here knows the tools of any particular server.
 //!
 //! The scenario language and the built-in catalog live here, in sshlab-core, because both
-//! sides read them: the load agent runs scenarios, and the host tool asks the same parsed
-//! built-ins what it needs to know about them (the [`FULL`] suite's order, whether a scenario
-//! covers the netem ports: [`Scenario::covers_netem_ports`]).
+//! sides read them: the load agent runs scenarios, and the host tool takes from here what it
+//! needs to know about them (the built-in names, the [`FULL`] suite's order, and, from the
+//! parsed built-in, whether a scenario covers the netem ports:
+//! [`Scenario::covers_netem_ports`]).
 //!
 //! Sessions are handled generically: an op that `provides = "session"` keeps a field of its
 //! structured result (default `session_id`) as a handle; ops that `needs` one get it as
@@ -25,7 +26,7 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// Unknown built-in name.
-    #[error("unknown scenario `{0}` (see `sshlab-agent list`)")]
+    #[error("unknown scenario `{0}` (built-in: {names})", names = builtin_names().collect::<Vec<_>>().join(", "))]
     Unknown(String),
     /// The file could not be read.
     #[error("cannot read scenario file {path}")]
