@@ -1,6 +1,6 @@
 //! A throw-away Linux guest for tests that need kernel features this machine lacks.
 //!
-//! Owns [`GuestVm`] (built with [`GuestVmBuilder`]), [`GuestOutput`] and [`ensure_vm_tools`].
+//! Owns [`GuestVm`] (built with [`GuestVmBuilder`]), [`GuestOutput`] and [`check_vm_tools`].
 //! The guest is a Debian kernel (`/boot/vmlinuz-*-amd64`, from `linux-image-amd64`) booted by
 //! virtme-ng (`vng`) under `qemu-system-x86_64` with TCG (`--disable-kvm`: this machine's
 //! `/dev/kvm` cannot run stock guests, and CI machines may have none). virtme-ng exports the
@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-
-use crate::install::{InstallLock, PolicyRcGuard, apt_get};
 
 /// Parent of the per-run shared directories (the guest sees the host's `/var/lib`).
 const SHARE_ROOT: &str = "/var/lib/sshlab-vm";
@@ -127,17 +125,14 @@ impl GuestVmBuilder {
             None => find_kernel().with_context(|| {
                 format!(
                     "no guest kernel: no {BOOT}/vmlinuz-*-amd64 whose {MODULES}/<version> has \
-                     sch_netem.ko (install linux-image-amd64, or call ensure_vm_tools)"
+                     sch_netem.ko (scripts/install-deps vm installs linux-image-amd64)"
                 )
             })?,
         };
         if !kernel.is_file() {
             bail!("guest kernel {} does not exist", kernel.display());
         }
-        find_vng().context("virtme-ng's `vng` is not installed (pip install virtme-ng)")?;
-        if find_in_path("qemu-system-x86_64").is_none() {
-            bail!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-        }
+        check_vm_tools()?;
         for f in &self.files {
             if !f.is_file() {
                 bail!("file for the guest {} does not exist", f.display());
@@ -327,164 +322,80 @@ fn has_sch_netem(version: &str) -> bool {
             .is_ok_and(|dep| dep.lines().any(|l| l.contains("/sch_netem.ko")))
 }
 
-/// `name` in `$PATH`.
+/// `name` in `$PATH` (or the usual system directories).
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin"].map(PathBuf::from))
+        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
-/// virtme-ng's `vng`: on `$PATH`, or where `pip install` (system or `--user`) puts it.
+/// virtme-ng's `vng`: on `$PATH` (`scripts/install-deps vm` installs it into
+/// `$SSHLAB_TOOLS/bin`, which `scripts/test` puts on `PATH`).
 fn find_vng() -> Option<PathBuf> {
-    find_in_path("vng").or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        let p = PathBuf::from(home).join(".local/bin/vng");
-        p.is_file().then_some(p)
-    })
+    find_in_path("vng")
 }
 
-/// What [`ensure_vm_tools`] needs, each with the Debian package that provides it.
-fn missing_apt_packages() -> Vec<&'static str> {
+/// Whether the ELF file at `path` is statically linked: it has no `PT_INTERP` segment (no
+/// program interpreter). virtme-ng builds its initramfs with busybox and refuses a dynamically
+/// linked one, which is what Debian's `busybox` package ships (`busybox-static` is static).
+fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let data = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data)
+        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
+    let endian = header
+        .endian()
+        .with_context(|| format!("{}: bad ELF byte order", path.display()))?;
+    let segments = header
+        .program_headers(endian, &*data)
+        .with_context(|| format!("{}: bad ELF program headers", path.display()))?;
+    Ok(!segments
+        .iter()
+        .any(|s| s.p_type(endian) == object::elf::PT_INTERP))
+}
+
+/// What [`GuestVm`] needs that is missing, each as the package that provides it.
+fn missing_vm_tools() -> Vec<String> {
     let mut missing = Vec::new();
     if find_kernel().is_none() {
-        missing.push("linux-image-amd64");
+        missing.push("linux-image-amd64 (a Debian kernel whose modules have sch_netem)".into());
     }
     if find_in_path("qemu-system-x86_64").is_none() {
-        missing.push("qemu-system-x86");
+        missing.push("qemu-system-x86".into());
     }
-    if find_in_path("busybox").is_none() {
-        missing.push("busybox");
+    match find_in_path("busybox") {
+        None => missing.push("busybox-static".into()),
+        Some(b) => match is_static_elf(&b) {
+            Ok(true) => {}
+            Ok(false) => missing.push(format!(
+                "busybox-static ({} is dynamically linked; virtme-ng refuses it)",
+                b.display()
+            )),
+            Err(e) => missing.push(format!("busybox-static ({e:#})")),
+        },
+    }
+    if find_vng().is_none() {
+        missing.push("virtme-ng (its `vng` is not on PATH)".into());
     }
     missing
 }
 
-/// Installs what [`GuestVm`] needs, when missing: Debian's `linux-image-amd64`,
-/// `qemu-system-x86` and `busybox` (apt, with a deny-all `policy-rc.d` so no service starts),
-/// and virtme-ng (pip; `--break-system-packages` only when the system Python refuses a plain
-/// install; `python3-pip` from apt first if pip itself is missing).
-///
-/// Needs root when anything is missing; the error names what is missing and what failed.
-pub fn ensure_vm_tools() -> anyhow::Result<()> {
-    let apt = missing_apt_packages();
-    let vng_missing = find_vng().is_none();
-    if apt.is_empty() && !vng_missing {
+/// Checks that everything [`GuestVm`] needs is installed: a Debian kernel with `sch_netem`,
+/// `qemu-system-x86_64`, a statically linked `busybox` and virtme-ng's `vng`. The error names
+/// each missing package and the command that installs them all at their pinned versions
+/// (`scripts/install-deps vm`, versions in `scripts/tool-versions`). Installs nothing.
+pub fn check_vm_tools() -> anyhow::Result<()> {
+    let missing = missing_vm_tools();
+    if missing.is_empty() {
         return Ok(());
     }
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "VM tools missing ({}{}), and installing them needs root: run \
-             `apt-get install {}` and `pip install virtme-ng`",
-            apt.join(", "),
-            if vng_missing { ", virtme-ng" } else { "" },
-            if apt.is_empty() {
-                "linux-image-amd64 qemu-system-x86 busybox".to_owned()
-            } else {
-                apt.join(" ")
-            }
-        );
-    }
-    let _lock = InstallLock::acquire()?;
-    let apt = missing_apt_packages();
-    if !apt.is_empty() {
-        tracing::info!("installing {} with apt-get", apt.join(" "));
-        let mut args = vec!["install", "-y", "--no-install-recommends"];
-        args.extend(&apt);
-        let result = {
-            let _policy = PolicyRcGuard::install()?;
-            apt_get(&args).or_else(|first| {
-                tracing::warn!("apt-get install failed ({first:#}); running apt-get update");
-                apt_get(&["update"])?;
-                apt_get(&args)
-            })
-        };
-        result.with_context(|| format!("installing {} with apt-get failed", apt.join(" ")))?;
-        let still = missing_apt_packages();
-        if still.contains(&"linux-image-amd64") {
-            bail!(
-                "linux-image-amd64 is installed but there is still no {BOOT}/vmlinuz-*-amd64 \
-                 whose {MODULES}/<version> has sch_netem.ko"
-            );
-        }
-        if !still.is_empty() {
-            bail!(
-                "apt-get installed {} but {} still missing",
-                apt.join(" "),
-                still.join(" ")
-            );
-        }
-    }
-    if find_vng().is_none() {
-        install_virtme_ng()?;
-        find_vng().context(
-            "pip installed virtme-ng but no `vng` is on PATH, in /usr/local/bin or ~/.local/bin",
-        )?;
-    }
-    Ok(())
-}
-
-fn install_virtme_ng() -> anyhow::Result<()> {
-    let python = find_in_path("python3").context("python3 is missing (apt-get install python3)")?;
-    let pip_works = |py: &Path| {
-        Command::new(py)
-            .args(["-m", "pip", "--version"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !pip_works(&python) {
-        tracing::info!("pip is missing; installing python3-pip with apt-get");
-        let _policy = PolicyRcGuard::install()?;
-        let args = ["install", "-y", "--no-install-recommends", "python3-pip"];
-        apt_get(&args)
-            .or_else(|_| {
-                apt_get(&["update"])?;
-                apt_get(&args)
-            })
-            .context("installing python3-pip failed (needed to install virtme-ng)")?;
-    }
-    let pip = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(extra)
-            .arg("virtme-ng")
-            .output()
-            .context("cannot run pip")
-    };
-    tracing::info!("installing virtme-ng with pip");
-    let first = pip(&[])?;
-    if first.status.success() {
-        return Ok(());
-    }
-    let text = |o: &std::process::Output| {
-        let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
-        t.push_str(&String::from_utf8_lossy(&o.stderr));
-        t
-    };
-    let first_text = text(&first);
-    if !first_text.contains("externally-managed-environment") {
-        bail!(
-            "`pip install virtme-ng` failed ({}):\n{}",
-            first.status,
-            crate::sshd::tail(&first_text, 20)
-        );
-    }
-    // Debian's Python is "externally managed" (PEP 668); this is a dedicated test machine.
-    let second = pip(&["--break-system-packages"])?;
-    if !second.status.success() {
-        bail!(
-            "`pip install --break-system-packages virtme-ng` failed ({}):\n{}",
-            second.status,
-            crate::sshd::tail(&text(&second), 20)
-        );
-    }
-    Ok(())
+    bail!(
+        "VM tools missing: {}; install them with `scripts/install-deps vm` (as root) and put \
+         $SSHLAB_TOOLS/bin (default ~/.cache/sshlab-tools/bin) on PATH, as scripts/test does",
+        missing.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -501,6 +412,27 @@ mod tests {
         v.sort();
         assert_eq!(v[2], vec![6, 12, 0, 1, 64]);
         assert_eq!(v[1], vec![6, 1, 0, 56, 64]);
+    }
+
+    #[test]
+    fn static_and_dynamic_executables_are_told_apart() {
+        // glibc's ldconfig is statically linked (it must run when the loader's cache is broken).
+        assert!(is_static_elf(Path::new("/sbin/ldconfig")).expect("an ELF file"));
+        // Every Debian system's /bin/sh (dash) is dynamically linked.
+        let sh = Path::new("/bin/sh").canonicalize().expect("/bin/sh");
+        assert!(
+            !is_static_elf(&sh).expect("an ELF file"),
+            "{}",
+            sh.display()
+        );
+        // This test binary is an ELF file too, and Rust links it dynamically against glibc.
+        let me = std::env::current_exe().expect("current exe");
+        assert!(!is_static_elf(&me).expect("an ELF file"));
+        // A text file is no ELF: an error, not a verdict.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let txt = dir.path().join("busybox");
+        fs::write(&txt, "#!/bin/sh\n").expect("write");
+        assert!(is_static_elf(&txt).is_err());
     }
 
     #[test]

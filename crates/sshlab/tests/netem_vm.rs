@@ -18,8 +18,8 @@
 //!   emulated guest cannot serve: queueing would hide the delay. Without fresh release builds
 //!   that part is skipped with a message (a failure in CI).
 //!
-//! Needs root. Installs the VM tools when missing ([`ensure_vm_tools`]). When the VM cannot be
-//! had (not root, tools cannot be installed, no kernel), the test fails under `CI=true` and
+//! Needs root and the VM tools (`scripts/install-deps vm`; [`check_vm_tools`] names what is
+//! missing). When the VM cannot be had (not root, a tool missing), the test fails under `CI=true` and
 //! prints a clear skip message otherwise. Takes about 4-5 minutes (TCG boot ~1 minute, the
 //! lab's run ~1.5 minutes).
 
@@ -29,7 +29,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use serde_json::Value;
-    use sshlab_testkit::{GuestVm, ensure_vm_tools};
+    use sshlab_testkit::{GuestVm, check_vm_tools};
 
     const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     const PROBES: u32 = 4000;
@@ -128,9 +128,9 @@ mod tests {
     /// The guest, with sshlab and, when `lab_bins` is given, the lab's two other binaries.
     fn vm(lab_bins: Option<&Path>) -> Result<GuestVm, String> {
         if !nix::unistd::geteuid().is_root() {
-            return Err("needs root (to install the VM tools and for the guest's netns)".into());
+            return Err("needs root (for the guest's namespaces)".into());
         }
-        ensure_vm_tools().map_err(|e| format!("cannot install the VM tools: {e:#}"))?;
+        check_vm_tools().map_err(|e| format!("{e:#}"))?;
         let mut b = GuestVm::builder()
             .memory_mb(2048)
             .cpus(2)
