@@ -1,5 +1,7 @@
-# The Agent VM's role: sshlab-agent serve, the host's trigger; results go to /results
-# (the host's results dir, shared by the microVM wrapper; a plain directory in the VM test).
+# The Agent VM's role: sshlab-agent serve, the host's trigger; results go to the topology's
+# `[results] guest` (/results): the host's results dir, mounted by the microVM wrapper
+# (virtiofs; no tmpfiles rule here, which would chown the share's root through virtiofsd), a
+# plain directory made by the VM test.
 {
   config,
   lib,
@@ -13,7 +15,6 @@ in {
   config = {
     networking.hostName = "agent";
     networking.firewall.allowedTCPPorts = lab.listenPorts "agent";
-    systemd.tmpfiles.rules = ["d /results 0755 root root -"];
 
     systemd.services.sshlab-agent = {
       description = "sshlab-agent serve: the load agent's control API";
@@ -21,7 +22,7 @@ in {
       after = ["network-online.target"];
       wants = ["network-online.target"];
       serviceConfig = {
-        ExecStart = "${lib.getExe' config.sshlab.package "sshlab-agent"} serve --listen 0.0.0.0:${toString port} --results /results";
+        ExecStart = "${lib.getExe' config.sshlab.package "sshlab-agent"} serve --listen 0.0.0.0:${toString port} --results ${lab.results.guest}";
         Restart = "on-failure";
         LimitNOFILE = 65536;
       };

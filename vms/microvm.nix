@@ -2,16 +2,16 @@
 # module that imports the role module (vms/<name>.nix) and adds what only a microVM has:
 # hypervisor, vCPUs, memory, the TAP and the shares (nix/lib/lab.nix `microvmFor`, all from
 # vms/topology.toml), and the guest's address on the lab bridge via systemd-networkd.
+# `lab` is nix/lib/lab.nix, overridable so tests can evaluate other lab files.
 {
   name,
-  resultsDir ? (import ../nix/lib/lab.nix {}).defaultResultsDir,
+  lab ? import ../nix/lib/lab.nix {},
 }: let
-  lab = import ../nix/lib/lab.nix {};
   vm = lab.vm name;
 in {
   imports = [(./. + "/${name}.nix")];
 
-  microvm = lab.microvmFor {inherit name resultsDir;};
+  microvm = lab.microvmFor name;
 
   networking.useNetworkd = true;
   networking.useDHCP = false;

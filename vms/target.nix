@@ -72,30 +72,40 @@
   slowKeysCommand = pkgs.writeShellScript "slow-auth-keys" ''
     ${pkgs.coreutils}/bin/sleep ${toString slowAuthSec}
   '';
+  # sshd runs an AuthorizedKeysCommand only from a path whose every directory is root-owned and
+  # not group- or world-writable (OpenSSH safe_path()); /nix/store is group-writable (1775
+  # root:nixbld), so the command is copied into /etc (a mode makes environment.etc copy the
+  # file, root-owned), as nixpkgs' sssd and google-oslogin modules do for theirs.
+  slowKeysEtc = "ssh/slow-auth-keys";
 
+  # Each instance's sshd_config lives in /etc/ssh (environment.etc below), readable in the VM.
+  sshdConfigPath = inst: "ssh/sshd_config-${inst.name}";
   sshdConfig = inst: let
     b = behaviourOf inst.name;
-  in
-    pkgs.writeText "sshd_config-${inst.name}" ''
-      ListenAddress 0.0.0.0:${toString inst.port}
-      ListenAddress 0.0.0.0:${toString inst.netemPort}
-      HostKey /etc/ssh/ssh_host_ed25519_key
-      HostKey /etc/ssh/ssh_host_rsa_key
-      PidFile /run/${inst.unit}.pid
-      PasswordAuthentication ${yesNo b.password}
-      KbdInteractiveAuthentication no
-      PubkeyAuthentication ${yesNo b.pubkey}
-      PermitRootLogin ${yesNo b.root}
-      PermitEmptyPasswords no
-      AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys.d/%u
-      ${lib.optionalString b.slow "AuthorizedKeysCommand ${slowKeysCommand}\nAuthorizedKeysCommandUser nobody"}
-      ${lib.optionalString b.deny "DenyUsers *"}
-      UsePAM yes
-      MaxStartups 200:30:400
-      MaxSessions 50
-      LogLevel INFO
-      Subsystem sftp ${pkgs.openssh}/libexec/sftp-server
-    '';
+  in ''
+    ListenAddress 0.0.0.0:${toString inst.port}
+    ListenAddress 0.0.0.0:${toString inst.netemPort}
+    HostKey /etc/ssh/ssh_host_ed25519_key
+    HostKey /etc/ssh/ssh_host_rsa_key
+    PidFile /run/${inst.unit}.pid
+    PasswordAuthentication ${yesNo b.password}
+    KbdInteractiveAuthentication no
+    PubkeyAuthentication ${yesNo b.pubkey}
+    PermitRootLogin ${yesNo b.root}
+    PermitEmptyPasswords no
+    AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys.d/%u
+    ${lib.optionalString b.slow "AuthorizedKeysCommand /etc/${slowKeysEtc}\nAuthorizedKeysCommandUser nobody"}
+    ${lib.optionalString b.deny "DenyUsers *"}
+    UsePAM yes
+    MaxStartups 200:30:400
+    MaxSessions 50
+    # OpenSSH >= 9.8 (nixpkgs ships 10.x) penalises a source address that fails logins or
+    # drops connections, refusing it for a while: the load agent is one address that does
+    # both on purpose (deny-all, unstable, pool exhaustion). The netns backend does the same.
+    PerSourcePenalties no
+    LogLevel INFO
+    Subsystem sftp ${pkgs.openssh}/libexec/sftp-server
+  '';
 
   sshdUnit = inst: {
     name = inst.unit;
@@ -105,7 +115,7 @@
       after = ["network.target" "sshd-host-keys.service"];
       requires = ["sshd-host-keys.service"];
       serviceConfig = {
-        ExecStart = "${pkgs.openssh}/bin/sshd -D -e -f ${sshdConfig inst}";
+        ExecStart = "${pkgs.openssh}/bin/sshd -D -e -f /etc/${sshdConfigPath inst}";
         Restart = "always";
         RestartSec = 1;
       };
@@ -126,7 +136,14 @@ in {
 
     users.mutableUsers = false;
     users.users = {
-      root.password = password;
+      # hashedPasswordFile wins over password (nixos/modules/config/users-groups.nix), and the
+      # NixOS test driver sets root's to an empty file at priority 150
+      # (nixos/modules/testing/test-instrumentation.nix): a plain null here (priority 100)
+      # beats it, so root's password is testpass in the VM test as in the microVM.
+      root = {
+        inherit password;
+        hashedPasswordFile = null;
+      };
       testuser = user pkgs.bashInteractive;
       slowuser = user pkgs.bashInteractive;
       fancyuser = user pkgs.bashInteractive;
@@ -142,35 +159,50 @@ in {
     programs.zsh.enable = true;
     environment.shells = [pkgs.dash];
 
-    environment.etc = {
-      "test-file.txt".text = ''
-        This is a test file for ssh_cat_file testing.
-        It has three lines.
-        The end.
-      '';
-      "large-test-file.txt".text = largeFile;
-      "ssh/authorized_keys.d/testuser" = {
-        mode = "0444";
-        text = snakeoilPub;
+    environment.etc =
+      builtins.listToAttrs (map (i: {
+          name = sshdConfigPath i;
+          value.text = sshdConfig i;
+        })
+        lab.sshdInstances)
+      // {
+        "test-file.txt".text = ''
+          This is a test file for ssh_cat_file testing.
+          It has three lines.
+          The end.
+        '';
+        "large-test-file.txt".text = largeFile;
+        "ssh/authorized_keys.d/testuser" = {
+          mode = "0444";
+          text = snakeoilPub;
+        };
+        "ssh/authorized_keys.d/root" = {
+          mode = "0444";
+          text = snakeoilPub;
+        };
+        ${slowKeysEtc} = {
+          mode = "0755";
+          source = slowKeysCommand;
+        };
+        # The fancy prompt: multi-line and coloured, for prompt-detection tests. In bashrc.local,
+        # which /etc/bashrc sources last: /etc/profile sources profile.local *before* /etc/bashrc,
+        # whose promptInit would set PS1 again (nixos/modules/programs/bash/bash.nix).
+        "bashrc.local".text = ''
+          if [ "$USER" = fancyuser ]; then
+            PS1='\[\e[32m\]\u@\h\[\e[0m\]:\[\e[34m\]\w\[\e[0m\]\n\$ '
+          fi
+        '';
       };
-      "ssh/authorized_keys.d/root" = {
-        mode = "0444";
-        text = snakeoilPub;
-      };
-      # The fancy prompt: multi-line and coloured, for prompt-detection tests.
-      "profile.local".text = ''
-        if [ "$USER" = fancyuser ]; then
-          PS1='\[\e[32m\]\u@\h\[\e[0m\]:\[\e[34m\]\w\[\e[0m\]\n\$ '
-        fi
-      '';
-    };
 
-    # Replaces the whole sshd PAM file: the slow-auth gate first, then plain pam_unix.
+    # Replaces the whole sshd PAM file: the slow-auth gate first, then plain pam_unix. pam_env
+    # as NixOS' own generated stacks have it (nixos/modules/security/pam.nix): it sets PATH and
+    # the rest of /etc/pam/environment, without which a dash or zsh login has no usable PATH.
     security.pam.services.sshd.text = ''
       account required ${pkgs.pam}/lib/security/pam_unix.so
       auth required ${pkgs.pam}/lib/security/pam_exec.so quiet ${slowAuthGate}
       auth required ${pkgs.pam}/lib/security/pam_unix.so
       password required ${pkgs.pam}/lib/security/pam_unix.so sha512
+      session required ${pkgs.pam}/lib/security/pam_env.so conffile=/etc/pam/environment readenv=0
       session required ${pkgs.pam}/lib/security/pam_unix.so
     '';
 

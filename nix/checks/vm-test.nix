@@ -31,6 +31,8 @@
     ];
     boot.kernelModules = ["sch_prio" "sch_netem" "cls_u32"];
     environment.systemPackages = [sshlab pkgs.sshpass pkgs.openssh];
+    # No results share in this test: the agent writes into a plain directory.
+    systemd.tmpfiles.rules = lib.optional (name == "agent") "d ${lab.results.guest} 0755 root root -";
   };
 
   ssh = port: user: "sshpass -p testpass ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=password,keyboard-interactive -o ConnectTimeout=10 -p ${toString port} ${user}@${ip "target"} true";
@@ -87,8 +89,11 @@ in {
           assert target.succeed("wc -l < /etc/large-test-file.txt").strip() == "1000"
 
       with subtest("netem is applied on the target's eth1 egress"):
+          # The test driver runs each command as `bash -c "set -euo pipefail; ..."` in /tmp: no
+          # pipes into `grep -q` (EPIPE under pipefail), and sshlab finds its lab files itself.
           target.succeed("sshlab netem apply --dev eth1 --match sport", timeout=30)
-          target.succeed("sshlab netem show --dev eth1 | grep -q ${toString standard.netemPort}", timeout=30)
+          shown = target.succeed("sshlab netem show --dev eth1", timeout=30)
+          assert "${toString standard.netemPort}" in shown, shown
 
       with subtest("quick scenario passes its thresholds from the agent"):
           agent.succeed("${agentRun "--scenario quick --results-dir /tmp/quick --threshold 'errors<1%'"}", timeout=600)

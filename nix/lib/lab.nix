@@ -70,13 +70,18 @@
   # The guest's address with the lab's prefix length, as systemd-networkd and NixOS want it.
   addressOf = name: "${(vm name).ip}/${toString subnet.prefixLength}";
 
+  # The results share (vms/topology.toml [results]): `host` on the host, `guest` in the Agent VM.
+  inherit (topology) results;
+
   # The `microvm` settings of one VM: plain data (no pkgs), so the option audit can evaluate it.
   # qemu: it supports both share kinds (firecracker throws on any share) and falls back to TCG.
   # vcpu > 1 makes microvm.nix open the TAP with multi_queue: the host must create it so.
-  microvmFor = {
-    name,
-    resultsDir,
-  }: let
+  # The runners run unprivileged as the user who started `sshlab vm up` (sudo's user, with
+  # that user's groups), and virtiofsd with them: `virtiofsd.group = null` drops the
+  # `--socket-group` (default "kvm", microvm.nix 68c9f9c nixos-modules/microvm/options.nix),
+  # which virtiofsd 1.14 turns into a chown that exits the daemon when the user is not in that
+  # group (virtiofsd src/main.rs). qemu runs as the same user and reaches the socket anyway.
+  microvmFor = name: let
     v = vm name;
   in {
     hypervisor = "qemu";
@@ -89,6 +94,7 @@
         inherit (v) mac;
       }
     ];
+    virtiofsd.group = null;
     shares =
       [
         # 9p for the store: qemu serves it itself, no virtiofsd per VM for a read-only share.
@@ -106,18 +112,16 @@
           {
             proto = "virtiofs";
             tag = "results";
-            source = resultsDir;
-            mountPoint = "/results";
+            source = results.host;
+            mountPoint = results.guest;
           }
         ]
         else []
       );
   };
 in {
-  inherit topology profiles offset subnet bridge vms vm servicePort sshdInstances netem listenPorts addressOf microvmFor;
+  inherit topology profiles offset subnet bridge vms vm servicePort sshdInstances netem listenPorts addressOf results microvmFor;
   vmNames = map (v: v.name) vmList;
   gateway = bridge.address;
   bridgeName = topology.bridge.name;
-  # Where the host keeps results by default; the Agent VM sees it as /results.
-  defaultResultsDir = "/var/lib/sshlab/results";
 }

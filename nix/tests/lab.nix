@@ -30,46 +30,41 @@ in
       description = "100ms latency";
     })
     (expect "netem ports" (map (n: n.port) lab.netem) [2322 2323 2324 2325 2326 2327 2328])
-    (expect "agent microvm" (lab.microvmFor {
-        name = "agent";
-        resultsDir = "/r";
-      }) {
-        hypervisor = "qemu";
-        vcpu = 2;
-        mem = 512;
-        interfaces = [
-          {
-            type = "tap";
-            id = "sshtap0";
-            mac = "02:00:00:b2:00:05";
-          }
-        ];
-        shares = [
-          {
-            proto = "9p";
-            tag = "ro-store";
-            source = "/nix/store";
-            mountPoint = "/nix/.ro-store";
-            readOnly = true;
-          }
-          {
-            proto = "virtiofs";
-            tag = "results";
-            source = "/r";
-            mountPoint = "/results";
-          }
-        ];
-      })
+    (expect "results share" lab.results {
+      host = "/var/lib/sshlab/results";
+      guest = "/results";
+    })
+    (expect "agent microvm" (lab.microvmFor "agent") {
+      hypervisor = "qemu";
+      vcpu = 2;
+      mem = 512;
+      interfaces = [
+        {
+          type = "tap";
+          id = "sshtap0";
+          mac = "02:00:00:b2:00:05";
+        }
+      ];
+      virtiofsd.group = null;
+      shares = [
+        {
+          proto = "9p";
+          tag = "ro-store";
+          source = "/nix/store";
+          mountPoint = "/nix/.ro-store";
+          readOnly = true;
+        }
+        {
+          proto = "virtiofs";
+          tag = "results";
+          source = "/var/lib/sshlab/results";
+          mountPoint = "/results";
+        }
+      ];
+    })
     (expect "target has no results share" (map (s: s.tag)
-      (lab.microvmFor {
-        name = "target";
-        resultsDir = "/r";
-      })
-      .shares) ["ro-store"])
-    (expect "target vm size" (with lab.microvmFor {
-      name = "target";
-      resultsDir = "/r";
-    }; [vcpu mem]) [4 1024])
+        (lab.microvmFor "target").shares) ["ro-store"])
+    (expect "target vm size" (with lab.microvmFor "target"; [vcpu mem]) [4 1024])
     (expect "bad vm name throws" (builtins.tryEval (lab.vm "nope")).success false)
     # Modules (stub-evaluated)
     (expect "target sshd units" (builtins.sort builtins.lessThan sshUnits) (builtins.sort builtins.lessThan (map (i: i.unit) lab.sshdInstances)))

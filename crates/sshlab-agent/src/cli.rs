@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sshlab_core::{NetemProfiles, Topology};
+use sshlab_core::{Lab, NetemProfiles, Topology};
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::Progress;
@@ -28,14 +28,11 @@ pub const EXIT_THRESHOLDS: u8 = 99;
 /// Interrupted (Ctrl-C / SIGTERM); partial results were written.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-const TOPOLOGY: &str = include_str!("../../../vms/topology.toml");
-const NETEM: &str = include_str!("../../../netem/profiles.toml");
-
 /// The lab's own topology and netem profiles, compiled in (the same files Nix reads).
 fn lab() -> (Option<Topology>, Option<NetemProfiles>) {
     (
-        Topology::from_toml_str(TOPOLOGY, "vms/topology.toml").ok(),
-        NetemProfiles::from_toml_str(NETEM, "netem/profiles.toml").ok(),
+        Topology::from_toml_str(Lab::BUILTIN_TOPOLOGY, Lab::TOPOLOGY_FILE).ok(),
+        NetemProfiles::from_toml_str(Lab::BUILTIN_NETEM, Lab::NETEM_FILE).ok(),
     )
 }
 

@@ -30,12 +30,42 @@ use crate::scenario::Ports;
 /// `serve` flags.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:9100")]
-    pub listen: SocketAddr,
-    /// Results directory (the share the host reads).
-    #[arg(long, default_value = "/results")]
-    pub results: PathBuf,
+    /// Address to listen on (default: every address, on the agent VM's `control` port in
+    /// vms/topology.toml).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Results directory (default: the share the host reads, `[results] guest` in
+    /// vms/topology.toml).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The listen address and results directory, defaults from the compiled-in topology.
+    fn resolve(&self) -> Result<(SocketAddr, PathBuf), String> {
+        let topology = || {
+            sshlab_core::Lab::builtin()
+                .map(|l| l.topology)
+                .map_err(|e| format!("the compiled-in lab files: {e}"))
+        };
+        let listen = match self.listen {
+            Some(a) => a,
+            None => {
+                let t = topology()?;
+                let port = t
+                    .vm("agent")
+                    .and_then(|v| v.service("control"))
+                    .map(|s| s.port)
+                    .ok_or("vms/topology.toml has no agent VM with a `control` service")?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+        };
+        let results = match &self.results {
+            Some(r) => r.clone(),
+            None => topology()?.results.guest,
+        };
+        Ok((listen, results))
+    }
 }
 
 /// A job: the `run` command's settings as JSON (all optional but `scenario`).
@@ -261,28 +291,31 @@ pub fn router(results: PathBuf) -> Router {
 
 /// Serve until SIGINT/SIGTERM.
 pub async fn main(args: ServeArgs) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(&args.results) {
-        eprintln!(
-            "sshlab-agent: cannot create {}: {e}",
-            args.results.display()
-        );
+    let (listen, results) = match args.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sshlab-agent: {e}");
+            return ExitCode::from(crate::cli::EXIT_USAGE);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&results) {
+        eprintln!("sshlab-agent: cannot create {}: {e}", results.display());
         return ExitCode::from(crate::cli::EXIT_RUN_ERROR);
     }
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("sshlab-agent: cannot listen on {}: {e}", args.listen);
+            eprintln!("sshlab-agent: cannot listen on {listen}: {e}");
             return ExitCode::from(crate::cli::EXIT_RUN_ERROR);
         }
     };
     eprintln!(
-        "sshlab-agent: control API on http://{} (results in {})",
-        args.listen,
-        args.results.display()
+        "sshlab-agent: control API on http://{listen} (results in {})",
+        results.display()
     );
     let stop = CancellationToken::new();
     cancel_on_signals(stop.clone());
-    let served = axum::serve(listener, router(args.results))
+    let served = axum::serve(listener, router(results))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     match served {

@@ -1,7 +1,8 @@
 //! The lab's whole configuration: topology and netem profiles, loaded and cross-checked.
 //!
-//! [`Lab::load`] reads both files from the repository root, validates each, then checks that
-//! they agree (every netem profile shapes an sshd of the target, at `base +
+//! [`Lab::load`] reads both files from a directory laid out like the repository (`--lab DIR`),
+//! [`Lab::builtin`] parses the copies compiled into this build; either validates each file,
+//! then checks that they agree (every netem profile shapes an sshd of the target, at `base +
 //! netem_port_offset`), so that a caller never holds two files that contradict each other.
 
 use std::path::Path;
@@ -24,6 +25,20 @@ impl Lab {
     pub const TOPOLOGY_FILE: &str = "vms/topology.toml";
     /// The netem profiles file, relative to the repository root.
     pub const NETEM_FILE: &str = "netem/profiles.toml";
+
+    /// `vms/topology.toml` as compiled into this build.
+    pub const BUILTIN_TOPOLOGY: &str = include_str!("../../../vms/topology.toml");
+    /// `netem/profiles.toml` as compiled into this build.
+    pub const BUILTIN_NETEM: &str = include_str!("../../../netem/profiles.toml");
+
+    /// The lab this build was compiled with: no file is read, so it works from any directory
+    /// and without a checkout (a Nix store path, `/`).
+    pub fn builtin() -> Result<Self, Error> {
+        let topology = Topology::from_toml_str(Self::BUILTIN_TOPOLOGY, Self::TOPOLOGY_FILE)?;
+        let netem = NetemProfiles::from_toml_str(Self::BUILTIN_NETEM, Self::NETEM_FILE)?;
+        cross_check(&topology, &netem, Self::NETEM_FILE)?;
+        Ok(Self { topology, netem })
+    }
 
     /// Loads [`Lab::TOPOLOGY_FILE`] and [`Lab::NETEM_FILE`] under `repo_root`, validates each
     /// and checks them against each other.
@@ -85,6 +100,9 @@ netem_port_offset = 100
 [bridge]
 name = "sshbr0"
 address = "10.178.0.1/24"
+[results]
+host = "/var/lib/sshlab/results"
+guest = "/results"
 [[vm]]
 name = "target"
 tap = "sshtap2"
@@ -138,6 +156,12 @@ protocol = "http"
             );
             assert!(message.contains("not an ssh service"), "{message}");
         }
+    }
+
+    #[test]
+    fn the_builtin_lab_is_the_repository_files() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        assert_eq!(Lab::builtin().unwrap(), Lab::load(root).unwrap());
     }
 
     #[test]

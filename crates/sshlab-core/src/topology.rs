@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,8 @@ pub struct Topology {
     pub netem_port_offset: u16,
     /// The host's bridge.
     pub bridge: Bridge,
+    /// Where the Agent VM's results land, on the host and in the guest.
+    pub results: ResultsShare,
     /// The microVMs, in file order (`[[vm]]`).
     #[serde(rename = "vm")]
     pub vms: Vec<Vm>,
@@ -51,6 +53,18 @@ pub struct Bridge {
     pub name: String,
     /// The host's address on the bridge, with the subnet's prefix: `10.178.0.1/24`.
     pub address: Ipv4Cidr,
+}
+
+/// The results share (`[results]`): the Agent VM writes each run's results under `guest`, which
+/// is the host directory `host` shared into it (virtiofs on the microvm backend), so the host
+/// reads them back from `host`. One path for Nix and Rust alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsShare {
+    /// The host's results directory, absolute: `/var/lib/sshlab/results`.
+    pub host: PathBuf,
+    /// Where the Agent VM sees it, absolute: `/results`.
+    pub guest: PathBuf,
 }
 
 /// One microVM.
@@ -149,6 +163,12 @@ impl Topology {
             );
         }
         check_host(address.addr(), subnet).or_else(|m| bad("bridge.address".into(), m))?;
+        for (key, path) in [
+            ("results.host", &self.results.host),
+            ("results.guest", &self.results.guest),
+        ] {
+            check_abs_path(path).or_else(|m| bad(key.into(), m))?;
+        }
 
         let mut names = HashSet::new();
         let mut ifnames = HashSet::from([self.bridge.name.as_str()]);
@@ -269,6 +289,23 @@ impl Vm {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+}
+
+/// An absolute, normalised path (no `.` or `..`): it is baked into VM images and shell wrappers.
+fn check_abs_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Err(format!("{} contains . or ..", path.display()));
+    }
+    if path.to_str().is_none() {
+        return Err("is not UTF-8".into());
+    }
+    Ok(())
 }
 
 /// A Linux interface name: 1 to 15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`
@@ -497,6 +534,9 @@ netem_port_offset = 100
 [bridge]
 name = "sshbr0"
 address = "10.178.0.1/24"
+[results]
+host = "/var/lib/sshlab/results"
+guest = "/results"
 
 [[vm]]
 name = "agent"

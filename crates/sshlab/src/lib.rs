@@ -15,7 +15,7 @@ pub mod netns;
 pub mod runjob;
 pub mod vm;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +26,9 @@ use sshlab_core::scenario;
 #[derive(Debug, Parser)]
 #[command(name = "sshlab", version, about = "Host tool of the sshlab lab")]
 pub struct Opts {
-    /// Repository root holding vms/topology.toml and netem/profiles.toml (default: the first
-    /// directory upwards from the current one that has them).
+    /// A directory holding vms/topology.toml and netem/profiles.toml, e.g. a checkout you
+    /// edited (default: the lab files compiled into this build; the current directory never
+    /// matters).
     #[arg(long, global = true, env = "SSHLAB_ROOT", value_name = "DIR")]
     pub lab: Option<PathBuf>,
     /// Work inside this existing network namespace (`ip netns add NAME`) instead of the
@@ -149,7 +150,8 @@ pub struct VmOpts {
     /// microvm: VM's runner directory, overriding `SSHLAB_RUNNER_<VM>` (repeatable).
     #[arg(long = "runner", global = true, value_name = "VM=PATH", value_parser = parse_runner)]
     pub runners: Vec<(String, PathBuf)>,
-    /// Results directory handed to the agent (default: `/run/sshlab/<lab>/results`).
+    /// Results directory (default: `[results] host` of vms/topology.toml, the directory the
+    /// microvm runners share into the Agent VM; netns only: any other directory).
     #[arg(long, global = true, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Directory holding mcp-ssh-server and sshlab-agent (default: next to sshlab, then $PATH).
@@ -168,14 +170,20 @@ pub struct VmOpts {
 }
 
 impl VmOpts {
-    /// The backend's configuration for a lab run inside `outer`, shaping with `profiles`
-    /// unless `--no-netem`.
-    pub fn config(
-        &self,
-        outer: Option<&str>,
-        profiles: &sshlab_core::NetemProfiles,
-    ) -> vm::VmConfig {
-        let mut c = vm::VmConfig::new(outer, self.results.clone(), self.bin_dir.clone());
+    /// The backend's configuration for a lab run inside `outer`, shaping with the lab's
+    /// profiles unless `--no-netem`.
+    pub fn config(&self, outer: Option<&str>, lab: &Lab) -> vm::VmConfig {
+        let profiles = &lab.netem;
+        let results = self
+            .results
+            .clone()
+            .unwrap_or_else(|| lab.topology.results.host.clone());
+        let mut c = vm::VmConfig::new(
+            outer,
+            results,
+            self.bin_dir.clone(),
+            vm::Invoker::from_env(),
+        );
         c.timeout = std::time::Duration::from_secs(self.ready_timeout);
         c.unstable_every = self.unstable_every;
         c.backend = self.backend;
@@ -238,16 +246,6 @@ pub enum NetCommand {
 /// Errors of the command layer: each wraps the layer below.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No repository root found.
-    #[error(
-        "Cannot find the lab's {} upwards from {}; pass --lab DIR",
-        Lab::TOPOLOGY_FILE,
-        from.display()
-    )]
-    NoLab {
-        /// Where the search started.
-        from: PathBuf,
-    },
     /// The configuration files are missing or invalid.
     #[error("Invalid lab configuration")]
     Config(#[from] sshlab_core::Error),
@@ -276,11 +274,10 @@ pub const EXIT_NOT_READY: u8 = 3;
 
 /// Runs one command. Prints its output on stdout; errors are returned for `main` to print.
 pub fn run(opts: Opts) -> Result<ExitCode, Error> {
-    let root = match opts.lab {
-        Some(dir) => dir,
-        None => find_lab(&std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")))?,
+    let lab = match &opts.lab {
+        Some(dir) => Lab::load(dir)?,
+        None => Lab::builtin()?,
     };
-    let lab = Lab::load(&root)?;
     match opts.command {
         Command::Net(cmd) => {
             let (owner, with_netem) = match &cmd {
@@ -293,6 +290,17 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             let code = block_on(run_net(cmd, plan))??;
             if with_netem {
                 print_changes("netem apply", &netem::apply(&netem_plan)?);
+            }
+            // The results share, for the user the TAPs are for: `nix run .#ssh-loadtest-full`
+            // then runs as that user, who cannot create it under /var/lib.
+            if let Some(uid) = owner {
+                let cred = vm::Invoker::from_env()
+                    .sudo
+                    .filter(|c| c.uid == uid)
+                    .unwrap_or_else(|| vm::invoker::Credentials::of_uid(uid));
+                for done in vm::invoker::prepare_results(&lab.topology.results.host, Some(&cred))? {
+                    println!("net up: {done}");
+                }
             }
             Ok(code)
         }
@@ -316,7 +324,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             timeout,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref(), &lab.netem);
+            let cfg = vopts.config(opts.netns.as_deref(), &lab);
             let spec = runjob::RunSpec {
                 scenario,
                 duration,
@@ -357,7 +365,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             action,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref(), &lab.netem);
+            let cfg = vopts.config(opts.netns.as_deref(), &lab);
             enter(opts.netns.as_deref())?;
             run_vm(action, &cfg, &lab, opts.netns.as_deref())
         }
@@ -500,28 +508,9 @@ fn block_on<F: Future>(fut: F) -> Result<F::Output, Error> {
     Ok(rt.block_on(fut))
 }
 
-/// The first directory from `start` upwards that holds the lab's topology file.
-fn find_lab(start: &Path) -> Result<PathBuf, Error> {
-    start
-        .ancestors()
-        .find(|d| d.join(Lab::TOPOLOGY_FILE).is_file())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| Error::NoLab {
-            from: start.to_path_buf(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_repo_root_from_a_subdirectory() {
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let root = find_lab(here).unwrap();
-        assert!(root.join("netem/profiles.toml").is_file());
-        assert!(find_lab(Path::new("/proc")).is_err());
-    }
 
     #[test]
     fn cli_parses() {
@@ -572,7 +561,7 @@ mod tests {
             } => {
                 assert_eq!((rate, workers), (Some(2.0), Some(2)));
                 assert!(opts.no_netem);
-                let c = opts.config(None, &sshlab_core::NetemProfiles { profiles: vec![] });
+                let c = opts.config(None, &Lab::builtin().unwrap());
                 assert!(c.netem.is_none(), "--no-netem: nothing to apply");
             }
             other => panic!("{other:?}"),
@@ -604,7 +593,7 @@ mod tests {
                 assert_eq!(vm.as_deref(), Some("mcp"));
                 assert_eq!(lines, 5);
                 assert_eq!(opts.backend, vm::Backend::Microvm);
-                let c = opts.config(None, &sshlab_core::NetemProfiles { profiles: vec![] });
+                let c = opts.config(None, &Lab::builtin().unwrap());
                 assert!(c.netem.is_some());
                 assert_eq!(c.backend, vm::Backend::Microvm);
                 assert_eq!(

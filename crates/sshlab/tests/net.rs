@@ -74,6 +74,9 @@ mod tests {
         assert!(out.status.success(), "{}", text(&out));
         assert_lab_built(&ns, 4242);
         assert_root_namespace_clean();
+        // The results share, for the user the TAPs are for (the Agent VM's virtiofsd runs so).
+        let results = std::fs::metadata(ns.results()).expect("net up created the results dir");
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&results), 4242);
 
         let before = snapshot(&ns);
         let out = ns.sshlab(&["net", "up", "--no-netem"], &[("SUDO_UID", "4242")]);

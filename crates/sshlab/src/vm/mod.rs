@@ -10,6 +10,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod invoker;
 pub mod microvm;
 pub mod net;
 pub mod process;
@@ -25,11 +26,12 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sshlab_core::{NetemProfiles, Topology};
 
+pub use invoker::Invoker;
 pub use process::Proc;
 pub use shaping::LabNetem;
 
-/// Where runtime state goes (one directory per lab).
-pub const RUNTIME_ROOT: &str = "/run/sshlab";
+/// The state file's name in a lab's runtime directory.
+const STATE_FILE: &str = "state.json";
 
 /// Which backend boots the VMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -58,8 +60,11 @@ pub struct VmConfig {
     pub lab: String,
     /// Prefix of the VMs' namespace names (`sshlab-`, or `<outer>-`).
     pub ns_prefix: String,
-    /// Runtime directory (state, logs, target files).
+    /// Runtime directory (state, logs, target files): `<root>/<lab>`, the root by
+    /// [`Invoker::runtime_root`], or another user's where their lab already is.
     pub runtime: PathBuf,
+    /// Who runs `sshlab` (runtime roots, runner credentials).
+    pub invoker: Invoker,
     /// Results directory given to the agent.
     pub results: PathBuf,
     /// Where mcp-ssh-server and sshlab-agent are.
@@ -81,16 +86,33 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// Names from the outer namespace (if any); the runtime dir under [`RUNTIME_ROOT`].
-    pub fn new(outer: Option<&str>, results: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Self {
+    /// Names from the outer namespace (if any); the runtime dir from `invoker`: its own, unless
+    /// only one of its other runtime roots holds this lab's state (then that one, so `status`,
+    /// `down` and `run` find a lab whichever side started it).
+    pub fn new(
+        outer: Option<&str>,
+        results: PathBuf,
+        bin_dir: Option<PathBuf>,
+        invoker: Invoker,
+    ) -> Self {
         let lab = outer.unwrap_or("default").to_owned();
         let ns_prefix = outer.map_or_else(|| "sshlab-".to_owned(), |o| format!("{o}-"));
-        let runtime = PathBuf::from(RUNTIME_ROOT).join(&lab);
-        let results = results.unwrap_or_else(|| runtime.join("results"));
+        let own = invoker.runtime_root().join(&lab);
+        let runtime = if own.join(STATE_FILE).exists() {
+            own
+        } else {
+            invoker
+                .other_runtime_roots()
+                .into_iter()
+                .map(|r| r.join(&lab))
+                .find(|d| d.join(STATE_FILE).is_file())
+                .unwrap_or(own)
+        };
         Self {
             lab,
             ns_prefix,
             runtime,
+            invoker,
             results,
             bin_dir,
             timeout: Duration::from_secs(30),
@@ -104,7 +126,7 @@ impl VmConfig {
 
     /// The state file.
     pub fn state_path(&self) -> PathBuf {
-        self.runtime.join("state.json")
+        self.runtime.join(STATE_FILE)
     }
 }
 
@@ -148,7 +170,8 @@ impl State {
         }
     }
 
-    fn save(&self, cfg: &VmConfig) -> anyhow::Result<()> {
+    /// Writes the state file atomically (a temporary file renamed over it).
+    pub fn save(&self, cfg: &VmConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(&cfg.runtime)?;
         let tmp = cfg.runtime.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
@@ -225,8 +248,6 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
     }
     std::fs::create_dir_all(&cfg.runtime)
         .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
-    std::fs::create_dir_all(&cfg.results)
-        .with_context(|| format!("cannot create {}", cfg.results.display()))?;
     let mut state = State {
         lab: cfg.lab.clone(),
         backend: cfg.backend.as_str().into(),
@@ -262,6 +283,9 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
     // Check the binaries before touching anything.
     let mcp_bin = find_bin(cfg, "mcp-ssh-server")?;
     let agent_bin = find_bin(cfg, "sshlab-agent")?;
+    // The agent runs as this process (root), on the host's filesystem.
+    std::fs::create_dir_all(&cfg.results)
+        .with_context(|| format!("cannot create {}", cfg.results.display()))?;
     let ep = Endpoints::new(topology)?;
     let plan = crate::net::NetPlan {
         bridge: topology.bridge.name.clone(),
@@ -634,14 +658,19 @@ mod tests {
 
     #[test]
     fn names_follow_the_outer_namespace() {
-        let c = VmConfig::new(None, None, None);
+        let dir = tempfile::tempdir().unwrap();
+        let user = Invoker {
+            euid: 4321,
+            xdg_runtime_dir: Some(dir.path().to_owned()),
+            sudo: None,
+        };
+        let c = VmConfig::new(None, "/r".into(), None, user.clone());
         assert_eq!(c.ns_prefix, "sshlab-");
-        assert_eq!(c.runtime, PathBuf::from("/run/sshlab/default"));
-        assert_eq!(c.results, PathBuf::from("/run/sshlab/default/results"));
-        let c = VmConfig::new(Some("t1"), Some("/r".into()), None);
-        assert_eq!(c.ns_prefix, "t1-");
-        assert_eq!(c.state_path(), PathBuf::from("/run/sshlab/t1/state.json"));
+        assert_eq!(c.runtime, dir.path().join("sshlab/default"));
         assert_eq!(c.results, PathBuf::from("/r"));
+        let c = VmConfig::new(Some("t1"), "/r".into(), None, user);
+        assert_eq!(c.ns_prefix, "t1-");
+        assert_eq!(c.state_path(), dir.path().join("sshlab/t1/state.json"));
     }
 
     #[test]

@@ -10,11 +10,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-/// A network namespace made for one test and deleted (with everything in it) on drop.
+/// A network namespace made for one test and deleted (with everything in it) on drop, with a
+/// copy of the lab's files whose results directory lies in the copy ([`lab_copy`]), so that
+/// `net up` and `vm up` never touch the machine's `/var/lib/sshlab`.
 #[derive(Debug)]
 pub struct Netns {
     /// `sshlab-test-<pid>-<nanos>-<tag>`.
     pub name: String,
+    /// The lab files `sshlab` gets as `--lab` (and their results directory, `<lab>/results`).
+    pub lab: tempfile::TempDir,
 }
 
 impl Netns {
@@ -29,8 +33,18 @@ impl Netns {
             .unwrap()
             .subsec_nanos();
         let name = format!("sshlab-test-{}-{nanos}-{tag}", std::process::id());
+        let lab = tempfile::Builder::new()
+            .prefix("sshlab-test-lab-")
+            .tempdir()
+            .expect("tempdir");
+        lab_copy(lab.path(), &lab.path().join("results"));
         ip(&["netns", "add", &name]);
-        Some(Self { name })
+        Some(Self { name, lab })
+    }
+
+    /// The results directory of [`Netns::lab`].
+    pub fn results(&self) -> PathBuf {
+        self.lab.path().join("results")
     }
 
     /// `ip -n NS <args>`, must succeed.
@@ -61,9 +75,13 @@ impl Netns {
             .collect()
     }
 
-    /// Runs `sshlab --netns NS <args>` with `env`.
+    /// Runs `sshlab --netns NS --lab LAB <args>` with `env`.
     pub fn sshlab(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        sshlab(&[&["--netns", self.name.as_str()], args].concat(), env)
+        let lab = self.lab.path().to_str().expect("utf-8 temp path");
+        sshlab(
+            &[&["--netns", self.name.as_str(), "--lab", lab], args].concat(),
+            env,
+        )
     }
 
     /// `tc -n NS <args>` (test-side reader and reference only).
@@ -104,7 +122,32 @@ impl Drop for Netns {
     }
 }
 
-/// Runs the real `sshlab` binary from the repository root (where it finds the lab's files).
+/// The repository's lab files (vms/topology.toml, netem/profiles.toml) copied into `dir`, with
+/// `[results] host` set to `results`; returns `dir`.
+pub fn lab_copy(dir: &Path, results: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::create_dir_all(dir.join("vms")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("netem")).expect("mkdir");
+    let topology = std::fs::read_to_string(repo.join("vms/topology.toml")).expect("topology");
+    let host_line = topology
+        .lines()
+        .find(|l| l.trim_start().starts_with("host = "))
+        .expect("vms/topology.toml has [results] host = ...")
+        .to_owned();
+    let topology = topology.replace(
+        &host_line,
+        &format!("host = {:?}", results.display().to_string()),
+    );
+    std::fs::write(dir.join("vms/topology.toml"), topology).expect("write");
+    std::fs::copy(
+        repo.join("netem/profiles.toml"),
+        dir.join("netem/profiles.toml"),
+    )
+    .expect("copy");
+    dir.to_owned()
+}
+
+/// Runs the real `sshlab` binary from the repository root.
 pub fn sshlab(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlab"));
     cmd.args(args)

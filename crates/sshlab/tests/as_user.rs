@@ -1,0 +1,414 @@
+//! The host tool as a user runs it, not as the test suite does: from `/` with no checkout, as a
+//! normal user, and under `sudo` starting microvm runners for another user. The runners are
+//! stand-ins with the interface of microvm.nix's (`bin/virtiofsd-run`, `bin/microvm-run`) that
+//! check what the real ones need from the host: the results share's source directory exists and
+//! is writable by the user the runner runs as (virtiofsd exits otherwise), the socket group
+//! microvm.nix would pass as `--socket-group` is one of that user's groups (virtiofsd chowns its
+//! socket to it), and the runner carries the invoking user's supplementary groups (qemu opens
+//! `/dev/kvm` through group `kvm`). What the stand-ins check is read from the Nix side itself
+//! (`vms/microvm.nix` evaluated with nix-instantiate), so Rust and Nix cannot drift apart
+//! unseen. Everything runs in a network namespace the test makes; root needed.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Netns, lab_copy, text};
+use serde_json::Value;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const SSHLAB: &str = env!("CARGO_BIN_EXE_sshlab");
+/// The unprivileged user the runners run as (`nobody`: every Debian system has it).
+const USER: &str = "nobody";
+const UID: u32 = 65534;
+/// A supplementary group the test gives `nobody` in a private copy of /etc/group.
+const EXTRA_GID: u32 = 4242;
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+/// A world-readable scratch directory (the runners' user must reach what is inside).
+fn scratch(tag: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix(&format!("sshlab-asuser-{tag}-"))
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// `nix-instantiate --eval --strict --json -E EXPR`, parsed.
+fn nix_eval(expr: &str) -> Value {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .env("NIX_STATE_DIR", state.path())
+        .env("NIX_PATH", "")
+        .output()
+        .expect("nix-instantiate (nix-bin: scripts/install-deps) runs");
+    assert!(out.status.success(), "nix eval failed: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("nix output is JSON")
+}
+
+/// What the Agent VM's microVM declaration asks of the host, from `vms/microvm.nix` evaluated
+/// with the lab files in `lab_dir`: the virtiofs share's source and the socket group that
+/// microvm.nix's virtiofsd-run passes (its option `microvm.virtiofsd.group`, default "kvm" in
+/// microvm.nix 68c9f9c `nixos-modules/microvm/options.nix`; `null` passes none).
+fn agent_share(lab_dir: &Path) -> (PathBuf, Option<String>) {
+    let v = nix_eval(&format!(
+        r#"let
+          lab = import {REPO}/nix/lib/lab.nix {{
+            topologyFile = {d}/vms/topology.toml;
+            profilesFile = {d}/netem/profiles.toml;
+          }};
+          m = (import {REPO}/vms/microvm.nix {{ name = "agent"; inherit lab; }}).microvm;
+        in {{
+          sources = map (s: s.source) (builtins.filter (s: s.proto == "virtiofs") m.shares);
+          group = (m.virtiofsd or {{}}).group or "kvm";
+        }}"#,
+        d = lab_dir.display()
+    ));
+    let sources = v["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 1, "one virtiofs share (results): {v}");
+    let source = PathBuf::from(sources[0].as_str().expect("source is a string"));
+    (source, v["group"].as_str().map(str::to_owned))
+}
+
+/// A stand-in runner for `vm`, world-readable. `virtiofsd-run` (agent only) does what
+/// virtiofsd needs to succeed: its shared directory exists and this user can write into it,
+/// and the socket's group is one of this user's groups; it records `id` and makes its socket.
+/// `microvm-run` records `id -u` and `id -G`, then serves `GET /health` on the VM's address
+/// with busybox httpd (readiness; the target's sshd ports answer TCP the same way).
+fn runner(
+    dir: &Path,
+    vm: &str,
+    ip: &str,
+    ports: &[u16],
+    share: Option<(&Path, Option<&str>)>,
+) -> PathBuf {
+    let r = dir.join(format!("runner-{vm}"));
+    std::fs::create_dir_all(r.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(r.join("www")).expect("mkdir");
+    std::fs::write(r.join("www/health"), "healthy\n").expect("write");
+    let script = |name: &str, body: String| {
+        let p = r.join("bin").join(name);
+        std::fs::write(&p, format!("#!/bin/sh\nset -u\n{body}")).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    if let Some((source, group)) = share {
+        let group_check = group.map_or_else(String::new, |g| {
+            format!(
+                "gid=$(getent group {g} | cut -d: -f3)\n\
+                 case \" $(id -G) \" in *\" $gid \"*) ;; *) echo \"socket group {g} ($gid) is not one of mine: $(id -G)\"; exit 1 ;; esac\n"
+            )
+        });
+        script(
+            "virtiofsd-run",
+            format!(
+                "echo \"virtiofsd uid=$(id -u) groups=$(id -G) cwd=$(pwd)\"\n\
+                 [ -d '{src}' ] || {{ echo 'shared dir {src} does not exist'; exit 1; }}\n\
+                 echo probe > '{src}/.virtiofsd-probe' || {{ echo 'cannot write {src}'; exit 1; }}\n\
+                 {group_check}\
+                 touch agent-virtiofs-results.sock\nexec sleep 1000\n",
+                src = source.display()
+            ),
+        );
+    }
+    let www = r.join("www");
+    let serves: String = ports
+        .iter()
+        .map(|p| format!("busybox httpd -p {ip}:{p} -h {}\n", www.display()))
+        .collect();
+    script(
+        "microvm-run",
+        format!("echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n{serves}exec sleep 1000\n"),
+    );
+    r
+}
+
+/// The lab's three stand-in runners as `--runner` flags.
+fn runner_flags(dir: &Path, lab_dir: &Path) -> Vec<String> {
+    let topology =
+        sshlab_core::Topology::load(lab_dir.join("vms/topology.toml")).expect("topology");
+    let (source, group) = agent_share(lab_dir);
+    let mut flags = Vec::new();
+    for vm in &topology.vms {
+        let ports: Vec<u16> = vm.services.iter().map(|s| s.port).collect();
+        let share = (vm.name == "agent").then_some((source.as_path(), group.as_deref()));
+        let r = runner(dir, &vm.name, &vm.ip.to_string(), &ports, share);
+        flags.push(format!("--runner={}={}", vm.name, r.display()));
+    }
+    flags
+}
+
+/// A namespace holding the lab's bridge and TAPs (made by `sshlab net up` for `owner`) and the
+/// guests' addresses on its loopback, where the stand-ins listen.
+fn lab_netns(tag: &str, lab_dir: &Path, owner: u32) -> Option<Netns> {
+    let ns = Netns::new(tag)?;
+    ns.ip(&["link", "set", "lo", "up"]);
+    let out = run(Command::new(SSHLAB)
+        .args(["--netns", &ns.name, "--lab"])
+        .arg(lab_dir)
+        .args(["net", "up", "--no-netem", "--owner", &owner.to_string()]));
+    assert!(out.status.success(), "net up: {}", text(&out));
+    let topology =
+        sshlab_core::Topology::load(lab_dir.join("vms/topology.toml")).expect("topology");
+    for vm in &topology.vms {
+        ns.ip(&["addr", "add", &format!("{}/32", vm.ip), "dev", "lo"]);
+    }
+    Some(ns)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .expect("run")
+}
+
+/// `sshlab ARGS` inside `ns` from `/`, with a private copy of /etc/group that makes `nobody` a
+/// member of group `EXTRA_GID`, as the user `as_user` when given (else root), and `env`.
+fn sshlab_in(
+    ns: &Netns,
+    dir: &Path,
+    as_user: bool,
+    env: &[(&str, &str)],
+    args: &[String],
+) -> Output {
+    let group = dir.join("group");
+    if !group.exists() {
+        let mut g = std::fs::read_to_string("/etc/group").expect("/etc/group");
+        g.push_str(&format!("sshlabtest:x:{EXTRA_GID}:{USER}\n"));
+        std::fs::write(&group, g).expect("write");
+    }
+    let mut inner = format!("mount --bind '{}' /etc/group && exec ", group.display());
+    if as_user {
+        inner.push_str(&format!(
+            "setpriv --reuid={UID} --regid={UID} --init-groups "
+        ));
+    }
+    inner.push_str("env -u SSHLAB_ROOT -u SUDO_UID -u SUDO_GID -u SUDO_USER ");
+    for (k, v) in env {
+        inner.push_str(&format!("{k}='{v}' "));
+    }
+    inner.push_str(&format!("'{SSHLAB}'"));
+    for a in args {
+        inner.push_str(&format!(" '{a}'"));
+    }
+    run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &inner,
+        ])
+        .current_dir("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_files_are_found_from_the_root_directory_without_a_checkout() {
+        // `nix run github:...#...` and the NixOS VM test's shell run from anywhere: the compiled-in
+        // lab files must do. A read-only command that needs the lab's files: netem show on lo.
+        let out = run(Command::new(SSHLAB)
+            .args(["netem", "show", "--dev", "lo", "--json"])
+            .current_dir("/")
+            .env_remove("SSHLAB_ROOT"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let ports: Vec<u64> = v["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no rows: {v}"))
+            .iter()
+            .filter_map(|p| p["want"]["port"].as_u64())
+            .collect();
+        assert!(ports.contains(&2322), "{v}");
+        // Not applied on lo: exit 3, as documented.
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    }
+
+    #[test]
+    fn under_sudo_the_runners_get_the_user_a_writable_share_and_its_groups() {
+        if !is_root() {
+            return;
+        }
+        let dir = scratch("sudo");
+        let results = dir.path().join("var/lib/sshlab/results");
+        let lab_dir = lab_copy(&dir.path().join("lab"), &results);
+        let (source, _) = agent_share(&lab_dir);
+        assert_eq!(
+            source, results,
+            "Nix shares the topology's results directory"
+        );
+        let Some(ns) = lab_netns("sudo", &lab_dir, UID) else {
+            return;
+        };
+        // `net up` made it for the user; `vm up` must make it too (e.g. after a reboot: /run is
+        // gone, /var/lib stays, but a user may have removed it).
+        std::fs::remove_dir(&results).expect("net up created the results directory");
+        let sudo = [
+            ("SUDO_UID", "65534"),
+            ("SUDO_GID", "65534"),
+            ("SUDO_USER", USER),
+        ];
+        let mut args = vec![
+            "--lab".to_owned(),
+            lab_dir.display().to_string(),
+            "--netns".into(),
+            ns.name.clone(),
+        ];
+        args.extend([
+            "vm".into(),
+            "up".into(),
+            "--backend".into(),
+            "microvm".into(),
+            "--ready-timeout".into(),
+            "20".into(),
+        ]);
+        args.extend(runner_flags(dir.path(), &lab_dir));
+        let up = sshlab_in(&ns, dir.path(), false, &sudo, &args);
+        let runtime = PathBuf::from("/run/sshlab").join(&ns.name);
+        let logs = |runtime: &Path| -> String {
+            ["target", "mcp", "agent", "agent-virtiofsd"]
+                .iter()
+                .map(|v| {
+                    let p = runtime.join(format!("{v}.log"));
+                    format!(
+                        "--- {v}\n{}",
+                        std::fs::read_to_string(p).unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        let down_args = |extra: &[&str]| -> Vec<String> {
+            let mut a = vec![
+                "--lab".to_owned(),
+                lab_dir.display().to_string(),
+                "--netns".into(),
+                ns.name.clone(),
+                "vm".into(),
+            ];
+            a.extend(extra.iter().map(|s| (*s).to_owned()));
+            a
+        };
+        let ok = up.status.success();
+        let agent_log = logs(&runtime);
+        let down = sshlab_in(&ns, dir.path(), false, &sudo, &down_args(&["down"]));
+        assert!(ok, "vm up: {}\n{agent_log}", text(&up));
+        assert!(down.status.success(), "vm down: {}", text(&down));
+        // The share was created for the user, and the user's virtiofsd wrote into it.
+        let meta = std::fs::metadata(&results).expect("vm up created the results directory");
+        assert_eq!(meta.uid(), UID, "results directory owner");
+        assert!(results.join(".virtiofsd-probe").is_file(), "{agent_log}");
+        // Every runner ran as the user, with the user's supplementary groups.
+        for vm in ["target:", "mcp:", "agent:"] {
+            let line = agent_log
+                .lines()
+                .find(|l| l.starts_with(vm))
+                .unwrap_or_else(|| panic!("no {vm} line in the logs:\n{agent_log}"));
+            assert!(line.contains(&format!("uid={UID} ")), "{line}");
+            assert!(
+                line.contains(&EXTRA_GID.to_string()),
+                "supplementary group missing: {line}"
+            );
+        }
+        // `vm up` printed where the results go: the directory Nix shares into the Agent VM.
+        let stdout = String::from_utf8_lossy(&up.stdout);
+        assert!(
+            stdout.contains(&format!("results {}", results.display())),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn a_normal_user_runs_the_lab_in_its_own_runtime_dir() {
+        if !is_root() {
+            return;
+        }
+        let dir = scratch("user");
+        let xdg = dir.path().join("xdg");
+        std::fs::create_dir_all(&xdg).expect("mkdir");
+        std::os::unix::fs::chown(&xdg, Some(UID), Some(UID)).expect("chown");
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        // `sudo sshlab net up --owner` (lab_netns) creates the results directory for the user.
+        let results = dir.path().join("results");
+        let lab_dir = lab_copy(&dir.path().join("lab"), &results);
+        let Some(ns) = lab_netns("user", &lab_dir, UID) else {
+            return;
+        };
+        let env = [("XDG_RUNTIME_DIR", xdg.to_str().expect("utf-8"))];
+        let base = vec!["--lab".to_owned(), lab_dir.display().to_string()];
+        let with = |extra: &[&str]| -> Vec<String> {
+            let mut a = base.clone();
+            a.extend(extra.iter().map(|s| (*s).to_owned()));
+            a
+        };
+        let mut up_args = with(&["vm", "up", "--backend", "microvm", "--ready-timeout", "20"]);
+        up_args.extend(runner_flags(dir.path(), &lab_dir));
+        let up = sshlab_in(&ns, dir.path(), true, &env, &up_args);
+        let runtime = xdg.join("sshlab/default");
+        let status = sshlab_in(
+            &ns,
+            dir.path(),
+            true,
+            &env,
+            &with(&["vm", "status", "--json"]),
+        );
+        // Root finds the user's lab too (`sudo -E`: SUDO_UID and the user's XDG_RUNTIME_DIR).
+        let root_status = sshlab_in(
+            &ns,
+            dir.path(),
+            false,
+            &[
+                ("SUDO_UID", "65534"),
+                ("SUDO_GID", "65534"),
+                ("SUDO_USER", USER),
+                ("XDG_RUNTIME_DIR", xdg.to_str().expect("utf-8")),
+            ],
+            &with(&["vm", "status", "--json"]),
+        );
+        let down = sshlab_in(&ns, dir.path(), true, &env, &with(&["vm", "down"]));
+        assert!(up.status.success(), "vm up as a user: {}", text(&up));
+        assert!(
+            status.status.success(),
+            "vm status as the user: {}",
+            text(&status)
+        );
+        assert!(
+            root_status.status.success(),
+            "vm status as root: {}",
+            text(&root_status)
+        );
+        assert!(
+            down.status.success(),
+            "vm down as the user: {}",
+            text(&down)
+        );
+        assert!(
+            !runtime.join("state.json").exists(),
+            "down removed the state"
+        );
+        assert!(
+            runtime.join("agent.log").is_file(),
+            "logs stay in {}",
+            runtime.display()
+        );
+        assert!(results.join(".virtiofsd-probe").is_file());
+    }
+}
