@@ -114,6 +114,8 @@
       wantedBy = ["multi-user.target"];
       after = ["network.target" "sshd-host-keys.service"];
       requires = ["sshd-host-keys.service"];
+      # The config is an /etc file: restart the unit when it changes on a switch.
+      restartTriggers = [(sshdConfig inst)];
       serviceConfig = {
         ExecStart = "${pkgs.openssh}/bin/sshd -D -e -f /etc/${sshdConfigPath inst}";
         Restart = "always";

@@ -33,7 +33,9 @@ package_args='import ./nix/package.nix {
   };
   rustPlatform.buildRustPackage = args: args;
 }'
-mapfile -t flags < <(nix-instantiate --eval --strict --json -E "($package_args).cargoTestFlags" | jq -r '.[]')
+flags_json=$(nix-instantiate --eval --strict --json -E "($package_args).cargoTestFlags")
+mapfile -t flags < <(jq -r '.[]' <<<"$flags_json")
+[ ${#flags[@]} -gt 0 ] || { echo "check-phase: nix/package.nix gives no cargoTestFlags ($flags_json)" >&2; exit 1; }
 inputs=$(nix-instantiate --eval --strict --json -E \
   "let a = ($package_args); in (a.nativeBuildInputs or []) ++ (a.nativeCheckInputs or []) ++ (a.checkInputs or [])")
 if [ "$inputs" != "[]" ]; then
@@ -73,6 +75,14 @@ cp /etc/ld.so.cache "$root/etc/"
 # Outside /bin: what this script itself needs once inside.
 cp -L "$(command -v setpriv)" "$(command -v env)" "$root/.sandbox/"
 
+build_json=$(cargo test --locked "${flags[@]}" --no-run --message-format=json) || {
+  echo "check-phase: building the test binaries failed (cargo's messages above)" >&2
+  exit 1
+}
+mapfile -t bins < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test == true and .executable != null)
+  | "\(.manifest_path)\t\(.executable)"' <<<"$build_json")
+[ ${#bins[@]} -gt 0 ] || { echo "check-phase: no test binaries were built" >&2; exit 1; }
+
 # Where cargo puts the binaries (inside the repository unless CARGO_TARGET_DIR moves it).
 target=$(cargo metadata --locked --no-deps --format-version 1 | jq -r .target_directory)
 
@@ -89,11 +99,6 @@ for d in "$repo" "$target"; do
   done
 done
 
-mapfile -t bins < <(cargo test --locked "${flags[@]}" --no-run --message-format=json 2>/dev/null |
-  jq -r 'select(.reason == "compiler-artifact" and .profile.test == true and .executable != null)
-         | "\(.manifest_path)\t\(.executable)"')
-[ ${#bins[@]} -gt 0 ] || { echo "check-phase: no test binaries were built" >&2; exit 1; }
-
 failed=()
 total_pass=0
 for entry in "${bins[@]}"; do
@@ -102,7 +107,8 @@ for entry in "${bins[@]}"; do
   pkgdir=$(dirname "$manifest")
   # A mount and network namespace: lo up as in the sandbox, the new root assembled, then the
   # build user with nothing but the declared environment.
-  if out=$(unshare --mount --net --propagation private bash -c "
+  # A pid namespace too: nothing a test starts outlives it (or keeps the mounts alive).
+  if out=$(unshare --mount --net --pid --fork --kill-child --propagation private bash -c "
       set -e
       ip link set lo up
       mount --rbind /dev '$root/dev'
@@ -128,7 +134,7 @@ for entry in "${bins[@]}"; do
   else
     failed+=("$(basename "$exe")")
     echo "check phase: FAIL $(basename "$exe")"
-    grep -E '^test .* FAILED$|panicked at|^---- ' <<<"$out" | head -40
+    { grep -E '^test .* FAILED$|panicked at|^---- ' <<<"$out" || true; } | head -40
     tail -5 <<<"$out"
   fi
 done

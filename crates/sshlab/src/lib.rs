@@ -324,7 +324,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             timeout,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref(), &lab);
+            let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
+            cfg.locate();
             let spec = runjob::RunSpec {
                 scenario,
                 duration,
@@ -365,7 +366,10 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             action,
             opts: vopts,
         } => {
-            let cfg = vopts.config(opts.netns.as_deref(), &lab);
+            let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
+            if !matches!(action, VmAction::Up) {
+                cfg.locate();
+            }
             enter(opts.netns.as_deref())?;
             run_vm(action, &cfg, &lab, opts.netns.as_deref())
         }

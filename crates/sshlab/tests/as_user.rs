@@ -124,13 +124,32 @@ fn runner(
     let www = r.join("www");
     let serves: String = ports
         .iter()
-        .map(|p| format!("busybox httpd -p {ip}:{p} -h {}\n", www.display()))
+        // -f: in the foreground, so it stays in the runner's process group (`vm down` stops
+        // the group; a daemonized httpd would escape it).
+        .map(|p| format!("busybox httpd -f -p {ip}:{p} -h {} &\n", www.display()))
         .collect();
     script(
         "microvm-run",
         format!("echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n{serves}exec sleep 1000\n"),
     );
     r
+}
+
+/// Processes whose command line mentions `dir` (the stand-ins run from there): none may be
+/// left once `vm down` has run.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // Not the test's own sshlab/ip/unshare invocations (they pass the runner dirs).
+            (cmd.contains(&needle) && !cmd.contains("--runner")).then_some(cmd)
+        })
+        .collect()
 }
 
 /// The lab's three stand-in runners as `--runner` flags.
@@ -312,6 +331,12 @@ mod tests {
         let down = sshlab_in(&ns, dir.path(), false, &sudo, &down_args(&["down"]));
         assert!(ok, "vm up: {}\n{agent_log}", text(&up));
         assert!(down.status.success(), "vm down: {}", text(&down));
+        assert_eq!(
+            leftovers(dir.path()),
+            Vec::<String>::new(),
+            "vm down left processes"
+        );
+        let _ = std::fs::remove_dir_all(&runtime);
         // The share was created for the user, and the user's virtiofsd wrote into it.
         let meta = std::fs::metadata(&results).expect("vm up created the results directory");
         assert_eq!(meta.uid(), UID, "results directory owner");
@@ -384,6 +409,7 @@ mod tests {
             &with(&["vm", "status", "--json"]),
         );
         let down = sshlab_in(&ns, dir.path(), true, &env, &with(&["vm", "down"]));
+        let left = leftovers(dir.path());
         assert!(up.status.success(), "vm up as a user: {}", text(&up));
         assert!(
             status.status.success(),
@@ -400,6 +426,7 @@ mod tests {
             "vm down as the user: {}",
             text(&down)
         );
+        assert_eq!(left, Vec::<String>::new(), "vm down left processes");
         assert!(
             !runtime.join("state.json").exists(),
             "down removed the state"

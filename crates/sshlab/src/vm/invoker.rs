@@ -106,25 +106,25 @@ impl Invoker {
         }
     }
 
-    /// Where else a lab of this user may be: root under sudo also looks in the invoking user's
-    /// runtime directory, `$XDG_RUNTIME_DIR/sshlab` when sudo kept it (`sudo -E`), else
-    /// systemd-logind's `/run/user/<uid>/sshlab`; a user also in root's `/run/sshlab` (a lab
-    /// started with sudo).
-    pub fn other_runtime_roots(&self) -> Vec<PathBuf> {
+    /// Where else a lab of this user may be, each with the uid that must own it: root under
+    /// sudo also looks in the invoking user's runtime directory, `$XDG_RUNTIME_DIR/sshlab` when
+    /// sudo kept it (`sudo -E`), else systemd-logind's `/run/user/<uid>/sshlab`; a user also in
+    /// root's `/run/sshlab` (a lab started with sudo).
+    pub fn other_runtime_roots(&self) -> Vec<(PathBuf, u32)> {
         if self.euid != 0 {
-            return vec![PathBuf::from(ROOT_RUNTIME)];
+            return vec![(PathBuf::from(ROOT_RUNTIME), 0)];
         }
         let Some(c) = &self.sudo else {
             return Vec::new();
         };
-        let mut roots: Vec<PathBuf> = self
+        let mut roots: Vec<(PathBuf, u32)> = self
             .xdg_runtime_dir
             .iter()
-            .map(|x| x.join("sshlab"))
+            .map(|x| (x.join("sshlab"), c.uid))
             .collect();
         let logind = PathBuf::from(format!("/run/user/{}/sshlab", c.uid));
-        if !roots.contains(&logind) {
-            roots.push(logind);
+        if !roots.iter().any(|(r, _)| *r == logind) {
+            roots.push((logind, c.uid));
         }
         roots
     }
@@ -146,23 +146,35 @@ fn user_groups(name: &str, gid: u32) -> Option<Vec<u32>> {
 
 /// Makes sure `dir` exists and that the runners' user (`cred`, or this process when `None`)
 /// can write into it, before anything starts. Creates it when missing (as root for `cred`,
-/// then owned by `cred`'s user); hands a root-owned one to `cred`'s user. Never touches a
-/// directory another user owns: that is an error naming the owner. Returns what it did.
+/// then owned by `cred`'s user). Hands over only what it may: a directory this call created,
+/// or an empty root-owned one; never a symlink, never one with files in it or owned by
+/// another user (an error naming the owner). Returns what it did.
 pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    if !dir.is_dir() {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            bail!(
-                "the results directory {} does not exist and cannot be created ({e}); \
-                 `sudo sshlab net up` creates it for the invoking user, or run \
-                 `sudo install -d -o $USER {}`",
-                dir.display(),
-                dir.display()
-            );
+    let created = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "the results directory {} is a symlink; give the real path in vms/topology.toml",
+            dir.display()
+        ),
+        Ok(m) if !m.is_dir() => bail!("the results directory {} is not a directory", dir.display()),
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                bail!(
+                    "the results directory {} does not exist and cannot be created ({e}); \
+                     `sudo sshlab net up` creates it for the invoking user, or run \
+                     `sudo install -d -o $USER {}`",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            done.push(format!("created results directory {}", dir.display()));
+            true
         }
-        done.push(format!("created results directory {}", dir.display()));
-    }
-    let meta = std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+    };
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     let Some(cred) = cred else {
         if nix::unistd::access(
             dir,
@@ -181,8 +193,9 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
         }
         return Ok(done);
     };
-    if meta.uid() == 0 && cred.uid != 0 {
-        std::os::unix::fs::chown(dir, Some(cred.uid), Some(cred.gid))
+    let empty = || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if meta.uid() == 0 && cred.uid != 0 && (created || empty()) {
+        std::os::unix::fs::lchown(dir, Some(cred.uid), Some(cred.gid))
             .with_context(|| format!("cannot chown {} to {}", dir.display(), cred.uid))?;
         done.push(format!(
             "results directory {} now owned by uid {}",
@@ -190,18 +203,67 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
             cred.uid
         ));
     }
-    let meta = std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     if !writable_by(&meta, cred) {
         bail!(
             "the results directory {} (owner uid {}, mode {:o}) is not writable by uid {}, \
-             whom the VM runners run as: give it to that user or remove it",
+             whom the VM runners run as: `sudo chown {} {}`, or empty it",
             dir.display(),
             meta.uid(),
             meta.permissions().mode() & 0o7777,
-            cred.uid
+            cred.uid,
+            cred.uid,
+            dir.display()
         );
     }
     Ok(done)
+}
+
+/// Creates this user's runtime root if needed (mode 0700 when it is made here) and checks
+/// that it is safe to keep state in: a real directory (no symlink), owned by this process's
+/// euid, writable by nobody else. A `/tmp/sshlab-<uid>` someone else made first is refused.
+pub fn ensure_runtime_root(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+    {
+        bail!(
+            "cannot create the runtime directory {}: {e}",
+            root.display()
+        );
+    }
+    let meta = std::fs::symlink_metadata(root)
+        .with_context(|| format!("cannot stat {}", root.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        bail!(
+            "the runtime directory {} is not a directory",
+            root.display()
+        );
+    }
+    if meta.uid() != euid || meta.permissions().mode() & 0o022 != 0 {
+        bail!(
+            "the runtime directory {} (owner uid {}, mode {:o}) is not this user's alone \
+             (uid {euid}); remove it or set XDG_RUNTIME_DIR",
+            root.display(),
+            meta.uid(),
+            meta.permissions().mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Whether `dir` and its `file` may be trusted as the state of a lab that user `owner` started:
+/// both real (no symlinks), both owned by `owner`.
+pub fn owned_state(dir: &Path, file: &str, owner: u32) -> bool {
+    let ok = |p: &Path, is_dir: bool| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| !m.file_type().is_symlink() && m.is_dir() == is_dir && m.uid() == owner)
+    };
+    ok(dir, true) && ok(&dir.join(file), false)
 }
 
 /// Whether `cred` may create files in a directory with `meta` (by its mode bits).
@@ -243,21 +305,24 @@ mod tests {
         assert_eq!(sudo.runtime_root(), PathBuf::from("/run/sshlab"));
         assert_eq!(
             sudo.other_runtime_roots(),
-            [PathBuf::from("/run/user/1000/sshlab")]
+            [(PathBuf::from("/run/user/1000/sshlab"), 1000)]
         );
         let sudo_e = invoker(0, Some("/tmp/xdg"), Some(1000));
         assert_eq!(
             sudo_e.other_runtime_roots(),
             [
-                PathBuf::from("/tmp/xdg/sshlab"),
-                PathBuf::from("/run/user/1000/sshlab")
+                (PathBuf::from("/tmp/xdg/sshlab"), 1000),
+                (PathBuf::from("/run/user/1000/sshlab"), 1000)
             ]
         );
         assert_eq!(sudo.runner_credentials().map(|c| c.uid), Some(1000));
 
         let user = invoker(1000, Some("/run/user/1000"), None);
         assert_eq!(user.runtime_root(), PathBuf::from("/run/user/1000/sshlab"));
-        assert_eq!(user.other_runtime_roots(), [PathBuf::from("/run/sshlab")]);
+        assert_eq!(
+            user.other_runtime_roots(),
+            [(PathBuf::from("/run/sshlab"), 0)]
+        );
         assert_eq!(user.runner_credentials(), None);
 
         let bare = invoker(1000, None, None);

@@ -63,6 +63,8 @@ pub struct VmConfig {
     /// Runtime directory (state, logs, target files): `<root>/<lab>`, the root by
     /// [`Invoker::runtime_root`], or another user's where their lab already is.
     pub runtime: PathBuf,
+    /// The uid that owns `runtime` when it is another user's lab ([`VmConfig::locate`]).
+    pub runtime_owner: Option<u32>,
     /// Who runs `sshlab` (runtime roots, runner credentials).
     pub invoker: Invoker,
     /// Results directory given to the agent.
@@ -86,9 +88,9 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// Names from the outer namespace (if any); the runtime dir from `invoker`: its own, unless
-    /// only one of its other runtime roots holds this lab's state (then that one, so `status`,
-    /// `down` and `run` find a lab whichever side started it).
+    /// Names from the outer namespace (if any); the runtime dir is this user's own
+    /// ([`Invoker::runtime_root`]); [`VmConfig::locate`] may move it to a lab started by the
+    /// other side.
     pub fn new(
         outer: Option<&str>,
         results: PathBuf,
@@ -97,21 +99,12 @@ impl VmConfig {
     ) -> Self {
         let lab = outer.unwrap_or("default").to_owned();
         let ns_prefix = outer.map_or_else(|| "sshlab-".to_owned(), |o| format!("{o}-"));
-        let own = invoker.runtime_root().join(&lab);
-        let runtime = if own.join(STATE_FILE).exists() {
-            own
-        } else {
-            invoker
-                .other_runtime_roots()
-                .into_iter()
-                .map(|r| r.join(&lab))
-                .find(|d| d.join(STATE_FILE).is_file())
-                .unwrap_or(own)
-        };
+        let runtime = invoker.runtime_root().join(&lab);
         Self {
             lab,
             ns_prefix,
             runtime,
+            runtime_owner: None,
             invoker,
             results,
             bin_dir,
@@ -121,6 +114,27 @@ impl VmConfig {
             runners: Vec::new(),
             check_taps: true,
             netem: None,
+        }
+    }
+
+    /// For `status`, `down`, `logs` and `run`: when this user has no such lab but the other
+    /// side does (root's under sudo for the user, the user's for root under sudo), use that
+    /// one: only a real directory and state file owned by the uid expected there. `up` never
+    /// calls this, so it always starts in this user's own runtime directory.
+    pub fn locate(&mut self) {
+        if self.state_path().exists() {
+            return;
+        }
+        let euid = self.invoker.euid;
+        if let Some((dir, owner)) = self
+            .invoker
+            .other_runtime_roots()
+            .into_iter()
+            .map(|(root, owner)| (root.join(&self.lab), owner))
+            .find(|(dir, owner)| invoker::owned_state(dir, STATE_FILE, *owner))
+        {
+            self.runtime = dir;
+            self.runtime_owner = (owner != euid).then_some(owner);
         }
     }
 
@@ -245,6 +259,9 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             s.started_at,
             cfg.state_path().display()
         );
+    }
+    if let Some(root) = cfg.runtime.parent() {
+        invoker::ensure_runtime_root(root)?;
     }
     std::fs::create_dir_all(&cfg.runtime)
         .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
@@ -527,10 +544,43 @@ pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
 
 /// `vm down`: stops and removes what the state file lists.
 pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
-    match State::load(cfg)? {
-        None => Ok(vec![format!("lab {} is not up", cfg.lab)]),
-        Some(s) => Ok(teardown(cfg, &s)),
+    let Some(s) = State::load(cfg)? else {
+        return Ok(vec![format!("lab {} is not up", cfg.lab)]);
+    };
+    match cfg.runtime_owner {
+        None => {}
+        // A user cannot stop root's processes nor remove root's files: say so up front.
+        Some(0) => bail!(
+            "lab {} was started by root ({}): stop it with `sudo sshlab vm down`",
+            cfg.lab,
+            cfg.runtime.display()
+        ),
+        // Root acting on a user's state file: only what that user could have started.
+        Some(uid) => {
+            if s.backend != Backend::Microvm.as_str() {
+                bail!(
+                    "{} (owned by uid {uid}) records a {} lab, which only root can start: \
+                     refusing to act on it",
+                    cfg.state_path().display(),
+                    s.backend
+                );
+            }
+            if let Some(p) = s
+                .procs
+                .iter()
+                .find(|p| p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
+            {
+                bail!(
+                    "{} (owned by uid {uid}) names pid {} ({}), which is not that user's own \
+                     process group: refusing to act on it",
+                    cfg.state_path().display(),
+                    p.pid,
+                    p.what
+                );
+            }
+        }
     }
+    Ok(teardown(cfg, &s))
 }
 
 /// One VM's status.

@@ -109,6 +109,12 @@ impl Proc {
         start_time(self.pid).is_some_and(|t| t == self.start_time)
     }
 
+    /// Whether the running process belongs to user `uid` (its `/proc` entry's owner).
+    pub fn owned_by(&self, uid: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{}", self.pid)).is_ok_and(|m| m.uid() == uid)
+    }
+
     /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns a line for the report.
     pub fn stop(&self, grace: Duration) -> String {
         if !self.alive() {
@@ -121,7 +127,12 @@ impl Proc {
             return format!("{} {}: bad pid {}", self.vm, self.what, self.pid);
         };
         // A negative pid signals the process group.
-        let group = self.pgid.and_then(|g| i32::try_from(g).ok()).map(|g| -g);
+        // Never process group 0 or 1 (the caller's own group, or init's: everything).
+        let group = self
+            .pgid
+            .filter(|g| *g > 1)
+            .and_then(|g| i32::try_from(g).ok())
+            .map(|g| -g);
         let term = group
             .or_else(|| self.term_pid.and_then(|p| i32::try_from(p).ok()))
             .unwrap_or(raw);
@@ -164,7 +175,23 @@ fn reap(pid: u32) {
 
 /// The last `n` lines of a log file.
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    /// At most this much of the end of a log is read.
+    const TAIL_BYTES: u64 = 64 * 1024;
+    // O_NOFOLLOW: a log is a file this tool wrote, never a link (root may read a user's dir).
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.take(TAIL_BYTES).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
