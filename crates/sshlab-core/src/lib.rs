@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod guest_kernel;
 pub mod lab;
 pub mod netem;
 pub mod report;

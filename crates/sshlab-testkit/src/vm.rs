@@ -34,10 +34,7 @@ use nix::unistd::Pid;
 
 /// Parent of the per-run shared directories (the guest sees the host's `/var/lib`).
 const SHARE_ROOT: &str = "/var/lib/sshlab-vm";
-/// Where Debian installs kernels.
-const BOOT: &str = "/boot";
-/// Where a kernel's modules live, by version.
-const MODULES: &str = "/lib/modules";
+use sshlab_core::guest_kernel::{BOOT, MODULES};
 
 /// A guest kernel configuration; [`GuestVm::run`] boots a fresh guest per call.
 #[derive(Debug, Clone)]
@@ -279,47 +276,10 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Strin
     })
 }
 
-/// The newest `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`.
+/// The newest `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`
+/// ([`sshlab_core::guest_kernel::find`]).
 pub fn find_kernel() -> Option<PathBuf> {
-    let mut found: Vec<(Vec<u64>, PathBuf)> = fs::read_dir(BOOT)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let version = name.strip_prefix("vmlinuz-")?;
-            if !version.ends_with("-amd64") || !has_sch_netem(version) {
-                return None;
-            }
-            Some((version_key(version), e.path()))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
-}
-
-/// Numeric parts of a kernel version, for ordering (`6.1.0-56-amd64` -> [6, 1, 0, 56, 64]).
-fn version_key(version: &str) -> Vec<u64> {
-    version
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn has_sch_netem(version: &str) -> bool {
-    let dir = Path::new(MODULES).join(version);
-    let sched = dir.join("kernel/net/sched");
-    let named = |p: &Path| {
-        fs::read_dir(p).ok().is_some_and(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().starts_with("sch_netem.ko"))
-        })
-    };
-    // modules.dep lists every module, wherever a distribution puts it.
-    named(&sched)
-        || fs::read_to_string(dir.join("modules.dep"))
-            .is_ok_and(|dep| dep.lines().any(|l| l.contains("/sch_netem.ko")))
+    sshlab_core::guest_kernel::find()
 }
 
 /// `name` in `$PATH` (or the usual system directories).
@@ -401,18 +361,6 @@ pub fn check_vm_tools() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_order_numerically() {
-        let mut v = [
-            version_key("6.1.0-9-amd64"),
-            version_key("6.12.0-1-amd64"),
-            version_key("6.1.0-56-amd64"),
-        ];
-        v.sort();
-        assert_eq!(v[2], vec![6, 12, 0, 1, 64]);
-        assert_eq!(v[1], vec![6, 1, 0, 56, 64]);
-    }
 
     /// A minimal 64-bit little-endian x86-64 ELF executable: the file header and one program
     /// header per entry of `segments` (their `p_type`s), nothing else.

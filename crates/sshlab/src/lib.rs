@@ -93,6 +93,25 @@ pub enum Command {
     List,
     /// Scrape and print the MCP server's /metrics.
     Metrics,
+    /// A qemu-backend guest's init (run inside the guest by `vm up --backend qemu`).
+    #[command(hide = true)]
+    Guest {
+        /// The VM this guest is.
+        #[arg(value_parser = ["agent", "mcp", "target"])]
+        vm: String,
+        /// Results directory (agent).
+        #[arg(long)]
+        results: PathBuf,
+        /// Where mcp-ssh-server and sshlab-agent are.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Restart period of the unstable sshd, seconds (target).
+        #[arg(long, default_value_t = 30)]
+        unstable_every: u64,
+        /// Apply netem/profiles.toml to the guest's own NIC (target; `--match sport`).
+        #[arg(long)]
+        netem: bool,
+    },
     /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json.
     Report {
         /// A results directory (results/<test_id>).
@@ -137,8 +156,9 @@ fn parse_runner(s: &str) -> Result<(String, PathBuf), String> {
 /// Options of `sshlab vm` (and `run`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmOpts {
-    /// VM backend: `netns` (namespaces, no hypervisor) or `microvm` (the microvm.nix runners
-    /// of `SSHLAB_RUNNER_<VM>`; the Nix apps set SSHLAB_VM_BACKEND=microvm).
+    /// VM backend: `netns` (namespaces, no hypervisor), `qemu` (real guests booted by virtme-ng
+    /// from the host's root filesystem, KVM or TCG) or `microvm` (the microvm.nix runners of
+    /// `SSHLAB_RUNNER_<VM>`; the Nix apps set SSHLAB_VM_BACKEND=microvm).
     #[arg(
         long,
         global = true,
@@ -325,6 +345,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
+            cfg.lab_dir.clone_from(&opts.lab);
             cfg.locate();
             let spec = runjob::RunSpec {
                 scenario,
@@ -351,6 +372,22 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             print!("{}", runjob::metrics(&lab.topology)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Guest {
+            vm,
+            results,
+            bin_dir,
+            unstable_every,
+            netem,
+        } => {
+            let g = vm::guest::GuestOpts {
+                vm,
+                results,
+                bin_dir,
+                unstable_every,
+                netem: netem.then(|| lab.netem.clone()),
+            };
+            Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
+        }
         Command::Report { dir } => {
             let r = runjob::report(&dir)?;
             print!("{}", r.text);
@@ -367,6 +404,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
+            cfg.lab_dir.clone_from(&opts.lab);
             if !matches!(action, VmAction::Up) {
                 cfg.locate();
             }
@@ -411,6 +449,13 @@ fn run_vm(
                         yes(s.ready),
                         s.log.as_deref().unwrap_or("-")
                     );
+                }
+                if let Some(a) = st.iter().find_map(|s| s.accel.as_ref()) {
+                    let kernels: Vec<String> = st
+                        .iter()
+                        .map(|s| format!("{} {}", s.vm, s.kernel.as_deref().unwrap_or("?")))
+                        .collect();
+                    println!("guests  accelerator {a}; kernels: {}", kernels.join(", "));
                 }
                 if let Some(n) = st.iter().find_map(|s| s.netem.as_ref()) {
                     println!("netem   {}", n.describe());
@@ -611,6 +656,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Opts::try_parse_from(["sshlab", "vm", "up", "--runner", "nopath"]).is_err());
-        assert!(Opts::try_parse_from(["sshlab", "vm", "up", "--backend", "qemu"]).is_err());
+        assert!(Opts::try_parse_from(["sshlab", "vm", "up", "--backend", "firecracker"]).is_err());
+        let o = Opts::try_parse_from(["sshlab", "vm", "up", "--backend", "qemu"]).unwrap();
+        assert!(matches!(o.command, Command::Vm { opts, .. } if opts.backend == vm::Backend::Qemu));
     }
 }

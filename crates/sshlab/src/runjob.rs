@@ -85,6 +85,12 @@ pub struct LabNote {
     pub ports: Option<Vec<u16>>,
     /// `netem ports 2322..2328 skipped: <reason>`, when they were.
     pub skipped: Option<String>,
+    /// The backend the lab ran on (`netns`, `qemu`, `microvm`).
+    pub backend: Option<String>,
+    /// qemu backend: the guests' accelerator (`kvm` or `tcg`).
+    pub accel: Option<String>,
+    /// qemu backend: each guest's report (its own kernel release and CPUs).
+    pub guests: Vec<vm::guest::GuestReport>,
 }
 
 impl LabNote {
@@ -132,6 +138,7 @@ impl LabNote {
             netem: netem.clone(),
             ports,
             skipped,
+            ..Self::default()
         }
     }
 
@@ -167,16 +174,14 @@ pub fn run(
     let results = state
         .as_ref()
         .map_or_else(|| cfg.results.clone(), |s| s.results.clone());
-    let netem = state.map(|s| s.netem).unwrap_or_default();
+    let state = state.unwrap_or_default();
     let mut code = Ok(0);
     for s in scenarios {
-        code = one(
-            spec,
-            s,
-            &ep,
-            &results,
-            &LabNote::new(s, &netem, topology, ep.baseline),
-        );
+        let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
+        note.backend = Some(state.backend.clone()).filter(|b| !b.is_empty());
+        note.accel.clone_from(&state.accel);
+        note.guests.clone_from(&state.guests);
+        code = one(spec, s, &ep, &results, &note);
         match &code {
             Ok(0) => {}
             _ => break,
@@ -223,14 +228,12 @@ fn one(
     let id = v["test_id"].as_str().context("no test_id")?.to_owned();
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
-    if note.ports.is_some() {
-        // Best effort: the results stand without it, the printed line already said it.
-        let written = serde_json::to_vec_pretty(note)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| write_atomic(&dir.join(LabNote::FILE), &b));
-        if let Err(e) = written {
-            eprintln!("run: cannot write {}: {e:#}", LabNote::FILE);
-        }
+    // Best effort: the results stand without it, the printed lines already said it.
+    let written = serde_json::to_vec_pretty(note)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| write_atomic(&dir.join(LabNote::FILE), &b));
+    if let Err(e) = written {
+        eprintln!("run: cannot write {}: {e:#}", LabNote::FILE);
     }
     let deadline = Instant::now() + spec.timeout;
     let mut cancelled = false;

@@ -84,6 +84,18 @@ fn spawn(
     log: &Path,
     cred: Option<&Credentials>,
 ) -> anyhow::Result<Proc> {
+    spawn_command(vm, what, Command::new(program), cwd, log, cred)
+}
+
+/// [`spawn`] for a prepared command (the qemu backend's `vng ...`).
+pub(crate) fn spawn_command(
+    vm: &str,
+    what: &str,
+    mut cmd: Command,
+    cwd: &Path,
+    log: &Path,
+    cred: Option<&Credentials>,
+) -> anyhow::Result<Proc> {
     let out =
         std::fs::File::create(log).with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
@@ -92,7 +104,6 @@ fn spawn(
         std::os::unix::fs::chown(log, Some(c.uid), Some(c.gid))
             .with_context(|| format!("cannot chown {}", log.display()))?;
     }
-    let mut cmd = Command::new(program);
     cmd.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(out)
@@ -121,7 +132,7 @@ fn spawn(
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("VM {vm}: cannot start {}", program.display()))?;
+        .with_context(|| format!("VM {vm}: cannot start {what} ({:?})", cmd.get_program()))?;
     let pid = child.id();
     // Not waited for here: `Proc::alive`/`stop` reap it while this process is its parent.
     std::mem::forget(child);
@@ -138,7 +149,7 @@ fn spawn(
 
 /// Whether VM `vm` answers: the target's sshd base ports accept TCP, mcp's and the agent's
 /// `GET /health` says healthy.
-fn ready(vm: &str, topology: &Topology, ep: &Endpoints) -> bool {
+pub(crate) fn ready(vm: &str, topology: &Topology, ep: &Endpoints) -> bool {
     match vm {
         "mcp" => healthy(ep.mcp),
         "agent" => healthy(ep.agent),
@@ -252,7 +263,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     Ok(())
 }
 
-/// `down` for the microvm backend: stops the recorded processes (agent first, each VM's
+/// `down` for the microvm and qemu backends: stops the recorded processes (agent first, each VM's
 /// microvm-run before its virtiofsd), removes the state file and work dirs; keeps the logs for
 /// `vm logs`.
 pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
@@ -262,11 +273,14 @@ pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
         .rev()
         .map(|p| p.stop(Duration::from_secs(10)))
         .collect();
-    let work = cfg.runtime.join("microvm");
-    if let Err(e) = std::fs::remove_dir_all(&work)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        out.push(format!("cannot remove {}: {e}", work.display()));
+    // The runners' working directories (this backend's and the qemu backend's).
+    for dir in ["microvm", "qemu"] {
+        let work = cfg.runtime.join(dir);
+        if let Err(e) = std::fs::remove_dir_all(&work)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            out.push(format!("cannot remove {}: {e}", work.display()));
+        }
     }
     if let Err(e) = std::fs::remove_file(cfg.state_path())
         && e.kind() != std::io::ErrorKind::NotFound
@@ -295,6 +309,8 @@ pub fn status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus
                     .find(|p| p.what == "microvm-run")
                     .map(|p| p.log.clone()),
                 netem: None,
+                accel: None,
+                kernel: None,
             }
         })
         .collect())

@@ -10,16 +10,18 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod guest;
 pub mod invoker;
 pub mod microvm;
 pub mod net;
 pub mod process;
+pub mod qemu;
+pub mod roles;
 pub mod shaping;
 pub mod target;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -41,6 +43,8 @@ pub enum Backend {
     Netns,
     /// microvm.nix runners (`SSHLAB_RUNNER_<VM>`).
     Microvm,
+    /// qemu guests booted by virtme-ng from the host's root filesystem (no Nix).
+    Qemu,
 }
 
 impl Backend {
@@ -49,6 +53,7 @@ impl Backend {
         match self {
             Self::Netns => "netns",
             Self::Microvm => "microvm",
+            Self::Qemu => "qemu",
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct VmConfig {
     pub invoker: Invoker,
     /// Results directory given to the agent.
     pub results: PathBuf,
+    /// `--lab DIR`, when the lab's files come from there (the qemu guests get it too).
+    pub lab_dir: Option<PathBuf>,
     /// Where mcp-ssh-server and sshlab-agent are.
     pub bin_dir: Option<PathBuf>,
     /// Readiness timeout per VM.
@@ -107,6 +114,7 @@ impl VmConfig {
             runtime_owner: None,
             invoker,
             results,
+            lab_dir: None,
             bin_dir,
             timeout: Duration::from_secs(30),
             unstable_every: 30,
@@ -170,6 +178,12 @@ pub struct State {
     /// Whether the target's netem ports are shaped, and why not (absent in older files).
     #[serde(default)]
     pub netem: LabNetem,
+    /// qemu backend: the accelerator the guests run on (`kvm` or `tcg`).
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// qemu backend: each guest's own report (kernel, CPUs, netem).
+    #[serde(default)]
+    pub guests: Vec<guest::GuestReport>,
 }
 
 impl State {
@@ -196,7 +210,12 @@ impl State {
 
 /// Finds a lab binary: `--bin-dir`, then next to the running `sshlab`, then `$PATH`.
 pub fn find_bin(cfg: &VmConfig, name: &str) -> anyhow::Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = cfg.bin_dir.iter().cloned().collect();
+    find_bin_in(cfg.bin_dir.as_deref(), name)
+}
+
+/// Finds `name` in `bin_dir`, then next to the running `sshlab`, then `$PATH`.
+pub fn find_bin_in(bin_dir: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = bin_dir.iter().map(|d| d.to_path_buf()).collect();
     if let Some(d) = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -278,6 +297,7 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
     };
     let built = match cfg.backend {
         Backend::Netns => build(cfg, topology, &mut state),
+        Backend::Qemu => qemu::build(cfg, topology, &mut state),
         Backend::Microvm => microvm::build(cfg, topology, &mut state).and_then(|()| {
             // `sshlab net up` shaped the TAP (or not) before the VMs started: record which.
             state.netem = shaping::observe(topology, cfg.netem.as_ref());
@@ -298,8 +318,7 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
 
 fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Result<()> {
     // Check the binaries before touching anything.
-    let mcp_bin = find_bin(cfg, "mcp-ssh-server")?;
-    let agent_bin = find_bin(cfg, "sshlab-agent")?;
+    let bins = roles::Bins::find(cfg.bin_dir.as_deref())?;
     // The agent runs as this process (root), on the host's filesystem.
     std::fs::create_dir_all(&cfg.results)
         .with_context(|| format!("cannot create {}", cfg.results.display()))?;
@@ -399,10 +418,7 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
 
     // MCP.
     let log = cfg.runtime.join("mcp.log");
-    let mut cmd = Command::new(&mcp_bin);
-    cmd.arg("--bind")
-        .arg(ep.mcp.to_string())
-        .args(["--profile", "loadtest"]);
+    let cmd = roles::mcp_command(&bins, topology)?;
     let p = process::spawn_in("mcp", "mcp-ssh-server", cmd, &ns_of("mcp")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
@@ -413,11 +429,7 @@ fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Resu
 
     // Agent.
     let log = cfg.runtime.join("agent.log");
-    let mut cmd = Command::new(&agent_bin);
-    cmd.args(["serve", "--listen"])
-        .arg(ep.agent.to_string())
-        .arg("--results")
-        .arg(&cfg.results);
+    let cmd = roles::agent_command(&bins, topology, &cfg.results)?;
     let p = process::spawn_in("agent", "sshlab-agent", cmd, &ns_of("agent")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
@@ -473,7 +485,7 @@ fn wait_ready(
 /// Stops the processes (agent first), deletes the veths, namespaces and (if created) bridge,
 /// then the runtime files except the results. Returns one line per step.
 pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
-    if state.backend == Backend::Microvm.as_str() {
+    if state.backend == Backend::Microvm.as_str() || state.backend == Backend::Qemu.as_str() {
         return microvm::teardown(cfg, state);
     }
     let mut out = Vec::new();
@@ -601,6 +613,12 @@ pub struct VmStatus {
     /// Target only: whether its netem ports are shaped (re-checked against the kernel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netem: Option<LabNetem>,
+    /// qemu backend: the accelerator (`kvm` or `tcg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// qemu backend: the guest's kernel release, as the guest reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// `vm status`.
@@ -608,11 +626,21 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
     let Some(state) = State::load(cfg)? else {
         return Ok(None);
     };
-    let mut out = if state.backend == Backend::Microvm.as_str() {
-        microvm::status(&state, topology)?
-    } else {
-        netns_status(&state, topology)?
-    };
+    let mut out =
+        if state.backend == Backend::Microvm.as_str() || state.backend == Backend::Qemu.as_str() {
+            let mut st = microvm::status(&state, topology)?;
+            for s in &mut st {
+                s.accel.clone_from(&state.accel);
+                s.kernel = state
+                    .guests
+                    .iter()
+                    .find(|g| g.vm == s.vm)
+                    .map(|g| g.kernel.clone());
+            }
+            st
+        } else {
+            netns_status(&state, topology)?
+        };
     if let Some(t) = out
         .iter_mut()
         .find(|s| s.vm == sshlab_core::topology::TARGET_VM)
@@ -656,6 +684,8 @@ fn netns_status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStat
             ready,
             log: procs.first().map(|p| p.log.clone()),
             netem: None,
+            accel: None,
+            kernel: None,
         });
     }
     Ok(out)

@@ -123,7 +123,7 @@ pub async fn add_veth(
     })
 }
 
-async fn configure_inner(
+pub(crate) async fn configure_inner(
     h: &Handle,
     peer: &str,
     ip: Ipv4Addr,

@@ -28,6 +28,9 @@ pub struct LabNetem {
     pub reason: Option<String>,
     /// Qdisc modules the kernel lacks (`sch_prio`, `sch_netem`), when that is the reason.
     pub missing_modules: Vec<String>,
+    /// Applied inside the target guest on its own NIC (qemu backend, when the host kernel
+    /// lacks the qdiscs), matching source ports; the host cannot re-check it.
+    pub in_guest: bool,
 }
 
 impl LabNetem {
@@ -39,6 +42,7 @@ impl LabNetem {
             ports,
             reason: None,
             missing_modules: Vec::new(),
+            in_guest: false,
         }
     }
 
@@ -50,12 +54,19 @@ impl LabNetem {
             ports,
             reason: Some(reason.into()),
             missing_modules: Vec::new(),
+            in_guest: false,
         }
     }
 
     /// One line: `applied on sshtap2 (ports 2322..2328)` or `not applied: <reason>`.
     pub fn describe(&self) -> String {
-        if self.applied {
+        if self.applied && self.in_guest {
+            format!(
+                "applied in the target guest on its {} (match sport; ports {})",
+                self.dev,
+                port_list(&self.ports)
+            )
+        } else if self.applied {
             format!("applied on {} (ports {})", self.dev, port_list(&self.ports))
         } else {
             format!("not applied: {}", self.why())
@@ -193,7 +204,7 @@ pub fn verify(
     profiles: Option<&NetemProfiles>,
 ) -> LabNetem {
     match profiles {
-        Some(_) if recorded.applied => observe(topology, profiles),
+        Some(_) if recorded.applied && !recorded.in_guest => observe(topology, profiles),
         _ => recorded.clone(),
     }
 }

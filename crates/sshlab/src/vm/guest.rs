@@ -1,0 +1,250 @@
+//! `sshlab guest <vm>`: the init of one qemu-backend guest, run inside it (virtme-ng boots the
+//! Debian kernel with the host's root filesystem and runs this as its command). It gives the
+//! guest's NIC (found by the topology's MAC) the VM's address, lo, and a default route via the
+//! bridge, then starts the role exactly as the netns backend does ([`super::roles`]): the
+//! target's seven sshd instances, `mcp-ssh-server --profile loadtest`, or `sshlab-agent serve`.
+//! On the target it applies netem to its own NIC (`--match sport`, the guest kernel has the
+//! modules) when asked. It prints one line `SSHLAB-GUEST {json}` ([`GuestReport`]) on the
+//! console, which the host reads from the VM's log, and then waits for the role: when the
+//! role exits, so does the guest.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sshlab_core::{NetemProfiles, Topology};
+
+use super::{net, roles, target};
+use crate::netem::{self, NetemPlan, PortMatch};
+
+/// The marker of the report line on the guest's console.
+pub const REPORT_MARKER: &str = "SSHLAB-GUEST ";
+
+/// What a guest says about itself once its role is up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestReport {
+    /// The VM.
+    pub vm: String,
+    /// The guest kernel's release (`uname -r` inside the guest).
+    pub kernel: String,
+    /// The guest's interface that carries the VM's address.
+    pub ifname: String,
+    /// CPUs the guest kernel sees.
+    pub cpus: usize,
+    /// Target only: netem applied on the guest's own NIC (`--match sport`), or why not.
+    pub netem: Option<String>,
+    /// Whether that netem is in place.
+    pub netem_applied: bool,
+}
+
+impl GuestReport {
+    /// The report in a console log, if the guest printed one.
+    pub fn from_log(text: &str) -> Option<Self> {
+        text.lines()
+            .filter_map(|l| l.split_once(REPORT_MARKER).map(|(_, json)| json))
+            .find_map(|json| serde_json::from_str(json.trim()).ok())
+    }
+}
+
+/// Settings of one guest's init (from `sshlab guest`'s flags, set by the host).
+#[derive(Debug, Clone)]
+pub struct GuestOpts {
+    /// The VM this guest is.
+    pub vm: String,
+    /// Results directory (agent).
+    pub results: PathBuf,
+    /// Where mcp-ssh-server and sshlab-agent are.
+    pub bin_dir: Option<PathBuf>,
+    /// Restart period of the unstable sshd (target).
+    pub unstable_every: u64,
+    /// netem profiles to apply inside the target guest; `None`: none.
+    pub netem: Option<NetemProfiles>,
+}
+
+/// Runs the guest's init; returns the role's exit code (the guest then powers off).
+pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
+    let vm = topology
+        .vm(&opts.vm)
+        .with_context(|| format!("no VM {} in the topology", opts.vm))?;
+    let ifname = nic_by_mac(Path::new("/sys/class/net"), &vm.mac.to_string())?;
+    let prefix = topology.bridge.address.prefix();
+    let gateway = topology.bridge.address.addr();
+    let ip = vm.ip;
+    let nic = ifname.clone();
+    block_on(async move {
+        let h = crate::net::connect()?;
+        net::configure_inner(&h, &nic, ip, prefix, gateway).await
+    })
+    .with_context(|| format!("VM {}: network on {ifname}", opts.vm))?;
+    println!(
+        "sshlab guest {}: {ip}/{prefix} on {} (was {ifname}, MAC {}), gateway {gateway}",
+        opts.vm,
+        net::INNER_IFNAME,
+        vm.mac
+    );
+    let ifname = net::INNER_IFNAME.to_owned();
+
+    let mut report = GuestReport {
+        vm: opts.vm.clone(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ifname: ifname.clone(),
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        ..GuestReport::default()
+    };
+    let bins = roles::Bins::find(opts.bin_dir.as_deref())?;
+    let log = PathBuf::from(format!("/tmp/sshlab-{}.log", opts.vm));
+    let mut child = match opts.vm.as_str() {
+        "target" => {
+            let files = target::prepare(Path::new("/tmp/sshlab-target"), topology, ip)?;
+            let child = spawn(target::command(&files, opts.unstable_every)?, &log)?;
+            let ports: Vec<u16> = files.ports.iter().flat_map(|(_, b, n)| [*b, *n]).collect();
+            wait_ports(ip, &ports, Duration::from_secs(120))?;
+            if let Some(profiles) = &opts.netem {
+                let (applied, what) = shape_own_nic(topology, profiles, &ifname);
+                report.netem_applied = applied;
+                report.netem = Some(what);
+            }
+            child
+        }
+        "mcp" => spawn(roles::mcp_command(&bins, topology)?, &log)?,
+        "agent" => spawn(roles::agent_command(&bins, topology, &opts.results)?, &log)?,
+        other => bail!("VM {other} has no role"),
+    };
+    println!(
+        "{REPORT_MARKER}{}",
+        serde_json::to_string(&report).context("report")?
+    );
+    let status: ExitStatus = child.wait().context("waiting for the role")?;
+    eprintln!(
+        "sshlab guest {}: the role exited ({status}); tail of {}:\n{}",
+        opts.vm,
+        log.display(),
+        super::process::log_tail(&log, 20)
+    );
+    Ok(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
+}
+
+/// The interface under `sys_class_net` whose address is `mac` (case-insensitive).
+pub fn nic_by_mac(sys_class_net: &Path, mac: &str) -> anyhow::Result<String> {
+    let want = mac.to_ascii_lowercase();
+    let entries = std::fs::read_dir(sys_class_net)
+        .with_context(|| format!("cannot list {}", sys_class_net.display()))?;
+    let mut seen = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let addr = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
+        if addr.trim().eq_ignore_ascii_case(&want) {
+            return Ok(name);
+        }
+        seen.push(format!("{name} {}", addr.trim()));
+    }
+    bail!(
+        "no network interface has MAC {mac} (vms/topology.toml); the guest has: {}",
+        seen.join(", ")
+    )
+}
+
+/// netem on the guest's own NIC, matching source ports (the target's replies): `(applied,
+/// what happened)`. Loads the qdisc modules first (the guest kernel has them as modules).
+fn shape_own_nic(topology: &Topology, profiles: &NetemProfiles, ifname: &str) -> (bool, String) {
+    for m in ["sch_prio", "sch_netem", "cls_u32"] {
+        let _ = Command::new("modprobe").arg(m).status();
+    }
+    let plan = match NetemPlan::new(topology, profiles, Some(ifname), Some(PortMatch::Sport)) {
+        Ok(p) => p,
+        Err(e) => return (false, format!("netem plan: {e}")),
+    };
+    match netem::apply(&plan) {
+        Ok(_) => (
+            true,
+            format!("applied in the target guest on {ifname} (match sport)"),
+        ),
+        Err(e) => (false, format!("not applied in the target guest: {e}")),
+    }
+}
+
+fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
+    let out =
+        std::fs::File::create(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.spawn().context("cannot start the role")
+}
+
+fn wait_ports(ip: Ipv4Addr, ports: &[u16], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let open = ports.iter().all(|p| {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((ip, *p)),
+                Duration::from_millis(300),
+            )
+            .is_ok()
+        });
+        if open {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the target's sshd ports on {ip} did not open within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nic_is_found_by_its_mac() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, mac) in [
+            ("lo", "00:00:00:00:00:00"),
+            ("enp0s10", "02:00:00:b2:00:14"),
+        ] {
+            std::fs::create_dir_all(d.path().join(name)).unwrap();
+            std::fs::write(d.path().join(name).join("address"), format!("{mac}\n")).unwrap();
+        }
+        assert_eq!(
+            nic_by_mac(d.path(), "02:00:00:B2:00:14").unwrap(),
+            "enp0s10"
+        );
+        let e = nic_by_mac(d.path(), "02:00:00:b2:00:05")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("02:00:00:b2:00:05") && e.contains("enp0s10"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_report_is_read_back_from_a_console_log() {
+        let r = GuestReport {
+            vm: "target".into(),
+            kernel: "6.1.0-48-amd64".into(),
+            ifname: "eth0".into(),
+            cpus: 4,
+            netem: Some("applied".into()),
+            netem_applied: true,
+        };
+        let log = format!(
+            "[    1.2] virtio_net\nnoise {REPORT_MARKER}{{bad\n{REPORT_MARKER}{}\n",
+            serde_json::to_string(&r).unwrap()
+        );
+        assert_eq!(GuestReport::from_log(&log), Some(r));
+        assert_eq!(GuestReport::from_log("nothing"), None);
+    }
+}

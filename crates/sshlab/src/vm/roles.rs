@@ -1,0 +1,51 @@
+//! The lab's roles as commands, written once for every backend that runs them itself: the
+//! netns backend starts them in a VM's namespace, the qemu backend's guest init
+//! ([`super::guest`]) inside the guest. The target's sshd instances are [`super::target`]'s.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use sshlab_core::Topology;
+
+use super::Endpoints;
+
+/// The two lab binaries besides `sshlab`.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `mcp-ssh-server`.
+    pub mcp: PathBuf,
+    /// `sshlab-agent`.
+    pub agent: PathBuf,
+}
+
+impl Bins {
+    /// Both, from `bin_dir`, else next to the running `sshlab`, else `$PATH`.
+    pub fn find(bin_dir: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(Self {
+            mcp: super::find_bin_in(bin_dir, "mcp-ssh-server")?,
+            agent: super::find_bin_in(bin_dir, "sshlab-agent")?,
+        })
+    }
+}
+
+/// The MCP VM: `mcp-ssh-server --bind <mcp address> --profile loadtest`.
+pub fn mcp_command(bins: &Bins, topology: &Topology) -> anyhow::Result<Command> {
+    let ep = Endpoints::new(topology)?;
+    let mut cmd = Command::new(&bins.mcp);
+    cmd.arg("--bind")
+        .arg(ep.mcp.to_string())
+        .args(["--profile", "loadtest"]);
+    Ok(cmd)
+}
+
+/// The Agent VM: `sshlab-agent serve --listen <agent address> --results <results>`.
+pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow::Result<Command> {
+    let ep = Endpoints::new(topology).context("the agent's address")?;
+    let mut cmd = Command::new(&bins.agent);
+    cmd.args(["serve", "--listen"])
+        .arg(ep.agent.to_string())
+        .arg("--results")
+        .arg(results);
+    Ok(cmd)
+}

@@ -1,0 +1,205 @@
+//! The lab on real VMs: the qemu backend boots the three guests (Debian kernel, TCG here,
+//! KVM where `/dev/kvm` runs one) on the TAPs of `sshlab net up`, inside a throwaway outer
+//! network namespace. Then `run quick 10 2`: zero errors and a complete summary, the results
+//! written by the Agent guest through the shared directory, and `lab.json` recording each
+//! guest's own kernel (not the host's) and the accelerator. Then `run latency_test` with netem
+//! applied inside the target guest (this host's kernel has no sch_netem): 2322's p50 exceeds
+//! 2222's by at least 90 ms. `vm down` leaves no guest. Also the bad inputs that cost nothing:
+//! a missing TAP, and no virtme-ng on PATH.
+//!
+//! Needs root, the VM tools (`scripts/install-deps vm`, with `$SSHLAB_TOOLS/bin` on PATH) and
+//! *release* builds of mcp-ssh-server and sshlab-agent (debug builds are too slow under TCG;
+//! scripts/test builds them). Without them it fails under `CI=true` and skips otherwise. About
+//! 4 minutes under TCG on 2 cores.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{Netns, summary, text};
+use serde_json::Value;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"))
+}
+
+/// Fails in CI, skips (loudly) elsewhere.
+fn unavailable(why: &str) {
+    if in_ci() {
+        panic!("the qemu lab test cannot run (and CI=true): {why}");
+    }
+    eprintln!("SKIPPED lab_qemu: {why} (set CI=true to make this a failure)");
+}
+
+/// `<target>/release`, holding release builds of the two lab binaries.
+fn release_bins() -> Result<PathBuf, String> {
+    // This test runs from <target>/<profile>/deps/.
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        .ok_or("cannot find the target directory")?;
+    let dir = target.join("release");
+    for b in ["mcp-ssh-server", "sshlab-agent"] {
+        if !dir.join(b).is_file() {
+            return Err(format!(
+                "{} is missing: `cargo build --release -p mcp-ssh-server -p sshlab-agent`",
+                dir.join(b).display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+fn which(name: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(name).is_file())
+}
+
+fn run_json(dir: &Path, file: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The results directory of the newest run under `results`.
+fn newest_run(results: &Path) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(results)
+        .expect("results dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").is_file())
+        .collect();
+    runs.sort();
+    runs.pop().expect("a run with a summary.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(out: &Output, what: &str) {
+        assert!(out.status.success(), "{what}: {}", text(out));
+    }
+
+    #[test]
+    fn quick_and_latency_on_real_guests() {
+        if !nix::unistd::geteuid().is_root() {
+            return unavailable("needs root");
+        }
+        if !which("vng") || !which("qemu-system-x86_64") {
+            return unavailable("no vng or qemu-system-x86_64 on PATH (scripts/install-deps vm)");
+        }
+        let bins = match release_bins() {
+            Ok(b) => b,
+            Err(e) => return unavailable(&e),
+        };
+        let Some(ns) = Netns::new("qemu") else {
+            return;
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        let bins = bins.display().to_string();
+        let env = [("SSHLAB_BIN_DIR", bins.as_str())];
+
+        // Before the network exists: one clear error naming the TAP, nothing started.
+        let out = ns.sshlab(&["vm", "up", "--backend", "qemu"], &env);
+        assert!(!out.status.success(), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("TAP sshtap") && err.contains("net up"),
+            "{err}"
+        );
+        // No virtme-ng on PATH: named, with the command that installs it.
+        let out = ns.sshlab(
+            &["vm", "up", "--backend", "qemu"],
+            &[("PATH", "/usr/bin:/bin")],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("vng") && err.contains("install-deps vm"),
+            "{err}"
+        );
+
+        // This host's kernel has no sch_netem: the links only; netem goes into the target guest.
+        ok(&ns.sshlab(&["net", "up", "--no-netem"], &[]), "net up");
+        let up = ns.sshlab(&["vm", "up", "--backend", "qemu"], &env);
+        let runtime = PathBuf::from("/run/sshlab").join(&ns.name);
+        let down = |ns: &Netns| {
+            let out = ns.sshlab(&["vm", "down"], &[]);
+            let left = std::process::Command::new("ip")
+                .args(["netns", "pids", &ns.name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            (out, left)
+        };
+        if !up.status.success() {
+            let (_, _) = down(&ns);
+            panic!("vm up --backend qemu: {}", text(&up));
+        }
+        let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
+        println!("{stdout}");
+
+        let quick = ns.sshlab(&["run", "quick", "10", "2"], &env);
+        let quick_dir = newest_run(&ns.results());
+        let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
+        let latency_dir = newest_run(&ns.results());
+        let (out, left) = down(&ns);
+        let _ = ns.sshlab(&["net", "down"], &[]);
+        let _ = std::fs::remove_dir_all(&runtime);
+
+        ok(&quick, "run quick");
+        ok(&out, "vm down");
+        assert_eq!(
+            left, "",
+            "processes left in the lab's namespace after vm down"
+        );
+
+        // quick: a complete run without errors, written by the agent guest into the share.
+        let s = summary(&quick_dir);
+        assert_eq!(s["run"]["complete"], true, "{s:#}");
+        assert!(s["totals"]["requests"].as_u64().unwrap_or(0) > 0, "{s:#}");
+        assert_eq!(s["totals"]["failures"], 0, "{s:#}");
+        // lab.json: the guests' own kernels, not the host's; the accelerator.
+        let note = run_json(&quick_dir, "lab.json");
+        assert_eq!(note["backend"], "qemu", "{note:#}");
+        let accel = note["accel"].as_str().unwrap_or_default();
+        assert!(accel == "tcg" || accel == "kvm", "{note:#}");
+        let host = nix::sys::utsname::uname().expect("uname");
+        let host = host.release().to_string_lossy().into_owned();
+        let kernel = sshlab_core::guest_kernel::find().expect("a guest kernel");
+        let guest_release = sshlab_core::guest_kernel::release(&kernel)
+            .expect("vmlinuz-<release>")
+            .to_owned();
+        let guests = note["guests"].as_array().expect("guests");
+        assert_eq!(guests.len(), 3, "{note:#}");
+        for g in guests {
+            assert_eq!(g["kernel"], guest_release.as_str(), "{note:#}");
+            assert_ne!(
+                g["kernel"],
+                host.as_str(),
+                "a guest ran the host's kernel: {note:#}"
+            );
+        }
+
+        // latency_test with netem inside the target guest.
+        ok(&latency, "run latency_test");
+        let note = run_json(&latency_dir, "lab.json");
+        assert_eq!(note["netem"]["applied"], true, "{note:#}");
+        assert_eq!(note["netem"]["in_guest"], true, "{note:#}");
+        let s = summary(&latency_dir);
+        let p50 = |port: &str| -> f64 {
+            s["ports"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == port))
+                .and_then(|p| p["latency"]["p50"].as_f64())
+                .unwrap_or_else(|| panic!("no p50 for {port}: {s:#}"))
+        };
+        let (base, shaped) = (p50("2222"), p50("2322"));
+        println!("latency_test p50: 2222 {base:.1} ms, 2322 {shaped:.1} ms");
+        assert!(
+            shaped - base >= 90.0,
+            "netem in the target guest adds only {:.1} ms",
+            shaped - base
+        );
+    }
+}
