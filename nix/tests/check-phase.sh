@@ -85,6 +85,7 @@ mapfile -t bins < <(jq -r 'select(.reason == "compiler-artifact" and .profile.te
 
 # Where cargo puts the binaries (inside the repository unless CARGO_TARGET_DIR moves it).
 target=$(cargo metadata --locked --no-deps --format-version 1 | jq -r .target_directory)
+case "$target/" in "$repo/"*) target_outside=0 ;; *) target_outside=1 ;; esac
 
 # The sandbox user must reach the sources and binaries: open the directories above the
 # repository for traversal while this runs (restored on exit).
@@ -119,7 +120,7 @@ for entry in "${bins[@]}"; do
       mount --bind -o ro /usr/lib64 '$root/usr/lib64'
       mkdir -p '$root$repo'
       mount --bind '$repo' '$root$repo'
-      if [ ! -d '$root$target' ]; then
+      if [ '$target_outside' = 1 ]; then
         mkdir -p '$root$target'
         mount --bind '$target' '$root$target'
       fi
