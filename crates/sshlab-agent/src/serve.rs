@@ -19,8 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use sshlab_core::job::{
+    ApiError, JOBS_PATH, Job, JobAccepted, JobCancelling, JobState, JobStatus, job_path,
+};
+use sshlab_core::results::Summary;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{RunArgs, cancel_on_signals};
@@ -68,42 +71,9 @@ impl ServeArgs {
     }
 }
 
-/// A job: the `run` command's settings as JSON (all optional but `scenario`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Job {
-    /// Built-in scenario name.
-    pub scenario: String,
-    /// Seconds per phase.
-    pub duration: Option<u64>,
-    /// Workers.
-    pub workers: Option<usize>,
-    /// Open-model rate.
-    pub rate: Option<f64>,
-    /// MCP endpoint.
-    pub mcp_url: Option<String>,
-    /// SSH target host.
-    pub target_host: Option<String>,
-    /// Baseline port.
-    pub target_port: Option<u16>,
-    /// SSH user.
-    pub user: Option<String>,
-    /// SSH password.
-    pub password: Option<String>,
-    /// Thresholds.
-    #[serde(default)]
-    pub thresholds: Vec<String>,
-    /// Protocol.
-    pub protocol: Option<String>,
-    /// Target ports, one phase each, instead of the scenario's own. The host sends it for
-    /// latency_test (`ports = "baseline+netem"`) because only the host knows whether the netem
-    /// ports are shaped: `[2222]` when they are not, so they are never measured unshaped.
-    /// Absent: the scenario's ports, as before.
-    pub ports: Option<Vec<u16>>,
-}
-
+/// A job's state inside the agent (what [`JobStatus`] reports).
 #[derive(Debug, Clone)]
-enum JobState {
+enum Progress {
     Running,
     Done { passed: bool, complete: bool },
     Failed(String),
@@ -113,7 +83,7 @@ enum JobState {
 struct Current {
     test_id: String,
     dir: PathBuf,
-    state: JobState,
+    state: Progress,
     cancel: CancellationToken,
 }
 
@@ -124,10 +94,22 @@ struct Server {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
-impl Job {
+/// What a [`Job`] asks of `sshlab-agent run`.
+trait JobRequest {
+    fn to_args(&self, results: &std::path::Path) -> RunArgs;
+    fn request(&self, results: &std::path::Path) -> Result<RunRequest, String>;
+}
+
+impl JobRequest for Job {
     fn to_args(&self, results: &std::path::Path) -> RunArgs {
         RunArgs {
             mcp_url: self.mcp_url.clone(),
@@ -146,7 +128,7 @@ impl Job {
             bearer: None,
             timeout_ms: 30_000,
             metrics_url: None,
-            server_vcpus: None,
+            server_vcpus: self.server_vcpus,
             netem_profiles: None,
             quiet: true,
         }
@@ -186,7 +168,7 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
     let cancel = CancellationToken::new();
     let (test_id, dir) = {
         let mut jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(j) = jobs.iter().find(|j| matches!(j.state, JobState::Running)) {
+        if let Some(j) = jobs.iter().find(|j| matches!(j.state, Progress::Running)) {
             return error(
                 StatusCode::CONFLICT,
                 format!("job {} is running", j.test_id),
@@ -203,7 +185,7 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
         jobs.push(Current {
             test_id: id.clone(),
             dir: dir.clone(),
-            state: JobState::Running,
+            state: Progress::Running,
             cancel: cancel.clone(),
         });
         (id, dir)
@@ -213,22 +195,18 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
     let id = test_id.clone();
     tokio::spawn(async move {
         let state = match crate::run::run(req, cancel).await {
-            Ok(done) => JobState::Done {
+            Ok(done) => Progress::Done {
                 passed: done.thresholds_passed(),
                 complete: done.summary.run.complete,
             },
-            Err(e) => JobState::Failed(format!("{e:#}")),
+            Err(e) => Progress::Failed(format!("{e:#}")),
         };
         let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(j) = jobs.iter_mut().find(|j| j.test_id == id) {
             j.state = state;
         }
     });
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"test_id": test_id, "dir": dir})),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(JobAccepted { test_id, dir })).into_response()
 }
 
 async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
@@ -239,23 +217,37 @@ async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response 
             None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
         }
     };
-    let summary: Value = std::fs::read(dir.join("summary.json"))
+    let summary: Option<Box<Summary>> = std::fs::read(dir.join("summary.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    let body = match state {
-        JobState::Running => json!({"test_id": id, "state": "running", "summary": summary}),
-        JobState::Done { passed, complete } => json!({
-            "test_id": id,
-            "state": if complete { "done" } else { "interrupted" },
-            "thresholds_passed": passed,
-            "summary": summary,
-        }),
-        JobState::Failed(e) => {
-            json!({"test_id": id, "state": "failed", "error": e, "summary": summary})
-        }
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let status = match state {
+        Progress::Running => JobStatus {
+            test_id: id,
+            state: JobState::Running,
+            thresholds_passed: None,
+            error: None,
+            summary,
+        },
+        Progress::Done { passed, complete } => JobStatus {
+            test_id: id,
+            state: if complete {
+                JobState::Done
+            } else {
+                JobState::Interrupted
+            },
+            thresholds_passed: Some(passed),
+            error: None,
+            summary,
+        },
+        Progress::Failed(e) => JobStatus {
+            test_id: id,
+            state: JobState::Failed,
+            thresholds_passed: None,
+            error: Some(e),
+            summary,
+        },
     };
-    Json(body).into_response()
+    Json(status).into_response()
 }
 
 async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
@@ -265,7 +257,10 @@ async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Respon
             j.cancel.cancel();
             (
                 StatusCode::ACCEPTED,
-                Json(json!({"test_id": id, "cancelling": true})),
+                Json(JobCancelling {
+                    test_id: id,
+                    cancelling: true,
+                }),
             )
                 .into_response()
         }
@@ -284,8 +279,8 @@ pub fn router(results: PathBuf) -> Router {
             "/health",
             get(|| async { Json(json!({"status": "healthy"})) }),
         )
-        .route("/jobs", axum::routing::post(post_job))
-        .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .route(JOBS_PATH, axum::routing::post(post_job))
+        .route(&job_path("{id}"), get(get_job).delete(delete_job))
         .with_state(srv)
 }
 

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod guest_kernel;
+pub mod job;
 pub mod lab;
 pub mod netem;
 pub mod report;

@@ -1,23 +1,29 @@
-//! A minimal blocking HTTP/1.1 client (one request per connection, `Connection: close`) for the
-//! lab's own small JSON endpoints: the agent's control API and the server's /health and
-//! /metrics. Sockets are opened on the calling thread, i.e. in the namespace sshlab entered.
+//! Blocking HTTP for the lab's own small endpoints: the agent's control API and the server's
+//! /health and /metrics. A thin layer over `ureq` (a well-kept blocking client; plain HTTP
+//! only, no TLS or gzip compiled in), which parses status lines, chunked bodies and framing
+//! errors so that a malformed or cut-off response is an error, never a silently shorter body.
+//! Never through a proxy from the environment: the lab's addresses are only reachable directly.
+//! Sockets are opened on the calling thread, i.e. in the namespace sshlab entered.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+/// The largest body read (the agent's status with its summary, /metrics): 16 MiB.
+const BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Status code and body.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
-    /// Body (de-chunked).
+    /// Body.
     pub body: String,
 }
 
-/// Sends one request; `body` is sent as JSON when given.
+/// Sends one request to `http://<addr><path>`; `body` is sent as JSON when given. Any status
+/// is a response (the caller judges it); connection, framing and timeout failures are errors.
 pub fn request(
     method: &str,
     addr: SocketAddr,
@@ -25,76 +31,76 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    if let Some(b) = body {
-        req.push_str(b);
-    }
-    s.write_all(req.as_bytes())
-        .with_context(|| format!("cannot send {method} {path} to {addr}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("cannot read the answer to {method} {path} from {addr}"))?;
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> anyhow::Result<Response> {
-    let text = String::from_utf8_lossy(raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("malformed HTTP response");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let sent = match (method, body) {
+        ("GET", None) => agent.get(&url).call(),
+        ("DELETE", None) => agent.delete(&url).call(),
+        ("POST", Some(b)) => agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(b),
+        ("POST", None) => agent.post(&url).send_empty(),
+        _ => anyhow::bail!("unsupported request {method} {path}"),
     };
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+    let mut resp = sent.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(BODY_LIMIT)
+        .read_to_string()
+        .with_context(|| format!("reading the answer to {method} {url}"))?;
     Ok(Response { status, body })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A one-shot server on loopback that answers the first request with `raw`.
+    fn serve(raw: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(raw);
+        });
+        addr
+    }
 
     #[test]
-    fn parses_plain_and_chunked() {
-        let r = parse(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+    fn plain_and_chunked_bodies_are_read_whole() {
+        let t = Duration::from_secs(5);
+        let a = serve(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        let r = request("POST", a, "/jobs", Some("{}"), t).unwrap();
         assert_eq!((r.status, r.body.as_str()), (202, "{}"));
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-            .unwrap();
-        assert_eq!(r.body, "abcde");
-        assert!(parse(b"garbage").is_err());
+        let a = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        assert_eq!(request("GET", a, "/", None, t).unwrap().body, "abcde");
+        // Any status is a response.
+        let a = serve(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(request("GET", a, "/", None, t).unwrap().status, 404);
+    }
+
+    #[test]
+    fn malformed_and_cut_off_answers_are_errors_not_short_bodies() {
+        let t = Duration::from_secs(5);
+        // A chunk whose size line is not hex: the old hand-written parser returned "abc".
+        let a = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nde\r\n0\r\n\r\n");
+        assert!(request("GET", a, "/", None, t).is_err());
+        // Fewer bytes than content-length promised, then the connection closes.
+        let a = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
+        assert!(request("GET", a, "/", None, t).is_err());
+        let a = serve(b"garbage\r\n\r\n");
+        assert!(request("GET", a, "/", None, t).is_err());
     }
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sshlab_core::Topology;
+use sshlab_core::job::{ApiError, JOBS_PATH, Job, JobAccepted, JobState, JobStatus, job_path};
 use sshlab_core::scenario::{self, Scenario};
 
 use crate::http;
@@ -91,6 +91,9 @@ pub struct LabNote {
     pub accel: Option<String>,
     /// qemu backend: each guest's report (its own kernel release and CPUs).
     pub guests: Vec<vm::guest::GuestReport>,
+    /// The CPUs the MCP server really has (the MCP guest's own count on qemu, the host's
+    /// cores the namespaces share on netns), handed to the agent for its throughput figures.
+    pub server_vcpus: Option<u32>,
 }
 
 impl LabNote {
@@ -181,6 +184,7 @@ pub fn run(
         note.backend = Some(state.backend.clone()).filter(|b| !b.is_empty());
         note.accel.clone_from(&state.accel);
         note.guests.clone_from(&state.guests);
+        note.server_vcpus = server_vcpus(&state);
         code = one(spec, s, &ep, &results, &note);
         match &code {
             Ok(0) => {}
@@ -195,6 +199,22 @@ pub fn run(
     code
 }
 
+/// The MCP server's real CPUs: what its guest reported (qemu), the host's cores (netns: the
+/// namespaces share them), or `None` (microvm: the topology's vCPUs, which the runner gives it).
+fn server_vcpus(state: &vm::State) -> Option<u32> {
+    if state.backend == vm::Backend::Netns.as_str() {
+        return std::thread::available_parallelism()
+            .ok()
+            .and_then(|n| u32::try_from(n.get()).ok());
+    }
+    state
+        .guests
+        .iter()
+        .find(|g| g.vm == "mcp")
+        .and_then(|g| u32::try_from(g.cpus).ok())
+        .filter(|n| *n > 0)
+}
+
 fn one(
     spec: &RunSpec,
     scenario: &str,
@@ -202,30 +222,33 @@ fn one(
     results: &Path,
     note: &LabNote,
 ) -> anyhow::Result<u8> {
-    let mut job = json!({
-        "scenario": scenario,
-        "duration": spec.duration,
-        "workers": spec.workers,
-        "rate": spec.rate,
-        "mcp_url": format!("http://{}/mcp", ep.mcp),
-        "target_host": ep.target.to_string(),
-        "target_port": ep.baseline,
-        "thresholds": spec.thresholds,
-    });
-    if let Some(ports) = &note.ports {
-        job["ports"] = json!(ports);
-    }
+    let job = Job {
+        scenario: scenario.to_owned(),
+        duration: spec.duration,
+        workers: spec.workers,
+        rate: spec.rate,
+        mcp_url: Some(format!("http://{}/mcp", ep.mcp)),
+        target_host: Some(ep.target.to_string()),
+        target_port: Some(ep.baseline),
+        thresholds: spec.thresholds.clone(),
+        ports: note.ports.clone(),
+        server_vcpus: note.server_vcpus,
+        ..Job::default()
+    };
     if let Some(line) = note.line() {
         println!("{line}");
     }
     let t = Duration::from_secs(10);
-    let r = http::request("POST", ep.agent, "/jobs", Some(&job.to_string()), t)
+    let body = serde_json::to_string(&job)?;
+    let r = http::request("POST", ep.agent, JOBS_PATH, Some(&body), t)
         .context("cannot reach the agent's control API")?;
     if r.status != 202 {
-        bail!("the agent refused the job ({}): {}", r.status, r.body);
+        let why = serde_json::from_str::<ApiError>(&r.body).map_or(r.body, |e| e.error);
+        bail!("the agent refused the job ({}): {why}", r.status);
     }
-    let v: Value = serde_json::from_str(&r.body)?;
-    let id = v["test_id"].as_str().context("no test_id")?.to_owned();
+    let accepted: JobAccepted =
+        serde_json::from_str(&r.body).context("the agent's answer to the job")?;
+    let id = accepted.test_id;
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
     // Best effort: the results stand without it, the printed lines already said it.
@@ -242,10 +265,10 @@ fn one(
         std::thread::sleep(Duration::from_millis(500));
         if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
             eprintln!("run: interrupted; cancelling job {id} (partial results are kept)");
-            let _ = http::request("DELETE", ep.agent, &format!("/jobs/{id}"), None, t);
+            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
             cancelled = true;
         }
-        let r = match http::request("GET", ep.agent, &format!("/jobs/{id}"), None, t) {
+        let r = match http::request("GET", ep.agent, &job_path(&id), None, t) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!(
@@ -255,19 +278,28 @@ fn one(
                 return Ok(1);
             }
         };
-        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-        let state = v["state"].as_str().unwrap_or("?").to_owned();
-        if state != "running" {
-            if state == "failed" {
-                eprintln!("run: job failed: {}", v["error"]);
+        let status: JobStatus = match serde_json::from_str(&r.body) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "run: the agent's status for job {id} is not one ({e}): {}; partial results in {}",
+                    r.body.chars().take(200).collect::<String>(),
+                    dir.display()
+                );
+                return Ok(1);
             }
-            break (state, v["thresholds_passed"].as_bool());
+        };
+        if status.state != JobState::Running {
+            if let Some(e) = &status.error {
+                eprintln!("run: job failed: {e}");
+            }
+            break (status.state, status.thresholds_passed);
         }
-        let ops = v["summary"]["totals"]["requests"]
-            .as_u64()
-            .or_else(|| v["summary"]["totals"]["ops"].as_u64());
-        if let Some(n) = ops {
-            progress.show(&format!("run: {scenario}: {n} requests so far"));
+        if let Some(s) = &status.summary {
+            progress.show(&format!(
+                "run: {scenario}: {} requests so far",
+                s.totals.requests
+            ));
         }
         if Instant::now() >= deadline {
             eprintln!(
@@ -275,7 +307,7 @@ fn one(
                 spec.timeout.as_secs(),
                 dir.display()
             );
-            let _ = http::request("DELETE", ep.agent, &format!("/jobs/{id}"), None, t);
+            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
             return Ok(1);
         }
     };
@@ -288,10 +320,10 @@ fn one(
         // Again under the report, where a reader looks for the ports it covers.
         println!("{line}");
     }
-    Ok(match (state.as_str(), passed) {
+    Ok(match (state, passed) {
         _ if cancelled => EXIT_INTERRUPTED,
-        ("done", Some(true)) => 0,
-        ("done", Some(false)) => EXIT_THRESHOLDS,
+        (JobState::Done, Some(true)) => 0,
+        (JobState::Done, Some(false)) => EXIT_THRESHOLDS,
         _ => 1,
     })
 }

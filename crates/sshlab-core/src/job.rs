@@ -1,0 +1,163 @@
+//! The host↔agent job API, written once: `sshlab-agent serve` (the Agent VM's control API)
+//! deserializes and answers with these types, and `sshlab run` (the host) builds and reads
+//! them. JSON over HTTP:
+//!
+//! - `POST /jobs` with a [`Job`] → 202 [`JobAccepted`] (400/409/500: [`ApiError`])
+//! - `GET /jobs/{test_id}` → 200 [`JobStatus`] (404: [`ApiError`])
+//! - `DELETE /jobs/{test_id}` → 202 [`JobCancelling`]: partial results are written
+//! - `GET /health` → 200 `{"status": "healthy"}`
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::results::Summary;
+
+/// Where jobs are posted.
+pub const JOBS_PATH: &str = "/jobs";
+
+/// The path of job `test_id`.
+pub fn job_path(test_id: &str) -> String {
+    format!("{JOBS_PATH}/{test_id}")
+}
+
+/// A job: `sshlab-agent run`'s settings (all optional but `scenario`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Built-in scenario name.
+    pub scenario: String,
+    /// Seconds per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    /// Workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Open-model rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// MCP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_url: Option<String>,
+    /// SSH target host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_host: Option<String>,
+    /// Baseline port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
+    /// SSH user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SSH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Thresholds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<String>,
+    /// Protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Target ports, one phase each, instead of the scenario's own. The host sends it for
+    /// latency_test (`ports = "baseline+netem"`) because only the host knows whether the netem
+    /// ports are shaped: `[2222]` when they are not, so they are never measured unshaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
+    /// The CPUs the MCP server really has, for the report's throughput figures: a qemu guest's
+    /// own count, or the host's cores that the netns backend's namespaces share. Absent: the
+    /// topology's MCP VM vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_vcpus: Option<u32>,
+}
+
+/// 202 to `POST /jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    /// The job's id: also its results directory's name.
+    pub test_id: String,
+    /// Its results directory, as the agent sees it.
+    pub dir: PathBuf,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Running.
+    Running,
+    /// Finished; its summary is complete.
+    Done,
+    /// Stopped early (cancelled): partial results, summary marked incomplete.
+    Interrupted,
+    /// The run failed (`error` says why).
+    Failed,
+}
+
+/// 200 to `GET /jobs/{test_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub test_id: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Done or interrupted: whether every threshold held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds_passed: Option<bool>,
+    /// Failed: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The summary so far (the agent rewrites it while the job runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Box<Summary>>,
+}
+
+/// 202 to `DELETE /jobs/{test_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobCancelling {
+    /// The job.
+    pub test_id: String,
+    /// Always true: the job is being cancelled.
+    pub cancelling: bool,
+}
+
+/// Any 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_round_trips_and_rejects_unknown_fields() {
+        let job = Job {
+            scenario: "latency_test".into(),
+            duration: Some(5),
+            ports: Some(vec![2222, 2322]),
+            server_vcpus: Some(2),
+            ..Job::default()
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            text,
+            r#"{"scenario":"latency_test","duration":5,"ports":[2222,2322],"server_vcpus":2}"#
+        );
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        let e = serde_json::from_str::<Job>(r#"{"scenario":"quick","wrokers":2}"#).unwrap_err();
+        assert!(e.to_string().contains("wrokers"), "{e}");
+    }
+
+    #[test]
+    fn states_are_lowercase_words() {
+        let s: JobStatus = serde_json::from_str(
+            r#"{"test_id":"t","state":"interrupted","thresholds_passed":false}"#,
+        )
+        .unwrap();
+        assert_eq!(s.state, JobState::Interrupted);
+        assert_eq!(s.summary, None);
+        assert!(serde_json::from_str::<JobStatus>(r#"{"test_id":"t","state":"paused"}"#).is_err());
+        assert_eq!(job_path("loadtest_1"), "/jobs/loadtest_1");
+    }
+}
