@@ -181,7 +181,7 @@ pub fn run(
     let mut code = Ok(0);
     for s in scenarios {
         let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
-        note.backend = Some(state.backend.clone()).filter(|b| !b.is_empty());
+        note.backend = Some(state.backend.as_str().to_owned());
         note.accel.clone_from(&state.accel);
         note.guests.clone_from(&state.guests);
         note.server_vcpus = server_vcpus(&state);
@@ -202,7 +202,7 @@ pub fn run(
 /// The MCP server's real CPUs: what its guest reported (qemu), the host's cores (netns: the
 /// namespaces share them), or `None` (microvm: the topology's vCPUs, which the runner gives it).
 fn server_vcpus(state: &vm::State) -> Option<u32> {
-    if state.backend == vm::Backend::Netns.as_str() {
+    if state.backend == vm::Backend::Netns {
         return std::thread::available_parallelism()
             .ok()
             .and_then(|n| u32::try_from(n.get()).ok());

@@ -216,7 +216,14 @@ fn sshlab_in(
     for (k, v) in env {
         inner.push_str(&format!("{k}='{v}' "));
     }
-    inner.push_str(&format!("'{SSHLAB}'"));
+    // A copy in the world-readable scratch dir: the checkout (and so target/) may sit in a
+    // directory only root can enter (CI clones into a mktemp dir, mode 0700).
+    let bin = dir.join("sshlab");
+    if !bin.exists() {
+        std::fs::copy(SSHLAB, &bin).expect("copy sshlab");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    inner.push_str(&format!("'{}'", bin.display()));
     for a in args {
         inner.push_str(&format!(" '{a}'"));
     }

@@ -228,7 +228,7 @@ mod tests {
         let mut survivor = Command::new("sleep").arg("1000").spawn().unwrap();
 
         let state = vm::up(&cfg, &topo, None).unwrap();
-        assert_eq!(state.backend, "microvm");
+        assert_eq!(state.backend, Backend::Microvm);
         let lines = order_lines(&order);
         let names: Vec<&str> = lines.iter().map(|(v, _)| v.as_str()).collect();
         assert_eq!(names, ["target-virtiofsd", "target", "mcp", "agent"]);

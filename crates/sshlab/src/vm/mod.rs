@@ -1,8 +1,10 @@
-//! `sshlab vm up|down|status|logs`, two backends. `microvm` ([`microvm`]): each VM is its
-//! microvm.nix runner, started unprivileged on the TAPs `sshlab net up` made. `netns`: each VM of vms/topology.toml is a named network
-//! namespace ([`net`]) with its processes ([`process`]); the target runs the sshd instances
-//! ([`target`]), the mcp VM `mcp-ssh-server --profile loadtest`, the agent VM
-//! `sshlab-agent serve`.
+//! `sshlab vm up|down|status|logs`, three backends behind one seam ([`Backend`], dispatched
+//! by `up`, `teardown` and `status`, and stored typed in the state file):
+//! - `netns` ([`netns`]): each VM is a network namespace with its processes, no hypervisor;
+//! - `qemu` ([`qemu`]): each VM is a real guest booted by virtme-ng, running `sshlab guest`
+//!   ([`guest`]) with the same role definitions ([`roles`], [`target`]);
+//! - `microvm` ([`microvm`]): each VM is its microvm.nix runner, started unprivileged on the
+//!   TAPs `sshlab net up` made.
 //!
 //! Everything happens in the namespace sshlab runs in (the caller's `--netns OUTER`, entered
 //! before this module runs): the bridge and the veths' host ends live there, the VMs'
@@ -14,13 +16,14 @@ pub mod guest;
 pub mod invoker;
 pub mod microvm;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod qemu;
 pub mod roles;
 pub mod shaping;
 pub mod target;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,7 +39,8 @@ pub use shaping::LabNetem;
 const STATE_FILE: &str = "state.json";
 
 /// Which backend boots the VMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Network + mount namespaces, no hypervisor.
     #[default]
@@ -157,8 +161,8 @@ impl VmConfig {
 pub struct State {
     /// Lab name.
     pub lab: String,
-    /// Backend (`netns` or `microvm`).
-    pub backend: String,
+    /// The backend that started the lab.
+    pub backend: Backend,
     /// The namespace sshlab ran in (`None`: the caller's own).
     pub outer: Option<String>,
     /// Whether `up` created the bridge (then `down` deletes it).
@@ -286,7 +290,7 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
         .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
     let mut state = State {
         lab: cfg.lab.clone(),
-        backend: cfg.backend.as_str().into(),
+        backend: cfg.backend,
         outer: outer.map(str::to_owned),
         bridge: topology.bridge.name.clone(),
         results: cfg.results.clone(),
@@ -296,7 +300,7 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
         ..State::default()
     };
     let built = match cfg.backend {
-        Backend::Netns => build(cfg, topology, &mut state),
+        Backend::Netns => netns::build(cfg, topology, &mut state),
         Backend::Qemu => qemu::build(cfg, topology, &mut state),
         Backend::Microvm => microvm::build(cfg, topology, &mut state).and_then(|()| {
             // `sshlab net up` shaped the TAP (or not) before the VMs started: record which.
@@ -314,130 +318,6 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             Err(e)
         }
     }
-}
-
-fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Result<()> {
-    // Check the binaries before touching anything.
-    let bins = roles::Bins::find(cfg.bin_dir.as_deref())?;
-    // The agent runs as this process (root), on the host's filesystem.
-    std::fs::create_dir_all(&cfg.results)
-        .with_context(|| format!("cannot create {}", cfg.results.display()))?;
-    let ep = Endpoints::new(topology)?;
-    let plan = crate::net::NetPlan {
-        bridge: topology.bridge.name.clone(),
-        address: topology.bridge.address,
-        taps: Vec::new(),
-    };
-    let gateway = topology.bridge.address.addr();
-    let prefix = topology.bridge.address.prefix();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let h = crate::net::connect()?;
-        let changes = crate::net::up(&h, &plan).await?;
-        state.bridge_created = changes.iter().any(|c| c.starts_with("created bridge"));
-        state.save(cfg)?;
-        for vm in &topology.vms {
-            let ns = format!("{}{}", cfg.ns_prefix, vm.name);
-            if net::netns_exists(&ns) {
-                bail!("network namespace {ns} already exists (not made by this `vm up`); remove it with `ip netns del {ns}`");
-            }
-            net::netns_add(&ns)?;
-            state.namespaces.push((vm.name.clone(), ns.clone()));
-            state.save(cfg)?;
-            net::add_veth(&h, &vm.tap, &plan.bridge, &ns, vm.ip, prefix, gateway)
-                .await
-                .with_context(|| format!("VM {}: network", vm.name))?;
-            state.veths.push(vm.tap.clone());
-            state.save(cfg)?;
-            println!("vm up: {} namespace {ns}, {} <-> eth0 {}/{prefix}", vm.name, vm.tap, vm.ip);
-        }
-        anyhow::Ok(())
-    })?;
-    drop(rt);
-
-    let ns_of = |vm: &str| -> anyhow::Result<std::fs::File> {
-        let ns = state
-            .namespaces
-            .iter()
-            .find(|(v, _)| v == vm)
-            .map(|(_, n)| n.clone())
-            .with_context(|| format!("no namespace for VM {vm}"))?;
-        net::open_netns(&ns)
-    };
-
-    // Target.
-    let files = target::prepare(&cfg.runtime.join("target"), topology, ep.target)?;
-    let log = cfg.runtime.join("target.log");
-    let mut p = process::spawn_in(
-        "target",
-        "sshd",
-        target::command(&files, cfg.unstable_every)?,
-        &ns_of("target")?,
-        &log,
-    )?;
-    // unshare ignores SIGTERM while it waits: `down` signals the namespace's init instead.
-    let spawned = Instant::now();
-    while p.term_pid.is_none() && spawned.elapsed() < Duration::from_secs(2) {
-        p.term_pid = process::first_child(p.pid);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    state.procs.push(p.clone());
-    state.save(cfg)?;
-    let mut ports = Vec::new();
-    for (_, base, netem) in &files.ports {
-        ports.push(*base);
-        ports.push(*netem);
-    }
-    wait_ready(
-        "target",
-        std::slice::from_ref(&p),
-        &log,
-        cfg.timeout,
-        || {
-            ports.iter().all(|port| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((ep.target, *port)),
-                    Duration::from_millis(300),
-                )
-                .is_ok()
-            })
-        },
-    )?;
-    println!(
-        "vm up: target ready ({} sshd ports on {})",
-        ports.len(),
-        ep.target
-    );
-    // Shaped only now: the readiness probes above use short connect timeouts that the 1 s
-    // profile would fail. A kernel without the modules leaves the lab up, unshaped, on record.
-    state.netem = shaping::apply(topology, cfg.netem.as_ref())?;
-    state.save(cfg)?;
-    println!("vm up: netem {}", state.netem.describe());
-
-    // MCP.
-    let log = cfg.runtime.join("mcp.log");
-    let cmd = roles::mcp_command(&bins, topology)?;
-    let p = process::spawn_in("mcp", "mcp-ssh-server", cmd, &ns_of("mcp")?, &log)?;
-    state.procs.push(p.clone());
-    state.save(cfg)?;
-    wait_ready("mcp", std::slice::from_ref(&p), &log, cfg.timeout, || {
-        healthy(ep.mcp)
-    })?;
-    println!("vm up: mcp ready (http://{}/health)", ep.mcp);
-
-    // Agent.
-    let log = cfg.runtime.join("agent.log");
-    let cmd = roles::agent_command(&bins, topology, &cfg.results)?;
-    let p = process::spawn_in("agent", "sshlab-agent", cmd, &ns_of("agent")?, &log)?;
-    state.procs.push(p.clone());
-    state.save(cfg)?;
-    wait_ready("agent", std::slice::from_ref(&p), &log, cfg.timeout, || {
-        healthy(ep.agent)
-    })?;
-    println!("vm up: agent ready (http://{}/health)", ep.agent);
-    Ok(())
 }
 
 /// `GET /health` answers 200 with "healthy" in the body.
@@ -482,76 +362,13 @@ fn wait_ready(
     }
 }
 
-/// Stops the processes (agent first), deletes the veths, namespaces and (if created) bridge,
-/// then the runtime files except the results. Returns one line per step.
+/// Stops what `up` started and removes what it created, by the state's backend. Returns one
+/// line per step.
 pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
-    if state.backend == Backend::Microvm.as_str() || state.backend == Backend::Qemu.as_str() {
-        return microvm::teardown(cfg, state);
+    match state.backend {
+        Backend::Netns => netns::teardown(cfg, state),
+        Backend::Microvm | Backend::Qemu => microvm::teardown(cfg, state),
     }
-    let mut out = Vec::new();
-    for p in state.procs.iter().rev() {
-        out.push(p.stop(Duration::from_secs(5)));
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            out.push(format!("cannot start a runtime: {e}"));
-            return out;
-        }
-    };
-    rt.block_on(async {
-        let h = match crate::net::connect() {
-            Ok(h) => h,
-            Err(e) => {
-                out.push(format!("cannot open netlink: {e}"));
-                return;
-            }
-        };
-        for v in &state.veths {
-            match net::del_veth(&h, v).await {
-                Ok(true) => out.push(format!("deleted veth {v}")),
-                Ok(false) => {}
-                Err(e) => out.push(format!("{e:#}")),
-            }
-        }
-        for (_, ns) in &state.namespaces {
-            match net::netns_del(ns) {
-                Ok(()) => out.push(format!("deleted namespace {ns}")),
-                Err(e) => out.push(format!("{e:#}")),
-            }
-        }
-        if state.bridge_created {
-            let plan = crate::net::NetPlan {
-                bridge: state.bridge.clone(),
-                address: sshlab_core::Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0)
-                    .expect("0.0.0.0/0 is valid"),
-                taps: Vec::new(),
-            };
-            match crate::net::down(&h, &plan).await {
-                Ok(c) => out.extend(c),
-                Err(e) => out.push(format!("{e:#}")),
-            }
-        }
-    });
-    for f in ["target", "target.log", "mcp.log", "agent.log", "state.json"] {
-        let p = cfg.runtime.join(f);
-        let r = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        if let Err(e) = r
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            out.push(format!("cannot remove {}: {e}", p.display()));
-        }
-    }
-    // The runtime dir goes too when empty (results elsewhere, or none).
-    let _ = std::fs::remove_dir(&cfg.runtime);
-    out
 }
 
 /// `vm down`: stops and removes what the state file lists.
@@ -569,12 +386,12 @@ pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
         ),
         // Root acting on a user's state file: only what that user could have started.
         Some(uid) => {
-            if s.backend != Backend::Microvm.as_str() {
+            if s.backend != Backend::Microvm {
                 bail!(
                     "{} (owned by uid {uid}) records a {} lab, which only root can start: \
                      refusing to act on it",
                     cfg.state_path().display(),
-                    s.backend
+                    s.backend.as_str()
                 );
             }
             if let Some(p) = s
@@ -626,8 +443,9 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
     let Some(state) = State::load(cfg)? else {
         return Ok(None);
     };
-    let mut out =
-        if state.backend == Backend::Microvm.as_str() || state.backend == Backend::Qemu.as_str() {
+    let mut out = match state.backend {
+        Backend::Netns => netns::status(&state, topology)?,
+        Backend::Microvm | Backend::Qemu => {
             let mut st = microvm::status(&state, topology)?;
             for s in &mut st {
                 s.accel.clone_from(&state.accel);
@@ -638,9 +456,8 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
                     .map(|g| g.kernel.clone());
             }
             st
-        } else {
-            netns_status(&state, topology)?
-        };
+        }
+    };
     if let Some(t) = out
         .iter_mut()
         .find(|s| s.vm == sshlab_core::topology::TARGET_VM)
@@ -648,47 +465,6 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
         t.netem = Some(shaping::verify(&state.netem, topology, cfg.netem.as_ref()));
     }
     Ok(Some(out))
-}
-
-fn netns_status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus>> {
-    let ep = Endpoints::new(topology)?;
-    let mut out = Vec::new();
-    for vm in &topology.vms {
-        let ns = state
-            .namespaces
-            .iter()
-            .find(|(v, _)| *v == vm.name)
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default();
-        let network = !ns.is_empty()
-            && net::inner_status(&ns)
-                .is_ok_and(|(up, addrs)| up && addrs.iter().any(|(a, _)| *a == vm.ip));
-        let procs: Vec<&Proc> = state.procs.iter().filter(|p| p.vm == vm.name).collect();
-        let running = !procs.is_empty() && procs.iter().all(|p| p.alive());
-        let ready = match vm.name.as_str() {
-            "agent" => healthy(ep.agent),
-            "mcp" => healthy(ep.mcp),
-            _ => vm.services.iter().all(|s| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((vm.ip, s.port)),
-                    Duration::from_millis(500),
-                )
-                .is_ok()
-            }),
-        };
-        out.push(VmStatus {
-            vm: vm.name.clone(),
-            namespace: ns,
-            network,
-            running,
-            ready,
-            log: procs.first().map(|p| p.log.clone()),
-            netem: None,
-            accel: None,
-            kernel: None,
-        });
-    }
-    Ok(out)
 }
 
 /// `vm logs`: the last `lines` lines of each VM's log files in the runtime dir (`<vm>.log`,
