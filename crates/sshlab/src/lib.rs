@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod http;
+pub mod interrupt;
 pub mod net;
 pub mod netem;
 pub mod netns;
@@ -177,9 +178,10 @@ pub struct VmOpts {
     /// Directory holding mcp-ssh-server and sshlab-agent (default: next to sshlab, then $PATH).
     #[arg(long, global = true, env = "SSHLAB_BIN_DIR", value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Seconds each VM may take to become ready.
-    #[arg(long, global = true, default_value_t = 30)]
-    pub ready_timeout: u64,
+    /// Seconds each VM may take to become ready (default: 30; qemu: 120 with KVM, 420 under
+    /// TCG, where a guest boots the host's root over 9p on emulated CPUs).
+    #[arg(long, global = true)]
+    pub ready_timeout: Option<u64>,
     /// Seconds between restarts of the target's unstable sshd.
     #[arg(long, global = true, default_value_t = 30)]
     pub unstable_every: u64,
@@ -204,7 +206,7 @@ impl VmOpts {
             self.bin_dir.clone(),
             vm::Invoker::from_env(),
         );
-        c.timeout = std::time::Duration::from_secs(self.ready_timeout);
+        c.timeout = self.ready_timeout.map(std::time::Duration::from_secs);
         c.unstable_every = self.unstable_every;
         c.backend = self.backend;
         c.runners.clone_from(&self.runners);

@@ -15,7 +15,6 @@
 //! them again.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -31,12 +30,6 @@ use crate::vm::{self, Endpoints, LabNetem, VmConfig};
 pub const EXIT_THRESHOLDS: u8 = 99;
 /// Exit code after Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -161,10 +154,7 @@ pub fn run(
     outer: Option<&str>,
 ) -> anyhow::Result<u8> {
     let scenarios = scenarios(&spec.scenario)?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
+    crate::interrupt::install();
     let ep = Endpoints::new(topology)?;
     let started = if vm::State::load(cfg)?.is_none() {
         println!("run: lab {} is not up; booting it", cfg.lab);
@@ -263,7 +253,7 @@ fn one(
     let mut progress = Progress::new();
     let (state, passed) = loop {
         std::thread::sleep(Duration::from_millis(500));
-        if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
+        if crate::interrupt::requested() && !cancelled {
             eprintln!("run: interrupted; cancelling job {id} (partial results are kept)");
             let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
             cancelled = true;

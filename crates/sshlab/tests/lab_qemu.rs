@@ -4,8 +4,9 @@
 //! written by the Agent guest through the shared directory, and `lab.json` recording each
 //! guest's own kernel (not the host's) and the accelerator. Then `run latency_test` with netem
 //! applied inside the target guest (this host's kernel has no sch_netem): 2322's p50 exceeds
-//! 2222's by at least 90 ms. `vm down` leaves no guest. Also the bad inputs that cost nothing:
-//! a missing TAP, and no virtme-ng on PATH.
+//! 2222's by at least 90 ms. `vm down` leaves no guest. Also the bad inputs: a missing TAP, no
+//! virtme-ng on PATH, a guest that does not come up in time, and Ctrl-C during `vm up` (each
+//! a clear error that leaves no process and no state behind).
 //!
 //! Needs root, the VM tools (`scripts/install-deps vm`, with `$SSHLAB_TOOLS/bin` on PATH) and
 //! *release* builds of mcp-ssh-server and sshlab-agent (debug builds are too slow under TCG;
@@ -121,16 +122,66 @@ mod tests {
 
         // This host's kernel has no sch_netem: the links only; netem goes into the target guest.
         ok(&ns.sshlab(&["net", "up", "--no-netem"], &[]), "net up");
+        let pids = |ns: &Netns| {
+            std::process::Command::new("ip")
+                .args(["netns", "pids", &ns.name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let state_file = PathBuf::from("/run/sshlab")
+            .join(&ns.name)
+            .join("state.json");
+
+        // A guest that does not come up in time: named, with its console's tail; nothing left.
+        let out = ns.sshlab(
+            &["vm", "up", "--backend", "qemu", "--ready-timeout", "3"],
+            &env,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            err.contains("VM target: qemu not ready within 3 s; tail of"),
+            "{err}"
+        );
+        assert_eq!(pids(&ns), "", "a timed-out vm up left processes");
+        assert!(!state_file.exists(), "a failed vm up left its state");
+
+        // Ctrl-C while the guests boot: vm up stops what it started and says so.
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sshlab"))
+            .args(["--netns", &ns.name, "--lab"])
+            .arg(ns.lab.path())
+            .args(["vm", "up", "--backend", "qemu"])
+            .env("SSHLAB_BIN_DIR", &bins)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start vm up");
+        // Past the KVM probe, into the target guest's boot.
+        let booting = std::time::Instant::now();
+        while !PathBuf::from("/run/sshlab")
+            .join(&ns.name)
+            .join("target.log")
+            .exists()
+            && booting.elapsed() < std::time::Duration::from_secs(90)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        let out = child.wait_with_output().expect("vm up exits");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(pids(&ns), "", "Ctrl-C during vm up left processes");
+        assert!(!state_file.exists(), "an interrupted vm up left its state");
+
         let up = ns.sshlab(&["vm", "up", "--backend", "qemu"], &env);
         let runtime = PathBuf::from("/run/sshlab").join(&ns.name);
         let down = |ns: &Netns| {
             let out = ns.sshlab(&["vm", "down"], &[]);
-            let left = std::process::Command::new("ip")
-                .args(["netns", "pids", &ns.name])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .unwrap_or_default();
-            (out, left)
+            (out, pids(ns))
         };
         if !up.status.success() {
             let (_, _) = down(&ns);

@@ -123,7 +123,7 @@ fn config(root: &Path, runners: Vec<(String, PathBuf)>, timeout: u64) -> VmConfi
     c.backend = Backend::Microvm;
     c.runners = runners;
     c.check_taps = false;
-    c.timeout = Duration::from_secs(timeout);
+    c.timeout = Some(Duration::from_secs(timeout));
     c
 }
 

@@ -20,6 +20,9 @@ use sshlab_core::Topology;
 use super::invoker::{Credentials, prepare_results};
 use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, process, wait_ready};
 
+/// How long a runner's VM may take to become ready unless `--ready-timeout` says otherwise.
+const DEFAULT_READY: Duration = Duration::from_secs(30);
+
 /// The order `up` starts the VMs in (`down` stops them in reverse).
 pub const START_ORDER: [&str; 3] = ["target", "mcp", "agent"];
 
@@ -229,7 +232,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             state.save(cfg)?;
             procs.push(p);
             // microvm-run connects to its socket: give it up to 5 s to appear.
-            let t = cfg.timeout.min(Duration::from_secs(5));
+            let t = cfg.ready_timeout(DEFAULT_READY).min(Duration::from_secs(5));
             let _ = wait_ready(vm, &procs, &log, t, || has_socket(&work));
             if let Some(p) = procs.iter().find(|p| !p.alive()) {
                 bail!(
@@ -252,7 +255,9 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         state.save(cfg)?;
         procs.push(p);
         let started = Instant::now();
-        wait_ready(vm, &procs, &log, cfg.timeout, || ready(vm, topology, &ep))?;
+        wait_ready(vm, &procs, &log, cfg.ready_timeout(DEFAULT_READY), || {
+            ready(vm, topology, &ep)
+        })?;
         println!(
             "vm up: {vm} ready after {:.1} s (runner {}, log {})",
             started.elapsed().as_secs_f64(),

@@ -82,8 +82,8 @@ pub struct VmConfig {
     pub lab_dir: Option<PathBuf>,
     /// Where mcp-ssh-server and sshlab-agent are.
     pub bin_dir: Option<PathBuf>,
-    /// Readiness timeout per VM.
-    pub timeout: Duration,
+    /// Readiness timeout per VM (`None`: the backend's default, [`VmConfig::ready_timeout`]).
+    pub timeout: Option<Duration>,
     /// Restart period of the unstable sshd, seconds.
     pub unstable_every: u64,
     /// Backend `up` uses (`down` and `status` follow the state file's).
@@ -120,7 +120,7 @@ impl VmConfig {
             results,
             lab_dir: None,
             bin_dir,
-            timeout: Duration::from_secs(30),
+            timeout: None,
             unstable_every: 30,
             backend: Backend::Netns,
             runners: Vec::new(),
@@ -148,6 +148,11 @@ impl VmConfig {
             self.runtime = dir;
             self.runtime_owner = (owner != euid).then_some(owner);
         }
+    }
+
+    /// How long a VM may take to become ready: `--ready-timeout`, else `default`.
+    pub fn ready_timeout(&self, default: Duration) -> Duration {
+        self.timeout.unwrap_or(default)
     }
 
     /// The state file.
@@ -275,6 +280,8 @@ impl Endpoints {
 
 /// Boots the lab. On failure, tears down what this call created and returns the error.
 pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::Result<State> {
+    // Ctrl-C during `up` stops the waiting; the error path below then stops what was started.
+    crate::interrupt::install();
     if let Some(s) = State::load(cfg)? {
         bail!(
             "lab {} is already up (since {}, state {}); `sshlab vm down` first",
@@ -339,6 +346,9 @@ fn wait_ready(
     loop {
         if ready() {
             return Ok(());
+        }
+        if crate::interrupt::requested() {
+            bail!("VM {vm}: interrupted while waiting for it (Ctrl-C or SIGTERM)");
         }
         if let Some(p) = procs.iter().find(|p| !p.alive()) {
             let plog = Path::new(&p.log);

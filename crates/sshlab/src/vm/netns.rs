@@ -15,6 +15,9 @@ use super::{
     wait_ready,
 };
 
+/// How long a VM may take to become ready unless `--ready-timeout` says otherwise.
+const DEFAULT_READY: Duration = Duration::from_secs(30);
+
 /// `up` for the netns backend: fills `state` as it goes (so the caller can undo a failure).
 pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Result<()> {
     // Check the binaries before touching anything.
@@ -94,7 +97,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         "target",
         std::slice::from_ref(&p),
         &log,
-        cfg.timeout,
+        cfg.ready_timeout(DEFAULT_READY),
         || {
             ports.iter().all(|port| {
                 TcpStream::connect_timeout(
@@ -122,9 +125,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     let p = process::spawn_in("mcp", "mcp-ssh-server", cmd, &ns_of("mcp")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
-    wait_ready("mcp", std::slice::from_ref(&p), &log, cfg.timeout, || {
-        healthy(ep.mcp)
-    })?;
+    wait_ready(
+        "mcp",
+        std::slice::from_ref(&p),
+        &log,
+        cfg.ready_timeout(DEFAULT_READY),
+        || healthy(ep.mcp),
+    )?;
     println!("vm up: mcp ready (http://{}/health)", ep.mcp);
 
     // Agent.
@@ -133,9 +140,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     let p = process::spawn_in("agent", "sshlab-agent", cmd, &ns_of("agent")?, &log)?;
     state.procs.push(p.clone());
     state.save(cfg)?;
-    wait_ready("agent", std::slice::from_ref(&p), &log, cfg.timeout, || {
-        healthy(ep.agent)
-    })?;
+    wait_ready(
+        "agent",
+        std::slice::from_ref(&p),
+        &log,
+        cfg.ready_timeout(DEFAULT_READY),
+        || healthy(ep.agent),
+    )?;
     println!("vm up: agent ready (http://{}/health)", ep.agent);
     Ok(())
 }

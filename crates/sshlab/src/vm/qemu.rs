@@ -253,10 +253,10 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     state.netem = host;
     state.save(cfg)?;
     // A TCG boot of the host's root over 9p takes tens of seconds per guest on 2 cores.
-    let timeout = match accel {
-        Accel::Kvm => cfg.timeout.max(Duration::from_secs(120)),
-        Accel::Tcg => cfg.timeout.max(Duration::from_secs(420)),
-    };
+    let timeout = cfg.ready_timeout(match accel {
+        Accel::Kvm => Duration::from_secs(120),
+        Accel::Tcg => Duration::from_secs(420),
+    });
     let ep = Endpoints::new(topology)?;
     for vm in START_ORDER {
         let work = cfg.runtime.join("qemu").join(vm);
