@@ -105,9 +105,21 @@ pub struct JobStatus {
     /// Failed: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The summary so far (the agent rewrites it while the job runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The summary so far (the agent rewrites it while the job runs). A summary the reader
+    /// cannot parse (another build's schema) reads as `None`, not as a failed status.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_summary"
+    )]
     pub summary: Option<Box<Summary>>,
+}
+
+fn lenient_summary<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<Summary>>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// 202 to `DELETE /jobs/{test_id}`.
@@ -158,6 +170,12 @@ mod tests {
         assert_eq!(s.state, JobState::Interrupted);
         assert_eq!(s.summary, None);
         assert!(serde_json::from_str::<JobStatus>(r#"{"test_id":"t","state":"paused"}"#).is_err());
+        // A summary of another schema does not make the status unreadable.
+        let s: JobStatus = serde_json::from_str(
+            r#"{"test_id":"t","state":"running","summary":{"schema_version":"two"}}"#,
+        )
+        .unwrap();
+        assert_eq!((s.state, s.summary), (JobState::Running, None));
         assert_eq!(job_path("loadtest_1"), "/jobs/loadtest_1");
     }
 }

@@ -11,12 +11,18 @@ extern "C" fn on_signal(_: libc::c_int) {
     REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Routes SIGINT and SIGTERM to the flag (idempotent).
+/// Routes SIGINT and SIGTERM to the flag (idempotent). One-shot (`SA_RESETHAND`): a second
+/// Ctrl-C gets the default action, so a user can always kill a stuck `sshlab`.
 pub fn install() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the sigaction
+    // struct is zeroed and then filled as sigaction(2) documents.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
     }
 }
 

@@ -196,14 +196,15 @@ impl VmOpts {
     /// profiles unless `--no-netem`.
     pub fn config(&self, outer: Option<&str>, lab: &Lab) -> vm::VmConfig {
         let profiles = &lab.netem;
+        // Absolute: runners and guests start in directories of their own.
         let results = self
             .results
-            .clone()
-            .unwrap_or_else(|| lab.topology.results.host.clone());
+            .as_ref()
+            .map_or_else(|| lab.topology.results.host.clone(), |p| absolute(p));
         let mut c = vm::VmConfig::new(
             outer,
             results,
-            self.bin_dir.clone(),
+            self.bin_dir.as_ref().map(|p| absolute(p)),
             vm::Invoker::from_env(),
         );
         c.timeout = self.ready_timeout.map(std::time::Duration::from_secs);
@@ -347,7 +348,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
-            cfg.lab_dir.clone_from(&opts.lab);
+            cfg.lab_dir = opts.lab.as_deref().map(absolute);
             cfg.locate();
             let spec = runjob::RunSpec {
                 scenario,
@@ -406,7 +407,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
-            cfg.lab_dir.clone_from(&opts.lab);
+            cfg.lab_dir = opts.lab.as_deref().map(absolute);
             if !matches!(action, VmAction::Up) {
                 cfg.locate();
             }
@@ -538,6 +539,11 @@ fn print_changes(what: &str, changes: &[String]) {
 }
 
 /// `SUDO_UID`, the invoking user under sudo.
+/// `p` made absolute against the current directory (unchanged when that fails).
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn sudo_uid() -> Option<u32> {
     std::env::var("SUDO_UID").ok()?.parse().ok()
 }

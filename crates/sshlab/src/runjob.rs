@@ -239,6 +239,16 @@ fn one(
     let accepted: JobAccepted =
         serde_json::from_str(&r.body).context("the agent's answer to the job")?;
     let id = accepted.test_id;
+    // The id names a directory under the host's results: one plain path component only.
+    if id.is_empty()
+        || id.starts_with('.')
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
+        bail!("the agent named its job {id:?}, which is not a plain directory name");
+    }
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
     // Best effort: the results stand without it, the printed lines already said it.
@@ -268,16 +278,20 @@ fn one(
                 return Ok(1);
             }
         };
-        let status: JobStatus = match serde_json::from_str(&r.body) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "run: the agent's status for job {id} is not one ({e}): {}; partial results in {}",
-                    r.body.chars().take(200).collect::<String>(),
-                    dir.display()
-                );
-                return Ok(1);
-            }
+        let parsed = (r.status == 200)
+            .then(|| serde_json::from_str::<JobStatus>(&r.body).ok())
+            .flatten();
+        let Some(status) = parsed else {
+            let why = serde_json::from_str::<ApiError>(&r.body)
+                .map_or_else(|_| r.body.chars().take(200).collect(), |e| e.error);
+            eprintln!(
+                "run: the agent's status for job {id} ({}) is not one: {why}; cancelling, \
+                 partial results in {}",
+                r.status,
+                dir.display()
+            );
+            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
+            return Ok(1);
         };
         if status.state != JobState::Running {
             if let Some(e) = &status.error {

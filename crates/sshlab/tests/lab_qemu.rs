@@ -225,10 +225,15 @@ mod tests {
         assert_eq!(guests.len(), 3, "{note:#}");
         for g in guests {
             assert_eq!(g["kernel"], guest_release.as_str(), "{note:#}");
-            assert_ne!(
-                g["kernel"],
-                host.as_str(),
-                "a guest ran the host's kernel: {note:#}"
+        }
+        // Where the host runs another kernel (here a Firecracker host kernel), the guests'
+        // report cannot be the host's own uname leaking through.
+        if host == guest_release {
+            eprintln!("note: the host runs the guest kernel {host} itself; uname cannot tell");
+        } else {
+            assert!(
+                guests.iter().all(|g| g["kernel"] != host.as_str()),
+                "{note:#}"
             );
         }
 

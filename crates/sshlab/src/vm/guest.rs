@@ -69,7 +69,17 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     let vm = topology
         .vm(&opts.vm)
         .with_context(|| format!("no VM {} in the topology", opts.vm))?;
-    let ifname = nic_by_mac(Path::new("/sys/class/net"), &vm.mac.to_string())?;
+    // virtio_net is a module in Debian's kernel: load it (udev may not have), then give the
+    // NIC a moment to appear.
+    let _ = Command::new("modprobe").arg("virtio_net").status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ifname = loop {
+        match nic_by_mac(Path::new("/sys/class/net"), &vm.mac.to_string()) {
+            Ok(name) => break name,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
     let prefix = topology.bridge.address.prefix();
     let gateway = topology.bridge.address.addr();
     let ip = vm.ip;

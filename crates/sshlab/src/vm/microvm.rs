@@ -311,7 +311,7 @@ pub fn status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus
                 ready: ready(&vm.name, topology, &ep),
                 log: procs
                     .iter()
-                    .find(|p| p.what == "microvm-run")
+                    .find(|p| p.what == "microvm-run" || p.what == "qemu")
                     .map(|p| p.log.clone()),
                 netem: None,
                 accel: None,

@@ -316,6 +316,13 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             state.save(cfg)
         }),
     };
+    // Ctrl-C after the last wait: still undo, as promised.
+    let built = built.and_then(|()| {
+        if crate::interrupt::requested() {
+            bail!("vm up: interrupted (Ctrl-C or SIGTERM)");
+        }
+        Ok(())
+    });
     match built {
         Ok(()) => Ok(state),
         Err(e) => {

@@ -89,6 +89,47 @@ pub fn spawn_in(
     })
 }
 
+/// The processes whose process group is `pgid` (field 5 of `/proc/PID/stat`).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                    == Some(pgid)
+            })
+        })
+        .filter(|pid| start_time(*pid).is_some())
+        .collect()
+}
+
+/// SIGTERM to process group `pgid` (> 1), up to `grace` for its members to exit, then SIGKILL;
+/// waits until none is left (5 s at most).
+fn stop_group(pgid: u32, grace: Duration) {
+    let Ok(g) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 || group_members(pgid).is_empty() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(-g), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while !group_members(pgid).is_empty() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    if !group_members(pgid).is_empty() {
+        let _ = kill(Pid::from_raw(-g), Signal::SIGKILL);
+        let hard = Instant::now() + Duration::from_secs(5);
+        while !group_members(pgid).is_empty() && Instant::now() < hard {
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Waits up to `timeout` for `child` to exit and returns its stdout and stderr (as piped by the
 /// caller), `None` when it did not exit in time (the caller kills it).
 pub fn wait_output(mut child: std::process::Child, timeout: Duration) -> Option<String> {
@@ -159,7 +200,26 @@ impl Proc {
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns a line for the report.
     pub fn stop(&self, grace: Duration) -> String {
+        // Never process group 0 or 1 (the caller's own group, or init's: everything).
+        let group = self.pgid.filter(|g| *g > 1);
         if !self.alive() {
+            // The leader (e.g. vng) may be gone while its group (qemu) still runs: the group id
+            // stays taken while members live, so those are still ours, unless the leader's pid
+            // now belongs to another process (then nothing is touched).
+            let orphans = group
+                .filter(|g| start_time(*g).is_none())
+                .map(group_members)
+                .unwrap_or_default();
+            if let (Some(g), false) = (group, orphans.is_empty()) {
+                stop_group(g, grace);
+                return format!(
+                    "{} {} (pid {}) had exited; stopped what was left of its group ({} processes)",
+                    self.vm,
+                    self.what,
+                    self.pid,
+                    orphans.len()
+                );
+            }
             return format!(
                 "{} {} (pid {}) was not running",
                 self.vm, self.what, self.pid
@@ -168,24 +228,29 @@ impl Proc {
         let Ok(raw) = i32::try_from(self.pid) else {
             return format!("{} {}: bad pid {}", self.vm, self.what, self.pid);
         };
-        // A negative pid signals the process group.
-        // Never process group 0 or 1 (the caller's own group, or init's: everything).
-        let group = self
-            .pgid
-            .filter(|g| *g > 1)
-            .and_then(|g| i32::try_from(g).ok())
-            .map(|g| -g);
         let term = group
+            .and_then(|g| i32::try_from(g).ok())
+            .map(|g| -g)
             .or_else(|| self.term_pid.and_then(|p| i32::try_from(p).ok()))
             .unwrap_or(raw);
         let _ = kill(Pid::from_raw(term), Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while self.alive() {
             if Instant::now() >= deadline {
-                let _ = kill(Pid::from_raw(group.unwrap_or(raw)), Signal::SIGKILL);
+                let _ = kill(
+                    Pid::from_raw(
+                        group
+                            .and_then(|g| i32::try_from(g).ok())
+                            .map_or(raw, |g| -g),
+                    ),
+                    Signal::SIGKILL,
+                );
                 let hard = Instant::now() + Duration::from_secs(5);
                 while self.alive() && Instant::now() < hard {
                     sleep(Duration::from_millis(20));
+                }
+                if let Some(g) = group {
+                    stop_group(g, Duration::ZERO);
                 }
                 return format!(
                     "stopped {} {} (pid {}) with SIGKILL after {grace:?}",
@@ -193,6 +258,11 @@ impl Proc {
                 );
             }
             sleep(Duration::from_millis(20));
+        }
+        // The leader is gone; the rest of its group (qemu under vng) goes too before `down`
+        // says the VM is stopped.
+        if let Some(g) = group {
+            stop_group(g, grace);
         }
         format!("stopped {} {} (pid {})", self.vm, self.what, self.pid)
     }

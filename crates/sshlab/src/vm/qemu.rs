@@ -6,7 +6,7 @@
 //! role's init. Networking is the real path: qemu opens the TAP `sshlab net up` made
 //! (`-netdev tap,ifname=...`, `queues=<vcpus>` on the multi-queue TAPs); no user networking.
 //! The Agent VM gets the host's results directory read-write at the same path (virtme-ng's
-//! `--rwdir`, 9p: virtme-ng brings no virtiofsd, and 9p needs no daemon besides qemu).
+//! `--rwdir` over 9p, `--force-9p`: qemu serves it itself, no virtiofsd needed).
 //!
 //! KVM is used when `/dev/kvm` really runs a guest, TCG otherwise: [`detect_accel`] boots a
 //! probe guest once per `vm up` rather than trusting the device node (this CI machine has a
@@ -181,6 +181,35 @@ fn vng_command(
         .vm(vm)
         .with_context(|| format!("no VM {vm} in the topology"))?;
     let sshlab = std::env::current_exe().context("the sshlab binary's path")?;
+    // vng hands its arguments to a shell and to qemu's option parser unquoted: every path and
+    // name that goes into them must be plain (absolute, no spaces, quotes, `=`, `,` or `$`).
+    let plain_path = |what: &str, p: &Path| -> anyhow::Result<String> {
+        let s = p.to_str().unwrap_or_default();
+        let ok = p.is_absolute()
+            && !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
+        if !ok {
+            bail!(
+                "the qemu backend needs {what} as a plain absolute path ([A-Za-z0-9/._+-]), \
+                 got {:?}",
+                p.display().to_string()
+            );
+        }
+        Ok(s.to_owned())
+    };
+    if !v
+        .tap
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        bail!(
+            "VM {vm}: TAP name {:?} is not plain ([A-Za-z0-9_.-])",
+            v.tap
+        );
+    }
+    let sshlab = plain_path("the sshlab binary", &sshlab)?;
+    let results = plain_path("the results directory", &cfg.results)?;
     let mut netdev = format!(
         "-netdev tap,id=lab,ifname={},script=no,downscript=no,vhost=off",
         v.tap
@@ -202,20 +231,22 @@ fn vng_command(
         .arg("--cpus")
         .arg(v.vcpus.to_string())
         .arg(format!("--qemu-opts={netdev} {device}"));
+    // 9p for the host's root and the results share whether or not a virtiofsd is installed
+    // (virtme-ng would switch to virtiofs, and with KVM to another machine type).
+    cmd.arg("--force-9p");
     if vm == "agent" {
-        cmd.arg(format!("--rwdir={}", cfg.results.display()));
+        cmd.arg(format!("--rwdir={results}"));
     }
-    let mut guest = format!("'{}'", sshlab.display());
+    let mut guest = sshlab;
     if let Some(dir) = &cfg.lab_dir {
-        guest.push_str(&format!(" --lab '{}'", dir.display()));
+        guest.push_str(&format!(" --lab {}", plain_path("--lab", dir)?));
     }
     guest.push_str(&format!(
-        " guest {vm} --results '{}' --unstable-every {}",
-        cfg.results.display(),
+        " guest {vm} --results {results} --unstable-every {}",
         cfg.unstable_every
     ));
     if let Some(dir) = &cfg.bin_dir {
-        guest.push_str(&format!(" --bin-dir '{}'", dir.display()));
+        guest.push_str(&format!(" --bin-dir {}", plain_path("--bin-dir", dir)?));
     }
     if netem_in_guest {
         guest.push_str(" --netem");
@@ -332,7 +363,7 @@ fn wait_report(log: &Path, timeout: Duration) -> Option<GuestReport> {
         if let Some(r) = GuestReport::from_log(&text) {
             return Some(r);
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || crate::interrupt::requested() {
             return None;
         }
         std::thread::sleep(Duration::from_millis(200));
