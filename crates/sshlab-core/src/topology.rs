@@ -285,6 +285,12 @@ impl Topology {
 }
 
 impl Vm {
+    /// Whether the VM's TAP is multi-queue: one queue per vCPU when it has more than one. `net
+    /// up` creates the TAP so, and the hypervisor must open it so (qemu `queues=<vcpus>`).
+    pub fn multi_queue(&self) -> bool {
+        self.vcpus > 1
+    }
+
     /// The service called `name`, if any.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)

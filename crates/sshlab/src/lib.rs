@@ -458,7 +458,11 @@ fn run_vm(
                         .iter()
                         .map(|s| format!("{} {}", s.vm, s.kernel.as_deref().unwrap_or("?")))
                         .collect();
-                    println!("guests  accelerator {a}; kernels: {}", kernels.join(", "));
+                    println!(
+                        "guests  accelerator {}; kernels: {}",
+                        a.as_str(),
+                        kernels.join(", ")
+                    );
                 }
                 if let Some(n) = st.iter().find_map(|s| s.netem.as_ref()) {
                     println!("netem   {}", n.describe());

@@ -80,8 +80,8 @@ pub struct LabNote {
     pub skipped: Option<String>,
     /// The backend the lab ran on (`netns`, `qemu`, `microvm`).
     pub backend: Option<String>,
-    /// qemu backend: the guests' accelerator (`kvm` or `tcg`).
-    pub accel: Option<String>,
+    /// qemu backend: the guests' accelerator.
+    pub accel: Option<vm::qemu::Accel>,
     /// qemu backend: each guest's report (its own kernel release and CPUs).
     pub guests: Vec<vm::guest::GuestReport>,
     /// The CPUs the MCP server really has (the MCP guest's own count on qemu, the host's
@@ -172,7 +172,7 @@ pub fn run(
     for s in scenarios {
         let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
         note.backend = Some(state.backend.as_str().to_owned());
-        note.accel.clone_from(&state.accel);
+        note.accel = state.accel;
         note.guests.clone_from(&state.guests);
         note.server_vcpus = server_vcpus(&state);
         code = one(spec, s, &ep, &results, &note);
@@ -426,19 +426,55 @@ pub fn report(dir: &Path) -> anyhow::Result<Rendered> {
     })
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
+/// Writes through a temporary file and a rename, so a reader never sees half a file. The
+/// directory may be writable by the agent (a shared results folder): the temporary file is
+/// created new (`O_EXCL`, never through a link another party planted), then renamed over.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = f.write_all(bytes) {
+        // Ours (created above): remove it.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lab_json_is_never_written_through_a_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let target = d.path().join(LabNote::FILE);
+        let tmp = d
+            .path()
+            .join(format!(".{}.{}.tmp", LabNote::FILE, std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(write_atomic(&target, b"{}").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        std::fs::remove_file(&tmp).unwrap();
+        write_atomic(&target, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}");
+    }
 
     fn unshaped() -> LabNetem {
         LabNetem::off(

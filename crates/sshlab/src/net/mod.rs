@@ -187,7 +187,7 @@ impl NetPlan {
                 vm.name.clone(),
                 TapSpec {
                     name: vm.tap.clone(),
-                    multi_queue: vm.vcpus > 1,
+                    multi_queue: vm.multi_queue(),
                     owner,
                 },
             ));

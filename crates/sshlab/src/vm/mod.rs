@@ -187,9 +187,9 @@ pub struct State {
     /// Whether the target's netem ports are shaped, and why not (absent in older files).
     #[serde(default)]
     pub netem: LabNetem,
-    /// qemu backend: the accelerator the guests run on (`kvm` or `tcg`).
+    /// qemu backend: the accelerator the guests run on.
     #[serde(default)]
-    pub accel: Option<String>,
+    pub accel: Option<qemu::Accel>,
     /// qemu backend: each guest's own report (kernel, CPUs, netem).
     #[serde(default)]
     pub guests: Vec<guest::GuestReport>,
@@ -447,9 +447,9 @@ pub struct VmStatus {
     /// Target only: whether its netem ports are shaped (re-checked against the kernel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netem: Option<LabNetem>,
-    /// qemu backend: the accelerator (`kvm` or `tcg`).
+    /// qemu backend: the accelerator.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accel: Option<String>,
+    pub accel: Option<qemu::Accel>,
     /// qemu backend: the guest's kernel release, as the guest reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
@@ -465,7 +465,7 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
         Backend::Microvm | Backend::Qemu => {
             let mut st = microvm::status(&state, topology)?;
             for s in &mut st {
-                s.accel.clone_from(&state.accel);
+                s.accel = state.accel;
                 s.kernel = state
                     .guests
                     .iter()

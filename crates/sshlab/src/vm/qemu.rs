@@ -32,8 +32,9 @@ use super::{Endpoints, State, VmConfig, process, shaping, wait_ready};
 /// The probe guest's marker.
 const KVM_OK: &str = "SSHLAB-KVM-OK";
 
-/// The accelerator a guest runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The accelerator a guest runs on (`kvm` or `tcg` in state files and `lab.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualisation.
     Kvm,
@@ -217,7 +218,7 @@ fn vng_command(
     let mut device = format!("-device virtio-net-pci,netdev=lab,mac={}", v.mac);
     // `sshlab net up` makes a VM's TAP multi-queue when it has more than one vCPU: qemu must
     // open it so, one queue per vCPU (and twice as many MSI-X vectors, plus two).
-    if v.vcpus > 1 {
+    if v.multi_queue() {
         netdev.push_str(&format!(",queues={}", v.vcpus));
         device.push_str(&format!(",mq=on,vectors={}", 2 * v.vcpus + 2));
     }
@@ -277,7 +278,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         accel.as_str(),
         tools.kernel.display()
     );
-    state.accel = Some(accel.as_str().to_owned());
+    state.accel = Some(accel);
     // netem: on the host TAP when `net up` put it there, else inside the target guest.
     let host = shaping::observe(topology, cfg.netem.as_ref());
     let netem_in_guest = cfg.netem.is_some() && !host.applied;
