@@ -69,6 +69,14 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     let vm = topology
         .vm(&opts.vm)
         .with_context(|| format!("no VM {} in the topology", opts.vm))?;
+    // This configures the machine's own network: only ever inside a guest virtme-ng booted.
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !is_virtme_guest(&cmdline) {
+        bail!(
+            "`sshlab guest` is the init of a qemu-backend guest and runs only inside one \
+             (this kernel's command line has no virtme_ marker); use `sshlab vm up --backend qemu`"
+        );
+    }
     // virtio_net is a module in Debian's kernel: load it (udev may not have), then give the
     // NIC a moment to appear.
     let _ = Command::new("modprobe").arg("virtio_net").status();
@@ -137,6 +145,13 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
         super::process::log_tail(&log, 20)
     );
     Ok(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
+}
+
+/// Whether a kernel command line is a virtme-ng guest's (it passes `virtme_*` parameters).
+fn is_virtme_guest(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|p| p.starts_with("virtme_hostname=") || p.starts_with("virtme_root_user="))
 }
 
 /// The interface under `sys_class_net` whose address is `mac` (case-insensitive).
@@ -238,6 +253,16 @@ mod tests {
             e.contains("02:00:00:b2:00:05") && e.contains("enp0s10"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn only_a_virtme_guest_runs_the_guest_init() {
+        assert!(is_virtme_guest(
+            "virtme_hostname=virtme-ng nr_open=1048576 console=ttyS0 init=/x/virtme-ng-init"
+        ));
+        assert!(!is_virtme_guest(
+            "BOOT_IMAGE=/vmlinuz-6.1.0-48-amd64 root=/dev/vda1 ro quiet"
+        ));
     }
 
     #[test]
