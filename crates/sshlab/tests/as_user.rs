@@ -248,6 +248,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_results_share_is_handed_over_only_when_safe() {
+        use sshlab::vm::invoker::{Credentials, ensure_runtime_root, prepare_results};
+        if !is_root() {
+            return;
+        }
+        let dir = scratch("share");
+        let user = Credentials {
+            uid: UID,
+            gid: UID,
+            groups: vec![UID],
+        };
+        // Missing: created, and owned by the runners' user.
+        let fresh = dir.path().join("fresh/results");
+        let done = prepare_results(&fresh, Some(&user)).expect("created");
+        assert!(done.iter().any(|l| l.starts_with("created")), "{done:?}");
+        assert_eq!(std::fs::metadata(&fresh).expect("stat").uid(), UID);
+        // A symlink: refused, its target untouched.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+        let e = prepare_results(&link, Some(&user)).expect_err("a symlink");
+        assert!(e.to_string().contains("symlink"), "{e:#}");
+        assert_eq!(std::fs::metadata(&elsewhere).expect("stat").uid(), 0);
+        // Root-owned with files in it: not given away; the user cannot write it, so an error.
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).expect("mkdir");
+        std::fs::write(full.join("keep"), "x").expect("write");
+        let e = prepare_results(&full, Some(&user)).expect_err("not writable");
+        assert!(e.to_string().contains("not writable by uid 65534"), "{e:#}");
+        assert_eq!(std::fs::metadata(&full).expect("stat").uid(), 0);
+        // Root-owned and empty: handed over.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        prepare_results(&empty, Some(&user)).expect("handed over");
+        assert_eq!(std::fs::metadata(&empty).expect("stat").uid(), UID);
+
+        // A runtime root someone else made (a squatted /tmp/sshlab-<uid>) is refused.
+        let squatted = dir.path().join("squatted");
+        std::fs::create_dir(&squatted).expect("mkdir");
+        std::os::unix::fs::chown(&squatted, Some(UID), Some(UID)).expect("chown");
+        let e = ensure_runtime_root(&squatted).expect_err("not ours");
+        assert!(e.to_string().contains("not this user's alone"), "{e:#}");
+        ensure_runtime_root(&dir.path().join("mine")).expect("made here, 0700");
+        let mode = std::fs::metadata(dir.path().join("mine"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
     fn lab_files_are_found_from_the_root_directory_without_a_checkout() {
         // `nix run github:...#...` and the NixOS VM test's shell run from anywhere: the compiled-in
         // lab files must do. A read-only command that needs the lab's files: netem show on lo.

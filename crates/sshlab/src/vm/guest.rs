@@ -204,14 +204,7 @@ fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
 fn wait_ports(ip: Ipv4Addr, ports: &[u16], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let open = ports.iter().all(|p| {
-            std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from((ip, *p)),
-                Duration::from_millis(300),
-            )
-            .is_ok()
-        });
-        if open {
+        if super::ports_open(ip, ports, Duration::from_millis(300)) {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -8,7 +8,6 @@
 //! process groups) goes to the same state.json as the netns backend.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,7 +17,7 @@ use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
 use super::invoker::{Credentials, prepare_results};
-use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, process, wait_ready};
+use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, ports_open, process, wait_ready};
 
 /// How long a runner's VM may take to become ready unless `--ready-timeout` says otherwise.
 const DEFAULT_READY: Duration = Duration::from_secs(30);
@@ -162,13 +161,7 @@ pub(crate) fn ready(vm: &str, topology: &Topology, ep: &Endpoints) -> bool {
             } else {
                 v.services.iter().map(|s| s.port).collect()
             };
-            ports.iter().all(|port| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((v.ip, *port)),
-                    Duration::from_millis(300),
-                )
-                .is_ok()
-            })
+            ports_open(v.ip, &ports, Duration::from_millis(300))
         }),
     }
 }

@@ -224,22 +224,26 @@ pub fn find_bin(cfg: &VmConfig, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Finds `name` in `bin_dir`, then next to the running `sshlab`, then `$PATH`.
 pub fn find_bin_in(bin_dir: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = bin_dir.iter().map(|d| d.to_path_buf()).collect();
-    if let Some(d) = std::env::current_exe()
+    let beside_sshlab = std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        dirs.push(d);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    bin_dir
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(beside_sshlab)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+        .or_else(|| on_path(name))
         .with_context(|| {
             format!("{name} not found (looked in --bin-dir/SSHLAB_BIN_DIR, next to sshlab, $PATH)")
         })
+}
+
+/// `name` in a directory of `$PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The lab's addresses.
@@ -332,6 +336,13 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             Err(e)
         }
     }
+}
+
+/// Whether every port in `ports` on `ip` accepts a TCP connection within `per_port`.
+pub fn ports_open(ip: Ipv4Addr, ports: &[u16], per_port: Duration) -> bool {
+    ports.iter().all(|port| {
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((ip, *port)), per_port).is_ok()
+    })
 }
 
 /// `GET /health` answers 200 with "healthy" in the body.

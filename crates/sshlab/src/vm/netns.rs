@@ -4,15 +4,15 @@
 //! the mcp VM's `mcp-ssh-server --profile loadtest`, the agent VM's `sshlab-agent serve`
 //! ([`super::roles`]). Everything is made in the namespace sshlab runs in.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
 use super::{
-    Endpoints, Proc, State, VmConfig, VmStatus, healthy, net, process, roles, shaping, target,
-    wait_ready,
+    Endpoints, Proc, State, VmConfig, VmStatus, healthy, net, ports_open, process, roles, shaping,
+    target, wait_ready,
 };
 
 /// How long a VM may take to become ready unless `--ready-timeout` says otherwise.
@@ -98,15 +98,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         std::slice::from_ref(&p),
         &log,
         cfg.ready_timeout(DEFAULT_READY),
-        || {
-            ports.iter().all(|port| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((ep.target, *port)),
-                    Duration::from_millis(300),
-                )
-                .is_ok()
-            })
-        },
+        || ports_open(ep.target, &ports, Duration::from_millis(300)),
     )?;
     println!(
         "vm up: target ready ({} sshd ports on {})",
@@ -239,13 +231,10 @@ pub fn status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus
         let ready = match vm.name.as_str() {
             "agent" => healthy(ep.agent),
             "mcp" => healthy(ep.mcp),
-            _ => vm.services.iter().all(|s| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((vm.ip, s.port)),
-                    Duration::from_millis(500),
-                )
-                .is_ok()
-            }),
+            _ => {
+                let ports: Vec<u16> = vm.services.iter().map(|s| s.port).collect();
+                ports_open(vm.ip, &ports, Duration::from_millis(500))
+            }
         };
         out.push(VmStatus {
             vm: vm.name.clone(),

@@ -27,7 +27,7 @@ use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 use super::guest::GuestReport;
 use super::invoker::prepare_results;
 use super::microvm::{self, START_ORDER};
-use super::{Endpoints, State, VmConfig, process, shaping, wait_ready};
+use super::{Endpoints, State, VmConfig, on_path, process, shaping, wait_ready};
 
 /// The probe guest's marker.
 const KVM_OK: &str = "SSHLAB-KVM-OK";
@@ -50,13 +50,6 @@ impl Accel {
             Self::Tcg => "tcg",
         }
     }
-}
-
-/// `name` on `$PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Everything a qemu guest needs, checked before anything starts; one clear error each.
