@@ -353,7 +353,8 @@ pub fn check_vm_tools() -> anyhow::Result<()> {
     }
     bail!(
         "VM tools missing: {}; install them with `scripts/install-deps vm` (as root) and put \
-         $SSHLAB_TOOLS/bin (default ~/.cache/sshlab-tools/bin) on PATH, as scripts/test does",
+         $SSHLAB_TOOLS/bin (default /opt/sshlab-tools/bin for root, else \
+         ~/.cache/sshlab-tools/bin) on PATH, as scripts/test does",
         missing.join(", ")
     )
 }

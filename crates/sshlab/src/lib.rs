@@ -112,6 +112,9 @@ pub enum Command {
         /// Apply netem/profiles.toml to the guest's own NIC (target; `--match sport`).
         #[arg(long)]
         netem: bool,
+        /// Mount the virtiofs share with this tag on `--results` first (microvm runners).
+        #[arg(long, value_name = "TAG")]
+        virtiofs: Option<String>,
     },
     /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json.
     Report {
@@ -132,6 +135,13 @@ pub enum VmAction {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Without Nix: build runners with microvm.nix's interface (`<vm>/bin/microvm-run`, and the
+    /// Agent's `bin/virtiofsd-run` for the results share) that boot the qemu backend's guests,
+    /// for `vm up --backend microvm --runner VM=DIR/VM`. Root (copies the root-only kernel).
+    Runners {
+        /// A new or empty directory (or one this command filled before).
+        dir: PathBuf,
     },
     /// The tail of the VMs' logs in the runtime dir (`<vm>.log`, `<vm>-virtiofsd.log`).
     Logs {
@@ -381,6 +391,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             bin_dir,
             unstable_every,
             netem,
+            virtiofs,
         } => {
             let g = vm::guest::GuestOpts {
                 vm,
@@ -388,6 +399,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 bin_dir,
                 unstable_every,
                 netem: netem.then(|| lab.netem.clone()),
+                virtiofs,
             };
             Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
         }
@@ -408,6 +420,18 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
             cfg.lab_dir = opts.lab.as_deref().map(absolute);
+            if let VmAction::Runners { dir } = &action {
+                let built = vm::runners::build(dir, &cfg, &lab)?;
+                println!(
+                    "vm runners: accelerator {} ({}); for `sshlab vm up --backend microvm`:",
+                    built.accel.as_str(),
+                    built.accel_why
+                );
+                for (name, path) in &built.runners {
+                    println!("{}={}", vm::microvm::runner_var(name), path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if !matches!(action, VmAction::Up) {
                 cfg.locate();
             }
@@ -472,6 +496,8 @@ fn run_vm(
                 return Ok(ExitCode::from(EXIT_NOT_READY));
             }
         }
+        // Handled in `run`: it needs no namespace.
+        VmAction::Runners { .. } => {}
         VmAction::Logs { vm: name, lines } => {
             for (path, tail) in vm::logs(cfg, &lab.topology, name.as_deref(), lines)? {
                 println!("==> {} <==\n{tail}", path.display());

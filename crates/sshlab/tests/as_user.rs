@@ -284,6 +284,18 @@ mod tests {
         std::fs::create_dir(&empty).expect("mkdir");
         prepare_results(&empty, Some(&user)).expect("handed over");
         assert_eq!(std::fs::metadata(&empty).expect("stat").uid(), UID);
+        // Below a folder the user cannot pass (a 0700 temporary folder): named, not started.
+        let closed = dir.path().join("closed");
+        std::fs::create_dir(&closed).expect("mkdir");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let e = prepare_results(&closed.join("results"), Some(&user)).expect_err("out of reach");
+        assert!(
+            e.to_string().contains("out of reach of uid 65534")
+                && e.to_string()
+                    .contains(&format!("{} (owner uid 0, mode 700)", closed.display())),
+            "{e:#}"
+        );
+        assert!(!closed.join("results").exists(), "created though refused");
 
         // A runtime root someone else made (a squatted /tmp/sshlab-<uid>) is refused.
         let squatted = dir.path().join("squatted");

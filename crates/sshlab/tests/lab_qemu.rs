@@ -15,63 +15,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
+use common::real_vm::{self, newest_run, release_bins, run_json, which};
 use common::{Netns, summary, text};
-use serde_json::Value;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"))
-}
 
 /// Fails in CI, skips (loudly) elsewhere.
 fn unavailable(why: &str) {
-    if in_ci() {
-        panic!("the qemu lab test cannot run (and CI=true): {why}");
-    }
-    eprintln!("SKIPPED lab_qemu: {why} (set CI=true to make this a failure)");
-}
-
-/// `<target>/release`, holding release builds of the two lab binaries.
-fn release_bins() -> Result<PathBuf, String> {
-    // This test runs from <target>/<profile>/deps/.
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .ok_or("cannot find the target directory")?;
-    let dir = target.join("release");
-    for b in ["mcp-ssh-server", "sshlab-agent"] {
-        if !dir.join(b).is_file() {
-            return Err(format!(
-                "{} is missing: `cargo build --release -p mcp-ssh-server -p sshlab-agent`",
-                dir.join(b).display()
-            ));
-        }
-    }
-    Ok(dir)
-}
-
-fn which(name: &str) -> bool {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join(name).is_file())
-}
-
-fn run_json(dir: &Path, file: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
-        .unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// The results directory of the newest run under `results`.
-fn newest_run(results: &Path) -> PathBuf {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(results)
-        .expect("results dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").is_file())
-        .collect();
-    runs.sort();
-    runs.pop().expect("a run with a summary.json")
+    real_vm::unavailable("lab_qemu", why);
 }
 
 #[cfg(test)]

@@ -23,10 +23,14 @@
 //! prints a clear skip message otherwise. Takes about 4-5 minutes (TCG boot ~1 minute, the
 //! lab's run ~1.5 minutes).
 
+mod common;
+
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-    use std::time::{Duration, SystemTime};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::common::real_vm::{self, in_ci, release_bins};
 
     use serde_json::Value;
     use sshlab_testkit::{GuestVm, check_vm_tools};
@@ -34,95 +38,9 @@ mod tests {
     const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     const PROBES: u32 = 4000;
 
-    fn in_ci() -> bool {
-        std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"))
-    }
-
     /// Fails in CI, skips (loudly) elsewhere.
     fn unavailable(why: &str) {
-        if in_ci() {
-            panic!("the netem VM test cannot run (and CI=true): {why}");
-        }
-        eprintln!("SKIPPED netem_vm: {why} (set CI=true to make this a failure)");
-    }
-
-    /// Newest modification time of the files under `dir` (recursively).
-    fn newest(dir: &Path) -> Option<SystemTime> {
-        let mut out = None;
-        for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-            let p = e.path();
-            let t = if p.is_dir() {
-                newest(&p)
-            } else {
-                e.metadata().and_then(|m| m.modified()).ok()
-            };
-            out = out.max(t);
-        }
-        out
-    }
-
-    /// Release builds of mcp-ssh-server and sshlab-agent for the lab part: `SSHLAB_VM_BIN_DIR`,
-    /// else `<target>/release` when both are there and each is newer than its sources (its
-    /// crates' src, the scenarios and lab files compiled into the agent), so a build older
-    /// than the code is never measured.
-    fn release_bins() -> Result<PathBuf, String> {
-        let bins = ["mcp-ssh-server", "sshlab-agent"];
-        let build = "build them: cargo build --release -p mcp-ssh-server -p sshlab-agent";
-        if let Some(d) = std::env::var_os("SSHLAB_VM_BIN_DIR") {
-            let d = PathBuf::from(d);
-            return match bins.iter().all(|b| d.join(b).is_file()) {
-                true => Ok(d),
-                false => Err(format!("SSHLAB_VM_BIN_DIR={} lacks {bins:?}", d.display())),
-            };
-        }
-        // This test runs from <target>/<profile>/deps/.
-        let dir = std::env::current_exe()
-            .ok()
-            .and_then(|e| Some(e.parent()?.parent()?.parent()?.join("release")))
-            .ok_or("cannot locate the target directory")?;
-        // Each binary against what it is built from (mcp-ssh-server stands alone).
-        let inputs: [(&str, &[&str]); 2] = [
-            ("mcp-ssh-server", &["crates/mcp-ssh-server/src"]),
-            (
-                "sshlab-agent",
-                &[
-                    "crates/sshlab-agent/src",
-                    "crates/sshlab-core/scenarios",
-                    "crates/sshlab-core/src",
-                    "vms/topology.toml",
-                    "netem/profiles.toml",
-                ],
-            ),
-        ];
-        for (b, srcs) in inputs {
-            let p = dir.join(b);
-            let built = p
-                .metadata()
-                .and_then(|m| m.modified())
-                .map_err(|_| format!("no {} ({build})", p.display()))?;
-            // Not Cargo.lock: a dependency change elsewhere need not relink this binary.
-            let mut newest_source = None;
-            for s in srcs {
-                let s = Path::new(REPO).join(s);
-                // A listed input that is gone (moved) would silently stop being checked.
-                let t = if s.is_dir() {
-                    newest(&s)
-                } else {
-                    let modified = s.metadata().and_then(|m| m.modified());
-                    Some(modified.map_err(|e| {
-                        format!("{}: {e} (update this test's list of inputs)", s.display())
-                    })?)
-                };
-                newest_source = newest_source.max(t);
-            }
-            if newest_source.is_some_and(|s| s > built) {
-                return Err(format!(
-                    "{} is older than its sources ({build})",
-                    p.display()
-                ));
-            }
-        }
-        Ok(dir)
+        real_vm::unavailable("netem_vm", why);
     }
 
     /// The guest, with sshlab and, when `lab_bins` is given, the lab's two other binaries.

@@ -22,6 +22,8 @@ use crate::netem::{self, NetemPlan, PortMatch};
 
 /// The marker of the report line on the guest's console.
 pub const REPORT_MARKER: &str = "SSHLAB-GUEST ";
+/// How the init's first line on the console begins (its report follows once the role is up).
+pub const GUEST_ANNOUNCE: &str = "sshlab guest ";
 
 /// What a guest says about itself once its role is up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +64,9 @@ pub struct GuestOpts {
     pub unstable_every: u64,
     /// netem profiles to apply inside the target guest; `None`: none.
     pub netem: Option<NetemProfiles>,
+    /// Mount the virtiofs share with this tag on `results` first (the microvm runners of
+    /// `sshlab vm runners`; the qemu backend's share is virtme-ng's 9p, already mounted).
+    pub virtiofs: Option<String>,
 }
 
 /// Runs the guest's init; returns the role's exit code (the guest then powers off).
@@ -98,7 +103,7 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     })
     .with_context(|| format!("VM {}: network on {ifname}", opts.vm))?;
     println!(
-        "sshlab guest {}: {ip}/{prefix} on {} (was {ifname}, MAC {}), gateway {gateway}",
+        "{GUEST_ANNOUNCE}{}: {ip}/{prefix} on {} (was {ifname}, MAC {}), gateway {gateway}",
         opts.vm,
         net::INNER_IFNAME,
         vm.mac
@@ -114,6 +119,14 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
         ..GuestReport::default()
     };
+    if let Some(tag) = &opts.virtiofs {
+        mount_virtiofs(tag, &opts.results)?;
+        println!(
+            "{GUEST_ANNOUNCE}{}: virtiofs {tag} on {}",
+            opts.vm,
+            opts.results.display()
+        );
+    }
     let bins = roles::Bins::find(opts.bin_dir.as_deref())?;
     let log = PathBuf::from(format!("/tmp/sshlab-{}.log", opts.vm));
     let mut child = match opts.vm.as_str() {
@@ -145,6 +158,27 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
         super::process::log_tail(&log, 20)
     );
     Ok(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
+}
+
+/// Mounts the virtiofs share `tag` on `dir` (created: the guest's /var is a writable overlay;
+/// its root is the host's, read-only). Debian's kernel has virtiofs as a module.
+fn mount_virtiofs(tag: &str, dir: &Path) -> anyhow::Result<()> {
+    let _ = Command::new("modprobe").arg("virtiofs").status();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    nix::mount::mount(
+        Some(tag),
+        dir,
+        Some("virtiofs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "cannot mount the virtiofs share {tag} on {} (no vhost-user-fs device with that \
+             tag, or no virtiofsd behind it)",
+            dir.display()
+        )
+    })
 }
 
 /// Whether a kernel command line is a virtme-ng guest's (it passes `virtme_*` parameters).

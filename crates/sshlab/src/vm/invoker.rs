@@ -150,6 +150,28 @@ fn user_groups(name: &str, gid: u32) -> Option<Vec<u32>> {
 /// or an empty root-owned one; never a symlink, never one with files in it or owned by
 /// another user (an error naming the owner). Returns what it did.
 pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result<Vec<String>> {
+    // virtiofsd opens the directory by its path as the runners' user: every folder above it
+    // must let them through (a 0700 home or temporary folder does not). Checked first, so a
+    // refused directory is neither created nor handed over.
+    if let Some(cred) = cred
+        && let Some(blocker) = dir
+            .ancestors()
+            .skip(1)
+            .find(|a| std::fs::metadata(a).is_ok_and(|m| !searchable_by(&m, cred)))
+    {
+        let m = std::fs::metadata(blocker)
+            .with_context(|| format!("cannot stat {}", blocker.display()))?;
+        bail!(
+            "the results directory {} is out of reach of uid {}, whom the VM runners run as: \
+             {} (owner uid {}, mode {:o}) does not let that user through; use a directory \
+             under one that does (the default /var/lib/sshlab/results)",
+            dir.display(),
+            cred.uid,
+            blocker.display(),
+            m.uid(),
+            m.permissions().mode() & 0o7777
+        );
+    }
     let mut done = Vec::new();
     let created = match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => bail!(
@@ -267,6 +289,20 @@ pub fn owned_state(dir: &Path, file: &str, owner: u32) -> bool {
 }
 
 /// Whether `cred` may create files in a directory with `meta` (by its mode bits).
+/// Whether `cred` may pass through the directory `meta` describes (its `x` bit for them).
+fn searchable_by(meta: &std::fs::Metadata, cred: &Credentials) -> bool {
+    let mode = meta.permissions().mode();
+    if cred.uid == 0 {
+        true
+    } else if meta.uid() == cred.uid {
+        mode & 0o100 != 0
+    } else if cred.groups.contains(&meta.gid()) {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
 fn writable_by(meta: &std::fs::Metadata, cred: &Credentials) -> bool {
     let mode = meta.permissions().mode();
     if meta.uid() == cred.uid {

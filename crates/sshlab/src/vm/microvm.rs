@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
+use super::guest::{GUEST_ANNOUNCE, GuestReport};
 use super::invoker::{Credentials, prepare_results};
 use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, ports_open, process, wait_ready};
 
@@ -257,8 +258,31 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             runner.display(),
             log.display()
         );
+        // A guest whose init is `sshlab guest` (the runners of `sshlab vm runners`) reports its
+        // kernel and CPUs on its console; a NixOS guest does not, and nothing waits for it.
+        if let Some(r) = guest_report(&log) {
+            println!("vm up: {vm} runs kernel {} on {} vCPUs", r.kernel, r.cpus);
+            state.guests.push(r);
+            state.save(cfg)?;
+        }
     }
     Ok(())
+}
+
+/// The report of a guest that runs `sshlab guest`: its init announces itself before it starts
+/// the role, so once that line is in the log, the report follows shortly (up to 10 s).
+fn guest_report(log: &Path) -> Option<GuestReport> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = process::log_tail(log, 2000);
+        if let Some(r) = GuestReport::from_log(&text) {
+            return Some(r);
+        }
+        if !text.contains(GUEST_ANNOUNCE) || Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `down` for the microvm and qemu backends: stops the recorded processes (agent first, each VM's

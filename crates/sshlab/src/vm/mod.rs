@@ -20,6 +20,7 @@ pub mod netns;
 pub mod process;
 pub mod qemu;
 pub mod roles;
+pub mod runners;
 pub mod shaping;
 pub mod target;
 

@@ -53,12 +53,15 @@ impl Accel {
 }
 
 /// Everything a qemu guest needs, checked before anything starts; one clear error each.
-struct Tools {
-    kernel: PathBuf,
-    vng: PathBuf,
+pub(crate) struct Tools {
+    /// The Debian kernel image.
+    pub kernel: PathBuf,
+    /// virtme-ng's `vng`.
+    pub vng: PathBuf,
 }
 
-fn check_tools() -> anyhow::Result<Tools> {
+/// Kernel, qemu, vng and `/dev/net/tun`, each named when missing.
+pub(crate) fn check_tools() -> anyhow::Result<Tools> {
     let kernel = guest_kernel::find().with_context(|| {
         format!(
             "no guest kernel: no {BOOT}/vmlinuz-*-amd64 whose {MODULES}/<version> has sch_netem \
@@ -72,7 +75,7 @@ fn check_tools() -> anyhow::Result<Tools> {
     }
     let vng = on_path("vng").context(
         "virtme-ng's `vng` is not on PATH (scripts/install-deps vm installs it into \
-         ~/.cache/sshlab-tools/bin)",
+         /opt/sshlab-tools/bin for root, ~/.cache/sshlab-tools/bin for others)",
     )?;
     if !Path::new("/dev/net/tun").exists() {
         bail!(
@@ -162,91 +165,143 @@ fn check_taps(topology: &Topology) -> anyhow::Result<()> {
     })
 }
 
-/// The `vng` command line of VM `vm`.
-fn vng_command(
-    tools: &Tools,
-    accel: Accel,
-    cfg: &VmConfig,
+/// How the Agent VM's guest reaches the host's results directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ResultsShare<'a> {
+    /// virtme-ng's `--rwdir` over 9p, served by qemu itself (the qemu backend).
+    NineP,
+    /// A vhost-user-fs device on virtiofsd's socket (a path relative to the runner's working
+    /// directory, as microvm.nix has it) with this tag; the guest mounts it itself.
+    Virtiofs {
+        /// virtiofsd's socket.
+        socket: &'a str,
+        /// The share's tag.
+        tag: &'a str,
+    },
+}
+
+/// Everything one guest's `vng` command line is made of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GuestSpec<'a> {
+    /// The Debian kernel image.
+    pub kernel: &'a Path,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// The `sshlab` the guest runs as its init.
+    pub sshlab: &'a Path,
+    /// `--lab` for the guest's sshlab.
+    pub lab_dir: Option<&'a Path>,
+    /// `--bin-dir` for the guest's sshlab.
+    pub bin_dir: Option<&'a Path>,
+    /// The results directory (the same path in the Agent guest as on the host).
+    pub results: &'a Path,
+    /// Restart period of the unstable sshd.
+    pub unstable_every: u64,
+    /// Whether the target guest applies netem to its own NIC.
+    pub netem_in_guest: bool,
+    /// How the Agent guest gets `results`.
+    pub share: ResultsShare<'a>,
+}
+
+/// A path vng and qemu can take: vng hands its arguments to a shell and to qemu's option
+/// parser unquoted, so it must be plain (absolute; `[A-Za-z0-9/._+-]`).
+pub(crate) fn plain_path(what: &str, p: &Path) -> anyhow::Result<String> {
+    let s = p.to_str().unwrap_or_default();
+    let ok = p.is_absolute()
+        && !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
+    if !ok {
+        bail!(
+            "the qemu backend needs {what} as a plain absolute path ([A-Za-z0-9/._+-]), got {:?}",
+            p.display().to_string()
+        );
+    }
+    Ok(s.to_owned())
+}
+
+/// The arguments of `vng` that boot VM `vm` (the program itself is `spec.vng`).
+pub(crate) fn vng_args(
+    spec: &GuestSpec<'_>,
     topology: &Topology,
     vm: &str,
-    netem_in_guest: bool,
-) -> anyhow::Result<Command> {
+) -> anyhow::Result<Vec<String>> {
     let v = topology
         .vm(vm)
         .with_context(|| format!("no VM {vm} in the topology"))?;
-    let sshlab = std::env::current_exe().context("the sshlab binary's path")?;
-    // vng hands its arguments to a shell and to qemu's option parser unquoted: every path and
-    // name that goes into them must be plain (absolute, no spaces, quotes, `=`, `,` or `$`).
-    let plain_path = |what: &str, p: &Path| -> anyhow::Result<String> {
-        let s = p.to_str().unwrap_or_default();
-        let ok = p.is_absolute()
-            && !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
-        if !ok {
-            bail!(
-                "the qemu backend needs {what} as a plain absolute path ([A-Za-z0-9/._+-]), \
-                 got {:?}",
-                p.display().to_string()
-            );
+    let plain_name = |what: &str, s: &str| -> anyhow::Result<()> {
+        if s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            bail!("VM {vm}: {what} {s:?} is not plain ([A-Za-z0-9_.-])");
         }
-        Ok(s.to_owned())
+        Ok(())
     };
-    if !v
-        .tap
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        bail!(
-            "VM {vm}: TAP name {:?} is not plain ([A-Za-z0-9_.-])",
-            v.tap
-        );
-    }
-    let sshlab = plain_path("the sshlab binary", &sshlab)?;
-    let results = plain_path("the results directory", &cfg.results)?;
-    let mut netdev = format!(
+    plain_name("TAP name", &v.tap)?;
+    let results = plain_path("the results directory", spec.results)?;
+    let mut qemu_opts = format!(
         "-netdev tap,id=lab,ifname={},script=no,downscript=no,vhost=off",
         v.tap
     );
-    let mut device = format!("-device virtio-net-pci,netdev=lab,mac={}", v.mac);
+    let mut device = format!(" -device virtio-net-pci,netdev=lab,mac={}", v.mac);
     // `sshlab net up` makes a VM's TAP multi-queue when it has more than one vCPU: qemu must
     // open it so, one queue per vCPU (and twice as many MSI-X vectors, plus two).
     if v.multi_queue() {
-        netdev.push_str(&format!(",queues={}", v.vcpus));
+        qemu_opts.push_str(&format!(",queues={}", v.vcpus));
         device.push_str(&format!(",mq=on,vectors={}", 2 * v.vcpus + 2));
     }
-    let mut cmd = Command::new(&tools.vng);
-    cmd.arg("--run").arg(&tools.kernel);
-    if accel == Accel::Tcg {
-        cmd.arg("--disable-kvm");
+    qemu_opts.push_str(&device);
+    let mut args = vec!["--run".to_owned(), plain_path("the kernel", spec.kernel)?];
+    if spec.accel == Accel::Tcg {
+        args.push("--disable-kvm".into());
     }
-    cmd.arg("--memory")
-        .arg(format!("{}M", v.memory_mib))
-        .arg("--cpus")
-        .arg(v.vcpus.to_string())
-        .arg(format!("--qemu-opts={netdev} {device}"));
-    // 9p for the host's root and the results share whether or not a virtiofsd is installed
-    // (virtme-ng would switch to virtiofs, and with KVM to another machine type).
-    cmd.arg("--force-9p");
-    if vm == "agent" {
-        cmd.arg(format!("--rwdir={results}"));
-    }
-    let mut guest = sshlab;
-    if let Some(dir) = &cfg.lab_dir {
+    args.extend([
+        "--memory".into(),
+        format!("{}M", v.memory_mib),
+        "--cpus".into(),
+        v.vcpus.to_string(),
+    ]);
+    // 9p for the host's root (and the qemu backend's results share) whether or not a virtiofsd
+    // is installed (virtme-ng would switch to virtiofs, and with KVM to another machine type).
+    args.push("--force-9p".into());
+    let mut guest = plain_path("the sshlab binary", spec.sshlab)?;
+    if let Some(dir) = spec.lab_dir {
         guest.push_str(&format!(" --lab {}", plain_path("--lab", dir)?));
     }
     guest.push_str(&format!(
         " guest {vm} --results {results} --unstable-every {}",
-        cfg.unstable_every
+        spec.unstable_every
     ));
-    if let Some(dir) = &cfg.bin_dir {
+    if let Some(dir) = spec.bin_dir {
         guest.push_str(&format!(" --bin-dir {}", plain_path("--bin-dir", dir)?));
     }
-    if netem_in_guest {
+    if spec.netem_in_guest {
         guest.push_str(" --netem");
     }
-    cmd.arg("--exec").arg(guest);
-    Ok(cmd)
+    if vm == "agent" {
+        match spec.share {
+            ResultsShare::NineP => args.push(format!("--rwdir={results}")),
+            ResultsShare::Virtiofs { socket, tag } => {
+                plain_name("virtiofs socket", socket)?;
+                plain_name("virtiofs tag", tag)?;
+                // vhost-user needs the guest's RAM in shared memory (microvm.nix 68c9f9c
+                // lib/runners/qemu.nix does the same: memfd, share=on, one NUMA node).
+                qemu_opts.push_str(&format!(
+                    " -object memory-backend-memfd,id=mem,size={}M,share=on \
+                     -numa node,memdev=mem -chardev socket,id=fs0,path={socket} \
+                     -device vhost-user-fs-pci,chardev=fs0,tag={tag}",
+                    v.memory_mib
+                ));
+                guest.push_str(&format!(" --virtiofs {tag}"));
+            }
+        }
+    }
+    args.push(format!("--qemu-opts={qemu_opts}"));
+    args.push("--exec".into());
+    args.push(guest);
+    Ok(args)
 }
 
 /// `up` for the qemu backend: fills `state` as it goes (so the caller can undo a failure).
@@ -283,6 +338,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         Accel::Tcg => Duration::from_secs(420),
     });
     let ep = Endpoints::new(topology)?;
+    let sshlab = std::env::current_exe().context("the sshlab binary's path")?;
     for vm in START_ORDER {
         let work = cfg.runtime.join("qemu").join(vm);
         if let Err(e) = std::fs::remove_dir_all(&work)
@@ -293,14 +349,19 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         std::fs::create_dir_all(&work)
             .with_context(|| format!("cannot create {}", work.display()))?;
         let log = cfg.runtime.join(format!("{vm}.log"));
-        let cmd = vng_command(
-            &tools,
+        let spec = GuestSpec {
+            kernel: &tools.kernel,
             accel,
-            cfg,
-            topology,
-            vm,
-            netem_in_guest && vm == "target",
-        )?;
+            sshlab: &sshlab,
+            lab_dir: cfg.lab_dir.as_deref(),
+            bin_dir: cfg.bin_dir.as_deref(),
+            results: &cfg.results,
+            unstable_every: cfg.unstable_every,
+            netem_in_guest: netem_in_guest && vm == "target",
+            share: ResultsShare::NineP,
+        };
+        let mut cmd = Command::new(&tools.vng);
+        cmd.args(vng_args(&spec, topology, vm)?);
         let p = microvm::spawn_command(vm, "qemu", cmd, &work, &log, None)?;
         state.procs.push(p.clone());
         state.save(cfg)?;

@@ -4,6 +4,8 @@
 //! such a namespace, for the tests that run scenarios and talk to the target.
 #![allow(dead_code)]
 
+pub mod real_vm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,125 @@
+//! Shared by the real-VM tests (netem_vm, lab_qemu, lab_microvm): when they may run, and the
+//! release builds of the lab's binaries they boot guests with.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// Whether this is CI (`CI=true`), where a test that cannot run is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"))
+}
+
+/// Test `test` cannot run: fails in CI, skips (loudly) elsewhere.
+pub fn unavailable(test: &str, why: &str) {
+    if in_ci() {
+        panic!("{test} cannot run (and CI=true): {why}");
+    }
+    eprintln!("SKIPPED {test}: {why} (set CI=true to make this a failure)");
+}
+
+/// Whether `name` is on PATH.
+pub fn which(name: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(name).is_file())
+}
+
+/// A JSON file of a results directory.
+pub fn run_json(dir: &Path, file: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The results directory of the newest run under `results`.
+pub fn newest_run(results: &Path) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(results)
+        .expect("results dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").is_file())
+        .collect();
+    runs.sort();
+    runs.pop().expect("a run with a summary.json")
+}
+
+/// Newest modification time of the files under `dir` (recursively).
+fn newest(dir: &Path) -> Option<SystemTime> {
+    let mut out = None;
+    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        out = out.max(t);
+    }
+    out
+}
+
+/// Release builds of mcp-ssh-server and sshlab-agent for the lab part: `SSHLAB_VM_BIN_DIR`,
+/// else `<target>/release` when both are there and each is newer than its sources (its
+/// crates' src, the scenarios and lab files compiled into the agent), so a build older
+/// than the code is never measured.
+pub fn release_bins() -> Result<PathBuf, String> {
+    let bins = ["mcp-ssh-server", "sshlab-agent"];
+    let build = "build them: cargo build --release -p mcp-ssh-server -p sshlab-agent";
+    if let Some(d) = std::env::var_os("SSHLAB_VM_BIN_DIR") {
+        let d = PathBuf::from(d);
+        return match bins.iter().all(|b| d.join(b).is_file()) {
+            true => Ok(d),
+            false => Err(format!("SSHLAB_VM_BIN_DIR={} lacks {bins:?}", d.display())),
+        };
+    }
+    // This test runs from <target>/<profile>/deps/.
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.join("release")))
+        .ok_or("cannot locate the target directory")?;
+    // Each binary against what it is built from (mcp-ssh-server stands alone).
+    let inputs: [(&str, &[&str]); 2] = [
+        ("mcp-ssh-server", &["crates/mcp-ssh-server/src"]),
+        (
+            "sshlab-agent",
+            &[
+                "crates/sshlab-agent/src",
+                "crates/sshlab-core/scenarios",
+                "crates/sshlab-core/src",
+                "vms/topology.toml",
+                "netem/profiles.toml",
+            ],
+        ),
+    ];
+    for (b, srcs) in inputs {
+        let p = dir.join(b);
+        let built = p
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(|_| format!("no {} ({build})", p.display()))?;
+        // Not Cargo.lock: a dependency change elsewhere need not relink this binary.
+        let mut newest_source = None;
+        for s in srcs {
+            let s = Path::new(REPO).join(s);
+            // A listed input that is gone (moved) would silently stop being checked.
+            let t = if s.is_dir() {
+                newest(&s)
+            } else {
+                let modified = s.metadata().and_then(|m| m.modified());
+                Some(modified.map_err(|e| {
+                    format!("{}: {e} (update this test's list of inputs)", s.display())
+                })?)
+            };
+            newest_source = newest_source.max(t);
+        }
+        if newest_source.is_some_and(|s| s > built) {
+            return Err(format!(
+                "{} is older than its sources ({build})",
+                p.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
