@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// vCPUs of the server's machine (default: the MCP VM's, from vms/topology.toml).
     #[arg(long)]
     pub server_vcpus: Option<u32>,
+    /// Those vCPUs are the host's, shared with the agent and the target (the netns backend):
+    /// the report says so instead of calling them the server's own.
+    #[arg(long)]
+    pub server_cpus_shared: bool,
     /// netem/profiles.toml to take latency_test's ports from (default: the compiled-in one).
     #[arg(long)]
     pub netem_profiles: Option<PathBuf>,
@@ -226,6 +230,7 @@ impl RunArgs {
             },
             metrics_url: self.metrics_url.clone(),
             server_vcpus: self.server_vcpus.or(mcp_vm.map(|v| v.vcpus)).unwrap_or(1),
+            server_cpus_shared: self.server_cpus_shared,
             dir: None,
         })
     }

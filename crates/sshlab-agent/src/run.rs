@@ -39,6 +39,8 @@ pub struct RunRequest {
     pub metrics_url: Option<String>,
     /// vCPUs of the server's machine, for CPU utilisation.
     pub server_vcpus: u32,
+    /// Whether those are host cores the server shares with the agent and the target.
+    pub server_cpus_shared: bool,
     /// A results dir already created for this run (`serve` names the job before it starts).
     pub dir: Option<(String, PathBuf)>,
 }
@@ -235,6 +237,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     run_info.late_starts = outcome.as_ref().map_or(0, |o| o.late_starts);
     let mut summary = Summary::build(run_info, &agg);
     let mut server = scrape::build_report(&samples, req.server_vcpus);
+    server.vcpus_shared = req.server_cpus_shared;
     if samples.is_empty() {
         server.error = Some(scrape_error.unwrap_or_else(|| "no samples".into()));
     }

@@ -129,6 +129,7 @@ impl JobRequest for Job {
             timeout_ms: 30_000,
             metrics_url: None,
             server_vcpus: self.server_vcpus,
+            server_cpus_shared: self.server_cpus_shared,
             netem_profiles: None,
             quiet: true,
         }

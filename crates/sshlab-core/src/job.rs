@@ -67,6 +67,10 @@ pub struct Job {
     /// topology's MCP VM vCPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_vcpus: Option<u32>,
+    /// Whether those CPUs are the host's, shared by the server with the agent and the target
+    /// (the netns backend, where the "VMs" are namespaces), so no report calls them its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_cpus_shared: bool,
 }
 
 /// 202 to `POST /jobs`.

@@ -78,15 +78,18 @@ pub struct LabNote {
     pub ports: Option<Vec<u16>>,
     /// `netem ports 2322..2328 skipped: <reason>`, when they were.
     pub skipped: Option<String>,
-    /// The backend the lab ran on (`netns`, `qemu`, `microvm`).
-    pub backend: Option<String>,
+    /// The backend the lab ran on.
+    pub backend: Option<vm::Backend>,
     /// qemu backend: the guests' accelerator.
     pub accel: Option<vm::qemu::Accel>,
-    /// qemu backend: each guest's report (its own kernel release and CPUs).
+    /// qemu backend, and microvm runners of `sshlab vm runners`: each guest's report (its own
+    /// kernel release and CPUs).
     pub guests: Vec<vm::guest::GuestReport>,
     /// The CPUs the MCP server really has (the MCP guest's own count on qemu, the host's
     /// cores the namespaces share on netns), handed to the agent for its throughput figures.
     pub server_vcpus: Option<u32>,
+    /// Whether those are the host's cores, shared with the agent and the target (netns).
+    pub server_cpus_shared: bool,
 }
 
 impl LabNote {
@@ -171,10 +174,11 @@ pub fn run(
     let mut code = Ok(0);
     for s in scenarios {
         let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
-        note.backend = Some(state.backend.as_str().to_owned());
+        note.backend = Some(state.backend);
         note.accel = state.accel;
         note.guests.clone_from(&state.guests);
         note.server_vcpus = server_vcpus(&state);
+        note.server_cpus_shared = state.backend == vm::Backend::Netns;
         code = one(spec, s, &ep, &results, &note);
         match &code {
             Ok(0) => {}
@@ -189,8 +193,9 @@ pub fn run(
     code
 }
 
-/// The MCP server's real CPUs: what its guest reported (qemu), the host's cores (netns: the
-/// namespaces share them), or `None` (microvm: the topology's vCPUs, which the runner gives it).
+/// The MCP server's real CPUs: what its guest reported (qemu, and the runners of `sshlab vm
+/// runners`), the host's cores (netns: the namespaces share them), or `None` (a Nix microvm
+/// runner: the topology's vCPUs, which the runner gives it).
 fn server_vcpus(state: &vm::State) -> Option<u32> {
     if state.backend == vm::Backend::Netns {
         return std::thread::available_parallelism()
@@ -223,6 +228,7 @@ fn one(
         thresholds: spec.thresholds.clone(),
         ports: note.ports.clone(),
         server_vcpus: note.server_vcpus,
+        server_cpus_shared: note.server_cpus_shared,
         ..Job::default()
     };
     if let Some(line) = note.line() {

@@ -39,7 +39,18 @@ mod tests {
             "{summary:#}"
         );
         assert_eq!(summary["totals"]["failures"], 0, "{summary:#}");
-        assert!(dir.join("report.txt").is_file());
+        // The namespaces share the host's cores: the report says so, never "on 4 cores" (the
+        // topology's MCP vCPUs, which no namespace has).
+        let report = std::fs::read_to_string(dir.join("report.txt")).expect("report.txt");
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        assert!(
+            report.contains(&format!(
+                "host core{}, shared with the load generator and the target",
+                if cores == 1 { "" } else { "s" }
+            )) && !report.contains("on 4 cores"),
+            "{report}"
+        );
+        assert_eq!(summary["server"]["vcpus_shared"], true, "{summary:#}");
 
         // Nothing left: no VM namespace, no link in the outer one, no state, no process.
         let ns = &lab.ns;

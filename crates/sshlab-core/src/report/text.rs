@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::format::thousands;
-use crate::results::{GroupSummary, LatencyStats, Summary};
+use crate::results::{GroupSummary, LatencyStats, ServerReport, Summary};
 
 const WIDTH: usize = 70;
 
@@ -252,6 +252,7 @@ pub fn render(s: &Summary) -> String {
     }
 
     let cpus = server.map_or(0, |sv| sv.vcpus);
+    let cpus_label = server.map(ServerReport::cpus_label).unwrap_or_default();
     let util = server.and_then(|sv| sv.cpu_utilisation_percent);
     section(
         &mut out,
@@ -261,7 +262,7 @@ pub fn render(s: &Summary) -> String {
         let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
         let _ = writeln!(
             out,
-            "  Measured RPS:      {:.1} (on {cpus} cores)",
+            "  Measured RPS:      {:.1} (on {cpus_label})",
             t.rps_avg
         );
         let _ = writeln!(
@@ -274,7 +275,7 @@ pub fn render(s: &Summary) -> String {
             f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
         );
         let basis = util.map_or("server CPU not measured".to_owned(), |u| {
-            format!("measured MCP server CPU {u:.0}% of {cpus} vCPUs")
+            format!("measured MCP server CPU {u:.0}% of {cpus_label}")
         });
         let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
     } else {
@@ -300,7 +301,7 @@ pub fn render(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{RunInfo, ServerReport, Totals};
+    use crate::results::{RunInfo, Totals};
 
     #[test]
     fn formula_and_confidence_match_the_guide() {
@@ -356,5 +357,36 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn shared_host_cores_are_not_called_the_server_s_own() {
+        let mut s = Summary {
+            totals: Totals {
+                rps_avg: 10.0,
+                ..Totals::default()
+            },
+            server: Some(ServerReport {
+                vcpus: 2,
+                vcpus_shared: true,
+                cpu_utilisation_percent: Some(40.0),
+                ..ServerReport::default()
+            }),
+            ..Summary::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("(on 2 host cores, shared with the load generator and the target)")
+                && text.contains("CPU 40% of 2 host cores, shared"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("on 2 cores") && !text.contains("vCPU"),
+            "{text}"
+        );
+        if let Some(sv) = s.server.as_mut() {
+            sv.vcpus_shared = false;
+        }
+        assert!(render(&s).contains("(on 2 vCPUs)"));
     }
 }

@@ -95,6 +95,10 @@ pub struct ServerReport {
     pub cpu_utilisation_percent: Option<f64>,
     /// vCPUs of the server's machine used for the utilisation.
     pub vcpus: u32,
+    /// Whether `vcpus` are the host's cores, shared with the load generator and the target
+    /// (the netns backend), rather than the server's own.
+    #[serde(default)]
+    pub vcpus_shared: bool,
     /// Resident memory over time: (seconds since start, MiB).
     pub rss_mib: Vec<(f64, f64)>,
     /// Least-squares slope of RSS, MiB per minute.
@@ -104,6 +108,22 @@ pub struct ServerReport {
     /// Why scraping failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl ServerReport {
+    /// What the CPU figures are relative to, for people: `4 vCPUs`, or `2 host cores, shared
+    /// with the load generator and the target` when the server had no machine of its own.
+    pub fn cpus_label(&self) -> String {
+        let n = self.vcpus;
+        if self.vcpus_shared {
+            format!(
+                "{n} host core{}, shared with the load generator and the target",
+                if n == 1 { "" } else { "s" }
+            )
+        } else {
+            format!("{n} vCPU{}", if n == 1 { "" } else { "s" })
+        }
+    }
 }
 
 /// One checked threshold.

@@ -122,6 +122,7 @@ pub(super) fn sample() -> Summary {
             rate_limited: Some(3.0),
             cpu_utilisation_percent: Some(8.7),
             vcpus: 2,
+            vcpus_shared: false,
             rss_mib: rss,
             rss_slope_mib_per_min: Some(0.41),
             leak_warning: false,

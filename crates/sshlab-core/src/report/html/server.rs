@@ -70,7 +70,7 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
         "",
         "Server CPU",
         &opt(sv.cpu_utilisation_percent, |v| format!("{v:.1}%")),
-        &format!("of {} vCPU(s)", sv.vcpus),
+        &format!("of {}", sv.cpus_label()),
     );
     let last_rss = sv.rss_mib.last().map(|p| p.1);
     card(
@@ -104,7 +104,8 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
         let est = extrapolate(s.totals.rps_avg, sv.vcpus, EXTRAPOLATION_CPUS);
         let _ = write!(
             out,
-            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured × {EXTRAPOLATION_CPUS}/{} × 0.85); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
+            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured on {} × {EXTRAPOLATION_CPUS}/{} × 0.85); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
+            sv.cpus_label(),
             sv.vcpus,
             confidence(Some(cpu))
         );
