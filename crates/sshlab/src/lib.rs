@@ -302,6 +302,19 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl Error {
+    /// The process exit code: 2 for invalid lab files, the `vm` layer's own codes for its
+    /// classified errors ([`vm::Error`]: 2 bad input, 3 not ready, 4 missing tool, 5 conflict,
+    /// 130 interrupted), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            Self::Vm(e) => vm::Error::exit_code_of(e),
+            _ => 1,
+        }
+    }
+}
+
 /// Exit code of `net status` when the lab's network is not (fully) there.
 pub const EXIT_NOT_READY: u8 = 3;
 

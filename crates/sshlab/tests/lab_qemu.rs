@@ -55,7 +55,7 @@ mod tests {
 
         // Before the network exists: one clear error naming the TAP, nothing started.
         let out = ns.sshlab(&["vm", "up", "--backend", "qemu"], &env);
-        assert!(!out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "bad input: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("TAP sshtap") && err.contains("net up"),
@@ -66,6 +66,7 @@ mod tests {
             &["vm", "up", "--backend", "qemu"],
             &[("PATH", "/usr/bin:/bin")],
         );
+        assert_eq!(out.status.code(), Some(4), "missing tool: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("vng") && err.contains("install-deps vm"),
@@ -91,7 +92,7 @@ mod tests {
             &env,
         );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(3), "not ready: {}", text(&out));
         assert!(
             err.contains("VM target: qemu not ready within 3 s; tail of"),
             "{err}"
@@ -124,7 +125,7 @@ mod tests {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
         let out = child.wait_with_output().expect("vm up exits");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(130), "interrupted: {}", text(&out));
         assert!(err.contains("interrupted"), "{err}");
         assert_eq!(pids(&ns), "", "Ctrl-C during vm up left processes");
         assert!(!state_file.exists(), "an interrupted vm up left its state");

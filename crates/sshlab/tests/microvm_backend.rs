@@ -253,6 +253,10 @@ mod tests {
 
         let st = vm::status(&cfg, &topo).unwrap().unwrap();
         assert!(st.iter().all(|s| s.running && s.ready), "{st:?}");
+        // A second `up` while this one runs: refused, with the conflict's code.
+        let again = vm::up(&cfg, &topo, None).unwrap_err();
+        assert_eq!(vm::Error::exit_code_of(&again), 5, "{again:#}");
+        assert!(format!("{again:#}").contains("already up"), "{again:#}");
 
         let logs = vm::logs(&cfg, &topo, Some("target"), 1).unwrap();
         assert_eq!(logs.len(), 2, "{logs:?}");
@@ -321,7 +325,9 @@ mod tests {
             ],
             2,
         );
-        let e = format!("{:#}", vm::up(&cfg, &topo, None).unwrap_err());
+        let err = vm::up(&cfg, &topo, None).unwrap_err();
+        assert_eq!(vm::Error::exit_code_of(&err), 3, "not ready: {err:#}");
+        let e = format!("{err:#}");
         assert!(
             e.contains("VM mcp: microvm-run not ready within 2 s"),
             "{e}"
@@ -343,10 +349,9 @@ mod tests {
         let rt = runner(&s.0, "target", &order, None);
         let mut cfg = config(&s.0, vec![("target".into(), rt)], 1);
         cfg.runners.push(("mcp".into(), s.0.join("nope")));
-        let e = format!(
-            "{:#}",
-            vm::up(&cfg, &topology(&s.0, 1, 2, 3), None).unwrap_err()
-        );
+        let err = vm::up(&cfg, &topology(&s.0, 1, 2, 3), None).unwrap_err();
+        assert_eq!(vm::Error::exit_code_of(&err), 2, "bad input: {err:#}");
+        let e = format!("{err:#}");
         assert!(
             e.contains("VM mcp") && e.contains("nope/bin/microvm-run"),
             "{e}"

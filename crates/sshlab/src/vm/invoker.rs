@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::error::Error;
+
 /// Root's runtime root.
 pub const ROOT_RUNTIME: &str = "/run/sshlab";
 
@@ -161,7 +163,7 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
     {
         let m = std::fs::metadata(blocker)
             .with_context(|| format!("cannot stat {}", blocker.display()))?;
-        bail!(
+        bail!(Error::Input(format!(
             "the results directory {} is out of reach of uid {}, whom the VM runners run as: \
              {} (owner uid {}, mode {:o}) does not let that user through; use a directory \
              under one that does (the default /var/lib/sshlab/results)",
@@ -170,25 +172,28 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
             blocker.display(),
             m.uid(),
             m.permissions().mode() & 0o7777
-        );
+        )));
     }
     let mut done = Vec::new();
     let created = match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => bail!(
+        Ok(m) if m.file_type().is_symlink() => bail!(Error::Input(format!(
             "the results directory {} is a symlink; give the real path in vms/topology.toml",
             dir.display()
-        ),
-        Ok(m) if !m.is_dir() => bail!("the results directory {} is not a directory", dir.display()),
+        ))),
+        Ok(m) if !m.is_dir() => bail!(Error::Input(format!(
+            "the results directory {} is not a directory",
+            dir.display()
+        ))),
         Ok(_) => false,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                bail!(
+                bail!(Error::Input(format!(
                     "the results directory {} does not exist and cannot be created ({e}); \
                      `sudo sshlab net up` creates it for the invoking user, or run \
                      `sudo install -d -o $USER {}`",
                     dir.display(),
                     dir.display()
-                );
+                )));
             }
             done.push(format!("created results directory {}", dir.display()));
             true
@@ -204,14 +209,14 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
         )
         .is_err()
         {
-            bail!(
+            bail!(Error::Input(format!(
                 "the results directory {} is not writable by uid {} (owner uid {}): the \
                  Agent VM's virtiofsd runs as this user; `sudo chown $USER {}`",
                 dir.display(),
                 nix::unistd::geteuid(),
                 meta.uid(),
                 dir.display()
-            );
+            )));
         }
         return Ok(done);
     };
@@ -228,7 +233,7 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
     let meta =
         std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     if !writable_by(&meta, cred) {
-        bail!(
+        bail!(Error::Input(format!(
             "the results directory {} (owner uid {}, mode {:o}) is not writable by uid {}, \
              whom the VM runners run as: `sudo chown {} {}`, or empty it",
             dir.display(),
@@ -237,7 +242,7 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
             cred.uid,
             cred.uid,
             dir.display()
-        );
+        )));
     }
     Ok(done)
 }
@@ -252,28 +257,28 @@ pub fn ensure_runtime_root(root: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(root)
     {
-        bail!(
+        bail!(Error::Input(format!(
             "cannot create the runtime directory {}: {e}",
             root.display()
-        );
+        )));
     }
     let meta = std::fs::symlink_metadata(root)
         .with_context(|| format!("cannot stat {}", root.display()))?;
     let euid = nix::unistd::geteuid().as_raw();
     if meta.file_type().is_symlink() || !meta.is_dir() {
-        bail!(
+        bail!(Error::Input(format!(
             "the runtime directory {} is not a directory",
             root.display()
-        );
+        )));
     }
     if meta.uid() != euid || meta.permissions().mode() & 0o022 != 0 {
-        bail!(
+        bail!(Error::Input(format!(
             "the runtime directory {} (owner uid {}, mode {:o}) is not this user's alone \
              (uid {euid}); remove it or set XDG_RUNTIME_DIR",
             root.display(),
             meta.uid(),
             meta.permissions().mode() & 0o7777
-        );
+        )));
     }
     Ok(())
 }

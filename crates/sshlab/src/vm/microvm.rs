@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
+use super::error::Error;
 use super::guest::{GUEST_ANNOUNCE, GuestReport};
 use super::invoker::{Credentials, prepare_results};
 use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, ports_open, process, wait_ready};
@@ -44,17 +45,17 @@ pub fn runner_dir(
     } else {
         match env(&var) {
             Some(p) if !p.is_empty() => (PathBuf::from(p), var.clone()),
-            _ => bail!(
+            _ => bail!(Error::Input(format!(
                 "VM {vm}: no microvm runner: set {var} to its microvm.nix runner (the Nix apps \
                  export it) or pass --runner {vm}=PATH"
-            ),
+            ))),
         }
     };
     if !dir.join("bin/microvm-run").is_file() {
-        bail!(
+        bail!(Error::Input(format!(
             "VM {vm}: {}/bin/microvm-run not found (runner from {from})",
             dir.display()
-        );
+        )));
     }
     Ok(dir)
 }
@@ -63,11 +64,10 @@ pub fn runner_dir(
 pub fn check_taps(topology: &Topology) -> anyhow::Result<()> {
     for vm in &topology.vms {
         if !tap_exists(&vm.tap) {
-            bail!(
+            bail!(Error::Input(format!(
                 "VM {}: TAP {} does not exist; run `sudo sshlab net up` first",
-                vm.name,
-                vm.tap
-            );
+                vm.name, vm.tap
+            )));
         }
     }
     Ok(())
@@ -191,12 +191,12 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     }
     // The Agent VM's runner shares the path Nix baked in from the same topology.
     if cfg.results != topology.results.host {
-        bail!(
+        bail!(Error::Input(format!(
             "the microvm runners share {} into the Agent VM (vms/topology.toml [results] host, \
              baked in by Nix); --results {} cannot move it",
             topology.results.host.display(),
             cfg.results.display()
-        );
+        )));
     }
     let cred = cfg.invoker.runner_credentials();
     for line in prepare_results(&cfg.results, cred.as_ref())? {
@@ -229,11 +229,11 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             let t = cfg.ready_timeout(DEFAULT_READY).min(Duration::from_secs(5));
             let _ = wait_ready(vm, &procs, &log, t, || has_socket(&work));
             if let Some(p) = procs.iter().find(|p| !p.alive()) {
-                bail!(
+                bail!(Error::NotReady(format!(
                     "VM {vm}: virtiofsd-run exited at start; tail of {}:\n{}",
                     p.log,
                     process::log_tail(Path::new(&p.log), 20)
-                );
+                )));
             }
         }
         let log = cfg.runtime.join(format!("{vm}.log"));

@@ -12,6 +12,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod error;
 pub mod guest;
 pub mod invoker;
 pub mod microvm;
@@ -32,6 +33,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sshlab_core::{NetemProfiles, Topology};
 
+pub use error::Error;
 pub use invoker::Invoker;
 pub use process::Proc;
 pub use shaping::LabNetem;
@@ -288,12 +290,12 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
     // Ctrl-C during `up` stops the waiting; the error path below then stops what was started.
     crate::interrupt::install();
     if let Some(s) = State::load(cfg)? {
-        bail!(
+        bail!(Error::Conflict(format!(
             "lab {} is already up (since {}, state {}); `sshlab vm down` first",
             s.lab,
             s.started_at,
             cfg.state_path().display()
-        );
+        )));
     }
     if let Some(root) = cfg.runtime.parent() {
         invoker::ensure_runtime_root(root)?;
@@ -324,7 +326,9 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
     // Ctrl-C after the last wait: still undo, as promised.
     let built = built.and_then(|()| {
         if crate::interrupt::requested() {
-            bail!("vm up: interrupted (Ctrl-C or SIGTERM)");
+            bail!(Error::Interrupted(
+                "vm up: interrupted (Ctrl-C or SIGTERM)".into()
+            ));
         }
         Ok(())
     });
@@ -367,25 +371,27 @@ fn wait_ready(
             return Ok(());
         }
         if crate::interrupt::requested() {
-            bail!("VM {vm}: interrupted while waiting for it (Ctrl-C or SIGTERM)");
+            bail!(Error::Interrupted(format!(
+                "VM {vm}: interrupted while waiting for it (Ctrl-C or SIGTERM)"
+            )));
         }
         if let Some(p) = procs.iter().find(|p| !p.alive()) {
             let plog = Path::new(&p.log);
-            bail!(
+            bail!(Error::NotReady(format!(
                 "VM {vm}: {} exited before it was ready; tail of {}:\n{}",
                 p.what,
                 plog.display(),
                 process::log_tail(plog, 20)
-            );
+            )));
         }
         if Instant::now() >= deadline {
             let what = procs.last().map_or("it", |p| p.what.as_str());
-            bail!(
+            bail!(Error::NotReady(format!(
                 "VM {vm}: {what} not ready within {} s; tail of {}:\n{}",
                 timeout.as_secs(),
                 log.display(),
                 process::log_tail(log, 20)
-            );
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -408,33 +414,33 @@ pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
     match cfg.runtime_owner {
         None => {}
         // A user cannot stop root's processes nor remove root's files: say so up front.
-        Some(0) => bail!(
+        Some(0) => bail!(Error::Conflict(format!(
             "lab {} was started by root ({}): stop it with `sudo sshlab vm down`",
             cfg.lab,
             cfg.runtime.display()
-        ),
+        ))),
         // Root acting on a user's state file: only what that user could have started.
         Some(uid) => {
             if s.backend != Backend::Microvm {
-                bail!(
+                bail!(Error::Conflict(format!(
                     "{} (owned by uid {uid}) records a {} lab, which only root can start: \
                      refusing to act on it",
                     cfg.state_path().display(),
                     s.backend.as_str()
-                );
+                )));
             }
             if let Some(p) = s
                 .procs
                 .iter()
                 .find(|p| p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
             {
-                bail!(
+                bail!(Error::Conflict(format!(
                     "{} (owned by uid {uid}) names pid {} ({}), which is not that user's own \
                      process group: refusing to act on it",
                     cfg.state_path().display(),
                     p.pid,
                     p.what
-                );
+                )));
             }
         }
     }

@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use sshlab_core::Topology;
 use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 
+use super::error::Error;
 use super::guest::GuestReport;
 use super::invoker::prepare_results;
 use super::microvm::{self, START_ORDER};
@@ -62,25 +63,32 @@ pub(crate) struct Tools {
 
 /// Kernel, qemu, vng and `/dev/net/tun`, each named when missing.
 pub(crate) fn check_tools() -> anyhow::Result<Tools> {
-    let kernel = guest_kernel::find().with_context(|| {
-        format!(
+    let kernel = guest_kernel::find().ok_or_else(|| {
+        Error::Missing(format!(
             "no guest kernel: no {BOOT}/vmlinuz-*-amd64 whose {MODULES}/<version> has sch_netem \
              (install Debian's linux-image-amd64: scripts/install-deps vm)"
-        )
+        ))
     })?;
     if on_path("qemu-system-x86_64").is_none() {
-        bail!(
-            "qemu-system-x86_64 is not installed (Debian: qemu-system-x86; scripts/install-deps vm)"
-        );
+        bail!(Error::Missing(
+            "qemu-system-x86_64 is not installed (Debian: qemu-system-x86; scripts/install-deps \
+             vm)"
+            .into()
+        ));
     }
-    let vng = on_path("vng").context(
-        "virtme-ng's `vng` is not on PATH (scripts/install-deps vm installs it into \
-         /opt/sshlab-tools/bin for root, ~/.cache/sshlab-tools/bin for others)",
-    )?;
+    let vng = on_path("vng").ok_or_else(|| {
+        Error::Missing(
+            "virtme-ng's `vng` is not on PATH (scripts/install-deps vm installs it into \
+             /opt/sshlab-tools/bin for root, ~/.cache/sshlab-tools/bin for others)"
+                .into(),
+        )
+    })?;
     if !Path::new("/dev/net/tun").exists() {
-        bail!(
-            "/dev/net/tun is missing: the kernel's tun module is needed for the TAPs (`modprobe tun`)"
-        );
+        bail!(Error::Missing(
+            "/dev/net/tun is missing: the kernel's tun module is needed for the TAPs \
+             (`modprobe tun`)"
+                .into()
+        ));
     }
     Ok(Tools { kernel, vng })
 }
@@ -153,12 +161,11 @@ fn check_taps(topology: &Topology) -> anyhow::Result<()> {
                 && owner != euid
                 && owner != u32::MAX
             {
-                bail!(
+                bail!(Error::Input(format!(
                     "VM {}: TAP {} belongs to uid {owner}, not to this user (uid {euid}): \
                      `sudo sshlab net up --owner {euid}`",
-                    vm.name,
-                    vm.tap
-                );
+                    vm.name, vm.tap
+                )));
             }
         }
         anyhow::Ok(())
@@ -212,10 +219,10 @@ pub(crate) fn plain_path(what: &str, p: &Path) -> anyhow::Result<String> {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
     if !ok {
-        bail!(
+        bail!(Error::Input(format!(
             "the qemu backend needs {what} as a plain absolute path ([A-Za-z0-9/._+-]), got {:?}",
             p.display().to_string()
-        );
+        )));
     }
     Ok(s.to_owned())
 }
@@ -235,7 +242,9 @@ pub(crate) fn vng_args(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         {
-            bail!("VM {vm}: {what} {s:?} is not plain ([A-Za-z0-9_.-])");
+            bail!(Error::Input(format!(
+                "VM {vm}: {what} {s:?} is not plain ([A-Za-z0-9_.-])"
+            )));
         }
         Ok(())
     };
@@ -370,12 +379,12 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             microvm::ready(vm, topology, &ep)
         })?;
         // The guest's own account of itself, from its console.
-        let report = wait_report(&log, Duration::from_secs(30)).with_context(|| {
-            format!(
+        let report = wait_report(&log, Duration::from_secs(30)).ok_or_else(|| {
+            Error::NotReady(format!(
                 "VM {vm}: ready, but its guest never printed its report; tail of {}:\n{}",
                 log.display(),
                 process::log_tail(&log, 20)
-            )
+            ))
         })?;
         if vm == "target" && netem_in_guest {
             let ports = cfg

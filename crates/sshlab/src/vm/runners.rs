@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use sshlab_core::{Lab, Topology, guest_kernel};
 
+use super::error::Error;
 use super::qemu::{self, Accel, GuestSpec, ResultsShare};
 use super::{VmConfig, microvm, on_path, roles};
 
@@ -93,11 +94,11 @@ fn claim(dir: &Path) -> anyhow::Result<()> {
                 return Ok(());
             }
             if !dir.join(MARKER).is_file() {
-                bail!(
+                bail!(Error::Input(format!(
                     "{} is not empty and holds no runners built by `sshlab vm runners`; \
                      give a new directory",
                     dir.display()
-                );
+                )));
             }
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot clear the old runners in {}", dir.display()))
@@ -112,10 +113,13 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
     let tools = qemu::check_tools()?;
     let virtiofsd = on_path("virtiofsd")
         .or_else(|| Some(PathBuf::from("/usr/libexec/virtiofsd")).filter(|p| p.is_file()))
-        .context(
-            "virtiofsd is not installed (scripts/install-deps vm installs it into \
-             /opt/sshlab-tools/bin for root, ~/.cache/sshlab-tools/bin for others)",
-        )?;
+        .ok_or_else(|| {
+            Error::Missing(
+                "virtiofsd is not installed (scripts/install-deps vm installs it into \
+                 /opt/sshlab-tools/bin for root, ~/.cache/sshlab-tools/bin for others)"
+                    .into(),
+            )
+        })?;
     let bins = roles::Bins::find(cfg.bin_dir.as_deref())?;
     let sshlab = std::env::current_exe().context("the sshlab binary's path")?;
     let release = guest_kernel::release(&tools.kernel)
