@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sshlab::vm::microvm::{check_taps, runner_dir, runner_var};
+use sshlab::vm::hypervisor::check_taps;
+use sshlab::vm::microvm::{runner_dir, runner_var};
 use sshlab::vm::{self, Backend, Invoker, Proc, State, VmConfig, process};
 use sshlab_core::Topology;
 

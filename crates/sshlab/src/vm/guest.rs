@@ -43,6 +43,27 @@ pub struct GuestReport {
 }
 
 impl GuestReport {
+    /// The report in the console log `log` of a guest that runs `sshlab guest`, waiting up to
+    /// `timeout` for it once the init has announced itself ([`GUEST_ANNOUNCE`]); `None` at
+    /// once when it has not (a guest with another init, e.g. a NixOS microVM), on timeout, or
+    /// on Ctrl-C.
+    pub fn wait_in_log(log: &Path, timeout: Duration) -> Option<Self> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = super::process::log_tail(log, 2000);
+            if let Some(r) = Self::from_log(&text) {
+                return Some(r);
+            }
+            if !text.contains(GUEST_ANNOUNCE)
+                || Instant::now() >= deadline
+                || crate::interrupt::requested()
+            {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The report in a console log, if the guest printed one.
     pub fn from_log(text: &str) -> Option<Self> {
         text.lines()

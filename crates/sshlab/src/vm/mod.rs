@@ -4,7 +4,10 @@
 //! - `qemu` ([`qemu`]): each VM is a real guest booted by virtme-ng, running `sshlab guest`
 //!   ([`guest`]) with the same role definitions ([`roles`], [`target`]);
 //! - `microvm` ([`microvm`]): each VM is its microvm.nix runner, started unprivileged on the
-//!   TAPs `sshlab net up` made.
+//!   TAPs `sshlab net up` made ([`runners`] builds such runners without Nix).
+//!
+//! qemu and microvm share their process handling, `down` and `status` ([`hypervisor`]). Errors
+//! a caller must tell apart are typed, with exit codes ([`Error`]).
 //!
 //! Everything happens in the namespace sshlab runs in (the caller's `--netns OUTER`, entered
 //! before this module runs): the bridge and the veths' host ends live there, the VMs'
@@ -14,6 +17,7 @@
 
 pub mod error;
 pub mod guest;
+pub mod hypervisor;
 pub mod invoker;
 pub mod microvm;
 pub mod net;
@@ -402,7 +406,7 @@ fn wait_ready(
 pub fn teardown(cfg: &VmConfig, state: &State) -> Vec<String> {
     match state.backend {
         Backend::Netns => netns::teardown(cfg, state),
-        Backend::Microvm | Backend::Qemu => microvm::teardown(cfg, state),
+        Backend::Microvm | Backend::Qemu => hypervisor::teardown(cfg, state),
     }
 }
 
@@ -481,7 +485,7 @@ pub fn status(cfg: &VmConfig, topology: &Topology) -> anyhow::Result<Option<Vec<
     let mut out = match state.backend {
         Backend::Netns => netns::status(&state, topology)?,
         Backend::Microvm | Backend::Qemu => {
-            let mut st = microvm::status(&state, topology)?;
+            let mut st = hypervisor::status(&state, topology)?;
             for s in &mut st {
                 s.accel = state.accel;
                 s.kernel = state
@@ -517,7 +521,7 @@ pub fn logs(
                 .with_context(|| format!("no VM {v} in the topology"))?;
             vec![v]
         }
-        None => microvm::START_ORDER
+        None => hypervisor::START_ORDER
             .iter()
             .copied()
             .filter(|v| topology.vm(v).is_some())

@@ -12,8 +12,8 @@
 //! probe guest once per `vm up` rather than trusting the device node (this CI machine has a
 //! `/dev/kvm` on which qemu aborts). netem goes on the host's TAP when `net up` could put it
 //! there, else inside the target guest on its own NIC (`--match sport`), and the state says
-//! which. Process handling (process groups, readiness, logs, teardown) is the microvm
-//! backend's ([`super::microvm`]).
+//! which. Process handling (process groups, readiness, logs, teardown) is shared with the
+//! microvm backend ([`super::hypervisor`]).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 
 use super::error::Error;
 use super::guest::GuestReport;
+use super::hypervisor::{self, START_ORDER};
 use super::invoker::prepare_results;
-use super::microvm::{self, START_ORDER};
 use super::{Endpoints, State, VmConfig, on_path, process, shaping, wait_ready};
 
 /// The probe guest's marker.
@@ -145,7 +145,7 @@ pub fn detect_accel(kernel: &Path, vng: &Path) -> (Accel, String) {
 
 /// Every VM's TAP exists and is this user's to open (owner unset or this euid; root opens any).
 fn check_taps(topology: &Topology) -> anyhow::Result<()> {
-    microvm::check_taps(topology)?;
+    hypervisor::check_taps(topology)?;
     let euid = nix::unistd::geteuid().as_raw();
     if euid == 0 {
         return Ok(());
@@ -371,15 +371,15 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         };
         let mut cmd = Command::new(&tools.vng);
         cmd.args(vng_args(&spec, topology, vm)?);
-        let p = microvm::spawn_command(vm, "qemu", cmd, &work, &log, None)?;
+        let p = hypervisor::spawn(vm, "qemu", cmd, &work, &log, None)?;
         state.procs.push(p.clone());
         state.save(cfg)?;
         let started = Instant::now();
         wait_ready(vm, std::slice::from_ref(&p), &log, timeout, || {
-            microvm::ready(vm, topology, &ep)
+            hypervisor::ready(vm, topology, &ep)
         })?;
         // The guest's own account of itself, from its console.
-        let report = wait_report(&log, Duration::from_secs(30)).ok_or_else(|| {
+        let report = GuestReport::wait_in_log(&log, Duration::from_secs(30)).ok_or_else(|| {
             Error::NotReady(format!(
                 "VM {vm}: ready, but its guest never printed its report; tail of {}:\n{}",
                 log.display(),
@@ -417,19 +417,4 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         state.save(cfg)?;
     }
     Ok(())
-}
-
-/// The guest's report line in its console log, waiting up to `timeout` for it.
-fn wait_report(log: &Path, timeout: Duration) -> Option<GuestReport> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = process::log_tail(log, 2000);
-        if let Some(r) = GuestReport::from_log(&text) {
-            return Some(r);
-        }
-        if Instant::now() >= deadline || crate::interrupt::requested() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -29,7 +29,7 @@ use sshlab_core::{Lab, Topology, guest_kernel};
 
 use super::error::Error;
 use super::qemu::{self, Accel, GuestSpec, ResultsShare};
-use super::{VmConfig, microvm, on_path, roles};
+use super::{VmConfig, hypervisor, on_path, roles};
 
 /// The share's tag (nix/lib/lab.nix `microvmFor`: `tag = "results"`).
 pub const RESULTS_TAG: &str = "results";
@@ -49,7 +49,7 @@ pub struct Runners {
 }
 
 /// microvm.nix's socket name for a share: `<hostName>-virtiofs-<tag>.sock` (our hostName is the
-/// VM's name, vms/<vm>.nix).
+/// VM's name, `vms/<vm>.nix`).
 pub fn socket_name(vm: &str, tag: &str) -> String {
     format!("{vm}-virtiofs-{tag}.sock")
 }
@@ -125,7 +125,7 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
     let release = guest_kernel::release(&tools.kernel)
         .with_context(|| format!("no kernel release in {}", tools.kernel.display()))?
         .to_owned();
-    for vm in microvm::START_ORDER {
+    for vm in hypervisor::START_ORDER {
         topology
             .vm(vm)
             .with_context(|| format!("no VM {vm} in the topology"))?;
@@ -168,7 +168,7 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
     let vng = qemu::plain_path("vng", &tools.vng)?;
     let socket = socket_name("agent", RESULTS_TAG);
     let mut runners = Vec::new();
-    for vm in microvm::START_ORDER {
+    for vm in hypervisor::START_ORDER {
         let runner = dir.join(vm);
         let bin = runner.join("bin");
         make_dir(&bin)?;
