@@ -284,20 +284,18 @@ fn one(
                 return Ok(1);
             }
         };
-        let parsed = (r.status == 200)
-            .then(|| serde_json::from_str::<JobStatus>(&r.body).ok())
-            .flatten();
-        let Some(status) = parsed else {
-            let why = serde_json::from_str::<ApiError>(&r.body)
-                .map_or_else(|_| r.body.chars().take(200).collect(), |e| e.error);
-            eprintln!(
-                "run: the agent's status for job {id} ({}) is not one: {why}; cancelling, \
-                 partial results in {}",
-                r.status,
-                dir.display()
-            );
-            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-            return Ok(1);
+        let status = match job_status(&r) {
+            Ok(s) => s,
+            Err(why) => {
+                eprintln!(
+                    "run: the agent's status for job {id} ({}) is not one: {why}; cancelling, \
+                     partial results in {}",
+                    r.status,
+                    dir.display()
+                );
+                let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
+                return Ok(1);
+            }
         };
         if status.state != JobState::Running {
             if let Some(e) = &status.error {
@@ -461,9 +459,55 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The agent's answer to `GET /jobs/<id>` as a [`JobStatus`], or why it is not one: a status
+/// other than 200 (with the agent's [`ApiError`] message when it sent one), or a body that does
+/// not parse (its first 200 characters).
+fn job_status(r: &http::Response) -> Result<JobStatus, String> {
+    let parsed = (r.status == 200)
+        .then(|| serde_json::from_str::<JobStatus>(&r.body))
+        .transpose();
+    match parsed {
+        Ok(Some(s)) => Ok(s),
+        Err(e) => Err(format!(
+            "{e}: {}",
+            r.body.chars().take(200).collect::<String>()
+        )),
+        Ok(None) => Err(serde_json::from_str::<ApiError>(&r.body)
+            .map_or_else(|_| r.body.chars().take(200).collect(), |e| e.error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resp(status: u16, body: &str) -> http::Response {
+        http::Response {
+            status,
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn only_a_200_with_a_status_body_is_a_job_status() {
+        let ok = job_status(&resp(200, r#"{"test_id":"t1","state":"running"}"#)).unwrap();
+        assert_eq!((ok.test_id.as_str(), ok.state), ("t1", JobState::Running));
+        // The agent forgot the job (restarted): its own message, not a parse error.
+        let e = job_status(&resp(404, r#"{"error":"no job t1"}"#)).unwrap_err();
+        assert_eq!(e, "no job t1");
+        // A proxy's page or a truncated body: shown, cut at 200 characters.
+        let e = job_status(&resp(502, &"x".repeat(500))).unwrap_err();
+        assert_eq!(e.len(), 200);
+        let e = job_status(&resp(200, "{\"test_id\":")).unwrap_err();
+        assert!(e.contains("EOF") && e.ends_with("{\"test_id\":"), "{e}");
+        // A summary of another schema does not make the status unreadable.
+        let other = job_status(&resp(
+            200,
+            r#"{"test_id":"t1","state":"done","thresholds_passed":true,"summary":{"v":9}}"#,
+        ))
+        .unwrap();
+        assert!(other.summary.is_none() && other.thresholds_passed == Some(true));
+    }
 
     #[test]
     fn lab_json_is_never_written_through_a_planted_link() {
