@@ -9,9 +9,16 @@
 //! Idle connections are only reused with the same credentials: the pool key shown to users is
 //! `user@host:port`, but idle entries also carry a keyed hash of the secret, so a client can
 //! never borrow a connection that another client authenticated with a password it doesn't know.
+//!
+//! A slot reserved for a connection being made is a [`Reservation`], released on drop: when the
+//! HTTP client goes away, hyper drops the handler's future mid-connect, and the slot comes back
+//! (it used to stay counted as `connecting` forever). The pool makes connections through a
+//! [`Connector`], so its bookkeeping is unit-tested without sshd; the server's is
+//! [`SshConnector`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -21,6 +28,57 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::ssh::{Auth, ConnectOptions, Connection, SshError, Target};
+
+/// What the pool needs of a connection.
+pub trait PoolConn: Send + Sync + 'static {
+    /// Whether its transport has ended.
+    fn is_closed(&self) -> bool;
+    /// A cheap end-to-end probe, `false` when it fails or takes longer than `timeout`.
+    fn check_alive(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
+    /// Closes it politely; never fails.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Makes connections for the pool: the seam between its bookkeeping and SSH.
+pub trait Connector: Send + Sync + 'static {
+    /// The connection it makes.
+    type Conn: PoolConn;
+    /// Connects and authenticates.
+    fn connect(
+        &self,
+        target: &Target,
+        auth: &Auth,
+        opts: &ConnectOptions,
+    ) -> impl Future<Output = Result<Self::Conn, SshError>> + Send;
+}
+
+/// The server's connector: [`Connection::connect`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SshConnector;
+
+impl Connector for SshConnector {
+    type Conn = Connection;
+    fn connect(
+        &self,
+        target: &Target,
+        auth: &Auth,
+        opts: &ConnectOptions,
+    ) -> impl Future<Output = Result<Connection, SshError>> + Send {
+        Connection::connect(target, auth, opts)
+    }
+}
+
+impl PoolConn for Connection {
+    fn is_closed(&self) -> bool {
+        Connection::is_closed(self)
+    }
+    fn check_alive(&self, timeout: Duration) -> impl Future<Output = bool> + Send {
+        Connection::check_alive(self, timeout)
+    }
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        Connection::close(self)
+    }
+}
 
 /// Pool limits.
 #[derive(Debug, Clone)]
@@ -93,46 +151,71 @@ pub struct TargetStats {
     pub connecting: usize,
 }
 
-struct IdleConn {
-    conn: Arc<Connection>,
+struct IdleConn<T> {
+    conn: Arc<T>,
     auth_tag: u64,
     since: Instant,
 }
 
-#[derive(Default)]
-struct TargetState {
-    idle: VecDeque<IdleConn>,
+struct TargetState<T> {
+    idle: VecDeque<IdleConn<T>>,
     active: usize,
     connecting: usize,
 }
 
-impl TargetState {
+impl<T> Default for TargetState<T> {
+    fn default() -> Self {
+        Self {
+            idle: VecDeque::new(),
+            active: 0,
+            connecting: 0,
+        }
+    }
+}
+
+impl<T> TargetState<T> {
     fn count(&self) -> usize {
         self.idle.len() + self.active + self.connecting
     }
 }
 
-#[derive(Default)]
-struct State {
-    targets: HashMap<PoolKey, TargetState>,
+struct State<T> {
+    targets: HashMap<PoolKey, TargetState<T>>,
     total: usize,
 }
 
-struct Inner {
-    state: Mutex<State>,
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        Self {
+            targets: HashMap::new(),
+            total: 0,
+        }
+    }
+}
+
+struct Inner<C: Connector> {
+    state: Mutex<State<C::Conn>>,
     released: Notify,
     limits: PoolLimits,
     metrics: Metrics,
     hasher: RandomState,
+    connector: C,
 }
 
 /// The connection pool. Cheap to clone.
-#[derive(Clone)]
-pub struct Pool {
-    inner: Arc<Inner>,
+pub struct Pool<C: Connector = SshConnector> {
+    inner: Arc<Inner<C>>,
 }
 
-impl fmt::Debug for Pool {
+impl<C: Connector> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: Connector> fmt::Debug for Pool<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("limits", &self.inner.limits)
@@ -141,16 +224,16 @@ impl fmt::Debug for Pool {
 }
 
 /// A connection taken from the pool; returned to it on drop.
-pub struct Lease {
-    conn: Arc<Connection>,
+pub struct Lease<C: Connector = SshConnector> {
+    conn: Arc<C::Conn>,
     key: PoolKey,
     auth_tag: u64,
     hit: bool,
     broken: AtomicBool,
-    pool: Weak<Inner>,
+    pool: Weak<Inner<C>>,
 }
 
-impl fmt::Debug for Lease {
+impl<C: Connector> fmt::Debug for Lease<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("key", &self.key)
@@ -159,9 +242,9 @@ impl fmt::Debug for Lease {
     }
 }
 
-impl Lease {
+impl<C: Connector> Lease<C> {
     /// The connection.
-    pub fn conn(&self) -> &Arc<Connection> {
+    pub fn conn(&self) -> &Arc<C::Conn> {
         &self.conn
     }
     /// Whether it came from the idle list.
@@ -178,7 +261,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl<C: Connector> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(inner) = self.pool.upgrade() {
             let healthy = !self.broken.load(Ordering::Relaxed) && !self.conn.is_closed();
@@ -187,15 +270,58 @@ impl Drop for Lease {
     }
 }
 
-enum Step {
-    Hit(Arc<Connection>),
+enum Step<T> {
+    Hit(Arc<T>),
     Connect,
     Wait { in_use: usize, max: usize },
 }
 
-impl Pool {
-    /// An empty pool.
+/// A slot [`Inner::step`] reserved (`connecting`, `total`) for a connection being made. It
+/// becomes an active slot with [`Reservation::fulfil`]; dropped without that (the connect failed,
+/// or `acquire`'s future was dropped mid-connect), it gives the slot back and wakes waiters.
+struct Reservation<'a, C: Connector> {
+    inner: &'a Inner<C>,
+    key: PoolKey,
+}
+
+impl<C: Connector> Reservation<'_, C> {
+    fn fulfil(self) {
+        {
+            let mut st = self.inner.lock();
+            let ts = st.targets.entry(self.key.clone()).or_default();
+            ts.connecting = ts.connecting.saturating_sub(1);
+            ts.active += 1;
+            self.inner.publish(&st);
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl<C: Connector> Drop for Reservation<'_, C> {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.lock();
+            if let Some(ts) = st.targets.get_mut(&self.key) {
+                ts.connecting = ts.connecting.saturating_sub(1);
+            }
+            st.total = st.total.saturating_sub(1);
+            st.forget_if_empty(&self.key);
+            self.inner.publish(&st);
+        }
+        self.inner.released.notify_waiters();
+    }
+}
+
+impl Pool<SshConnector> {
+    /// An empty pool of SSH connections.
     pub fn new(limits: PoolLimits, metrics: Metrics) -> Self {
+        Self::with_connector(SshConnector, limits, metrics)
+    }
+}
+
+impl<C: Connector> Pool<C> {
+    /// An empty pool whose connections `connector` makes.
+    pub fn with_connector(connector: C, limits: PoolLimits, metrics: Metrics) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
@@ -203,6 +329,7 @@ impl Pool {
                 limits,
                 metrics,
                 hasher: RandomState::new(),
+                connector,
             }),
         }
     }
@@ -213,7 +340,7 @@ impl Pool {
         target: &Target,
         auth: &Auth,
         opts: &ConnectOptions,
-    ) -> Result<Lease, PoolError> {
+    ) -> Result<Lease<C>, PoolError> {
         let key = PoolKey::from(target);
         let auth_tag = self.inner.auth_tag(auth);
         let deadline = tokio::time::Instant::now() + self.inner.limits.wait;
@@ -237,35 +364,18 @@ impl Pool {
             }
         }
         self.inner.metrics.pool_misses.inc();
-        match Connection::connect(target, auth, opts).await {
-            Ok(conn) => {
-                self.inner.metrics.pool_creates.inc();
-                {
-                    let mut st = self.inner.lock();
-                    let ts = st.targets.entry(key.clone()).or_default();
-                    ts.connecting -= 1;
-                    ts.active += 1;
-                    self.inner.publish(&st);
-                }
-                Ok(self.lease(Arc::new(conn), key, auth_tag, false))
-            }
-            Err(e) => {
-                {
-                    let mut st = self.inner.lock();
-                    if let Some(ts) = st.targets.get_mut(&key) {
-                        ts.connecting -= 1;
-                    }
-                    st.total -= 1;
-                    st.forget_if_empty(&key);
-                    self.inner.publish(&st);
-                }
-                self.inner.released.notify_waiters();
-                Err(PoolError::Connect(e))
-            }
-        }
+        let reservation = Reservation {
+            inner: &self.inner,
+            key: key.clone(),
+        };
+        // Dropped here (failure) or with this future (cancellation): the slot comes back.
+        let conn = self.inner.connector.connect(target, auth, opts).await?;
+        self.inner.metrics.pool_creates.inc();
+        reservation.fulfil();
+        Ok(self.lease(Arc::new(conn), key, auth_tag, false))
     }
 
-    fn lease(&self, conn: Arc<Connection>, key: PoolKey, auth_tag: u64, hit: bool) -> Lease {
+    fn lease(&self, conn: Arc<C::Conn>, key: PoolKey, auth_tag: u64, hit: bool) -> Lease<C> {
         Lease {
             conn,
             key,
@@ -407,7 +517,7 @@ where
     out
 }
 
-impl State {
+impl<T> State<T> {
     fn forget_if_empty(&mut self, key: &PoolKey) {
         if self.targets.get(key).is_some_and(|t| t.count() == 0) {
             self.targets.remove(key);
@@ -415,7 +525,7 @@ impl State {
     }
 
     /// Close the oldest idle connection of any target but `except`, to make room globally.
-    fn evict_oldest_idle(&mut self) -> Option<Arc<Connection>> {
+    fn evict_oldest_idle(&mut self) -> Option<Arc<T>> {
         let (key, _) = self
             .targets
             .iter()
@@ -429,8 +539,8 @@ impl State {
     }
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<C: Connector> Inner<C> {
+    fn lock(&self) -> MutexGuard<'_, State<C::Conn>> {
         // A panic while holding this lock leaves counts that are still consistent enough to
         // keep serving; don't turn one bug into a dead server.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -444,7 +554,7 @@ impl Inner {
     }
 
     /// Decide, under the lock, what `acquire` does next; reserves a slot for `Connect`.
-    fn step(&self, key: &PoolKey, auth_tag: u64) -> Step {
+    fn step(&self, key: &PoolKey, auth_tag: u64) -> Step<C::Conn> {
         let mut st = self.lock();
         let limits = &self.limits;
         let mut closed = 0;
@@ -503,7 +613,7 @@ impl Inner {
         Step::Connect
     }
 
-    fn release(&self, key: &PoolKey, auth_tag: u64, conn: Arc<Connection>, healthy: bool) {
+    fn release(&self, key: &PoolKey, auth_tag: u64, conn: Arc<C::Conn>, healthy: bool) {
         {
             let mut st = self.lock();
             let Some(ts) = st.targets.get_mut(key) else {
@@ -526,7 +636,7 @@ impl Inner {
         self.released.notify_waiters();
     }
 
-    fn publish(&self, st: &State) {
+    fn publish(&self, st: &State<C::Conn>) {
         let (idle, active) = st.targets.values().fold((0, 0), |(i, a), t| {
             (i + t.idle.len(), a + t.active + t.connecting)
         });
@@ -537,7 +647,7 @@ impl Inner {
 }
 
 /// Close connections without blocking the caller (which may hold a lock or be in `Drop`).
-fn close_later(conns: Vec<Arc<Connection>>) {
+fn close_later<T: PoolConn>(conns: Vec<Arc<T>>) {
     if conns.is_empty() {
         return;
     }
@@ -549,4 +659,203 @@ fn close_later(conns: Vec<Arc<Connection>>) {
         });
     }
     // Outside a runtime the connections are simply dropped, which closes their sockets.
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool's state machine through a stand-in [`Connector`]: no SSH, only the bookkeeping.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::ssh::HostKeyPolicy;
+
+    /// A connection that is alive until told otherwise.
+    #[derive(Default)]
+    struct FakeConn {
+        closed: AtomicBool,
+    }
+
+    impl PoolConn for FakeConn {
+        fn is_closed(&self) -> bool {
+            self.closed.load(Ordering::Relaxed)
+        }
+        async fn check_alive(&self, _: Duration) -> bool {
+            !self.is_closed()
+        }
+        async fn close(&self) {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Connects after `delay` (`None`: never), failing for the password "wrong".
+    struct FakeConnector {
+        delay: Option<Duration>,
+        made: AtomicUsize,
+    }
+
+    impl Connector for FakeConnector {
+        type Conn = FakeConn;
+        async fn connect(
+            &self,
+            target: &Target,
+            auth: &Auth,
+            _: &ConnectOptions,
+        ) -> Result<FakeConn, SshError> {
+            match self.delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            if matches!(auth, Auth::Password(p) if p == "wrong") {
+                return Err(SshError::Refused {
+                    addr: target.addr(),
+                });
+            }
+            self.made.fetch_add(1, Ordering::Relaxed);
+            Ok(FakeConn::default())
+        }
+    }
+
+    fn pool(delay: Option<Duration>, per_target: usize, wait_ms: u64) -> Pool<FakeConnector> {
+        Pool::with_connector(
+            FakeConnector {
+                delay,
+                made: AtomicUsize::new(0),
+            },
+            PoolLimits {
+                max_per_target: per_target,
+                max_total: 100,
+                wait: Duration::from_millis(wait_ms),
+                idle_timeout: Duration::from_secs(60),
+                health_timeout: Duration::from_secs(1),
+            },
+            Metrics::new(),
+        )
+    }
+
+    fn target() -> Target {
+        Target {
+            host: "10.0.0.1".into(),
+            port: 22,
+            user: "u".into(),
+        }
+    }
+
+    fn opts() -> ConnectOptions {
+        ConnectOptions::new(HostKeyPolicy::Insecure)
+    }
+
+    fn pw(p: &str) -> Auth {
+        Auth::Password(p.into())
+    }
+
+    fn made(p: &Pool<FakeConnector>) -> usize {
+        p.inner.connector.made.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_connect_gives_its_slot_back() {
+        let p = pool(None, 1, 50);
+        for _ in 0..10 {
+            // The client goes away mid-connect: hyper drops the handler's future.
+            let r = tokio::time::timeout(
+                Duration::from_millis(20),
+                p.acquire(&target(), &pw("x"), &opts()),
+            )
+            .await;
+            assert!(r.is_err(), "the stand-in never connects");
+        }
+        assert!(p.stats().is_empty(), "{:?}", p.stats());
+        assert_eq!(p.inner.lock().total, 0);
+        // The next client gets a connect attempt, not "pool exhausted (1/1)".
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            p.acquire(&target(), &pw("x"), &opts()),
+        )
+        .await;
+        assert!(r.is_err(), "still connecting, not refused: {r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_gives_its_slot_back() {
+        let p = pool(Some(Duration::ZERO), 1, 50);
+        let e = p.acquire(&target(), &pw("wrong"), &opts()).await;
+        assert!(matches!(e, Err(PoolError::Connect(_))), "{e:?}");
+        assert!(p.stats().is_empty());
+        let lease = p.acquire(&target(), &pw("x"), &opts()).await;
+        assert!(lease.is_ok(), "{lease:?}");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_a_release_and_gets_the_idle_connection() {
+        let p = pool(Some(Duration::ZERO), 1, 2_000);
+        let first = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move {
+            p2.acquire(&target(), &pw("x"), &opts())
+                .await
+                .map(|l| l.was_hit())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "must wait while the only slot is leased"
+        );
+        drop(first);
+        let hit = tokio::time::timeout(Duration::from_millis(500), waiter)
+            .await
+            .expect("woken well before the 2 s wait")
+            .expect("task");
+        assert!(matches!(hit, Ok(true)), "{hit:?}");
+        assert_eq!(made(&p), 1);
+    }
+
+    #[tokio::test]
+    async fn exhaustion_is_reported_after_the_wait() {
+        let p = pool(Some(Duration::ZERO), 1, 30);
+        let _held = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        let e = p.acquire(&target(), &pw("x"), &opts()).await;
+        assert!(
+            matches!(
+                e,
+                Err(PoolError::Exhausted {
+                    in_use: 1,
+                    max: 1,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_go_only_to_the_same_credentials() {
+        let p = pool(Some(Duration::ZERO), 2, 50);
+        drop(p.acquire(&target(), &pw("alice"), &opts()).await.unwrap());
+        let other = p.acquire(&target(), &pw("mallory"), &opts()).await.unwrap();
+        assert!(
+            !other.was_hit(),
+            "another password must not borrow alice's connection"
+        );
+        let again = p.acquire(&target(), &pw("alice"), &opts()).await.unwrap();
+        assert!(again.was_hit());
+        assert_eq!(made(&p), 2);
+    }
+
+    #[tokio::test]
+    async fn broken_and_dead_connections_are_not_pooled_and_maintain_evicts() {
+        let p = pool(Some(Duration::ZERO), 2, 50);
+        let a = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        a.mark_broken();
+        drop(a);
+        assert!(p.stats().is_empty(), "a broken lease is discarded");
+        let b = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        let conn = b.conn().clone();
+        drop(b);
+        assert_eq!(p.stats()[0].1.idle, 1);
+        conn.closed.store(true, Ordering::Relaxed);
+        p.maintain().await;
+        assert!(p.stats().is_empty(), "{:?}", p.stats());
+        assert_eq!(p.inner.lock().total, 0);
+    }
 }

@@ -538,6 +538,45 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// Clients that hang up while their `ssh_connect` is still connecting (here to a host that
+    /// accepts TCP and never speaks SSH) give their pool slots back: the next client gets a
+    /// connect attempt (and its timeout), not "pool exhausted". Before the fix every such
+    /// cancellation left a slot counted as connecting forever.
+    #[tokio::test]
+    async fn clients_that_hang_up_mid_connect_give_their_pool_slots_back() {
+        let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = hole.local_addr().expect("addr").port();
+        // Accept and hold every connection without a byte of SSH.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in hole.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        let srv = server(&["--pool-max-per-target", "2", "--pool-wait-ms", "300"]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let args = |timeout_ms: u64| {
+            json!({"host": "127.0.0.1", "port": port, "user": "testuser", "password": "x",
+                   "insecure_host_key": true, "timeout_ms": timeout_ms})
+        };
+        for _ in 0..6 {
+            assert!(
+                c.call_and_hang_up("ssh_connect", args(20_000), Duration::from_millis(300))
+                    .await,
+                "the connect must still be pending when the client hangs up"
+            );
+        }
+        let active = r#"mcp_pool_connections{state="active"}"#;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metric(srv.addr, active).await > 0.0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metric(srv.addr, active).await, 0.0, "slots left connecting");
+        let err = c.call_err("ssh_connect", args(500)).await;
+        assert!(err.contains("timed out"), "{err}");
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn health_checks_evict_dead_idle_connections() {
         let mut sshd = sshd();

@@ -182,6 +182,28 @@ impl Client {
         post_raw(self.addr, &h, &body.to_string()).await
     }
 
+    /// tools/call whose HTTP client gives up after `after` and closes its connection, as a
+    /// client with `curl -m` does; `true` when it did give up (no answer came in time).
+    pub async fn call_and_hang_up(&mut self, tool: &str, args: Value, after: Duration) -> bool {
+        let params = self.with_meta(json!({"name": tool, "arguments": args}));
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        let client = reqwest::Client::builder()
+            .timeout(after)
+            .build()
+            .expect("client");
+        let mut req = client
+            .post(format!("http://{}/mcp", self.addr))
+            .body(body.to_string());
+        for (k, v) in self.headers("tools/call", &params) {
+            req = req.header(k, v);
+        }
+        let hung_up = req.send().await.is_err_and(|e| e.is_timeout());
+        // The client and its connection are dropped here.
+        hung_up
+    }
+
     /// A request that must succeed at the JSON-RPC level; returns `result`.
     pub async fn request(&mut self, method: &str, params: Value) -> Value {
         let a = self.request_raw(method, params).await;
