@@ -36,7 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = match req
         .extensions()
         .get::<MatchedPath>()
@@ -50,12 +50,28 @@ async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -
     let resp = next.run(req).await;
     let m = &app.metrics;
     m.http_requests
-        .with_label_values(&[method.as_str(), resp.status().as_str()])
+        .with_label_values(&[method, resp.status().as_str()])
         .inc();
     m.http_request_duration
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The metric label of an HTTP method: the standard ones by name, anything else `other`. A
+/// client can send any token as a method; as a label each would be a new series, kept forever.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 fn json_error(status: StatusCode, code: i64, message: &str) -> Response {

@@ -14,6 +14,8 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod pool;
+pub mod process_metrics;
+
 pub mod ratelimit;
 pub mod security;
 pub mod sessions;

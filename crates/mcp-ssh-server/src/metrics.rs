@@ -1,9 +1,10 @@
 //! Prometheus metrics: one registry, every metric the load-testing guide names, all updated
-//! by the code paths they describe (pool, SSH commands, HTTP, rate limits), plus the process
-//! collector for CPU seconds and resident memory.
+//! by the code paths they describe (pool, SSH commands, HTTP, rate limits), plus the process's
+//! CPU seconds and resident memory ([`crate::process_metrics`]).
 //!
 //! Uses the `prometheus` crate: its text encoder writes `# HELP`/`# TYPE` lines and escapes
-//! labels, and its process collector reads `/proc/self` so we don't.
+//! labels. Every label takes values from a fixed set (an HTTP method outside the standard
+//! ones is `other`), so no client can grow the registry.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -131,11 +132,8 @@ impl Metrics {
                 &["route"],
             ),
         );
-        #[cfg(target_os = "linux")]
-        reg.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("unique");
+        reg.register(Box::new(crate::process_metrics::ProcessMetrics::new()))
+            .expect("unique");
         Self {
             pool_hits: counter(
                 reg,

@@ -379,7 +379,52 @@ mod tests {
             "HTTP requests are counted ({before} → {after})"
         );
         assert!(metric(srv.addr, "process_resident_memory_bytes").await > 0.0);
+        // CPU time in fractions of a second (the old collector counted whole seconds: 0 here).
+        let cpu = metric(srv.addr, "process_cpu_seconds_total").await;
+        assert!(
+            cpu > 0.0 && cpu.fract() != 0.0,
+            "process_cpu_seconds_total {cpu}"
+        );
+
+        // Any token is a valid HTTP method; as a label each would be a series kept forever.
+        let size = |t: &str| t.len();
+        let before = metrics_text(srv.addr).await;
+        for i in 0..300 {
+            let token = format!("M{i}{}", "X".repeat(2000));
+            let m = reqwest::Method::from_bytes(token.as_bytes()).expect("token");
+            let _ = http()
+                .request(m, format!("http://{}/mcp", srv.addr))
+                .send()
+                .await
+                .expect("answered");
+        }
+        let after = metrics_text(srv.addr).await;
+        assert!(!after.contains("XXXX"), "a client's method became a label");
+        assert!(
+            size(&after) < size(&before) + 2_000,
+            "/metrics grew from {} to {} bytes",
+            size(&before),
+            size(&after)
+        );
+        assert!(
+            after.lines().any(
+                |l| l.starts_with("mcp_http_requests_total{method=\"other\"")
+                    && l.ends_with(" 300")
+            ),
+            "{after}"
+        );
         srv.stop().await.expect("stops");
+    }
+
+    async fn metrics_text(addr: std::net::SocketAddr) -> String {
+        http()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body")
     }
 
     #[tokio::test]
