@@ -7,7 +7,7 @@ mod common;
 #[cfg(test)]
 mod tests {
 
-    use super::common::{Client, Era, http, metric, post_raw, server};
+    use super::common::{Client, Era, http, metric, metrics_text, post_raw, server};
     use serde_json::{Value, json};
 
     const JSON_HEADERS: &[(&str, &str)] = &[
@@ -414,17 +414,6 @@ mod tests {
             "{after}"
         );
         srv.stop().await.expect("stops");
-    }
-
-    async fn metrics_text(addr: std::net::SocketAddr) -> String {
-        http()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("body")
     }
 
     #[tokio::test]

@@ -253,17 +253,23 @@ impl Client {
     }
 }
 
-/// Scrape one un-labelled (or exactly labelled) sample from /metrics.
-pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = http()
+/// The whole /metrics page.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    http()
         .get(format!("http://{addr}/metrics"))
         .send()
         .await
         .expect("GET /metrics")
         .text()
         .await
-        .expect("body");
-    text.lines()
+        .expect("body")
+}
+
+/// Scrape one un-labelled (or exactly labelled) sample from /metrics.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    metrics_text(addr)
+        .await
+        .lines()
         .find_map(|l| {
             l.strip_prefix(series)
                 .and_then(|rest| rest.strip_prefix(' '))
