@@ -18,7 +18,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(mcp_ssh_server::run(opts)) {
+    let result = runtime.block_on(mcp_ssh_server::run(opts));
+    // A key still decoding on a blocking thread must not hold up the exit (dropping the runtime
+    // would wait for it).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-ssh-server: {e:#}");

@@ -244,6 +244,102 @@ mod tests {
         p
     }
 
+    /// A real `ssh-keygen` key (encrypted, bcrypt) whose rounds field is set to `rounds`.
+    fn key_with_rounds(rounds: u32) -> String {
+        use base64::Engine;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("k");
+        let ok = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q", "-t", "ed25519", "-N", "pass", "-a", "16", "-C", "", "-f",
+            ])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(ok.success());
+        let pem = std::fs::read_to_string(&path).expect("key");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut bytes = b64.decode(body).expect("base64");
+        // magic, cipher string, kdf string, then kdfoptions: len, salt string, rounds.
+        let be =
+            |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let mut at = "openssh-key-v1\0".len();
+        at += 4 + be(&bytes, at); // cipher
+        at += 4 + be(&bytes, at); // kdf
+        at += 4; // kdfoptions' length
+        at += 4 + be(&bytes, at); // salt
+        assert_eq!(be(&bytes, at), 16, "the rounds ssh-keygen wrote");
+        bytes[at..at + 4].copy_from_slice(&rounds.to_be_bytes());
+        format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+            b64.encode(bytes)
+        )
+    }
+
+    /// A key that names its own absurd work factor is refused before decoding; keys that are
+    /// slow to decode are decoded off the async runtime and within the connect budget, so
+    /// `/health` keeps answering. Before, two such keys stopped the server for hours.
+    #[tokio::test]
+    async fn costly_keys_never_stall_the_server() {
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        // Nothing listens on this port: decoding comes first anyway.
+        let args = |key: &str, timeout_ms: u64| {
+            json!({"host": "127.0.0.1", "port": 1, "user": "u", "private_key": key,
+                   "passphrase": "pass", "insecure_host_key": true, "timeout_ms": timeout_ms})
+        };
+        let started = Instant::now();
+        let err = c
+            .call_err("ssh_connect", args(&key_with_rounds(2_000_000_000), 10_000))
+            .await;
+        assert!(err.contains("2000000000 bcrypt rounds"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // Three slow (but allowed) keys at once, with a 1.5 s budget each.
+        let slow = key_with_rounds(256);
+        let addr = srv.addr;
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let a = args(&slow, 1_500);
+                let sid = c.session.clone();
+                tokio::spawn(async move {
+                    let mut w = Client::connect(addr, Era::Legacy).await;
+                    w.session = sid;
+                    let t = Instant::now();
+                    let r = w.call("ssh_connect", a).await;
+                    (t.elapsed(), r)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let h = super::common::http()
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .expect("/health answers");
+            assert_eq!(h.status(), 200);
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "/health took {:?}",
+                t.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for call in calls {
+            let (took, r) = call.await.expect("task");
+            assert_eq!(r["isError"], true, "{r}");
+            assert!(took < Duration::from_secs(4), "{took:?}: {r}");
+        }
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn key_auth_and_connect_failures() {
         let sshd = sshd();

@@ -137,6 +137,11 @@ pub enum SshError {
     /// passphrase, unsupported type).
     #[error("cannot use private key: {0}")]
     Key(#[source] russh::keys::Error),
+
+    /// The private key was refused before decoding (it asks for more work than allowed), or
+    /// decoding did not finish within the connect budget.
+    #[error("cannot use private key: {0}")]
+    KeyPolicy(String),
 }
 
 impl From<russh::Error> for SshError {

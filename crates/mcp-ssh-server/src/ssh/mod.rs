@@ -15,6 +15,7 @@
 //! users.
 
 mod error;
+mod key;
 mod known_hosts;
 
 pub use error::SshError;
@@ -200,7 +201,9 @@ impl Connection {
     /// Connects, verifies the host key and authenticates.
     ///
     /// A private key is decoded before any network traffic, so a bad key or
-    /// passphrase fails fast with [`SshError::Key`].
+    /// passphrase fails fast with [`SshError::Key`]; a key that asks for too much work, or
+    /// takes longer than the connect timeout to decode, with [`SshError::KeyPolicy`]
+    /// ([`key::decode`]: off the async runtime, a few at a time).
     pub async fn connect(
         target: &Target,
         auth: &Auth,
@@ -208,10 +211,9 @@ impl Connection {
     ) -> Result<Connection, SshError> {
         let addr = target.addr();
         let key = match auth {
-            Auth::PrivateKey { pem, passphrase } => Some(Arc::new(
-                russh::keys::decode_secret_key(pem, passphrase.as_deref())
-                    .map_err(SshError::Key)?,
-            )),
+            Auth::PrivateKey { pem, passphrase } => {
+                Some(key::decode(pem, passphrase.as_deref(), opts.connect_timeout).await?)
+            }
             Auth::Password(_) => None,
         };
 
