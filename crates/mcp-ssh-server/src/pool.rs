@@ -10,7 +10,7 @@
 //! `user@host:port`, but idle entries also carry a keyed hash of the secret, so a client can
 //! never borrow a connection that another client authenticated with a password it doesn't know.
 //!
-//! A slot reserved for a connection being made is a [`Reservation`], released on drop: when the
+//! A slot reserved for a connection being made is a `Reservation`, released on drop: when the
 //! HTTP client goes away, hyper drops the handler's future mid-connect, and the slot comes back
 //! (it used to stay counted as `connecting` forever). The pool makes connections through a
 //! [`Connector`], so its bookkeeping is unit-tested without sshd; the server's is

@@ -673,6 +673,70 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// Whether a process whose command line contains `needle` runs on this machine (the sshd
+    /// fixture's commands run here).
+    fn running(needle: &str) -> bool {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+            })
+    }
+
+    /// Clients that hang up while their command runs: the command gets its SIGTERM and its
+    /// channel is closed, so the remote process is gone long before it would have ended and
+    /// the pooled connection still opens channels (sshd allows two at a time here). Before,
+    /// each hang-up left the command running and its channel open.
+    #[tokio::test]
+    async fn clients_that_hang_up_mid_command_leave_no_command_running() {
+        let sshd = SshdBuilder::new()
+            .password_user("testuser", "testpass")
+            .extra_config("MaxSessions 2")
+            .start()
+            .expect("sshd fixture");
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = connect(&mut c, &sshd).await;
+        // ~4 s of pinging a loopback address no other test uses.
+        let ping =
+            json!({"session_id": sid, "command": "ping -c 5 127.0.0.77", "timeout_ms": 20_000});
+        let mut hung_up = 0;
+        for _ in 0..3 {
+            // (A channel sshd refuses answers at once: then the client does not hang up.)
+            if c.call_and_hang_up("ssh_run_command", ping.clone(), Duration::from_millis(400))
+                .await
+            {
+                hung_up += 1;
+            }
+        }
+        assert!(
+            hung_up >= 1,
+            "no command was still running when its client hung up"
+        );
+        let since = Instant::now();
+        while running("127.0.0.77") && since.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !running("127.0.0.77"),
+            "the commands outlived their clients"
+        );
+        let out = c
+            .call_ok(
+                "ssh_run_command",
+                json!({"session_id": sid, "command": "cat /etc/hostname"}),
+            )
+            .await;
+        assert_eq!(out["exit_status"], 0, "{out}");
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn health_checks_evict_dead_idle_connections() {
         let mut sshd = sshd();

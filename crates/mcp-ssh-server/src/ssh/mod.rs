@@ -203,7 +203,7 @@ impl Connection {
     /// A private key is decoded before any network traffic, so a bad key or
     /// passphrase fails fast with [`SshError::Key`]; a key that asks for too much work, or
     /// takes longer than the connect timeout to decode, with [`SshError::KeyPolicy`]
-    /// ([`key::decode`]: off the async runtime, a few at a time).
+    /// (`key::decode`: off the async runtime, a few at a time).
     pub async fn connect(
         target: &Target,
         auth: &Auth,
@@ -301,27 +301,27 @@ impl Connection {
                 )));
             }
             Ok(Ok(Err(e))) => return Err(self.lost_or(e)),
-            Ok(Ok(Ok(channel))) => channel,
+            Ok(Ok(Ok(channel))) => ChannelGuard(Some(channel)),
         };
-        match tokio::time::timeout_at(deadline, channel.exec(true, command)).await {
+        match tokio::time::timeout_at(deadline, channel.get().exec(true, command)).await {
             Err(_) => {
-                abort(&channel).await;
+                channel.abort().await;
                 return Err(timed_out());
             }
             Ok(Err(e)) => return Err(self.lost_or(e)),
             Ok(Ok(())) => {}
         }
-        tracing::debug!(target = %self.inner.target, channel = %channel.id(), command, "exec");
+        tracing::debug!(target = %self.inner.target, channel = %channel.get().id(), command, "exec");
 
         let mut out = Collector::new(limits.max_output);
         let mut exit_status = None;
         let mut exit_signal = None;
         let mut eof = false;
         loop {
-            let msg = match tokio::time::timeout_at(deadline, channel.wait()).await {
+            let msg = match tokio::time::timeout_at(deadline, channel.get().wait()).await {
                 Err(_) => {
                     tracing::info!(target = %self.inner.target, command, "command timed out");
-                    abort(&channel).await;
+                    channel.abort().await;
                     return Err(timed_out());
                 }
                 Ok(None) => {
@@ -363,7 +363,7 @@ impl Connection {
                     exit_signal = Some(signal_name_of(&signal_name));
                 }
                 ChannelMsg::Failure => {
-                    abort(&channel).await;
+                    channel.abort().await;
                     return Err(SshError::Channel(format!(
                         "{addr} refused to run the command"
                     )));
@@ -374,10 +374,12 @@ impl Connection {
             }
             if out.discarded > DISCARD_BUDGET {
                 tracing::debug!(command, "output far over the cap; closing the channel");
-                abort(&channel).await;
+                channel.abort().await;
                 break;
             }
         }
+        // Finished: the server closed the channel, or it was aborted above.
+        channel.0 = None;
         Ok(ExecOutput {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -603,6 +605,38 @@ async fn authenticate(
 /// Best-effort: ask the server to SIGTERM the command, then close the
 /// channel. The channel must not be waited on afterwards: russh forgets a
 /// channel as soon as we send CLOSE, so the server's CLOSE never arrives.
+/// An exec channel that is aborted ([`abort`]) when dropped before its command finished: the
+/// future of a tool call is dropped when its HTTP client hangs up, and that must not leave the
+/// remote command running nor its channel counted against the server's `MaxSessions` on a
+/// connection the pool hands to the next client.
+struct ChannelGuard(Option<russh::Channel<client::Msg>>);
+
+impl ChannelGuard {
+    fn get(&mut self) -> &mut russh::Channel<client::Msg> {
+        // Only `abort` and the end of `exec` take the channel, and nothing uses it after them.
+        self.0
+            .as_mut()
+            .expect("the channel is in use until exec ends")
+    }
+
+    /// SIGTERM to the command and close the channel, now.
+    async fn abort(&mut self) {
+        if let Some(ch) = self.0.take() {
+            abort(&ch).await;
+        }
+    }
+}
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        if let Some(ch) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move { abort(&ch).await });
+        }
+    }
+}
+
 async fn abort(channel: &russh::Channel<client::Msg>) {
     let _ = channel.signal(Sig::TERM).await;
     let _ = channel.close().await;
