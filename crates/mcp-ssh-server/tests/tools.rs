@@ -737,6 +737,32 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// A connection on which sshd opens no channel (`MaxSessions 0`) fails its command and is
+    /// not pooled: the next ssh_connect makes a new connection instead of reusing it.
+    #[tokio::test]
+    async fn a_connection_that_cannot_open_channels_is_not_pooled() {
+        let sshd = SshdBuilder::new()
+            .password_user("testuser", "testpass")
+            .extra_config("MaxSessions 0")
+            .start()
+            .expect("sshd fixture");
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = connect(&mut c, &sshd).await;
+        let err = c
+            .call_err(
+                "ssh_run_command",
+                json!({"session_id": sid, "command": "cat /etc/hostname"}),
+            )
+            .await;
+        assert!(err.contains("channel"), "{err}");
+        c.call_ok("ssh_disconnect", json!({"session_id": sid}))
+            .await;
+        let again = c.call_ok("ssh_connect", password_args(&sshd)).await;
+        assert_eq!(again["reused"], false, "{again}");
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn health_checks_evict_dead_idle_connections() {
         let mut sshd = sshd();

@@ -106,7 +106,11 @@ pub(super) async fn exec_checked(
             Ok(o)
         }
         Err(e) => {
-            if session.lease().conn().is_closed() || matches!(e, SshError::Disconnected { .. }) {
+            // Gone, or it could not give us a channel (sshd's MaxSessions, or it refused the
+            // command): not handed to the next client.
+            if session.lease().conn().is_closed()
+                || matches!(e, SshError::Disconnected { .. } | SshError::Channel(_))
+            {
                 session.lease().mark_broken();
             }
             Err(ToolError::Ssh(e))
