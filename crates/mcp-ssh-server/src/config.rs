@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::listener::HttpLimits;
+
 /// Errors while building the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,6 +101,17 @@ pub struct Opts {
     /// Extra allowed browser Origin (repeatable); localhost origins are always allowed.
     #[arg(long = "allowed-origin")]
     pub allowed_origins: Vec<String>,
+    /// HTTP connections served with keep-alive at once (more get one request each, a few
+    /// at a time, then are closed on arrival).
+    #[arg(long)]
+    pub http_max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request head (also how long an idle kept-alive
+    /// connection stays open).
+    #[arg(long)]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Longest pause, in milliseconds, between the parts of a request body.
+    #[arg(long)]
+    pub http_body_timeout_ms: Option<u64>,
 }
 
 /// The TOML file's schema: every key optional, same meaning as the flag of the same name.
@@ -117,6 +130,9 @@ struct FileConfig {
     session_timeout_s: Option<u64>,
     known_hosts: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
+    http_max_connections: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    http_body_timeout_ms: Option<u64>,
 }
 
 /// Pool and rate limits.
@@ -138,14 +154,17 @@ pub struct Limits {
     pub health_check_interval: Duration,
     /// Idle MCP sessions (and their SSH sessions) are ended after this.
     pub session_timeout: Duration,
+    /// The HTTP side's connection cap and timeouts.
+    pub http: HttpLimits,
 }
 
 impl Limits {
     /// The defaults of a profile.
     pub fn for_profile(profile: Profile) -> Self {
-        let (per_target, total, rate) = match profile {
-            Profile::Normal => (10, 50, 100),
-            Profile::Loadtest => (20, 200, 500),
+        let (per_target, total, rate, http) = match profile {
+            Profile::Normal => (10, 50, 100, 512),
+            // sshlab-agent keeps one HTTP connection per worker; runs go to 1,000 workers.
+            Profile::Loadtest => (20, 200, 500, 2048),
         };
         Self {
             pool_max_per_target: per_target,
@@ -156,6 +175,11 @@ impl Limits {
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(1800),
+            http: HttpLimits {
+                max_connections: http,
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -212,6 +236,15 @@ impl Config {
         if let Some(s) = pick(opts.session_timeout_s, file.session_timeout_s) {
             limits.session_timeout = Duration::from_secs(s);
         }
+        if let Some(n) = opts.http_max_connections.or(file.http_max_connections) {
+            limits.http.max_connections = n;
+        }
+        if let Some(ms) = pick(opts.http_header_timeout_ms, file.http_header_timeout_ms) {
+            limits.http.header_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = pick(opts.http_body_timeout_ms, file.http_body_timeout_ms) {
+            limits.http.body_timeout = Duration::from_millis(ms);
+        }
         validate(&limits)?;
         let mut allowed_origins = file.allowed_origins.unwrap_or_default();
         allowed_origins.extend(opts.allowed_origins.iter().cloned());
@@ -240,6 +273,21 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn validate(limits: &Limits) -> Result<(), ConfigError> {
+    for (key, zero) in [
+        ("http_max_connections", limits.http.max_connections == 0),
+        (
+            "http_header_timeout_ms",
+            limits.http.header_timeout.is_zero(),
+        ),
+        ("http_body_timeout_ms", limits.http.body_timeout.is_zero()),
+    ] {
+        if zero {
+            return Err(ConfigError::Invalid {
+                key,
+                message: "must be above 0".into(),
+            });
+        }
+    }
     if limits.pool_max_per_target == 0 {
         return Err(ConfigError::Invalid {
             key: "pool_max_per_target",

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod pool;
@@ -77,11 +78,18 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let maintenance = tokio::spawn(app.clone().maintain());
-    let result = axum::serve(
+    let l = &app.config.limits;
+    let limits = listener::HttpLimits {
+        max_connections: listener::fit_to_open_files(l.http.max_connections, l.max_connections),
+        ..l.http
+    };
+    let result = listener::serve(
         listener,
-        http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        http::router(app.clone()),
+        limits,
+        app.metrics.clone(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
     .context("HTTP server failed");
     maintenance.abort();

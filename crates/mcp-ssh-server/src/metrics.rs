@@ -39,6 +39,8 @@ pub struct Metrics {
     pub ssh_command_duration: Histogram,
     /// HTTP requests by method and status code.
     pub http_requests: IntCounterVec,
+    /// HTTP connections closed on arrival: every regular and overflow slot was taken.
+    pub http_connections_refused: IntCounter,
     /// HTTP request durations by route.
     pub http_request_duration: HistogramVec,
     /// Requests refused by a rate limit.
@@ -176,6 +178,11 @@ impl Metrics {
             ssh_commands,
             ssh_command_duration,
             http_requests,
+            http_connections_refused: counter(
+                reg,
+                "mcp_http_connections_refused_total",
+                "HTTP connections closed on arrival because every connection slot was taken",
+            ),
             http_request_duration,
             mcp_sessions_active,
             registry,

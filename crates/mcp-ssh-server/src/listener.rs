@@ -1,0 +1,149 @@
+//! Accepting HTTP connections within bounds, so idle, slow or half-sent clients cannot take the
+//! server down (before, 1,100 idle sockets exhausted `ulimit -n 1024` and the server stopped
+//! accepting, `/health` included):
+//!
+//! - at most [`HttpLimits::max_connections`] connections are served normally (keep-alive);
+//! - a request head must arrive within [`HttpLimits::header_timeout`], which also closes a
+//!   kept-alive connection that sends no next request (hyper's header-read timer runs whenever
+//!   a connection waits for a head);
+//! - a request body may pause at most [`HttpLimits::body_timeout`] between frames;
+//! - past the cap, up to [`OVERFLOW`] more connections are served one request each with a
+//!   one-second head timeout, so a short request such as `GET /health` still gets through
+//!   while idle sockets hold every regular slot; beyond that, a new connection is closed at
+//!   once (counted in `mcp_http_connections_refused_total`);
+//! - at start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the cap is lowered (with
+//!   a warning) when the file descriptors would not cover it, the SSH pool and some spare.
+//!
+//! hyper's HTTP/1 connection and `hyper-util`'s graceful shutdown do the protocol work.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
+use tower_http::timeout::TimeoutBody;
+
+use crate::metrics::Metrics;
+
+/// Connections served past the cap, one request each.
+pub const OVERFLOW: usize = 32;
+/// The head timeout of an overflow connection.
+pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// File descriptors kept free for everything but HTTP and SSH (logs, known_hosts, /proc).
+const SPARE_FDS: u64 = 64;
+/// How long shutdown waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// The HTTP side's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served with keep-alive at once.
+    pub max_connections: usize,
+    /// Time allowed for a request head, and for the next one on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Longest pause between a request body's frames.
+    pub body_timeout: Duration,
+}
+
+/// Raises the soft open-files limit to the hard one and returns the connection cap that fits:
+/// `wanted`, or less (with a warning) when the descriptors cannot cover it, the overflow
+/// connections, `ssh_connections` and some spare.
+pub fn fit_to_open_files(wanted: usize, ssh_connections: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let others = (OVERFLOW as u64) + (ssh_connections as u64) + SPARE_FDS;
+    let room = usize::try_from(soft.saturating_sub(others)).unwrap_or(usize::MAX);
+    if room < wanted {
+        tracing::warn!(
+            wanted,
+            fitted = room.max(1),
+            open_files = soft,
+            "http connection cap lowered to fit the open-files limit"
+        );
+    }
+    wanted.min(room).max(1)
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`, then lets in-flight requests
+/// finish (up to 30 s).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let regular = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: the connection waits in the backlog; try again soon.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (permit, header_timeout, keep_alive) =
+            if let Ok(p) = regular.clone().try_acquire_owned() {
+                (p, limits.header_timeout, true)
+            } else if let Ok(p) = overflow.clone().try_acquire_owned() {
+                (p, OVERFLOW_HEADER_TIMEOUT, false)
+            } else {
+                metrics.http_connections_refused.inc();
+                drop(stream);
+                continue;
+            };
+        let router = router.clone();
+        let body_timeout = limits.body_timeout;
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut router = router.clone();
+            let mut req = req.map(|b| Body::new(TimeoutBody::new(body_timeout, b)));
+            req.extensions_mut().insert(ConnectInfo(peer));
+            async move { Ok::<_, Infallible>(router.call(req).await.unwrap_or_else(|e| match e {})) }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(keep_alive);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "http connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+    }
+    Ok(())
+}
