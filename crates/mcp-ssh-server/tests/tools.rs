@@ -737,6 +737,62 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// Credential files are refused by name, and a link inside an allowed root is judged by
+    /// where it leads on the target (`realpath -e`), before any content is returned; a harmless
+    /// link still reads. Before, the link handed out the file it pointed to.
+    #[tokio::test]
+    async fn links_are_judged_by_where_they_lead() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let sshd = sshd();
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-links-")
+            .tempdir_in("/tmp")
+            .expect("tmp");
+        let d = dir.path();
+        let open = |p: &std::path::Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        open(d, 0o755);
+        std::fs::create_dir(d.join(".aws")).expect("mkdir");
+        open(&d.join(".aws"), 0o755);
+        std::fs::write(d.join(".aws/credentials"), "aws_secret_access_key=SECRET\n").expect("w");
+        open(&d.join(".aws/credentials"), 0o644);
+        symlink(d.join(".aws/credentials"), d.join("innocent")).expect("link");
+        std::fs::write(d.join("plain.txt"), "hello\n").expect("w");
+        open(&d.join("plain.txt"), 0o644);
+        symlink(d.join("plain.txt"), d.join("alias")).expect("link");
+
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = connect(&mut c, &sshd).await;
+        let cat =
+            |p: std::path::PathBuf| json!({"session_id": sid, "path": p.display().to_string()});
+        let err = c
+            .call_err("ssh_cat_file", cat(d.join(".aws/credentials")))
+            .await;
+        assert!(err.contains("forbidden"), "{err}");
+        let err = c.call_err("ssh_cat_file", cat(d.join("innocent"))).await;
+        assert!(
+            err.contains("leads to") && err.contains(".aws/credentials") && !err.contains("SECRET"),
+            "{err}"
+        );
+        let ok = c.call_ok("ssh_cat_file", cat(d.join("alias"))).await;
+        assert_eq!(ok["content"], "hello\n", "{ok}");
+        let err = c.call_err("ssh_cat_file", cat(d.join("missing"))).await;
+        assert!(err.contains("cannot read"), "{err}");
+        for p in [
+            "/home/u/.config/gh/hosts.yml",
+            "/home/u/.kube/config",
+            "/home/u/.docker/config.json",
+        ] {
+            let err = c
+                .call_err("ssh_cat_file", json!({"session_id": sid, "path": p}))
+                .await;
+            assert!(err.contains("forbidden"), "{p}: {err}");
+        }
+        srv.stop().await.expect("stops");
+    }
+
     /// A connection on which sshd opens no channel (`MaxSessions 0`) fails its command and is
     /// not pooled: the next ssh_connect makes a new connection instead of reusing it.
     #[tokio::test]

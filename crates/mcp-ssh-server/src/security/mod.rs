@@ -48,7 +48,7 @@ mod quote;
 
 pub use command::{MAX_COMMAND_LEN, allowed_programs, validate_command};
 pub use path::{ALLOWED_ROOTS, MAX_PATH_LEN, validate_path};
-pub use quote::to_remote_command;
+pub use quote::{resolved_then, to_remote_command};
 
 /// Why a command or path was refused.
 ///

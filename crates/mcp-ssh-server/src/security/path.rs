@@ -3,9 +3,11 @@
 //! Paths are checked *lexically*: `.` and empty components are dropped and
 //! `..` removes the previous component (`..` above `/` stays at `/`). The
 //! file lives on the remote host, so symbolic links cannot be resolved here:
-//! a link such as `/tmp/x -> /etc/shadow` is a known limit of this check.
-//! Callers should pass the returned normalised path on, so that the path that
-//! is used is the one that was checked.
+//! `ssh_cat_file` therefore has the target resolve the path (`realpath -e`) in
+//! the same command that reads it, and checks the resolved path again before
+//! anything is returned ([`super::resolved_then`]). Callers should pass the
+//! returned normalised path on, so that the path that is used is the one that
+//! was checked.
 
 use super::{Blocked, describe_char, is_hidden_char};
 
@@ -54,6 +56,27 @@ const FORBIDDEN_NAMES: &[&str] = &[
     ".sh_history",
     ".mysql_history",
     ".psql_history",
+    // Cloud, container and package-registry credentials.
+    ".aws",
+    ".azure",
+    ".docker",
+    ".kube",
+    ".boto",
+    ".s3cfg",
+    ".npmrc",
+    ".pypirc",
+    ".vault-token",
+    ".terraform.d",
+];
+
+/// Consecutive component pairs forbidden anywhere in a path (tools that keep their tokens
+/// under a shared directory).
+const FORBIDDEN_PAIRS: &[(&str, &str)] = &[
+    (".config", "gh"),
+    (".config", "hub"),
+    (".config", "gcloud"),
+    (".cargo", "credentials"),
+    (".cargo", "credentials.toml"),
 ];
 
 /// Private key file names, forbidden as any component.
@@ -188,6 +211,12 @@ fn is_forbidden(components: &[&str]) -> bool {
     if host_key || proc_escape {
         return true;
     }
+    if components
+        .windows(2)
+        .any(|w| FORBIDDEN_PAIRS.contains(&(w[0], w[1])))
+    {
+        return true;
+    }
     components.iter().any(|c| {
         let lower = c.to_ascii_lowercase();
         FORBIDDEN_NAMES.contains(c)
@@ -276,6 +305,12 @@ mod tests {
             "/home/u/.gnupg/secring.gpg",
             "/home/u/.netrc",
             "/home/u/.bash_history",
+            "/home/u/.aws/credentials",
+            "/home/u/.docker/config.json",
+            "/home/u/.kube/config",
+            "/home/u/.config/gh/hosts.yml",
+            "/home/u/.config/gcloud/credentials.db",
+            "/home/u/.cargo/credentials.toml",
             "/proc/1/mem",
             "/proc/self/environ",
             "/proc/self/task/7/environ",

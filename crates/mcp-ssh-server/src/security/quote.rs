@@ -45,6 +45,17 @@ pub fn to_remote_command(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// `argv` run only after the target has resolved `path` (every link followed; it must exist)
+/// and printed it on the first line: `realpath -e -- PATH && ARGV`. The caller checks that
+/// printed path before it uses the rest of the output.
+pub fn resolved_then(path: &str, argv: &[String]) -> String {
+    format!(
+        "realpath -e -- {} && {}",
+        quote_word(path),
+        to_remote_command(argv)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +64,14 @@ mod tests {
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_path_is_resolved_before_the_command_runs() {
+        assert_eq!(
+            resolved_then("/tmp/a b", &argv(&["cat", "/tmp/a b"])),
+            "realpath -e -- '/tmp/a b' && cat '/tmp/a b'"
+        );
     }
 
     #[test]

@@ -96,13 +96,40 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
             "max_size must be 1..={MAX_SIZE_LIMIT}"
         )));
     }
-    let command = format!("cat {path}");
-    let out = run_command::exec_checked(ctx, &session, &command, None, Some(max)).await?;
+    let argv = run_command::allowed(ctx, &format!("cat {path}"))?;
+    // Links are followed on the target, which prints where the path leads before the file:
+    // that resolved path is checked like the given one before any content is used.
+    let remote = security::resolved_then(&path, &argv);
+    let mut out = run_command::exec_remote(
+        ctx,
+        &session,
+        &remote,
+        None,
+        Some(max.saturating_add(RESOLVED_LINE_MAX)),
+    )
+    .await?;
     if out.exit_status != Some(0) {
         return Err(ToolError::Failed(format!(
             "cannot read {path}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
+    }
+    let Some(newline) = out.stdout.iter().position(|&b| b == b'\n') else {
+        return Err(ToolError::Failed(format!(
+            "cannot read {path}: the target did not say where it leads"
+        )));
+    };
+    let resolved = String::from_utf8_lossy(&out.stdout[..newline]).into_owned();
+    if resolved != path {
+        security::validate_path(&resolved).map_err(|b| {
+            ctx.app.metrics.ssh_commands_blocked.inc();
+            ToolError::Blocked(format!("{path} leads to {resolved}: {}", b.reason))
+        })?;
+    }
+    out.stdout.drain(..=newline);
+    if out.stdout.len() > max {
+        out.stdout.truncate(max);
+        out.truncated = true;
     }
     let encoding = match args.encoding {
         Encoding::Auto if looks_binary(&out.stdout) => Encoding::Base64,
@@ -122,6 +149,9 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
     };
     Ok(ToolOutput::new(result.content.clone(), &result))
 }
+
+/// Room in the output for the resolved path's line (PATH_MAX and its newline).
+const RESOLVED_LINE_MAX: usize = 4097;
 
 #[cfg(test)]
 mod tests {

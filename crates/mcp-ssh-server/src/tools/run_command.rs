@@ -80,17 +80,39 @@ pub(super) async fn exec_checked(
     timeout: Option<Duration>,
     max_output: Option<usize>,
 ) -> Result<ExecOutput, ToolError> {
-    let metrics = &ctx.app.metrics;
-    let argv = security::validate_command(command).map_err(|b| {
-        metrics.ssh_commands_blocked.inc();
+    let argv = allowed(ctx, command)?;
+    exec_remote(
+        ctx,
+        session,
+        &security::to_remote_command(&argv),
+        timeout,
+        max_output,
+    )
+    .await
+}
+
+/// `command`'s argv when the allowlist accepts it (a refusal is counted).
+pub(super) fn allowed(ctx: &CallCtx<'_>, command: &str) -> Result<Vec<String>, ToolError> {
+    security::validate_command(command).map_err(|b| {
+        ctx.app.metrics.ssh_commands_blocked.inc();
         ToolError::Blocked(b.reason)
-    })?;
+    })
+}
+
+/// Run an already checked and rendered remote command, and count it.
+pub(super) async fn exec_remote(
+    ctx: &CallCtx<'_>,
+    session: &SshSession,
+    remote: &str,
+    timeout: Option<Duration>,
+    max_output: Option<usize>,
+) -> Result<ExecOutput, ToolError> {
+    let metrics = &ctx.app.metrics;
     let limits = ExecLimits {
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT),
         max_output: max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
     };
-    let remote = security::to_remote_command(&argv);
-    let result = session.lease().conn().exec(&remote, &limits).await;
+    let result = session.lease().conn().exec(remote, &limits).await;
     let status = match &result {
         Ok(o) if o.exit_status == Some(0) => "success",
         Ok(_) => "nonzero",
