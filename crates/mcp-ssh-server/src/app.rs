@@ -56,7 +56,7 @@ impl App {
         });
         Arc::new(Self {
             sessions: Sessions::new(metrics.clone()),
-            mcp_sessions: McpSessions::new(l.session_timeout),
+            mcp_sessions: McpSessions::new(l.session_timeout, l.max_mcp_sessions),
             rate_limits: RateLimits::new(l.rate_per_min, l.global_rate_per_min),
             pool,
             metrics,

@@ -101,6 +101,9 @@ pub struct Opts {
     /// Extra allowed browser Origin (repeatable); localhost origins are always allowed.
     #[arg(long = "allowed-origin")]
     pub allowed_origins: Vec<String>,
+    /// MCP sessions (2025 era) open at once.
+    #[arg(long)]
+    pub max_mcp_sessions: Option<usize>,
     /// HTTP connections served with keep-alive at once (more get one request each, a few
     /// at a time, then are closed on arrival).
     #[arg(long)]
@@ -130,6 +133,7 @@ struct FileConfig {
     session_timeout_s: Option<u64>,
     known_hosts: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
+    max_mcp_sessions: Option<usize>,
     http_max_connections: Option<usize>,
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
@@ -154,6 +158,8 @@ pub struct Limits {
     pub health_check_interval: Duration,
     /// Idle MCP sessions (and their SSH sessions) are ended after this.
     pub session_timeout: Duration,
+    /// MCP sessions (2025 era) open at once.
+    pub max_mcp_sessions: usize,
     /// The HTTP side's connection cap and timeouts.
     pub http: HttpLimits,
 }
@@ -175,6 +181,7 @@ impl Limits {
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(1800),
+            max_mcp_sessions: 4096,
             http: HttpLimits {
                 max_connections: http,
                 header_timeout: Duration::from_secs(10),
@@ -236,6 +243,9 @@ impl Config {
         if let Some(s) = pick(opts.session_timeout_s, file.session_timeout_s) {
             limits.session_timeout = Duration::from_secs(s);
         }
+        if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
+            limits.max_mcp_sessions = n;
+        }
         if let Some(n) = opts.http_max_connections.or(file.http_max_connections) {
             limits.http.max_connections = n;
         }
@@ -274,6 +284,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 fn validate(limits: &Limits) -> Result<(), ConfigError> {
     for (key, zero) in [
+        ("max_mcp_sessions", limits.max_mcp_sessions == 0),
         ("http_max_connections", limits.http.max_connections == 0),
         (
             "http_header_timeout_ms",

@@ -2,8 +2,10 @@
 //! client that opened it.
 //!
 //! A handle maps to a pool [`Lease`]. Ownership is an [`Owner`]: the MCP session in the 2025
-//! protocol era, the client identity (bearer token or remote address) in the stateless
-//! 2026-07-28 era. Anyone else asking for the handle is told it is not owned. Removing a
+//! protocol era, the bearer token in the stateless 2026-07-28 era, and for a stateless client
+//! without a token the unguessable handle itself ([`Owner::Holder`]: a remote address is shared
+//! by every client behind it, so it proves nothing, and such sessions are never listed).
+//! Anyone else asking for the handle is told it is not owned. Removing a
 //! session drops its lease once in-flight commands finish (they hold an `Arc`), which returns
 //! the connection to the pool.
 
@@ -23,8 +25,27 @@ use crate::pool::Lease;
 pub enum Owner {
     /// An MCP session (2025 protocol era), by its Mcp-Session-Id.
     McpSession(String),
-    /// A stateless-era client, by identity (`bearer:<hash>` or `addr:<ip>`).
+    /// A stateless-era client, by its bearer token (`bearer:<keyed hash>`).
     Client(String),
+    /// A stateless-era client without a bearer token: whoever holds the handle.
+    Holder,
+}
+
+impl Owner {
+    /// The owner of what a stateless-era request opens, from its client identity
+    /// (`bearer:<hash>` or `addr:<ip>`, see `http::client_identity`).
+    pub fn stateless(client: &str) -> Self {
+        if client.starts_with("bearer:") {
+            Self::Client(client.to_owned())
+        } else {
+            Self::Holder
+        }
+    }
+
+    /// Whether a caller who is `self` may use a session owned by `owner`.
+    fn may_use(&self, owner: &Owner) -> bool {
+        *owner == Owner::Holder || owner == self
+    }
 }
 
 /// Why a session lookup failed.
@@ -131,7 +152,7 @@ impl Sessions {
         let s = map
             .get(id)
             .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
-        if &s.owner != owner {
+        if !owner.may_use(&s.owner) {
             return Err(SessionError::NotOwned(id.to_owned()));
         }
         s.touch();
@@ -143,7 +164,9 @@ impl Sessions {
         let mut map = self.lock();
         match map.get(id) {
             None => return Err(SessionError::NotFound(id.to_owned())),
-            Some(s) if &s.owner != owner => return Err(SessionError::NotOwned(id.to_owned())),
+            Some(s) if !owner.may_use(&s.owner) => {
+                return Err(SessionError::NotOwned(id.to_owned()));
+            }
             Some(_) => {}
         }
         let s = map
@@ -185,8 +208,12 @@ impl Sessions {
         removed.len()
     }
 
-    /// Sessions of `owner`, oldest first.
+    /// Sessions of `owner`, oldest first; none for [`Owner::Holder`] (nothing tells one holder
+    /// from another, so a list would hand every handle to everyone).
     pub fn list(&self, owner: &Owner) -> Vec<Arc<SshSession>> {
+        if *owner == Owner::Holder {
+            return Vec::new();
+        }
         let mut v: Vec<_> = self
             .lock()
             .values()
@@ -211,6 +238,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_never_owns_anything() {
+        assert_eq!(Owner::stateless("addr:127.0.0.1"), Owner::Holder);
+        let alice = Owner::stateless("bearer:00ff");
+        assert_eq!(alice, Owner::Client("bearer:00ff".into()));
+        // A holder's handle works for whoever presents it; nobody else's works for a holder.
+        assert!(Owner::Holder.may_use(&Owner::Holder));
+        assert!(alice.may_use(&Owner::Holder));
+        assert!(!Owner::Holder.may_use(&alice));
+        assert!(!Owner::Holder.may_use(&Owner::McpSession("s".into())));
+        assert!(!alice.may_use(&Owner::Client("bearer:0bob".into())));
+    }
 
     #[test]
     fn minted_ids_are_long_and_distinct() {

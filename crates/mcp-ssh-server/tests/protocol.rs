@@ -34,6 +34,28 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// MCP sessions are capped: past the cap, initialize gets a clear 503, and ending one makes
+    /// room. Before, every initialize added a session until the idle timeout (30 minutes).
+    #[tokio::test]
+    async fn mcp_sessions_are_capped() {
+        let srv = server(&["--max-mcp-sessions", "3"]).await;
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(Client::connect(srv.addr, Era::Legacy).await);
+        }
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}});
+        let a = post_raw(srv.addr, JSON_HEADERS, &init.to_string()).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert!(a.text.contains("--max-mcp-sessions"), "{}", a.text);
+        assert!(a.headers.get("mcp-session-id").is_none());
+        assert_eq!(open[0].delete().await, 200);
+        let a = post_raw(srv.addr, JSON_HEADERS, &init.to_string()).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn legacy_requests_need_a_known_session() {
         let srv = server(&[]).await;

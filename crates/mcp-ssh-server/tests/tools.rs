@@ -51,7 +51,11 @@ mod tests {
         .await;
         let binary = tempfile_in_tmp(b"\x00\x01\x02binary\xff");
         for era in [Era::Legacy, Era::Modern] {
-            let mut c = Client::connect(srv.addr, era).await;
+            // A stateless client is identified by its bearer token (without one, nothing is
+            // listed: sessions_belong_to_their_owner).
+            let mut c = Client::connect(srv.addr, era)
+                .await
+                .with_bearer("every-tool");
             // Host key checked against known_hosts (no insecure flag).
             let mut args = password_args(&sshd);
             args["insecure_host_key"] = json!(false);
@@ -461,6 +465,24 @@ mod tests {
             metric(srv.addr, "mcp_pool_connections{state=\"idle\"}").await,
             1.0
         );
+
+        // Stateless clients without a token share an address (here 127.0.0.1), which proves
+        // nothing: the handle is the owner's proof, and no list hands it to anyone.
+        let mut n1 = Client::connect(srv.addr, Era::Modern).await;
+        let mut n2 = Client::connect(srv.addr, Era::Modern).await;
+        let sid3 = connect(&mut n1, &sshd).await;
+        for c in [&mut n1, &mut n2] {
+            let listed = c.call_ok("ssh_list_sessions", json!({})).await;
+            assert_eq!(listed["count"], 0, "{listed}");
+            assert!(!listed.to_string().contains(&sid3), "{listed}");
+        }
+        n1.call_ok("ssh_hostname", json!({"session_id": sid3}))
+            .await;
+        // A bearer's or a 2025 session's handle stays theirs.
+        let err = n2
+            .call_err("ssh_hostname", json!({"session_id": sid2}))
+            .await;
+        assert!(err.contains("not owned"), "{err}");
         srv.stop().await.expect("stops");
     }
 

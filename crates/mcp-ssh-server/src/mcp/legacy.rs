@@ -27,14 +27,16 @@ pub enum Lookup {
 pub struct McpSessions {
     map: Mutex<HashMap<String, McpSession>>,
     timeout: Duration,
+    max: usize,
 }
 
 impl McpSessions {
-    /// An empty store whose sessions expire after `timeout` idle.
-    pub fn new(timeout: Duration) -> Self {
+    /// An empty store whose sessions expire after `timeout` idle, holding at most `max`.
+    pub fn new(timeout: Duration, max: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             timeout,
+            max,
         }
     }
 
@@ -42,17 +44,26 @@ impl McpSessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Open a session speaking `version`; returns its id.
-    pub fn create(&self, version: &'static str) -> String {
+    /// Open a session speaking `version`; returns its id, or `None` when `max` sessions are
+    /// open (expired ones are dropped first).
+    pub fn create(&self, version: &'static str) -> Option<String> {
+        let mut map = self.lock();
+        if map.len() >= self.max {
+            let now = Instant::now();
+            map.retain(|_, s| now.duration_since(s.last_seen) <= self.timeout);
+            if map.len() >= self.max {
+                return None;
+            }
+        }
         let id = mint_id("mcp_");
-        self.lock().insert(
+        map.insert(
             id.clone(),
             McpSession {
                 version,
                 last_seen: Instant::now(),
             },
         );
-        id
+        Some(id)
     }
 
     /// Look up and touch a session. An expired one is removed and reported unknown.
@@ -109,15 +120,25 @@ mod tests {
 
     #[test]
     fn sessions_live_until_removed_or_expired() {
-        let s = McpSessions::new(Duration::from_millis(50));
-        let a = s.create("2025-11-25");
+        let s = McpSessions::new(Duration::from_millis(50), 100);
+        let a = s.create("2025-11-25").expect("room");
         assert_eq!(s.touch(&a).expect("open").version, "2025-11-25");
         assert_eq!(s.touch("mcp_nope").expect_err("unknown"), Lookup::Unknown);
         assert!(s.remove(&a));
         assert!(s.touch(&a).is_err());
-        let b = s.create("2025-06-18");
+        let b = s.create("2025-06-18").expect("room");
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(s.expire(), vec![b.clone()]);
         assert!(s.touch(&b).is_err());
+    }
+
+    #[test]
+    fn the_cap_holds_and_expired_sessions_make_room() {
+        let s = McpSessions::new(Duration::from_millis(50), 2);
+        assert!(s.create("2025-11-25").is_some() && s.create("2025-11-25").is_some());
+        assert_eq!(s.create("2025-11-25"), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.create("2025-11-25").is_some(), "expired ones make room");
+        assert_eq!(s.len(), 1);
     }
 }

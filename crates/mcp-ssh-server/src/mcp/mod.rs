@@ -152,7 +152,7 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
         }
         (
             Era::Modern,
-            Some(Owner::Client(client.to_owned())),
+            Some(Owner::stateless(client)),
             format!("client:{client}"),
         )
     } else if method == "ping" || id.is_none() {
@@ -255,7 +255,20 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
 fn initialize(app: &App, id: &Value, params: &Map<String, Value>) -> Reply {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let version = version::negotiate(requested);
-    let sid = app.mcp_sessions.create(version);
+    let Some(sid) = app.mcp_sessions.create(version) else {
+        return Reply::error(
+            id,
+            RpcError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::SERVER_ERROR,
+                format!(
+                    "Service Unavailable: {} MCP sessions are open, the server's cap \
+                     (--max-mcp-sessions); end one with DELETE or wait for idle ones to expire",
+                    app.mcp_sessions.len()
+                ),
+            ),
+        );
+    };
     app.metrics
         .mcp_sessions_active
         .set(app.mcp_sessions.len() as i64);
