@@ -36,6 +36,7 @@ pub struct App {
 impl App {
     /// Build the state.
     pub fn new(config: Config) -> Arc<Self> {
+        crate::ssh::budget::SERVER.set_max(config.limits.max_output_memory);
         let metrics = Metrics::new();
         let l = &config.limits;
         let pool = Pool::new(

@@ -104,6 +104,10 @@ pub struct Opts {
     /// MCP sessions (2025 era) open at once.
     #[arg(long)]
     pub max_mcp_sessions: Option<usize>,
+    /// MiB of command output the server holds at once, all commands together (a command
+    /// that would pass it fails with a clear error).
+    #[arg(long)]
+    pub max_output_memory_mb: Option<usize>,
     /// HTTP connections served with keep-alive at once (more get one request each, a few
     /// at a time, then are closed on arrival).
     #[arg(long)]
@@ -134,6 +138,7 @@ struct FileConfig {
     known_hosts: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
     max_mcp_sessions: Option<usize>,
+    max_output_memory_mb: Option<usize>,
     http_max_connections: Option<usize>,
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
@@ -160,6 +165,8 @@ pub struct Limits {
     pub session_timeout: Duration,
     /// MCP sessions (2025 era) open at once.
     pub max_mcp_sessions: usize,
+    /// Bytes of command output held at once, server-wide.
+    pub max_output_memory: usize,
     /// The HTTP side's connection cap and timeouts.
     pub http: HttpLimits,
 }
@@ -182,6 +189,7 @@ impl Limits {
             health_check_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(1800),
             max_mcp_sessions: 4096,
+            max_output_memory: crate::ssh::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
                 header_timeout: Duration::from_secs(10),
@@ -246,6 +254,9 @@ impl Config {
         if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
             limits.max_mcp_sessions = n;
         }
+        if let Some(mb) = opts.max_output_memory_mb.or(file.max_output_memory_mb) {
+            limits.max_output_memory = mb.saturating_mul(1024 * 1024);
+        }
         if let Some(n) = opts.http_max_connections.or(file.http_max_connections) {
             limits.http.max_connections = n;
         }
@@ -285,6 +296,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 fn validate(limits: &Limits) -> Result<(), ConfigError> {
     for (key, zero) in [
         ("max_mcp_sessions", limits.max_mcp_sessions == 0),
+        ("max_output_memory_mb", limits.max_output_memory == 0),
         ("http_max_connections", limits.http.max_connections == 0),
         (
             "http_header_timeout_ms",

@@ -138,6 +138,10 @@ pub enum SshError {
     #[error("cannot use private key: {0}")]
     Key(#[source] russh::keys::Error),
 
+    /// The server's command-output budget had no room for this command's output.
+    #[error("{0}")]
+    Busy(String),
+
     /// The private key was refused before decoding (it asks for more work than allowed), or
     /// decoding did not finish within the connect budget.
     #[error("cannot use private key: {0}")]

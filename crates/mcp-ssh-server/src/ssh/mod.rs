@@ -14,6 +14,7 @@
 //! OpenSSH). Every failure is an [`SshError`] whose message is meant for end
 //! users.
 
+pub mod budget;
 mod error;
 mod key;
 mod known_hosts;
@@ -151,7 +152,7 @@ pub struct ExecLimits {
 }
 
 /// Result of a command that ran to completion (or whose output was cut).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ExecOutput {
     /// Standard output (at most `max_output` bytes together with `stderr`).
     pub stdout: Vec<u8>,
@@ -167,6 +168,8 @@ pub struct ExecOutput {
     pub truncated: bool,
     /// Time from opening the channel to its close.
     pub duration: Duration,
+    /// The output's share of the server's output budget, given back when this is dropped.
+    pub charge: budget::Charge,
 }
 
 impl ExecOutput {
@@ -342,9 +345,16 @@ impl Connection {
                 }
                 Ok(Some(msg)) => msg,
             };
+            let pushed = match &msg {
+                ChannelMsg::Data { data } => out.push(false, data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => out.push(true, data),
+                _ => Ok(()),
+            };
+            if let Err(busy) = pushed {
+                channel.abort().await;
+                return Err(busy);
+            }
             match msg {
-                ChannelMsg::Data { data } => out.push(false, &data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => out.push(true, &data),
                 ChannelMsg::ExitStatus {
                     exit_status: status,
                 } => exit_status = Some(status),
@@ -387,6 +397,7 @@ impl Connection {
             exit_signal,
             truncated: out.truncated,
             duration: started.elapsed(),
+            charge: out.charge,
         })
     }
 
@@ -672,6 +683,7 @@ struct Collector {
     max: usize,
     truncated: bool,
     discarded: usize,
+    charge: budget::Charge,
 }
 
 impl Collector {
@@ -682,14 +694,24 @@ impl Collector {
             max,
             truncated: false,
             discarded: 0,
+            charge: budget::SERVER.charge(),
         }
     }
 
-    fn push(&mut self, is_stderr: bool, data: &[u8]) {
+    /// Keeps what fits under `max`; `Err` when the server's output budget has no room for it.
+    fn push(&mut self, is_stderr: bool, data: &[u8]) -> Result<(), SshError> {
         let room = self
             .max
             .saturating_sub(self.stdout.len() + self.stderr.len());
         let take = room.min(data.len());
+        if !self.charge.grow(take) {
+            return Err(SshError::Busy(format!(
+                "the server already holds {} MiB of command output, its budget \
+                 (--max-output-memory-mb {}); try again, or ask for less (max_output)",
+                budget::SERVER.used() / (1024 * 1024),
+                budget::SERVER.max() / (1024 * 1024)
+            )));
+        }
         let buf = if is_stderr {
             &mut self.stderr
         } else {
@@ -700,6 +722,7 @@ impl Collector {
             self.truncated = true;
             self.discarded = self.discarded.saturating_add(data.len() - take);
         }
+        Ok(())
     }
 }
 
@@ -777,13 +800,14 @@ mod tests {
     #[test]
     fn collector_caps_combined_output() {
         let mut c = Collector::new(5);
-        c.push(false, b"abc");
-        c.push(true, b"defg");
-        c.push(false, b"h");
+        for (err, data) in [(false, &b"abc"[..]), (true, b"defg"), (false, b"h")] {
+            c.push(err, data).expect("within the server's budget");
+        }
         assert_eq!(c.stdout, b"abc");
         assert_eq!(c.stderr, b"de");
         assert!(c.truncated);
         assert_eq!(c.discarded, 3);
+        assert_eq!(c.charge.bytes(), 5, "only what is kept is charged");
     }
 
     #[tokio::test]
