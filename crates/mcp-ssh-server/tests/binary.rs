@@ -67,14 +67,7 @@ mod tests {
         .expect("server ready");
 
         let mut c = Client::connect(addr, Era::Modern).await;
-        let r = c
-            .call_ok(
-                "ssh_connect",
-                json!({"host": "127.0.0.1", "port": sshd.port, "user": "testuser",
-                       "password": "testpass", "insecure_host_key": true}),
-            )
-            .await;
-        let sid = r["session_id"].as_str().expect("id").to_owned();
+        let sid = c.connect_testuser(sshd.port).await;
         // ~1 s of work in flight when SIGTERM arrives.
         let in_flight = tokio::spawn(async move {
             let mut c = Client::connect(addr, Era::Modern).await;

@@ -33,14 +33,7 @@ mod tests {
 
         let srv = server(&["--max-output-memory-mb", "1"]).await;
         let mut c = Client::connect(srv.addr, Era::Legacy).await;
-        let r = c
-            .call_ok(
-                "ssh_connect",
-                json!({"host": "127.0.0.1", "port": sshd.port, "user": "testuser",
-                       "password": "testpass", "insecure_host_key": true}),
-            )
-            .await;
-        let sid = r["session_id"].as_str().expect("id").to_owned();
+        let sid = c.connect_testuser(sshd.port).await;
         let err = c
             .call_err(
                 "ssh_cat_file",

@@ -234,6 +234,19 @@ impl Client {
         r["structuredContent"].clone()
     }
 
+    /// ssh_connect as testuser/testpass to 127.0.0.1:`port` (a test's sshd fixture, host key
+    /// not checked); returns the session id.
+    pub async fn connect_testuser(&mut self, port: u16) -> String {
+        let r = self
+            .call_ok(
+                "ssh_connect",
+                json!({"host": "127.0.0.1", "port": port, "user": "testuser",
+                       "password": "testpass", "insecure_host_key": true}),
+            )
+            .await;
+        r["session_id"].as_str().expect("session_id").to_owned()
+    }
+
     /// tools/call that must fail; returns the error text.
     pub async fn call_err(&mut self, tool: &str, args: Value) -> String {
         let r = self.call(tool, args).await;
