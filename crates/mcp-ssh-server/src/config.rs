@@ -192,8 +192,10 @@ impl Limits {
             max_output_memory: crate::ssh::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
-                header_timeout: Duration::from_secs(10),
-                body_timeout: Duration::from_secs(10),
+                // hyper's own default; it is also how long an idle kept-alive connection
+                // stays open, which a load generator's workers may well be between requests.
+                header_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(30),
             },
         }
     }

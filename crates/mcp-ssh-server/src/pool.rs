@@ -282,23 +282,25 @@ enum Step<T> {
 struct Reservation<'a, C: Connector> {
     inner: &'a Inner<C>,
     key: PoolKey,
+    fulfilled: bool,
 }
 
 impl<C: Connector> Reservation<'_, C> {
-    fn fulfil(self) {
-        {
-            let mut st = self.inner.lock();
-            let ts = st.targets.entry(self.key.clone()).or_default();
-            ts.connecting = ts.connecting.saturating_sub(1);
-            ts.active += 1;
-            self.inner.publish(&st);
-        }
-        std::mem::forget(self);
+    fn fulfil(mut self) {
+        let mut st = self.inner.lock();
+        let ts = st.targets.entry(self.key.clone()).or_default();
+        ts.connecting = ts.connecting.saturating_sub(1);
+        ts.active += 1;
+        self.inner.publish(&st);
+        self.fulfilled = true;
     }
 }
 
 impl<C: Connector> Drop for Reservation<'_, C> {
     fn drop(&mut self) {
+        if self.fulfilled {
+            return;
+        }
         {
             let mut st = self.inner.lock();
             if let Some(ts) = st.targets.get_mut(&self.key) {
@@ -367,6 +369,7 @@ impl<C: Connector> Pool<C> {
         let reservation = Reservation {
             inner: &self.inner,
             key: key.clone(),
+            fulfilled: false,
         };
         // Dropped here (failure) or with this future (cancellation): the slot comes back.
         let conn = self.inner.connector.connect(target, auth, opts).await?;
