@@ -56,6 +56,24 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// 2025-era logging/setLevel takes the RFC 5424 levels (the server sends no log messages,
+    /// so a valid level changes nothing), and refuses anything else with -32602.
+    #[tokio::test]
+    async fn legacy_logging_set_level() {
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        assert_eq!(
+            c.request("logging/setLevel", json!({"level": "warning"}))
+                .await,
+            json!({})
+        );
+        let a = c
+            .request_raw("logging/setLevel", json!({"level": "loud"}))
+            .await;
+        assert_eq!(a.body["error"]["code"], -32602, "{}", a.text);
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn legacy_requests_need_a_known_session() {
         let srv = server(&[]).await;
@@ -236,8 +254,9 @@ mod tests {
             (400, json!(-32602))
         );
 
-        // Removed and unknown methods → 404 Method not found.
-        for m in ["ping", "resources/list", "nope"] {
+        // Removed and unknown methods → 404 Method not found (the conformance suite's
+        // server-stateless scenario checks initialize and logging/setLevel).
+        for m in ["ping", "initialize", "logging/setLevel", "nope"] {
             let body = modern_body(m, "2026-07-28", json!({}));
             let h = [base[0], base[1], base[2], ("mcp-method", m)];
             let r = post_raw(a, &h, &body).await;
@@ -246,6 +265,29 @@ mod tests {
                 (404, json!(-32601)),
                 "{m}"
             );
+        }
+        // A 2026-07-28 request (by its header) without _meta, or without the version in it:
+        // invalid params, not a generic server error.
+        for params in [json!({}), json!({"_meta": {}})] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params})
+                .to_string();
+            let h = [base[0], base[1], base[2], ("mcp-method", "tools/list")];
+            let r = post_raw(a, &h, &body).await;
+            assert_eq!(
+                (r.status, r.body["error"]["code"].clone()),
+                (400, json!(-32602)),
+                "{params}: {}",
+                r.text
+            );
+        }
+        // No prompts or resources: empty lists a client may cache like the tool list.
+        for (m, key) in [("prompts/list", "prompts"), ("resources/list", "resources")] {
+            let body = modern_body(m, "2026-07-28", json!({}));
+            let h = [base[0], base[1], base[2], ("mcp-method", m)];
+            let r = post_raw(a, &h, &body).await;
+            assert_eq!(r.status, 200, "{m}: {}", r.text);
+            assert_eq!(r.body["result"][key], json!([]), "{m}: {}", r.text);
+            assert_eq!(r.body["result"]["cacheScope"], "public", "{m}: {}", r.text);
         }
         srv.stop().await.expect("stops");
     }

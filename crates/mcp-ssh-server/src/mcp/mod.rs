@@ -85,7 +85,54 @@ fn server_info() -> Value {
 }
 
 fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}})
+    // logging: setLevel is accepted (this server sends no log notifications to clients).
+    // prompts and resources: their lists are answered, empty.
+    json!({
+        "tools": {"listChanged": false},
+        "prompts": {"listChanged": false},
+        "resources": {"listChanged": false},
+        "logging": {},
+    })
+}
+
+/// The RFC 5424 levels `logging/setLevel` takes.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// `logging/setLevel`: a valid level is accepted; nothing else changes, since this server
+/// sends no `notifications/message` (its logs go to its own stderr).
+fn set_log_level(params: &Map<String, Value>) -> Result<Value, RpcError> {
+    match params.get("level").and_then(Value::as_str) {
+        Some(l) if LOG_LEVELS.contains(&l) => Ok(json!({})),
+        other => Err(RpcError::new(
+            StatusCode::OK,
+            code::INVALID_PARAMS,
+            format!(
+                "Invalid params: level must be one of {}, got {}",
+                LOG_LEVELS.join(", "),
+                other.map_or("nothing".to_owned(), |l| format!("{l:?}"))
+            ),
+        )),
+    }
+}
+
+/// `prompts/list`, `resources/list`, `resources/templates/list`: this server offers none, and
+/// says so with a list a client may cache like the tool list.
+fn empty_list(era: Era, key: &str) -> Result<Value, RpcError> {
+    let mut r = json!({ key: [] });
+    if era == Era::Modern {
+        r["ttlMs"] = json!(3_600_000);
+        r["cacheScope"] = json!("public");
+    }
+    Ok(r)
 }
 
 /// Handle one POSTed message from `client` (its identity for the stateless era).
@@ -111,7 +158,10 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let (era, owner, bucket) = if method == "initialize" {
+    let header_version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let (era, owner, bucket) = if method == "initialize" && !modern::has_modern_meta(params) {
         (Era::Legacy, None, format!("client:{client}"))
     } else if let Some(sid) = session_header {
         let Ok(session) = app.mcp_sessions.touch(&sid) else {
@@ -155,6 +205,22 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
             Some(Owner::stateless(client)),
             format!("client:{client}"),
         )
+    } else if header_version.is_some_and(|v| version::MODERN.contains(&v)) {
+        // A 2026-07-28 request (by its header) without the `_meta` that every such request
+        // carries, or whose `_meta` lacks the protocol version: its params are invalid.
+        return Reply::error(
+            id_ref,
+            RpcError::new(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_PARAMS,
+                format!(
+                    "Invalid params: a {} request carries params._meta with \
+                     \"{}\"",
+                    header_version.unwrap_or_default(),
+                    modern::META_VERSION
+                ),
+            ),
+        );
     } else if method == "ping" || id.is_none() {
         // A 2025 client may ping before initialize; stray notifications are harmless.
         (Era::Legacy, None, format!("client:{client}"))
@@ -221,6 +287,11 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
             "cacheScope": "public",
         })),
         (_, "tools/list") => list_tools(era, params),
+        // 2026-07-28 removed it (a request's own `_meta` carries its log level).
+        (Era::Legacy, "logging/setLevel") => set_log_level(params),
+        (_, "prompts/list") => empty_list(era, "prompts"),
+        (_, "resources/list") => empty_list(era, "resources"),
+        (_, "resources/templates/list") => empty_list(era, "resourceTemplates"),
         (_, "tools/call") => match &owner {
             Some(owner) => call_tool(app, owner, params).await,
             None => Err(RpcError::new(

@@ -104,7 +104,33 @@ fn schema_of<T: JsonSchema>() -> Value {
         obj.remove("$schema");
         obj.remove("title");
     }
+    objects_for_boolean_properties(&mut v);
     v
+}
+
+/// schemars writes a property of any JSON value (`serde_json::Value`) as the boolean schema
+/// `true`. JSON Schema allows that, but MCP's tool schema wants every property to be an
+/// object (the TypeScript SDK's `listTools()` rejects the list, as the conformance suite's
+/// tools-list check shows): `true` becomes `{}` and `false` `{"not": {}}`, which mean the same.
+fn objects_for_boolean_properties(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "properties"
+                    && let Value::Object(props) = child
+                {
+                    for p in props.values_mut() {
+                        if let Value::Bool(b) = p {
+                            *p = if *b { json!({}) } else { json!({"not": {}}) };
+                        }
+                    }
+                }
+                objects_for_boolean_properties(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(objects_for_boolean_properties),
+        _ => {}
+    }
 }
 
 /// Tools in the order tools/list reports them (deterministic, as the 2026-07-28 revision asks).
@@ -195,6 +221,32 @@ pub fn result_json(outcome: Result<ToolOutput, ToolError>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every property schema of every tool is an object (MCP's TypeScript SDK rejects a tool
+    /// list with a boolean one; ssh_network_routes had `true` for its JSON-valued fields).
+    #[test]
+    fn no_property_schema_is_a_boolean() {
+        fn check(v: &Value, path: &str) {
+            match v {
+                Value::Object(map) => {
+                    if let Some(Value::Object(props)) = map.get("properties") {
+                        for (k, p) in props {
+                            assert!(p.is_object(), "{path}/properties/{k} is {p}");
+                        }
+                    }
+                    for (k, c) in map {
+                        check(c, &format!("{path}/{k}"));
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|c| check(c, path)),
+                _ => {}
+            }
+        }
+        check(&json!(definitions()), "tools");
+        let mut t = json!({"properties": {"a": true, "b": false}});
+        objects_for_boolean_properties(&mut t);
+        assert_eq!(t, json!({"properties": {"a": {}, "b": {"not": {}}}}));
+    }
 
     #[test]
     fn every_tool_has_object_schemas_and_a_unique_name() {
