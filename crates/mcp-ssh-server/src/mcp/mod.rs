@@ -124,6 +124,21 @@ fn set_log_level(params: &Map<String, Value>) -> Result<Value, RpcError> {
     }
 }
 
+/// `resources/read`: there are no resources, so every URI is not found (SEP-2164: -32602 with
+/// the URI in `data`).
+fn resource_not_found(params: &Map<String, Value>) -> RpcError {
+    let uri = params.get("uri").cloned().unwrap_or(Value::Null);
+    RpcError::new(
+        StatusCode::OK,
+        code::INVALID_PARAMS,
+        format!(
+            "Resource not found: {}",
+            uri.as_str().unwrap_or("(no uri given)")
+        ),
+    )
+    .with_data(json!({ "uri": uri }))
+}
+
 /// `prompts/list`, `resources/list`, `resources/templates/list`: this server offers none, and
 /// says so with a list a client may cache like the tool list.
 fn empty_list(era: Era, key: &str) -> Result<Value, RpcError> {
@@ -292,6 +307,7 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
         (_, "prompts/list") => empty_list(era, "prompts"),
         (_, "resources/list") => empty_list(era, "resources"),
         (_, "resources/templates/list") => empty_list(era, "resourceTemplates"),
+        (_, "resources/read") => Err(resource_not_found(params)),
         (_, "tools/call") => match &owner {
             Some(owner) => call_tool(app, owner, params).await,
             None => Err(RpcError::new(
