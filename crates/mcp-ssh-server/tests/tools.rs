@@ -800,6 +800,13 @@ mod tests {
         );
         let ok = c.call_ok("ssh_cat_file", cat(d.join("alias"))).await;
         assert_eq!(ok["content"], "hello\n", "{ok}");
+        // A system link out of the allowed roots (Debian: /etc/os-release ->
+        // ../usr/lib/os-release) still reads: only forbidden files are refused through links.
+        let os_release = std::path::PathBuf::from("/etc/os-release");
+        if std::fs::symlink_metadata(&os_release).is_ok_and(|m| m.file_type().is_symlink()) {
+            let ok = c.call_ok("ssh_cat_file", cat(os_release)).await;
+            assert!(ok["content"].as_str().unwrap_or("").contains("ID="), "{ok}");
+        }
         let err = c.call_err("ssh_cat_file", cat(d.join("missing"))).await;
         assert!(err.contains("cannot read"), "{err}");
         for p in [

@@ -108,7 +108,21 @@ mod tests {
         let runners = store.path().join("runners");
         let runners_s = runners.display().to_string();
         let bins_s = bins.display().to_string();
-        let built = ns.sshlab(&["vm", "runners", &runners_s, "--bin-dir", &bins_s], &[]);
+        // Under a umask of 077 (root's is often that): every directory the runners' user must
+        // pass through is still opened for it.
+        let built = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "umask 077 && exec \"$@\"",
+                "sh",
+                env!("CARGO_BIN_EXE_sshlab"),
+            ])
+            .args(["--netns", &ns.name, "--lab"])
+            .arg(ns.lab.path())
+            .args(["vm", "runners", &runners_s, "--bin-dir", &bins_s])
+            .env_remove("SUDO_UID")
+            .output()
+            .expect("run sshlab vm runners");
         ok(&built, "vm runners");
         for vm in ["target", "mcp", "agent"] {
             assert!(

@@ -47,8 +47,8 @@ mod path;
 mod quote;
 
 pub use command::{MAX_COMMAND_LEN, allowed_programs, validate_command};
-pub use path::{ALLOWED_ROOTS, MAX_PATH_LEN, validate_path};
-pub use quote::{resolved_then, to_remote_command};
+pub use path::{ALLOWED_ROOTS, MAX_PATH_LEN, validate_path, validate_resolved};
+pub use quote::{cat_resolved, to_remote_command};
 
 /// Why a command or path was refused.
 ///

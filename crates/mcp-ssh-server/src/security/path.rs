@@ -5,7 +5,7 @@
 //! file lives on the remote host, so symbolic links cannot be resolved here:
 //! `ssh_cat_file` therefore has the target resolve the path (`realpath -e`) in
 //! the same command that reads it, and checks the resolved path again before
-//! anything is returned ([`super::resolved_then`]). Callers should pass the
+//! anything is returned ([`super::cat_resolved`], [`validate_resolved`]). Callers should pass the
 //! returned normalised path on, so that the path that is used is the one that
 //! was checked.
 
@@ -154,6 +154,24 @@ pub fn validate_path(path: &str) -> Result<String, Blocked> {
         )));
     }
     Ok(normal)
+}
+
+/// Check where an allowed path leads on the target (its `realpath`): it must not be a forbidden
+/// file. It may lie outside the allowed roots: system links such as `/etc/os-release ->
+/// /usr/lib/os-release` are ordinary, and the roots limit what a client may *name*; what must
+/// never be reached, through any link, is a forbidden file.
+pub fn validate_resolved(path: &str) -> Result<(), Blocked> {
+    if !path.starts_with('/') {
+        return Err(Blocked::new(format!(
+            "the target resolved the path to `{path}`, which is not absolute"
+        )));
+    }
+    if is_forbidden(&normalise_components(path)) {
+        return Err(Blocked::new(format!(
+            "it leads to `{path}`, which is forbidden"
+        )));
+    }
+    Ok(())
 }
 
 /// Lexically normalise an absolute path into its components.

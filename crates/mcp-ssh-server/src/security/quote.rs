@@ -45,14 +45,14 @@ pub fn to_remote_command(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// `argv` run only after the target has resolved `path` (every link followed; it must exist)
-/// and printed it on the first line: `realpath -e -- PATH && ARGV`. The caller checks that
-/// printed path before it uses the rest of the output.
-pub fn resolved_then(path: &str, argv: &[String]) -> String {
+/// Reads the file `path` leads to on the target: the target resolves it (every link followed;
+/// it must exist), prints the resolved path and a NUL, then `cat`s *that* path, so what is
+/// read is what the caller checks (no second lookup of the given path's links):
+/// `p=$(realpath -e -- PATH) && printf '%s\0' "$p" && exec cat -- "$p"`.
+pub fn cat_resolved(path: &str) -> String {
     format!(
-        "realpath -e -- {} && {}",
-        quote_word(path),
-        to_remote_command(argv)
+        "p=$(realpath -e -- {}) && printf '%s\\0' \"$p\" && exec cat -- \"$p\"",
+        quote_word(path)
     )
 }
 
@@ -67,10 +67,10 @@ mod tests {
     }
 
     #[test]
-    fn the_path_is_resolved_before_the_command_runs() {
+    fn the_file_read_is_the_resolved_one() {
         assert_eq!(
-            resolved_then("/tmp/a b", &argv(&["cat", "/tmp/a b"])),
-            "realpath -e -- '/tmp/a b' && cat '/tmp/a b'"
+            cat_resolved("/tmp/a b"),
+            r#"p=$(realpath -e -- '/tmp/a b') && printf '%s\0' "$p" && exec cat -- "$p""#
         );
     }
 

@@ -4,8 +4,11 @@
 //! to billions makes `decode_secret_key` run for hours. So: the rounds are read from the key and
 //! capped ([`MAX_BCRYPT_ROUNDS`]) before any decoding, and decoding runs on a blocking thread,
 //! at most [`DECODERS`] at a time, within the caller's time budget, so the async runtime (and
-//! `/health`) never waits for it. A PKCS#8 key's own work factor (PBKDF2 iterations) is not
-//! read: for those the blocking thread, the concurrency cap and the budget are the bound.
+//! `/health`) never waits for it. Formats whose work factor the key sets and that are not read
+//! here are refused: encrypted PKCS#8 (scrypt or PBKDF2; an scrypt `N` of 2^40 makes the
+//! decoder allocate terabytes and abort the process) and encrypted PuTTY keys (Argon2). The
+//! key text is read the way russh reads it (`decode_secret_key`: exact armour lines, and only
+//! the lines made of base64 characters), so an extra line cannot hide the rounds.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -31,6 +34,9 @@ pub async fn decode(
     passphrase: Option<&str>,
     budget: Duration,
 ) -> Result<Arc<PrivateKey>, SshError> {
+    if let Some(why) = refused_format(pem) {
+        return Err(SshError::KeyPolicy(why.to_owned()));
+    }
     if let Some(rounds) = bcrypt_rounds(pem)
         && rounds > MAX_BCRYPT_ROUNDS
     {
@@ -63,16 +69,41 @@ pub async fn decode(
         })
 }
 
+/// Why a key of a format whose decoding cost the key itself sets is refused, if it is one.
+fn refused_format(pem: &str) -> Option<&'static str> {
+    if pem.trim().starts_with("PuTTY-User-Key-File-") {
+        let encrypted = pem.lines().any(|l| {
+            l.strip_prefix("Encryption:")
+                .is_some_and(|v| v.trim() != "none")
+        });
+        return encrypted.then_some(
+            "encrypted PuTTY keys are not accepted (the key sets its own Argon2 cost); convert \
+             it to an OpenSSH key (puttygen KEY -O private-openssh-new)",
+        );
+    }
+    pem.lines()
+        .any(|l| l == "-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        .then_some(
+            "encrypted PKCS#8 keys are not accepted (the key sets its own scrypt or PBKDF2 \
+             cost); convert it to an OpenSSH key (ssh-keygen -p -f KEY)",
+        )
+}
+
+/// A base64 character, as russh's key reader judges a line (`is_base64_char`).
+fn is_base64_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')
+}
+
 /// The bcrypt rounds an encrypted `openssh-key-v1` key asks for; `None` for anything else (an
 /// unencrypted key, another format, or text that does not parse, which the decoder then
-/// rejects with its own error).
+/// rejects with its own error). The body is gathered as russh gathers it.
 pub fn bcrypt_rounds(pem: &str) -> Option<u32> {
     let body: String = pem
         .lines()
-        .map(str::trim)
         .skip_while(|l| *l != "-----BEGIN OPENSSH PRIVATE KEY-----")
         .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
+        .take_while(|l| !l.starts_with("-----END "))
+        .filter(|l| l.chars().all(is_base64_char))
         .collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(body)
@@ -127,6 +158,24 @@ mod tests {
         let mut cut = armoured("bcrypt", 16);
         cut.replace_range(40..60, "");
         assert_eq!(bcrypt_rounds(&cut), None);
+        // A line russh skips cannot hide the rounds from this reader.
+        let padded = armoured("bcrypt", 2_000_000_000).replace(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n!\n",
+        );
+        assert_eq!(bcrypt_rounds(&padded), Some(2_000_000_000));
+    }
+
+    #[test]
+    fn formats_whose_cost_the_key_sets_are_refused() {
+        let pkcs8 =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(refused_format(pkcs8).is_some_and(|w| w.contains("PKCS#8")));
+        let ppk = "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: aes256-cbc\nKey-Derivation: Argon2id\n";
+        assert!(refused_format(ppk).is_some_and(|w| w.contains("PuTTY")));
+        let plain_ppk = "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\n";
+        assert_eq!(refused_format(plain_ppk), None);
+        assert_eq!(refused_format(&armoured("bcrypt", 16)), None);
     }
 
     #[tokio::test]

@@ -96,10 +96,11 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
             "max_size must be 1..={MAX_SIZE_LIMIT}"
         )));
     }
-    let argv = run_command::allowed(ctx, &format!("cat {path}"))?;
-    // Links are followed on the target, which prints where the path leads before the file:
-    // that resolved path is checked like the given one before any content is used.
-    let remote = security::resolved_then(&path, &argv);
+    // The allowlist sees `cat PATH` as any client's command; the target then reads the file
+    // the path leads to, printing that resolved path (and a NUL) first, and it is checked
+    // before any content is used.
+    run_command::allowed(ctx, &format!("cat {path}"))?;
+    let remote = security::cat_resolved(&path);
     let mut out = run_command::exec_remote(
         ctx,
         &session,
@@ -114,19 +115,17 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let Some(newline) = out.stdout.iter().position(|&b| b == b'\n') else {
+    let Some(end) = out.stdout.iter().position(|&b| b == 0) else {
         return Err(ToolError::Failed(format!(
             "cannot read {path}: the target did not say where it leads"
         )));
     };
-    let resolved = String::from_utf8_lossy(&out.stdout[..newline]).into_owned();
-    if resolved != path {
-        security::validate_path(&resolved).map_err(|b| {
-            ctx.app.metrics.ssh_commands_blocked.inc();
-            ToolError::Blocked(format!("{path} leads to {resolved}: {}", b.reason))
-        })?;
-    }
-    out.stdout.drain(..=newline);
+    let resolved = String::from_utf8_lossy(&out.stdout[..end]).into_owned();
+    security::validate_resolved(&resolved).map_err(|b| {
+        ctx.app.metrics.ssh_commands_blocked.inc();
+        ToolError::Blocked(format!("{path}: {}", b.reason))
+    })?;
+    out.stdout.drain(..=end);
     if out.stdout.len() > max {
         out.stdout.truncate(max);
         out.truncated = true;

@@ -77,11 +77,20 @@ fn install(from: &Path, dir: &Path, name: &str, mode: u32) -> anyhow::Result<Pat
     Ok(to)
 }
 
-/// `mkdir -p` with mode 0755 on every directory made.
+/// `mkdir -p` with mode 0755 on every directory it makes (whatever the umask; the runners'
+/// user must pass through each), and on `dir` itself.
 fn make_dir(dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("cannot chmod {}", dir.display()))
+    for d in missing.iter().map(PathBuf::as_path).chain([dir]) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", d.display()))?;
+    }
+    Ok(())
 }
 
 /// `dir` is new, empty, or an earlier runner set (then cleared); anything else is refused.
