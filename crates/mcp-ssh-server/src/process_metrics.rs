@@ -8,7 +8,7 @@
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Counter, Gauge, IntGauge, Opts};
+use prometheus::{Counter, Gauge, IntGauge};
 
 /// The collector (register it once).
 #[derive(Debug, Clone)]
@@ -22,28 +22,24 @@ pub struct ProcessMetrics {
 impl ProcessMetrics {
     /// The four metrics, unset until the first scrape.
     pub fn new() -> Self {
-        let opts = |name: &str, help: &str| Opts::new(name, help);
         // The names and helps are constants: these cannot fail.
         Self {
-            cpu: Counter::with_opts(opts(
+            cpu: Counter::new(
                 "process_cpu_seconds_total",
                 "Total user and system CPU time spent in seconds.",
-            ))
+            )
             .expect("valid metric"),
-            rss: Gauge::with_opts(opts(
+            rss: Gauge::new(
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",
-            ))
+            )
             .expect("valid metric"),
-            open_fds: IntGauge::with_opts(opts(
-                "process_open_fds",
-                "Number of open file descriptors.",
-            ))
-            .expect("valid metric"),
-            max_fds: IntGauge::with_opts(opts(
+            open_fds: IntGauge::new("process_open_fds", "Number of open file descriptors.")
+                .expect("valid metric"),
+            max_fds: IntGauge::new(
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
-            ))
+            )
             .expect("valid metric"),
         }
     }

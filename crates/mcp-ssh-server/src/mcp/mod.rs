@@ -142,12 +142,17 @@ fn resource_not_found(params: &Map<String, Value>) -> RpcError {
 /// `prompts/list`, `resources/list`, `resources/templates/list`: this server offers none, and
 /// says so with a list a client may cache like the tool list.
 fn empty_list(era: Era, key: &str) -> Result<Value, RpcError> {
-    let mut r = json!({ key: [] });
+    Ok(cacheable(era, json!({ key: [] })))
+}
+
+/// A list result with the 2026-07-28 caching hints (an hour, shared by every client: the
+/// lists never change while the server runs); 2025-era results carry none.
+fn cacheable(era: Era, mut r: Value) -> Value {
     if era == Era::Modern {
         r["ttlMs"] = json!(3_600_000);
         r["cacheScope"] = json!("public");
     }
-    Ok(r)
+    r
 }
 
 /// Handle one POSTed message from `client` (its identity for the stateless era).
@@ -294,13 +299,14 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
     let result = match (era, method.as_str()) {
         (Era::Legacy, "initialize") => return initialize(app, &id, params),
         (Era::Legacy, "ping") => Ok(json!({})),
-        (Era::Modern, "server/discover") => Ok(json!({
-            "supportedVersions": version::all(),
-            "capabilities": capabilities(),
-            "instructions": INSTRUCTIONS,
-            "ttlMs": 3_600_000,
-            "cacheScope": "public",
-        })),
+        (Era::Modern, "server/discover") => Ok(cacheable(
+            era,
+            json!({
+                "supportedVersions": version::all(),
+                "capabilities": capabilities(),
+                "instructions": INSTRUCTIONS,
+            }),
+        )),
         (_, "tools/list") => list_tools(era, params),
         // 2026-07-28 removed it (a request's own `_meta` carries its log level).
         (Era::Legacy, "logging/setLevel") => set_log_level(params),
@@ -381,12 +387,7 @@ fn list_tools(era: Era, params: &Map<String, Value>) -> Result<Value, RpcError> 
             "Invalid cursor",
         ));
     }
-    let mut r = json!({"tools": tools::definitions()});
-    if era == Era::Modern {
-        r["ttlMs"] = json!(3_600_000);
-        r["cacheScope"] = json!("public");
-    }
-    Ok(r)
+    Ok(cacheable(era, json!({"tools": tools::definitions()})))
 }
 
 async fn call_tool(

@@ -106,7 +106,7 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
         &session,
         &remote,
         None,
-        Some(max.saturating_add(RESOLVED_LINE_MAX)),
+        Some(max.saturating_add(RESOLVED_PATH_MAX)),
     )
     .await?;
     if out.exit_status != Some(0) {
@@ -149,8 +149,8 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
     Ok(ToolOutput::new(result.content.clone(), &result))
 }
 
-/// Room in the output for the resolved path's line (PATH_MAX and its newline).
-const RESOLVED_LINE_MAX: usize = 4097;
+/// Room in the output for the resolved path the target prints first (PATH_MAX and its NUL).
+const RESOLVED_PATH_MAX: usize = 4097;
 
 #[cfg(test)]
 mod tests {
