@@ -36,7 +36,7 @@ pub struct App {
 impl App {
     /// Build the state.
     pub fn new(config: Config) -> Arc<Self> {
-        crate::ssh::budget::SERVER.set_max(config.limits.max_output_memory);
+        crate::budget::SERVER.set_max(config.limits.max_output_memory);
         let metrics = Metrics::new();
         let l = &config.limits;
         let pool = Pool::new(
@@ -57,8 +57,16 @@ impl App {
         });
         Arc::new(Self {
             sessions: Sessions::new(metrics.clone()),
-            mcp_sessions: McpSessions::new(l.session_timeout, l.max_mcp_sessions),
-            rate_limits: RateLimits::new(l.rate_per_min, l.global_rate_per_min),
+            mcp_sessions: McpSessions::new(
+                l.session_timeout,
+                l.max_mcp_sessions,
+                l.max_mcp_sessions_per_address,
+            ),
+            rate_limits: RateLimits::new(
+                l.rate_per_min,
+                l.address_rate_per_min,
+                l.global_rate_per_min,
+            ),
             pool,
             metrics,
             known_hosts,

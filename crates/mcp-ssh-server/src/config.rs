@@ -80,6 +80,10 @@ pub struct Opts {
     /// tools/call and other requests allowed per minute per client (0 = unlimited).
     #[arg(long)]
     pub rate_limit_per_min: Option<u32>,
+    /// Requests allowed per minute from one remote address, whatever sessions or bearer
+    /// tokens it uses (0 = unlimited).
+    #[arg(long)]
+    pub rate_limit_per_address_per_min: Option<u32>,
     /// Requests allowed per minute for the whole server (0 = unlimited).
     #[arg(long)]
     pub global_rate_limit_per_min: Option<u32>,
@@ -104,6 +108,9 @@ pub struct Opts {
     /// MCP sessions (2025 era) open at once.
     #[arg(long)]
     pub max_mcp_sessions: Option<usize>,
+    /// MCP sessions (2025 era) one remote address may hold open at once.
+    #[arg(long)]
+    pub max_mcp_sessions_per_address: Option<usize>,
     /// MiB of command output the server holds at once, all commands together (a command
     /// that would pass it fails with a clear error).
     #[arg(long)]
@@ -119,6 +126,10 @@ pub struct Opts {
     /// Longest pause, in milliseconds, between the parts of a request body.
     #[arg(long)]
     pub http_body_timeout_ms: Option<u64>,
+    /// Milliseconds a write to a client may stall (a client that stops reading its response
+    /// is cut off).
+    #[arg(long)]
+    pub http_write_timeout_ms: Option<u64>,
 }
 
 /// The TOML file's schema: every key optional, same meaning as the flag of the same name.
@@ -130,6 +141,7 @@ struct FileConfig {
     pool_max_per_target: Option<usize>,
     max_connections: Option<usize>,
     rate_limit_per_min: Option<u32>,
+    rate_limit_per_address_per_min: Option<u32>,
     global_rate_limit_per_min: Option<u32>,
     pool_idle_timeout_s: Option<u64>,
     health_check_interval_s: Option<u64>,
@@ -138,10 +150,12 @@ struct FileConfig {
     known_hosts: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
     max_mcp_sessions: Option<usize>,
+    max_mcp_sessions_per_address: Option<usize>,
     max_output_memory_mb: Option<usize>,
     http_max_connections: Option<usize>,
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
+    http_write_timeout_ms: Option<u64>,
 }
 
 /// Pool and rate limits.
@@ -153,6 +167,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests per minute per client; `None` = unlimited.
     pub rate_per_min: Option<u32>,
+    /// Requests per minute from one address; `None` = unlimited.
+    pub address_rate_per_min: Option<u32>,
     /// Requests per minute for the server; `None` = unlimited.
     pub global_rate_per_min: Option<u32>,
     /// How long ssh_connect waits for a pool slot.
@@ -165,6 +181,8 @@ pub struct Limits {
     pub session_timeout: Duration,
     /// MCP sessions (2025 era) open at once.
     pub max_mcp_sessions: usize,
+    /// MCP sessions (2025 era) one address may hold.
+    pub max_mcp_sessions_per_address: usize,
     /// Bytes of command output held at once, server-wide.
     pub max_output_memory: usize,
     /// The HTTP side's connection cap and timeouts.
@@ -174,28 +192,35 @@ pub struct Limits {
 impl Limits {
     /// The defaults of a profile.
     pub fn for_profile(profile: Profile) -> Self {
-        let (per_target, total, rate, http) = match profile {
-            Profile::Normal => (10, 50, 100, 512),
-            // sshlab-agent keeps one HTTP connection per worker; runs go to 1,000 workers.
-            Profile::Loadtest => (20, 200, 500, 2048),
+        const MAX_MCP_SESSIONS: usize = 4096;
+        // The address limits: a tenth of the server's, so that ten clients fill it.
+        let (per_target, total, rate, http, address_share) = match profile {
+            Profile::Normal => (10, 50, 100, 512, 10),
+            // sshlab-agent keeps one HTTP connection and one MCP session per worker, and runs
+            // go to 1,000 workers, all from one address: the address may use the whole server.
+            Profile::Loadtest => (20, 200, 500, 2048, 1),
         };
+        let global_rate = rate * 20;
         Self {
             pool_max_per_target: per_target,
             max_connections: total,
             rate_per_min: Some(rate),
-            global_rate_per_min: Some(rate * 20),
+            address_rate_per_min: Some(global_rate / address_share),
+            global_rate_per_min: Some(global_rate),
             pool_wait: Duration::from_millis(2000),
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(1800),
-            max_mcp_sessions: 4096,
-            max_output_memory: crate::ssh::budget::DEFAULT_MAX,
+            max_mcp_sessions: MAX_MCP_SESSIONS,
+            max_mcp_sessions_per_address: MAX_MCP_SESSIONS / address_share as usize,
+            max_output_memory: crate::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
                 // hyper's own default; it is also how long an idle kept-alive connection
                 // stays open, which a load generator's workers may well be between requests.
                 header_timeout: Duration::from_secs(30),
                 body_timeout: Duration::from_secs(30),
+                write_timeout: Duration::from_secs(30),
             },
         }
     }
@@ -236,6 +261,12 @@ impl Config {
             limits.rate_per_min = (n > 0).then_some(n);
         }
         if let Some(n) = opts
+            .rate_limit_per_address_per_min
+            .or(file.rate_limit_per_address_per_min)
+        {
+            limits.address_rate_per_min = (n > 0).then_some(n);
+        }
+        if let Some(n) = opts
             .global_rate_limit_per_min
             .or(file.global_rate_limit_per_min)
         {
@@ -256,6 +287,12 @@ impl Config {
         if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
             limits.max_mcp_sessions = n;
         }
+        if let Some(n) = opts
+            .max_mcp_sessions_per_address
+            .or(file.max_mcp_sessions_per_address)
+        {
+            limits.max_mcp_sessions_per_address = n;
+        }
         if let Some(mb) = opts.max_output_memory_mb.or(file.max_output_memory_mb) {
             limits.max_output_memory = mb.saturating_mul(1024 * 1024);
         }
@@ -267,6 +304,9 @@ impl Config {
         }
         if let Some(ms) = pick(opts.http_body_timeout_ms, file.http_body_timeout_ms) {
             limits.http.body_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = pick(opts.http_write_timeout_ms, file.http_write_timeout_ms) {
+            limits.http.write_timeout = Duration::from_millis(ms);
         }
         validate(&limits)?;
         let mut allowed_origins = file.allowed_origins.unwrap_or_default();
@@ -298,6 +338,10 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 fn validate(limits: &Limits) -> Result<(), ConfigError> {
     for (key, zero) in [
         ("max_mcp_sessions", limits.max_mcp_sessions == 0),
+        (
+            "max_mcp_sessions_per_address",
+            limits.max_mcp_sessions_per_address == 0,
+        ),
         ("max_output_memory_mb", limits.max_output_memory == 0),
         ("http_max_connections", limits.http.max_connections == 0),
         (
@@ -305,6 +349,7 @@ fn validate(limits: &Limits) -> Result<(), ConfigError> {
             limits.http.header_timeout.is_zero(),
         ),
         ("http_body_timeout_ms", limits.http.body_timeout.is_zero()),
+        ("http_write_timeout_ms", limits.http.write_timeout.is_zero()),
     ] {
         if zero {
             return Err(ConfigError::Invalid {
@@ -356,10 +401,15 @@ mod tests {
         let normal = Config::resolve(&parse(&[])).expect("defaults resolve");
         assert_eq!(normal.limits.pool_max_per_target, 10);
         assert_eq!(normal.limits.rate_per_min, Some(100));
+        assert_eq!(normal.limits.address_rate_per_min, Some(200));
+        assert_eq!(normal.limits.global_rate_per_min, Some(2000));
+        assert_eq!(normal.limits.max_mcp_sessions_per_address, 409);
         assert_eq!(normal.bind, "0.0.0.0:3000".parse().expect("addr"));
         let lt = Config::resolve(&parse(&["--profile", "loadtest"])).expect("resolves");
         assert_eq!(lt.limits.pool_max_per_target, 20);
         assert_eq!(lt.limits.rate_per_min, Some(500));
+        assert_eq!(lt.limits.address_rate_per_min, Some(10_000));
+        assert_eq!(lt.limits.max_mcp_sessions_per_address, 4096);
     }
 
     #[test]

@@ -198,7 +198,7 @@ async fn mcp_post(
         }
     };
     let client = client_identity(&headers, peer);
-    let reply = mcp::handle_post(&app, &headers, &client, &bytes).await;
+    let reply = mcp::handle_post(&app, &headers, &client, peer.ip(), &bytes).await;
     encode(reply, encoding)
 }
 
@@ -214,7 +214,7 @@ fn encode(reply: Reply, encoding: Encoding) -> Response {
         // SSE only for successful exchanges: an HTTP error status is better read as JSON.
         Some(body) if encoding == Encoding::Sse && status == StatusCode::OK => {
             let data = format!("event: message\ndata: {body}\n\n");
-            let mut r = (status, data).into_response();
+            let mut r = (status, ChargedBody::wrap(data.into())).into_response();
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -224,7 +224,14 @@ fn encode(reply: Reply, encoding: Encoding) -> Response {
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             r
         }
-        Some(body) => (status, axum::Json(body)).into_response(),
+        Some(body) => {
+            let mut r = (status, ChargedBody::wrap(body.to_string().into())).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
     };
     let h = resp.headers_mut();
     if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
@@ -300,6 +307,64 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
         format!("Not found: {method} {}\n", uri.path()),
     )
         .into_response()
+}
+
+/// Responses at least this large are charged to the output budget while they are sent.
+const CHARGED_FROM: usize = 64 * 1024;
+/// The piece of a charged response handed to hyper at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// A response body charged to the server's output budget ([`crate::budget`]) until hyper has
+/// taken its last bytes, or until it is dropped (the client went away, or stopped reading and
+/// was cut off by the write timeout). It is handed over in 64 KiB pieces, and each piece's
+/// bytes are given back as hyper takes it; hyper asks for the next piece only once its write
+/// buffer has drained, so the charge follows what is still waiting to be sent.
+struct ChargedBody {
+    rest: Bytes,
+    charge: crate::budget::Charge,
+}
+
+impl ChargedBody {
+    /// A body for `bytes`: charged when large, plain otherwise.
+    fn wrap(bytes: Bytes) -> Body {
+        if bytes.len() < CHARGED_FROM {
+            return Body::from(bytes);
+        }
+        let mut charge = crate::budget::SERVER.charge();
+        charge.force(bytes.len());
+        Body::new(Self {
+            rest: bytes,
+            charge,
+        })
+    }
+}
+
+impl http_body::Body for ChargedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            this.charge.release(usize::MAX);
+            return std::task::Poll::Ready(None);
+        }
+        let piece = this.rest.split_to(CHUNK.min(this.rest.len()));
+        // What hyper holds is still memory, but it is bounded by its buffer, not by output.
+        this.charge.release(piece.len());
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //!   kept-alive connection that sends no next request (hyper's header-read timer runs whenever
 //!   a connection waits for a head);
 //! - a request body may pause at most [`HttpLimits::body_timeout`] between frames;
+//! - a write to the client may stall at most [`HttpLimits::write_timeout`], so a client that
+//!   stops reading its response is cut off and what was held for it is freed;
 //! - past the cap, up to [`OVERFLOW`] more connections are served one request each with a
 //!   one-second head timeout, so a short request such as `GET /health` still gets through
 //!   while idle sockets hold every regular slot; beyond that, a new connection is closed at
@@ -30,6 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
@@ -53,6 +56,8 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Longest pause between a request body's frames.
     pub body_timeout: Duration,
+    /// Longest a write to the client may stall (the client not reading).
+    pub write_timeout: Duration,
 }
 
 /// Raises the soft open-files limit to the hard one and returns the connection cap that fits:
@@ -130,7 +135,10 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .keep_alive(keep_alive);
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(peer = %peer, error = %e, "http connection ended with an error");

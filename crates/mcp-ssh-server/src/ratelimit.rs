@@ -1,10 +1,17 @@
-//! Token-bucket rate limits: one bucket per client (the MCP session in the 2025 era, the
-//! client identity in the stateless era) and one for the whole server.
+//! Token-bucket rate limits, three deep: one bucket per client (the MCP session in the 2025
+//! era, the client identity in the stateless era), one per remote address, and one for the
+//! whole server. A request takes a token from each.
+//!
+//! The address bucket is what a client cannot reset: it can mint a new MCP session or send a
+//! new bearer token whenever it likes, and each gets a fresh client bucket, but every one of
+//! them still draws on its address's bucket. (A load generator's workers share one address;
+//! the `loadtest` profile sizes that bucket like the server's.)
 //!
 //! A bucket of capacity N refills at N per minute, so a client may burst N requests and then
 //! sustain N/min. Every JSON-RPC request costs one token (the original charged tools/call
 //! twice). Backed by `governor`, whose GCRA is a token bucket without a timer task.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -15,6 +22,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 #[derive(Debug)]
 pub struct RateLimits {
     per_client: Option<DefaultKeyedRateLimiter<String>>,
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     global: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
@@ -33,6 +41,8 @@ pub struct Limited {
 pub enum LimitScope {
     /// The client's own bucket.
     Client,
+    /// The bucket of the client's remote address.
+    Address,
     /// The server-wide bucket.
     Global,
 }
@@ -42,25 +52,38 @@ fn quota(per_min: u32) -> Option<Quota> {
 }
 
 impl RateLimits {
-    /// Buckets of `per_client` and `global` requests per minute; `None` disables one.
-    pub fn new(per_client: Option<u32>, global: Option<u32>) -> Self {
+    /// Buckets of `per_client`, `per_address` and `global` requests per minute; `None`
+    /// disables one.
+    pub fn new(per_client: Option<u32>, per_address: Option<u32>, global: Option<u32>) -> Self {
         Self {
             per_client: per_client.and_then(quota).map(governor::RateLimiter::keyed),
+            per_address: per_address
+                .and_then(quota)
+                .map(governor::RateLimiter::keyed),
             global: global.and_then(quota).map(governor::RateLimiter::direct),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Take one token for `client`, or say how long to wait.
-    pub fn check(&self, client: &str) -> Result<(), Limited> {
-        if let Some(limiter) = &self.per_client {
-            // Checking the client first means a noisy client can't drain the global bucket.
-            if let Err(not_until) = limiter.check_key(&client.to_owned()) {
-                return Err(Limited {
-                    scope: LimitScope::Client,
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                });
-            }
+    /// Take one token for `client` at `address`, or say how long to wait.
+    pub fn check(&self, client: &str, address: IpAddr) -> Result<(), Limited> {
+        // Narrowest first, so a noisy client drains neither its neighbours' address bucket
+        // nor the server's.
+        if let Some(limiter) = &self.per_client
+            && let Err(not_until) = limiter.check_key(&client.to_owned())
+        {
+            return Err(Limited {
+                scope: LimitScope::Client,
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            });
+        }
+        if let Some(limiter) = &self.per_address
+            && let Err(not_until) = limiter.check_key(&address)
+        {
+            return Err(Limited {
+                scope: LimitScope::Address,
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            });
         }
         if let Some(limiter) = &self.global
             && let Err(not_until) = limiter.check()
@@ -79,6 +102,10 @@ impl RateLimits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        if let Some(limiter) = &self.per_address {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
@@ -94,39 +121,65 @@ impl Limited {
 mod tests {
     use super::*;
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const THERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
     #[test]
     fn a_client_gets_its_burst_then_is_refused() {
-        let rl = RateLimits::new(Some(5), None);
+        let rl = RateLimits::new(Some(5), None, None);
         for _ in 0..5 {
-            assert!(rl.check("a").is_ok());
+            assert!(rl.check("a", HERE).is_ok());
         }
-        let err = rl.check("a").expect_err("sixth request is over the limit");
+        let err = rl
+            .check("a", HERE)
+            .expect_err("sixth request is over the limit");
         assert_eq!(err.scope, LimitScope::Client);
         // 5/min refills one token every 12 s.
         assert!(
             err.retry_after_secs() >= 11 && err.retry_after_secs() <= 12,
             "{err:?}"
         );
-        assert!(rl.check("b").is_ok(), "another client has its own bucket");
+        assert!(
+            rl.check("b", HERE).is_ok(),
+            "another client has its own bucket"
+        );
     }
 
     #[test]
     fn the_global_bucket_covers_all_clients() {
-        let rl = RateLimits::new(None, Some(3));
-        assert!(rl.check("a").is_ok());
-        assert!(rl.check("b").is_ok());
-        assert!(rl.check("c").is_ok());
+        let rl = RateLimits::new(None, None, Some(3));
+        assert!(rl.check("a", HERE).is_ok());
+        assert!(rl.check("b", HERE).is_ok());
+        assert!(rl.check("c", HERE).is_ok());
         assert_eq!(
-            rl.check("d").expect_err("limited").scope,
+            rl.check("d", HERE).expect_err("limited").scope,
             LimitScope::Global
         );
     }
 
     #[test]
     fn unlimited_never_refuses() {
-        let rl = RateLimits::new(None, None);
+        let rl = RateLimits::new(None, None, None);
         for _ in 0..10_000 {
-            assert!(rl.check("a").is_ok());
+            assert!(rl.check("a", HERE).is_ok());
         }
+    }
+
+    /// A client that mints a new identity (MCP session, bearer) for every request gets a fresh
+    /// client bucket each time, and still runs out: its address's bucket is shared.
+    #[test]
+    fn rotating_identities_does_not_reset_the_address_bucket() {
+        let rl = RateLimits::new(Some(5), Some(8), None);
+        for i in 0..8 {
+            assert!(rl.check(&format!("mcp:{i}"), HERE).is_ok(), "request {i}");
+        }
+        let err = rl
+            .check("mcp:fresh", HERE)
+            .expect_err("address bucket empty");
+        assert_eq!(err.scope, LimitScope::Address);
+        assert!(
+            rl.check("mcp:fresh", THERE).is_ok(),
+            "another address has its own"
+        );
     }
 }

@@ -12,11 +12,8 @@ mod tests {
 
     use super::common::{Client, Era, server};
 
-    /// A read that would take the output held past `--max-output-memory-mb` fails with a clear
-    /// error naming the flag, and gives its bytes back: the next command runs. Before, any
-    /// number of 16 MiB reads were held at once (48 took the server to 2.8 GB).
-    #[tokio::test]
-    async fn output_past_the_budget_is_refused_and_given_back() {
+    /// A real sshd with testuser, and a world-readable file of `size` bytes for it to read.
+    fn sshd_and_file(size: usize) -> (sshlab_testkit::Sshd, tempfile::TempDir, std::path::PathBuf) {
         let sshd = SshdBuilder::new()
             .password_user("testuser", "testpass")
             .start()
@@ -28,8 +25,28 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let big = dir.path().join("big.txt");
-        std::fs::write(&big, "x".repeat(3 * 1024 * 1024)).expect("write");
+        std::fs::write(&big, "x".repeat(size)).expect("write");
         std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        (sshd, dir, big)
+    }
+
+    /// The next command runs: the budget has room again.
+    async fn reads_a_small_file(c: &mut Client, sid: &str) {
+        let ok = c
+            .call_ok(
+                "ssh_cat_file",
+                json!({"session_id": sid, "path": "/etc/hostname"}),
+            )
+            .await;
+        assert!(ok["bytes"].as_u64().unwrap_or(0) > 0, "{ok}");
+    }
+
+    /// A read that would take the output held past `--max-output-memory-mb` fails with a clear
+    /// error naming the flag, and gives its bytes back: the next command runs. Before, any
+    /// number of 16 MiB reads were held at once (48 took the server to 2.8 GB).
+    #[tokio::test]
+    async fn output_past_the_budget_is_refused_and_given_back() {
+        let (sshd, _dir, big) = sshd_and_file(3 * 1024 * 1024);
 
         let srv = server(&["--max-output-memory-mb", "1"]).await;
         let mut c = Client::connect(srv.addr, Era::Legacy).await;
@@ -42,13 +59,102 @@ mod tests {
             )
             .await;
         assert!(err.contains("--max-output-memory-mb 1"), "{err}");
-        let ok = c
-            .call_ok(
+        reads_a_small_file(&mut c, &sid).await;
+        srv.stop().await.expect("stops");
+    }
+
+    /// A client that asks for a large file and then stops reading: its response stays charged
+    /// to the output budget while it waits (so new output is refused rather than piled up),
+    /// and the write timeout cuts the client off and gives the charge back. Before, the
+    /// response was never counted, and a client that never read held it, and its connection,
+    /// forever.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off_and_its_response_freed() {
+        use mcp_ssh_server::budget;
+        use std::time::{Duration, Instant};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let size = 12 * 1024 * 1024;
+        let (sshd, _dir, big) = sshd_and_file(size);
+
+        let srv = server(&[
+            "--max-output-memory-mb",
+            "16",
+            "--http-write-timeout-ms",
+            "1500",
+        ])
+        .await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = c.connect_testuser(sshd.port).await;
+        let mcp_session = c.session.clone().expect("2025-era session");
+
+        // A client with a tiny receive window that sends the request and reads nothing.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut stream = socket.connect(srv.addr).await.expect("connect");
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "ssh_cat_file",
+            "arguments": {"session_id": sid, "path": big.display().to_string(), "max_size": size}}})
+        .to_string();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             accept: application/json\r\nmcp-session-id: {mcp_session}\r\n\
+             mcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n",
+            srv.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        stream.write_all(body.as_bytes()).await.expect("send body");
+
+        // The response is encoded and stuck: most of it is still charged.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while budget::SERVER.used() < size / 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the stalled response is not charged ({} bytes)",
+                budget::SERVER.used()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // (Collection is charged too; by now the output has long been collected and sits in
+        // the response.)
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            budget::SERVER.used() >= size / 2,
+            "the stalled response is not charged ({} bytes)",
+            budget::SERVER.used()
+        );
+        let charged_at = Instant::now();
+        // Meanwhile a new large read does not fit next to it.
+        let err = c
+            .call_err(
                 "ssh_cat_file",
-                json!({"session_id": sid, "path": "/etc/hostname"}),
+                json!({"session_id": sid, "path": big.display().to_string(), "max_size": size}),
             )
             .await;
-        assert!(ok["bytes"].as_u64().unwrap_or(0) > 0, "{ok}");
+        assert!(err.contains("--max-output-memory-mb"), "{err}");
+
+        // The write timeout cuts the client off, and the charge comes back.
+        while budget::SERVER.used() > 0 {
+            assert!(
+                charged_at.elapsed() < Duration::from_secs(15),
+                "the stalled client was never cut off ({} bytes still charged)",
+                budget::SERVER.used()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What the client can still read ends well short of the whole response.
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+            .await
+            .expect("the server closed the connection");
+        assert!(
+            read.is_err() || got.len() < size,
+            "the whole response arrived ({} bytes): the client was not cut off",
+            got.len()
+        );
+        // And the server still serves.
+        reads_a_small_file(&mut c, &sid).await;
         srv.stop().await.expect("stops");
     }
 }

@@ -56,6 +56,36 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// One address cannot take every MCP session: past `--max-mcp-sessions-per-address` its
+    /// initialize gets a 503 naming that flag, though the server has room. Before, one client
+    /// could fill the server's cap and lock every other client out.
+    #[tokio::test]
+    async fn one_address_cannot_take_every_mcp_session() {
+        let srv = server(&[
+            "--max-mcp-sessions",
+            "10",
+            "--max-mcp-sessions-per-address",
+            "2",
+        ])
+        .await;
+        let first = Client::connect(srv.addr, Era::Legacy).await;
+        let _second = Client::connect(srv.addr, Era::Legacy).await;
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}});
+        let a = post_raw(srv.addr, JSON_HEADERS, &init.to_string()).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert!(
+            a.text.contains("--max-mcp-sessions-per-address"),
+            "{}",
+            a.text
+        );
+        assert_eq!(first.delete().await, 200);
+        let a = post_raw(srv.addr, JSON_HEADERS, &init.to_string()).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        srv.stop().await.expect("stops");
+    }
+
     /// 2025-era logging/setLevel takes the RFC 5424 levels (the server sends no log messages,
     /// so a valid level changes nothing), and refuses anything else with -32602.
     #[tokio::test]
@@ -513,6 +543,68 @@ mod tests {
         }
         assert_eq!(t1.request_raw("tools/list", json!({})).await.status, 429);
         t2.request("tools/list", json!({})).await;
+        srv.stop().await.expect("stops");
+    }
+
+    /// A client that rotates identities (a new MCP session, a new bearer token) gets a fresh
+    /// client bucket each time but still draws on its address's bucket: the limit does not
+    /// reset. Before, 50 sessions of 5 requests each all went through.
+    #[tokio::test]
+    async fn rotating_sessions_and_bearers_does_not_reset_the_limit() {
+        let srv = server(&[
+            "--rate-limit-per-min",
+            "5",
+            "--rate-limit-per-address-per-min",
+            "12",
+            "--global-rate-limit-per-min",
+            "0",
+        ])
+        .await;
+        let mut sent = 0;
+        let mut refused = None;
+        for i in 0..20 {
+            // Each client makes 2 requests (initialize + ping, or two tools/list), well within
+            // its own bucket of 5.
+            let (a, b) = if i % 2 == 0 {
+                let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                               "clientInfo": {"name": "t", "version": "0"}}});
+                let a = post_raw(srv.addr, JSON_HEADERS, &init.to_string()).await;
+                if a.status != 200 {
+                    (a, None)
+                } else {
+                    let mut c = Client::connect_with_session(srv.addr, &a);
+                    let b = c.request_raw("ping", json!({})).await;
+                    (a, Some(b))
+                }
+            } else {
+                let mut c = Client::connect(srv.addr, Era::Modern)
+                    .await
+                    .with_bearer(&format!("rotated-{i}"));
+                let a = c.request_raw("tools/list", json!({})).await;
+                let b = if a.status == 200 {
+                    Some(c.request_raw("tools/list", json!({})).await)
+                } else {
+                    None
+                };
+                (a, b)
+            };
+            for r in std::iter::once(a).chain(b) {
+                if r.status == 200 {
+                    sent += 1;
+                } else {
+                    refused.get_or_insert(r);
+                }
+            }
+            if refused.is_some() {
+                break;
+            }
+        }
+        let r = refused.expect("rotating identities ran into the address limit");
+        assert_eq!(sent, 12, "the address bucket holds 12");
+        assert_eq!(r.status, 429, "{}", r.text);
+        assert_eq!(r.body["error"]["data"]["scope"], "address", "{}", r.text);
+        assert!(r.headers.get("retry-after").is_some());
         srv.stop().await.expect("stops");
     }
 }

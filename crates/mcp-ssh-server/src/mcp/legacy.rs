@@ -1,7 +1,9 @@
 //! 2025-era MCP sessions: minted by `initialize`, named by the `Mcp-Session-Id` header,
-//! ended by DELETE or by idling past the session timeout.
+//! ended by DELETE or by idling past the session timeout. At most `max` are open, and at most
+//! `max_per_address` from one remote address, so one client cannot take every slot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,17 @@ use crate::sessions::mint_id;
 pub struct McpSession {
     /// The negotiated protocol version.
     pub version: &'static str,
+    address: IpAddr,
     last_seen: Instant,
+}
+
+/// Why `initialize` got no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The server's cap (`--max-mcp-sessions`) is reached.
+    Server(usize),
+    /// The address's cap (`--max-mcp-sessions-per-address`) is reached.
+    Address(usize),
 }
 
 /// Why a session id was not accepted.
@@ -28,15 +40,18 @@ pub struct McpSessions {
     map: Mutex<HashMap<String, McpSession>>,
     timeout: Duration,
     max: usize,
+    max_per_address: usize,
 }
 
 impl McpSessions {
-    /// An empty store whose sessions expire after `timeout` idle, holding at most `max`.
-    pub fn new(timeout: Duration, max: usize) -> Self {
+    /// An empty store whose sessions expire after `timeout` idle, holding at most `max`, and
+    /// at most `max_per_address` from one address.
+    pub fn new(timeout: Duration, max: usize, max_per_address: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             timeout,
             max,
+            max_per_address,
         }
     }
 
@@ -44,15 +59,26 @@ impl McpSessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Open a session speaking `version`; returns its id, or `None` when `max` sessions are
-    /// open (expired ones are dropped first).
-    pub fn create(&self, version: &'static str) -> Option<String> {
+    /// Open a session speaking `version` for a client at `address`; returns its id, or which
+    /// cap is reached (expired sessions are dropped first).
+    pub fn create(&self, version: &'static str, address: IpAddr) -> Result<String, Full> {
         let mut map = self.lock();
-        if map.len() >= self.max {
+        let from = |map: &HashMap<String, McpSession>| {
+            map.values().filter(|s| s.address == address).count()
+        };
+        // Counting one address is a walk over the map; a cap of the server's size never binds.
+        let per_address_binds = self.max_per_address < self.max;
+        if map.len() >= self.max || (per_address_binds && from(&map) >= self.max_per_address) {
             let now = Instant::now();
             map.retain(|_, s| now.duration_since(s.last_seen) <= self.timeout);
             if map.len() >= self.max {
-                return None;
+                return Err(Full::Server(map.len()));
+            }
+            if per_address_binds {
+                let n = from(&map);
+                if n >= self.max_per_address {
+                    return Err(Full::Address(n));
+                }
             }
         }
         let id = mint_id("mcp_");
@@ -60,10 +86,11 @@ impl McpSessions {
             id.clone(),
             McpSession {
                 version,
+                address,
                 last_seen: Instant::now(),
             },
         );
-        Some(id)
+        Ok(id)
     }
 
     /// Look up and touch a session. An expired one is removed and reported unknown.
@@ -118,15 +145,18 @@ impl McpSessions {
 mod tests {
     use super::*;
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const THERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
     #[test]
     fn sessions_live_until_removed_or_expired() {
-        let s = McpSessions::new(Duration::from_millis(50), 100);
-        let a = s.create("2025-11-25").expect("room");
+        let s = McpSessions::new(Duration::from_millis(50), 100, 100);
+        let a = s.create("2025-11-25", HERE).expect("room");
         assert_eq!(s.touch(&a).expect("open").version, "2025-11-25");
         assert_eq!(s.touch("mcp_nope").expect_err("unknown"), Lookup::Unknown);
         assert!(s.remove(&a));
         assert!(s.touch(&a).is_err());
-        let b = s.create("2025-06-18").expect("room");
+        let b = s.create("2025-06-18", HERE).expect("room");
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(s.expire(), vec![b.clone()]);
         assert!(s.touch(&b).is_err());
@@ -134,11 +164,29 @@ mod tests {
 
     #[test]
     fn the_cap_holds_and_expired_sessions_make_room() {
-        let s = McpSessions::new(Duration::from_millis(50), 2);
-        assert!(s.create("2025-11-25").is_some() && s.create("2025-11-25").is_some());
-        assert_eq!(s.create("2025-11-25"), None);
+        let s = McpSessions::new(Duration::from_millis(50), 2, 2);
+        assert!(s.create("2025-11-25", HERE).is_ok() && s.create("2025-11-25", THERE).is_ok());
+        assert_eq!(s.create("2025-11-25", HERE), Err(Full::Server(2)));
         std::thread::sleep(Duration::from_millis(80));
-        assert!(s.create("2025-11-25").is_some(), "expired ones make room");
+        assert!(
+            s.create("2025-11-25", HERE).is_ok(),
+            "expired ones make room"
+        );
         assert_eq!(s.len(), 1);
+    }
+
+    /// One address cannot fill the server: past its own cap it is refused while another
+    /// address still gets in; its expired sessions give its room back.
+    #[test]
+    fn one_address_cannot_take_every_slot() {
+        let s = McpSessions::new(Duration::from_millis(50), 10, 3);
+        for _ in 0..3 {
+            s.create("2025-11-25", HERE)
+                .expect("within the address cap");
+        }
+        assert_eq!(s.create("2025-11-25", HERE), Err(Full::Address(3)));
+        assert!(s.create("2025-11-25", THERE).is_ok());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.create("2025-11-25", HERE).is_ok());
     }
 }

@@ -18,6 +18,8 @@ pub mod legacy;
 pub mod modern;
 pub mod version;
 
+use std::net::IpAddr;
+
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -26,6 +28,7 @@ use crate::ratelimit::LimitScope;
 use crate::sessions::Owner;
 use crate::tools;
 use jsonrpc::{Incoming, RpcError, code};
+use legacy::Full;
 
 /// Server name in `serverInfo`.
 pub const SERVER_NAME: &str = "mcp-ssh-server";
@@ -155,8 +158,14 @@ fn cacheable(era: Era, mut r: Value) -> Value {
     r
 }
 
-/// Handle one POSTed message from `client` (its identity for the stateless era).
-pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u8]) -> Reply {
+/// Handle one POSTed message from `client` (its identity for the stateless era) at `address`.
+pub async fn handle_post(
+    app: &App,
+    headers: &HeaderMap,
+    client: &str,
+    address: IpAddr,
+    body: &[u8],
+) -> Reply {
     let incoming = match jsonrpc::parse(body) {
         Ok(i) => i,
         Err((id, e)) => return Reply::error(&id, e),
@@ -272,11 +281,12 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
         );
     };
 
-    if let Err(limited) = app.rate_limits.check(&bucket) {
+    if let Err(limited) = app.rate_limits.check(&bucket, address) {
         app.metrics.rate_limited.inc();
         let secs = limited.retry_after_secs();
         let scope = match limited.scope {
             LimitScope::Client => "client",
+            LimitScope::Address => "address",
             LimitScope::Global => "server",
         };
         let mut reply = Reply::error(
@@ -297,7 +307,7 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
         return Reply::accepted();
     };
     let result = match (era, method.as_str()) {
-        (Era::Legacy, "initialize") => return initialize(app, &id, params),
+        (Era::Legacy, "initialize") => return initialize(app, &id, params, address),
         (Era::Legacy, "ping") => Ok(json!({})),
         (Era::Modern, "server/discover") => Ok(cacheable(
             era,
@@ -345,22 +355,31 @@ pub async fn handle_post(app: &App, headers: &HeaderMap, client: &str, body: &[u
     }
 }
 
-fn initialize(app: &App, id: &Value, params: &Map<String, Value>) -> Reply {
+fn initialize(app: &App, id: &Value, params: &Map<String, Value>, address: IpAddr) -> Reply {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let version = version::negotiate(requested);
-    let Some(sid) = app.mcp_sessions.create(version) else {
-        return Reply::error(
-            id,
-            RpcError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::SERVER_ERROR,
-                format!(
-                    "Service Unavailable: {} MCP sessions are open, the server's cap \
-                     (--max-mcp-sessions); end one with DELETE or wait for idle ones to expire",
-                    app.mcp_sessions.len()
+    let sid = match app.mcp_sessions.create(version, address) {
+        Ok(sid) => sid,
+        Err(full) => {
+            let (open, whose) = match full {
+                Full::Server(n) => (n, "the server's cap (--max-mcp-sessions)"),
+                Full::Address(n) => (
+                    n,
+                    "the cap for one address (--max-mcp-sessions-per-address)",
                 ),
-            ),
-        );
+            };
+            return Reply::error(
+                id,
+                RpcError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::SERVER_ERROR,
+                    format!(
+                        "Service Unavailable: {open} MCP sessions are open, {whose}; end one \
+                         with DELETE or wait for idle ones to expire"
+                    ),
+                ),
+            );
+        }
     };
     app.metrics
         .mcp_sessions_active

@@ -14,7 +14,6 @@
 //! OpenSSH). Every failure is an [`SshError`] whose message is meant for end
 //! users.
 
-pub mod budget;
 mod error;
 mod key;
 mod known_hosts;
@@ -169,7 +168,7 @@ pub struct ExecOutput {
     /// Time from opening the channel to its close.
     pub duration: Duration,
     /// The output's share of the server's output budget, given back when this is dropped.
-    pub charge: budget::Charge,
+    pub charge: crate::budget::Charge,
 }
 
 impl ExecOutput {
@@ -683,7 +682,7 @@ struct Collector {
     max: usize,
     truncated: bool,
     discarded: usize,
-    charge: budget::Charge,
+    charge: crate::budget::Charge,
 }
 
 impl Collector {
@@ -694,7 +693,7 @@ impl Collector {
             max,
             truncated: false,
             discarded: 0,
-            charge: budget::SERVER.charge(),
+            charge: crate::budget::SERVER.charge(),
         }
     }
 
@@ -708,8 +707,8 @@ impl Collector {
             return Err(SshError::Busy(format!(
                 "the server already holds {} MiB of command output, its budget \
                  (--max-output-memory-mb {}); try again, or ask for less (max_output)",
-                budget::SERVER.used() / (1024 * 1024),
-                budget::SERVER.max() / (1024 * 1024)
+                crate::budget::SERVER.used() / (1024 * 1024),
+                crate::budget::SERVER.max() / (1024 * 1024)
             )));
         }
         let buf = if is_stderr {

@@ -57,6 +57,17 @@ pub async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &str) ->
     }
 }
 
+/// The `Mcp-Session-Id` an `initialize` answer issued.
+fn session_id(initialized: &Answer) -> String {
+    initialized
+        .headers
+        .get("mcp-session-id")
+        .expect("initialize issues a session id")
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
 /// Protocol era of a [`Client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -95,18 +106,22 @@ impl Client {
                 .await;
             assert_eq!(a.status, 200, "{}", a.text);
             assert_eq!(a.body["result"]["protocolVersion"], "2025-11-25");
-            let sid = a
-                .headers
-                .get("mcp-session-id")
-                .expect("initialize issues a session id")
-                .to_str()
-                .expect("ascii")
-                .to_owned();
-            c.session = Some(sid);
+            c.session = Some(session_id(&a));
             let n = c.notify("notifications/initialized").await;
             assert_eq!(n.status, 202);
         }
         c
+    }
+
+    /// A 2025-era client on the session an `initialize` answer issued.
+    pub fn connect_with_session(addr: SocketAddr, initialized: &Answer) -> Self {
+        Self {
+            addr,
+            era: Era::Legacy,
+            session: Some(session_id(initialized)),
+            bearer: None,
+            next_id: 2,
+        }
     }
 
     pub fn with_bearer(mut self, token: &str) -> Self {

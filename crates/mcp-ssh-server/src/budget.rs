@@ -1,12 +1,17 @@
 //! Command output held in memory, server-wide. Every byte an exec collects is charged to one
 //! budget ([`SERVER`], sized by `--max-output-memory-mb`) and given back when the command's
-//! [`ExecOutput`](super::ExecOutput) is dropped. A command whose output would take the total past
-//! the budget fails with [`SshError::Busy`](super::SshError::Busy) and its channel is closed.
-//! Before, 48 concurrent 16 MiB `ssh_cat_file` reads took the server to 2.8 GB.
+//! [`ExecOutput`](crate::ssh::ExecOutput) is dropped. A command whose output would take the
+//! total past the budget fails with [`SshError::Busy`](crate::ssh::SshError::Busy) and its
+//! channel is closed. Before, 48 concurrent 16 MiB `ssh_cat_file` reads took the server to
+//! 2.8 GB.
 //!
-//! The budget covers collection, the phase whose size scales with concurrency times output;
-//! the copies a tool makes into its JSON result, and the response hyper is still sending, are
-//! not counted.
+//! A large response is charged too, from the moment it is encoded until hyper has taken its
+//! last bytes (see `http::ChargedBody`). That charge is forced (it may pass the budget: the
+//! command already ran, and its result is not thrown away), so while responses are still
+//! being sent, new commands are refused instead of piling up more output. A client that stops
+//! reading is cut off by the write timeout (`--http-write-timeout-ms`), which gives the charge
+//! back. The JSON copy a tool makes of its output lives only between two lines of code, with
+//! no wait in between, and is not counted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -79,6 +84,19 @@ impl Charge {
         taken.is_ok()
     }
 
+    /// Charges `n` more bytes even past the budget (for output that already exists).
+    pub fn force(&mut self, n: usize) {
+        self.budget.used.fetch_add(n, Ordering::AcqRel);
+        self.bytes += n;
+    }
+
+    /// Gives back up to `n` of the bytes held.
+    pub fn release(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        self.budget.used.fetch_sub(n, Ordering::AcqRel);
+        self.bytes -= n;
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -108,5 +126,18 @@ mod tests {
         assert!(b.grow(60));
         drop(b);
         assert_eq!(B.used(), 0);
+    }
+
+    #[test]
+    fn a_forced_charge_passes_the_budget_and_blocks_others_until_released() {
+        static B: Budget = Budget::new(100);
+        let mut sending = B.charge();
+        sending.force(150);
+        let mut next = B.charge();
+        assert!(!next.grow(1), "nothing new while the budget is overdrawn");
+        sending.release(100);
+        assert!(next.grow(50));
+        sending.release(1000);
+        assert_eq!((sending.bytes(), B.used()), (0, 50));
     }
 }
