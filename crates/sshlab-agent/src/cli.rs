@@ -19,7 +19,8 @@ use crate::thresholds::Threshold;
 
 /// Exit code when every threshold held.
 pub const EXIT_OK: u8 = 0;
-/// A run error (server unreachable, results not writable).
+/// A run error: the server unreachable, results not writable, or a run in which no operation
+/// succeeded (whatever the thresholds say: a run that measured only failures is no pass).
 pub const EXIT_RUN_ERROR: u8 = 1;
 /// Bad flags, scenario or threshold: nothing ran.
 pub const EXIT_USAGE: u8 = 2;
@@ -256,6 +257,24 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// Why a finished run is a run error although it ran: no operation succeeded. Names the most
+/// frequent failure, so the terminal says what the server answered.
+pub fn nothing_succeeded(s: &sshlab_core::results::Summary) -> Option<String> {
+    if s.totals.successes > 0 {
+        return None;
+    }
+    if s.totals.requests == 0 {
+        return Some("no operation completed in the run's duration".into());
+    }
+    let top = s.error_messages.first().map_or(String::new(), |m| {
+        format!("; most frequent ({}x, {}): {}", m.count, m.kind, m.example)
+    });
+    Some(format!(
+        "no operation succeeded ({} failed){top}",
+        s.totals.failures
+    ))
+}
+
 async fn run_cmd(args: RunArgs) -> ExitCode {
     let scenarios = match args.scenarios() {
         Ok(s) => s,
@@ -287,7 +306,10 @@ async fn run_cmd(args: RunArgs) -> ExitCode {
                     code = EXIT_INTERRUPTED;
                     break;
                 }
-                if !done.thresholds_passed() && code == EXIT_OK {
+                if let Some(why) = nothing_succeeded(&done.summary) {
+                    eprintln!("sshlab-agent: {name}: {why}");
+                    code = EXIT_RUN_ERROR;
+                } else if !done.thresholds_passed() && code == EXIT_OK {
                     code = EXIT_THRESHOLDS;
                 }
             }

@@ -407,8 +407,17 @@ impl McpClient {
             return Ok(Some(LEGACY_VERSIONS[0].to_owned()));
         };
         if let Some(result) = msg.get("result").filter(|_| reply.status.is_success()) {
+            // Only a discover result naming a version both sides speak settles the era. Anything
+            // else (a 2025 server answering unknown methods with `{}`, a list of versions this
+            // agent does not know) leads to the 2025 handshake, whose own negotiation decides.
             let versions = string_list(result.get("supportedVersions"));
-            return pick(&versions, "server/discover").map(|v| (v != MODERN_VERSION).then_some(v));
+            return Ok(match pick(&versions, "server/discover") {
+                Ok(v) => (v != MODERN_VERSION).then_some(v),
+                Err(_) => {
+                    tracing::debug!(%result, "not a usable server/discover result; initialize");
+                    Some(LEGACY_VERSIONS[0].to_owned())
+                }
+            });
         }
         let code = msg
             .get("error")

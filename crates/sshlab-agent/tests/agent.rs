@@ -310,6 +310,63 @@ mod tests {
         p
     }
 
+    /// A run in which nothing succeeds is a run error (exit 1), and every report says what the
+    /// server answered: the distinct messages with counts in summary.json, report.txt,
+    /// report.html, and each JSONL record's `error`. Before, such a run exited 0 and the
+    /// report said only `tool_error 50`.
+    #[tokio::test]
+    async fn a_run_where_nothing_succeeds_fails_and_says_why() {
+        let lab = lab(&[]).await;
+        // A port nobody listens on: every ssh_connect fails at the target.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = Command::new(AGENT);
+        cmd.args(["run", "--mcp-url", &lab.url(), "--target-host", "127.0.0.1"])
+            .args(["--target-port", &closed.to_string(), "--results-dir"])
+            .arg(lab.results.path())
+            .args([
+                "--quiet",
+                "--scenario",
+                "quick",
+                "--duration",
+                "2",
+                "--workers",
+                "2",
+            ]);
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("agent runs"))
+            .await
+            .expect("join");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("no operation succeeded"), "{stderr}");
+        let dir = lab.only_dir();
+        let s = summary(&dir);
+        assert_eq!(s.totals.successes, 0);
+        let top = s.error_messages.first().expect("the messages are kept");
+        assert!(top.example.contains(&closed.to_string()), "{top:?}");
+        assert_eq!(
+            s.error_messages.iter().map(|m| m.count).sum::<u64>() + s.error_messages_unlisted,
+            s.totals.failures
+        );
+        assert!(stderr.contains(&top.example), "{stderr}");
+        let text = std::fs::read_to_string(dir.join("report.txt")).expect("report.txt");
+        assert!(text.contains(&top.example), "{text}");
+        let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+        assert!(
+            html.contains("What failed"),
+            "report.html lists the messages"
+        );
+        let recs = records(&dir);
+        assert!(
+            recs.iter()
+                .all(|r| r.error.as_deref().is_some_and(|e| !e.is_empty())),
+            "every failed record carries its message"
+        );
+        lab.server.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn open_model_hits_the_target_rate() {
         let lab = lab(&[]).await;

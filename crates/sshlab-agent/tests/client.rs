@@ -388,13 +388,13 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn a_legacy_only_server_makes_auto_fall_back() -> TestResult {
-        let h: Handler = Arc::new(|_head, req| {
+    /// A 2025-only server whose answer to `server/discover` is `discover_reply(id)`.
+    fn legacy_only(discover_reply: fn(&Value) -> String) -> Handler {
+        Arc::new(move |_head, req| {
             let reply =
                 |result: Value| json!({"jsonrpc": "2.0", "id": req["id"], "result": result});
             match req["method"].as_str() {
-                Some("server/discover") => (http("400 Bad Request", "application/json", ""), false),
+                Some("server/discover") => (discover_reply(&req["id"]), false),
                 Some("initialize") => {
                     let body = reply(json!({"protocolVersion": "2025-06-18", "capabilities": {},
                         "serverInfo": {"name": "old", "version": "1"}}))
@@ -417,13 +417,31 @@ mod tests {
                 }
                 _ => (http("404 Not Found", "text/plain", "no"), false),
             }
-        });
-        let addr = hostile(h).await?;
-        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
-        assert_eq!(client.era(), Era::Legacy);
-        assert_eq!(client.protocol_version(), "2025-06-18");
-        assert_eq!(client.session_id(), Some("abc-123"));
-        assert_eq!(client.list_tools().await?.len(), 1);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_legacy_only_server_makes_auto_fall_back() -> TestResult {
+        // Refused with a 400; answered `{}` (as the conformance suite's 2025 server answers any
+        // method it does not know; before, auto gave up with "supported: []"); a version list
+        // with nothing this agent speaks.
+        let replies: [fn(&Value) -> String; 3] = [
+            |_| http("400 Bad Request", "application/json", ""),
+            |id| json_reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}})),
+            |id| {
+                json_reply(&json!({"jsonrpc": "2.0", "id": id,
+                    "result": {"supportedVersions": ["2031-01-01"]}}))
+            },
+        ];
+        for discover in replies {
+            let addr = hostile(legacy_only(discover)).await?;
+            let client =
+                McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(3))).await?;
+            assert_eq!(client.era(), Era::Legacy);
+            assert_eq!(client.protocol_version(), "2025-06-18");
+            assert_eq!(client.session_id(), Some("abc-123"));
+            assert_eq!(client.list_tools().await?.len(), 1);
+        }
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use sshlab_core::results::{Record, Status};
+use sshlab_core::results::{Record, Status, messages};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -228,15 +228,20 @@ impl Worker {
             () = self.cancel.cancelled() => return false,
         };
         let end = Instant::now();
-        let (status, error_kind) = match &outcome {
+        let (status, error_kind, error) = match &outcome {
             Ok(ToolResult {
                 is_error: false, ..
-            }) => (Status::Success, None),
+            }) => (Status::Success, None, None),
             Ok(r) => (
                 Status::Error,
                 Some(self.scenario.classify_tool_error(&r.text)),
+                Some(messages::cut(&r.text).to_owned()),
             ),
-            Err(e) => (Status::Error, Some(e.kind().to_owned())),
+            Err(e) => (
+                Status::Error,
+                Some(e.kind().to_owned()),
+                Some(messages::cut(&e.to_string()).to_owned()),
+            ),
         };
         // Handle bookkeeping.
         if op.consumes.is_some() {
@@ -274,6 +279,7 @@ impl Worker {
             service_ms: end.duration_since(start).as_secs_f64() * 1000.0,
             status,
             error_kind,
+            error,
             port: Some(self.port),
             phase: self.phase.clone(),
         };

@@ -101,6 +101,41 @@ fn group_table(out: &mut String, first: &str, groups: &[GroupSummary], baseline:
     }
 }
 
+/// The most frequent distinct error messages, verbatim (all of them are in summary.json).
+fn error_messages(out: &mut String, s: &Summary) {
+    const SHOWN: usize = 10;
+    if s.error_messages.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n  What failed (most frequent first; count, first at, operation):"
+    );
+    for m in s.error_messages.iter().take(SHOWN) {
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>7.1}s  {} [{}]\n              {}",
+            thousands(m.count),
+            m.first_s,
+            m.op,
+            m.kind,
+            m.example.replace(['\n', '\r'], " ")
+        );
+    }
+    let more = s.error_messages.len().saturating_sub(SHOWN);
+    if more > 0 {
+        let _ = writeln!(out, "  ... {more} more distinct messages in summary.json");
+    }
+    if s.error_messages_unlisted > 0 {
+        let _ = writeln!(
+            out,
+            "  ... {} failures with other messages (only {} distinct messages are kept)",
+            thousands(s.error_messages_unlisted),
+            crate::results::messages::MAX_DISTINCT
+        );
+    }
+}
+
 /// Render `report.txt`.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
@@ -171,6 +206,7 @@ pub fn render(s: &Summary) -> String {
         for (kind, n) in &s.errors {
             let _ = writeln!(out, "  {kind:<28}{:>10}", thousands(*n));
         }
+        error_messages(&mut out, s);
     }
 
     let server = s.server.as_ref();

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::messages::ErrorMessages;
 use super::record::Record;
 use super::stats::{LatencyStats, histogram, record_ms};
 
@@ -115,6 +116,8 @@ pub struct Aggregate {
     pub ports: Vec<(u16, Group)>,
     /// By phase label, in first-seen order.
     pub phases: Vec<(String, Group)>,
+    /// The distinct error messages (bounded).
+    pub messages: ErrorMessages,
     timeline: Vec<IntervalStats>,
     current: Histogram<u64>,
     current_t: u64,
@@ -130,6 +133,7 @@ impl Aggregate {
             ops: BTreeMap::new(),
             ports: Vec::new(),
             phases: Vec::new(),
+            messages: ErrorMessages::default(),
             timeline: Vec::new(),
             current: histogram(),
             current_t: 0,
@@ -181,6 +185,12 @@ impl Aggregate {
             self.current_counts.0 += 1;
         } else {
             self.current_counts.1 += 1;
+            self.messages.add(
+                r.error_kind.as_deref().unwrap_or("error"),
+                r.error.as_deref().unwrap_or(""),
+                &r.op,
+                (r.ts - self.start).max(0.0),
+            );
         }
         closed
     }
@@ -224,6 +234,7 @@ impl Aggregate {
     /// Merge another accumulator (e.g. another phase or file) by adding.
     pub fn merge(&mut self, o: &Aggregate) {
         self.all.merge(&o.all);
+        self.messages.merge(&o.messages);
         for (k, g) in &o.ops {
             self.ops.entry(k.clone()).or_default().merge(g);
         }
@@ -257,6 +268,7 @@ mod tests {
             service_ms: ms / 2.0,
             status: if ok { Status::Success } else { Status::Error },
             error_kind: (!ok).then(|| "timeout".into()),
+            error: (!ok).then(|| format!("timed out after {ms} ms")),
             port,
             phase: port.map(|p| format!("port={p}")),
         }

@@ -5,11 +5,13 @@
 //! so a report can be rebuilt from saved files on another machine or day.
 
 pub mod aggregate;
+pub mod messages;
 pub mod record;
 pub mod stats;
 pub mod summary;
 
 pub use aggregate::{Aggregate, Group, IntervalStats};
+pub use messages::{ErrorMessage, ErrorMessages};
 pub use record::{Record, Status};
 pub use stats::LatencyStats;
 pub use summary::{

@@ -40,6 +40,10 @@ pub struct Record {
     /// Short stable label of the failure (`tool_error`, `rate_limited`, `timeout`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// What the server (or the transport) said, verbatim, cut at
+    /// [`MAX_MESSAGE`](super::messages::MAX_MESSAGE) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Target SSH port the operation concerned, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -70,6 +74,7 @@ mod tests {
             service_ms: 20.0,
             status: Status::Success,
             error_kind: None,
+            error: None,
             port: Some(2222),
             phase: None,
         };

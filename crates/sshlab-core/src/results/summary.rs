@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Aggregate, Group, IntervalStats};
+use super::messages::ErrorMessage;
 use super::stats::LatencyStats;
 
 /// The schema version this crate writes.
@@ -160,6 +161,13 @@ pub struct Summary {
     pub phases: Vec<GroupSummary>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
+    /// What the failures said: the distinct messages, most frequent first (bounded; see
+    /// [`crate::results::messages`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_messages: Vec<ErrorMessage>,
+    /// Failures whose message did not fit in `error_messages`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub error_messages_unlisted: u64,
     /// One entry per second.
     pub timeline: Vec<IntervalStats>,
     /// The server's metrics, when scraped.
@@ -190,6 +198,10 @@ fn group_summary(name: String, g: &Group) -> GroupSummary {
         latency_uncorrected: LatencyStats::of(&g.service),
         errors: g.errors.clone(),
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -233,6 +245,8 @@ impl Summary {
                 .map(|(k, g)| group_summary(k.clone(), g))
                 .collect(),
             errors: agg.all.errors.clone(),
+            error_messages: agg.messages.sorted(),
+            error_messages_unlisted: agg.messages.unlisted,
             timeline: agg.timeline().to_vec(),
             server: None,
             thresholds: Vec::new(),
@@ -268,6 +282,7 @@ mod tests {
                     Status::Success
                 },
                 error_kind: (i == 3).then(|| "tool_error".into()),
+                error: (i == 3).then(|| "pool exhausted for u@h:2222 (20/20)".into()),
                 port: Some(2222),
                 phase: None,
             });
@@ -285,6 +300,15 @@ mod tests {
         assert_eq!((s.totals.requests, s.totals.failures), (20, 1));
         assert!((s.totals.error_rate_percent - 5.0).abs() < 1e-9);
         assert_eq!(s.totals.rps_peak, 4.0);
+        assert_eq!(s.error_messages.len(), 1);
+        assert_eq!(
+            s.error_messages[0].example,
+            "pool exhausted for u@h:2222 (20/20)"
+        );
+        assert_eq!(
+            (s.error_messages[0].count, s.error_messages[0].first_s),
+            (1, 0.75)
+        );
         assert_eq!(s.op("ssh_run_command").expect("op").errors["tool_error"], 1);
         assert_eq!(s.ports[0].name, "2222");
         let json = serde_json::to_string(&s).expect("json");

@@ -79,6 +79,36 @@ pub(super) fn errors(out: &mut String, s: &Summary) {
             );
         }
         out.push_str("</table>");
+        messages(out, s);
     }
     out.push_str("</section>");
+}
+
+/// What the failures said: each distinct message with its count, when it first happened and
+/// where, verbatim (escaped).
+fn messages(out: &mut String, s: &Summary) {
+    if s.error_messages.is_empty() {
+        return;
+    }
+    out.push_str("<h3>What failed</h3><table><tr><th>count</th><th>kind</th><th>first at</th><th>operation</th><th class=\"l\">message (first example)</th></tr>");
+    for m in &s.error_messages {
+        let _ = write!(
+            out,
+            r#"<tr><td>{}</td><td><code>{}</code></td><td>{:.1} s</td><td>{}</td><td class="l"><code>{}</code></td></tr>"#,
+            thousands(m.count),
+            escape(&m.kind),
+            fin(m.first_s),
+            escape(&m.op),
+            escape(&m.example),
+        );
+    }
+    out.push_str("</table>");
+    if s.error_messages_unlisted > 0 {
+        let _ = write!(
+            out,
+            "<p>{} more failures had other messages (only the first {} distinct ones are kept).</p>",
+            thousands(s.error_messages_unlisted),
+            crate::results::messages::MAX_DISTINCT
+        );
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::results::{
-    GroupSummary, IntervalStats, LatencyStats, RunInfo, ServerReport, Summary, ThresholdResult,
-    Totals,
+    ErrorMessage, GroupSummary, IntervalStats, LatencyStats, RunInfo, ServerReport, Summary,
+    ThresholdResult, Totals,
 };
 
 fn lat(p50: f64) -> LatencyStats {
@@ -113,6 +113,30 @@ pub(super) fn sample() -> Summary {
         ],
         phases: vec![],
         errors,
+        error_messages: vec![
+            ErrorMessage {
+                kind: "tool_error".into(),
+                example: "pool exhausted for testuser@10.178.0.20:2324 (20/20)".into(),
+                count: 22,
+                first_s: 61.4,
+                op: "ssh_connect".into(),
+            },
+            ErrorMessage {
+                kind: "timeout".into(),
+                example: "request timed out".into(),
+                count: 20,
+                first_s: 130.2,
+                op: "ssh_run_command".into(),
+            },
+            ErrorMessage {
+                kind: "rate_limited".into(),
+                example: "rate limited (retry after Some(1s))".into(),
+                count: 3,
+                first_s: 201.0,
+                op: "ssh_run_command".into(),
+            },
+        ],
+        error_messages_unlisted: 0,
         timeline,
         server: Some(ServerReport {
             scrapes: 49,
