@@ -189,30 +189,40 @@ pub struct Limits {
     pub http: HttpLimits,
 }
 
+impl Profile {
+    /// How many clients fill the server's limits: an address gets this fraction of them.
+    /// `loadtest`: 1, since sshlab-agent's 1,000 workers (one HTTP connection and one MCP
+    /// session each) all come from one address. `normal`: 10.
+    fn address_share(self) -> usize {
+        match self {
+            Profile::Normal => 10,
+            Profile::Loadtest => 1,
+        }
+    }
+}
+
 impl Limits {
     /// The defaults of a profile.
     pub fn for_profile(profile: Profile) -> Self {
         const MAX_MCP_SESSIONS: usize = 4096;
-        // The address limits: a tenth of the server's, so that ten clients fill it.
-        let (per_target, total, rate, http, address_share) = match profile {
-            Profile::Normal => (10, 50, 100, 512, 10),
-            // sshlab-agent keeps one HTTP connection and one MCP session per worker, and runs
-            // go to 1,000 workers, all from one address: the address may use the whole server.
-            Profile::Loadtest => (20, 200, 500, 2048, 1),
+        let (per_target, total, rate, http) = match profile {
+            Profile::Normal => (10, 50, 100, 512),
+            Profile::Loadtest => (20, 200, 500, 2048),
         };
+        let address_share = profile.address_share();
         let global_rate = rate * 20;
         Self {
             pool_max_per_target: per_target,
             max_connections: total,
             rate_per_min: Some(rate),
-            address_rate_per_min: Some(global_rate / address_share),
+            address_rate_per_min: Some(global_rate / address_share as u32),
             global_rate_per_min: Some(global_rate),
             pool_wait: Duration::from_millis(2000),
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(1800),
             max_mcp_sessions: MAX_MCP_SESSIONS,
-            max_mcp_sessions_per_address: MAX_MCP_SESSIONS / address_share as usize,
+            max_mcp_sessions_per_address: MAX_MCP_SESSIONS / address_share,
             max_output_memory: crate::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
@@ -261,17 +271,22 @@ impl Config {
             limits.rate_per_min = (n > 0).then_some(n);
         }
         if let Some(n) = opts
-            .rate_limit_per_address_per_min
-            .or(file.rate_limit_per_address_per_min)
-        {
-            limits.address_rate_per_min = (n > 0).then_some(n);
-        }
-        if let Some(n) = opts
             .global_rate_limit_per_min
             .or(file.global_rate_limit_per_min)
         {
             limits.global_rate_per_min = (n > 0).then_some(n);
         }
+        // Unless given, the address's limit follows the server's: its share of whatever the
+        // global limit resolved to (none when the server has none).
+        limits.address_rate_per_min = match opts
+            .rate_limit_per_address_per_min
+            .or(file.rate_limit_per_address_per_min)
+        {
+            Some(n) => (n > 0).then_some(n),
+            None => limits
+                .global_rate_per_min
+                .map(|g| (g / profile.address_share() as u32).max(1)),
+        };
         if let Some(s) = pick(opts.pool_idle_timeout_s, file.pool_idle_timeout_s) {
             limits.pool_idle_timeout = Duration::from_secs(s);
         }
@@ -410,6 +425,18 @@ mod tests {
         assert_eq!(lt.limits.rate_per_min, Some(500));
         assert_eq!(lt.limits.address_rate_per_min, Some(10_000));
         assert_eq!(lt.limits.max_mcp_sessions_per_address, 4096);
+        // Turning the server's limits off turns the address's off too, unless it is given.
+        let off = Config::resolve(&parse(&[
+            "--rate-limit-per-min",
+            "0",
+            "--global-rate-limit-per-min",
+            "0",
+        ]))
+        .expect("resolves");
+        assert_eq!(off.limits.address_rate_per_min, None);
+        let raised =
+            Config::resolve(&parse(&["--global-rate-limit-per-min", "50000"])).expect("resolves");
+        assert_eq!(raised.limits.address_rate_per_min, Some(5000));
     }
 
     #[test]
