@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collector::Progress;
 use crate::engine::RunSettings;
-use crate::mcp::Protocol;
+use crate::mcp::{InputResponses, Protocol};
 use crate::run::{self, RunRequest};
 use crate::scenario::{self, Scenario};
 use crate::thresholds::Threshold;
@@ -98,6 +98,9 @@ pub struct RunArgs {
     /// Open model: arrivals per second.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Closed model: calls per worker, then the worker stops (the duration still bounds it).
+    #[arg(long, conflicts_with = "rate")]
+    pub iterations: Option<u64>,
     /// Where `<test_id>/` goes.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
@@ -196,6 +199,15 @@ impl RunArgs {
         if self.workers == Some(0) {
             return Err(UsageError("--workers must be at least 1".into()));
         }
+        if self.iterations == Some(0) {
+            return Err(UsageError("--iterations must be at least 1".into()));
+        }
+        if self.iterations.is_some() && scenario.is_open() {
+            return Err(UsageError(format!(
+                "--iterations counts a closed-model worker's calls; scenario {} is open-model",
+                scenario.name
+            )));
+        }
         if self.duration == Some(0) {
             return Err(UsageError("--duration must be at least 1".into()));
         }
@@ -204,6 +216,8 @@ impl RunArgs {
         {
             return Err(UsageError("--rate must be a positive number".into()));
         }
+        let iterations = self.iterations.or(scenario.iterations);
+        let inputs = InputResponses(scenario.input_responses_json());
         Ok(RunRequest {
             scenario,
             settings: RunSettings {
@@ -221,6 +235,8 @@ impl RunArgs {
                 netem_ports: netem
                     .map(|n| n.profiles.iter().map(|p| p.port).collect())
                     .unwrap_or_default(),
+                iterations,
+                inputs,
             },
             results_root: self.results_dir.clone(),
             thresholds,

@@ -122,6 +122,7 @@ impl JobRequest for Job {
             duration: self.duration,
             workers: self.workers,
             rate: self.rate,
+            iterations: None,
             results_dir: results.to_owned(),
             thresholds: self.thresholds.clone(),
             protocol: self.protocol.clone().unwrap_or_else(|| "auto".into()),

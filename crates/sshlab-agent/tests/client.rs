@@ -26,6 +26,7 @@ mod tests {
             request_timeout: timeout,
             bearer: None,
             client_name: "sshlab-agent-test".into(),
+            inputs: Default::default(),
         }
     }
 

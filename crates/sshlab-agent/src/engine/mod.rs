@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp::{ClientOptions, McpClient, McpError, Protocol};
+use crate::mcp::{ClientOptions, InputResponses, McpClient, McpError, Protocol};
 use crate::scenario::{Ports, Scenario};
 use pacer::{RateShape, Schedule};
 use worker::{Target, Worker};
@@ -81,6 +81,10 @@ pub struct RunSettings {
     pub bearer: Option<String>,
     /// Netem ports, for `ports = "baseline+netem"`.
     pub netem_ports: Vec<u16>,
+    /// Closed model: calls per worker (overrides the scenario).
+    pub iterations: Option<u64>,
+    /// Answers to a server's input requests (the scenario's `input_responses`).
+    pub inputs: InputResponses,
 }
 
 /// One phase, resolved.
@@ -183,6 +187,7 @@ fn client_options(cfg: &RunSettings, index: usize) -> ClientOptions {
                 .unwrap_or_else(|| format!("sshlab-agent-w{index}")),
         ),
         client_name: "sshlab-agent".into(),
+        inputs: cfg.inputs.clone(),
     }
 }
 
@@ -303,6 +308,7 @@ pub async fn run(
                 schedule: schedule.clone(),
                 late: late.clone(),
                 clock,
+                iterations: cfg.iterations.filter(|_| schedule.is_none()),
             };
             tasks.spawn(w.run());
         }
@@ -332,6 +338,8 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             bearer: None,
             netem_ports: vec![2322, 2323],
+            iterations: None,
+            inputs: InputResponses::default(),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Worker {
     pub late: Arc<AtomicU64>,
     /// Instant ↔ wall-clock mapping.
     pub clock: Clock,
+    /// Closed model: calls to make before stopping.
+    pub iterations: Option<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -105,10 +107,12 @@ impl Worker {
             cycle: 0,
         };
         let think = Duration::from_millis(self.scenario.think_ms);
+        let mut calls = 0u64;
         loop {
-            if self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() || self.iterations.is_some_and(|n| calls >= n) {
                 break;
             }
+            calls += 1;
             let intended = match &self.schedule {
                 Some((schedule, start)) => {
                     let due = schedule.lock().await.next();

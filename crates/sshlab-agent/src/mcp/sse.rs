@@ -1,13 +1,19 @@
 //! An incremental `text/event-stream` parser: feed it bytes as they arrive, get event data out.
 
-/// Incremental SSE parser. Only `data:` fields matter for MCP; `event:`, `id:`, `retry:` and
-/// comments are ignored. Lines may end in `\n`, `\r\n` or `\r`, and may be split across chunks.
+use std::time::Duration;
+
+/// Incremental SSE parser. `data:` carries MCP's messages; `id:` and `retry:` are kept for
+/// resuming a stream the server closed (the last event id, the reconnection delay); `event:`
+/// and comments are ignored. Lines may end in `\n`, `\r\n` or `\r`, and may be split across
+/// chunks.
 #[derive(Debug, Default)]
 pub(crate) struct SseParser {
     buf: Vec<u8>,
     data: String,
     has_data: bool,
     started: bool,
+    last_event_id: Option<String>,
+    retry: Option<Duration>,
 }
 
 impl SseParser {
@@ -46,6 +52,16 @@ impl SseParser {
         events
     }
 
+    /// The id of the last event that carried one.
+    pub(crate) fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// The reconnection delay the server asked for.
+    pub(crate) fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
     fn line(&mut self, line: &[u8], events: &mut Vec<String>) {
         let mut line = line;
         if !self.started {
@@ -73,10 +89,23 @@ impl SseParser {
             }
             None => (line, &b""[..]),
         };
-        if field == b"data" {
-            self.data.push_str(&String::from_utf8_lossy(value));
-            self.data.push('\n');
-            self.has_data = true;
+        match field {
+            b"data" => {
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push('\n');
+                self.has_data = true;
+            }
+            // The spec ignores an id holding NUL; an empty one resets it.
+            b"id" if !value.contains(&0) => {
+                self.last_event_id =
+                    (!value.is_empty()).then(|| String::from_utf8_lossy(value).into_owned());
+            }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Ok(ms) = std::str::from_utf8(value).unwrap_or("").parse::<u64>() {
+                    self.retry = Some(Duration::from_millis(ms));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -84,6 +113,7 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::SseParser;
+    use std::time::Duration;
 
     fn all(chunks: &[&[u8]]) -> Vec<String> {
         let mut p = SseParser::default();
@@ -141,5 +171,22 @@ mod tests {
     #[test]
     fn empty_data_gives_empty_event() {
         assert_eq!(all(&[b"id: 1\ndata:\n\n"]), [""]);
+    }
+
+    #[test]
+    fn event_id_and_retry_are_kept_for_resuming() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"id: event-1\nretry: 500\ndata: \n\n").len() == 1);
+        assert_eq!(p.last_event_id(), Some("event-1"));
+        assert_eq!(p.retry(), Some(Duration::from_millis(500)));
+        p.feed(b"retry: soon\nid: a\0b\n\n");
+        assert_eq!(p.retry(), Some(Duration::from_millis(500)), "not digits");
+        assert_eq!(
+            p.last_event_id(),
+            Some("event-1"),
+            "an id with NUL is ignored"
+        );
+        p.feed(b"id\n\n");
+        assert_eq!(p.last_event_id(), None, "an empty id resets it");
     }
 }

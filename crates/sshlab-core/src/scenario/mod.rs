@@ -179,6 +179,14 @@ pub struct Scenario {
     /// Thresholds checked by default.
     #[serde(default)]
     pub thresholds: Vec<String>,
+    /// Closed model: each worker makes this many calls and stops (the duration still bounds
+    /// the run).
+    pub iterations: Option<u64>,
+    /// Answers to a server's input requests (a 2026-07-28 `input_required` result), by the
+    /// request's method, each sent as that request's result, e.g.
+    /// `[input_responses."elicitation/create"]` with `action = "accept"` and a `content` table.
+    #[serde(default)]
+    pub input_responses: BTreeMap<String, toml::Value>,
     /// The calls.
     #[serde(rename = "op")]
     pub ops: Vec<OpSpec>,
@@ -273,6 +281,16 @@ impl Scenario {
         if self.workers == 0 || self.phases.iter().any(|p| p.workers == Some(0)) {
             return Err(invalid("workers".into(), "must be at least 1".into()));
         }
+        if self.iterations == Some(0) {
+            return Err(invalid("iterations".into(), "must be at least 1".into()));
+        }
+        if self.iterations.is_some() && self.is_open() {
+            return Err(invalid(
+                "iterations".into(),
+                "counts a closed-model worker's calls; an open-model run is paced by its rate"
+                    .into(),
+            ));
+        }
         if self.max_sessions == 0 {
             return Err(invalid("max_sessions".into(), "must be at least 1".into()));
         }
@@ -340,6 +358,14 @@ impl Scenario {
         self.rate.is_some()
             || !self.stages.is_empty()
             || self.phases.iter().any(|p| p.rate.is_some())
+    }
+
+    /// The scripted input responses as JSON, by method.
+    pub fn input_responses_json(&self) -> BTreeMap<String, serde_json::Value> {
+        self.input_responses
+            .iter()
+            .filter_map(|(m, v)| serde_json::to_value(v).ok().map(|v| (m.clone(), v)))
+            .collect()
     }
 
     /// The error kind of a tool error text, by the scenario's `error_kinds`.

@@ -1,0 +1,103 @@
+//! The client's errors: one typed variant per way an exchange can fail, each with a short
+//! stable [`McpError::kind`] for reports.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::transport::TransportError;
+
+/// Errors of the MCP client. [`McpError::kind`] gives a short stable label for reports.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    /// The endpoint is not a valid URL.
+    #[error("invalid MCP URL {url}: {reason}")]
+    BadUrl {
+        /// As given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A non-success HTTP status without a JSON-RPC error body.
+    #[error("HTTP {status}: {body_excerpt}")]
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body.
+        body_excerpt: String,
+    },
+    /// The server could not be reached (refused, unreachable, reset…).
+    #[error("transport error: {0}")]
+    Transport(#[from] TransportError),
+    /// The exchange exceeded the request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// The response carried another id than the request.
+    #[error("response id {got} does not match request id {sent}")]
+    IdMismatch {
+        /// The request id.
+        sent: u64,
+        /// The id in the response.
+        got: Value,
+    },
+    /// A JSON-RPC error response.
+    #[error("JSON-RPC error {code}: {message}")]
+    JsonRpc {
+        /// The error code.
+        code: i64,
+        /// The error message.
+        message: String,
+        /// Optional error data.
+        data: Option<Value>,
+    },
+    /// HTTP 429.
+    #[error("rate limited (retry after {retry_after:?})")]
+    RateLimited {
+        /// The `Retry-After` delay, when given in seconds.
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 404 on a legacy session: the session is gone; initialize again.
+    #[error("MCP session expired")]
+    SessionExpired,
+    /// Not JSON, not a JSON-RPC response, or an SSE stream without the response.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// A 2026 `input_required` result (multi round-trip requests): the server asks the client
+    /// for input (elicitation, sampling, roots) before it completes. A load agent has no user
+    /// or model to answer with, so the call did not complete: counted as a failure of its own
+    /// kind, never as a success with an empty result.
+    #[error("the server asked for input the agent cannot give: {asks}")]
+    InputRequired {
+        /// What was asked (the input requests' methods), comma-separated.
+        asks: String,
+    },
+    /// No protocol version both sides speak.
+    #[error("unsupported protocol version {requested} (supported: {supported:?})")]
+    UnsupportedVersion {
+        /// The version asked for or answered.
+        requested: String,
+        /// The versions on offer.
+        supported: Vec<String>,
+    },
+}
+
+impl McpError {
+    /// A short stable label: `bad_url`, `http`, `transport`, `timeout`, `id_mismatch`, `jsonrpc`,
+    /// `rate_limited`, `session_expired`, `invalid_response`, `input_required`,
+    /// `unsupported_version`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadUrl { .. } => "bad_url",
+            Self::Http { .. } => "http",
+            Self::Transport(_) => "transport",
+            Self::Timeout => "timeout",
+            Self::IdMismatch { .. } => "id_mismatch",
+            Self::JsonRpc { .. } => "jsonrpc",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::SessionExpired => "session_expired",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::InputRequired { .. } => "input_required",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+        }
+    }
+}
