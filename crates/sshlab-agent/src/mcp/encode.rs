@@ -5,6 +5,8 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use serde::ser::SerializeMap as _;
 use serde_json::{Map, Value, json};
 
 use super::error::McpError;
@@ -28,20 +30,25 @@ pub(super) struct Speaker<'a> {
     pub session: Option<&'a str>,
     /// `clientInfo`.
     pub client_info: &'a Value,
+    /// The client's capabilities.
+    pub capabilities: &'a Value,
     /// Sent as `Authorization: Bearer …`.
     pub bearer: Option<&'a str>,
 }
 
 /// A POST's headers and body: request `id` (a notification when `None`) of `method`.
+/// `params` is borrowed, not consumed: a request sent again (the next round of an
+/// `input_required` exchange) is built from the same value without a copy.
 pub(super) fn request(
     who: &Speaker<'_>,
     id: Option<u64>,
     method: &str,
-    params: Value,
+    params: &Value,
 ) -> Result<(HeaderMap, Bytes), McpError> {
-    let mut params = match params {
+    let none = Map::new();
+    let params = match params {
         Value::Object(m) => m,
-        Value::Null => Map::new(),
+        Value::Null => &none,
         other => {
             return Err(McpError::InvalidResponse(format!(
                 "params must be an object, not {other}"
@@ -51,16 +58,17 @@ pub(super) fn request(
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("accept", HeaderValue::from_static(ACCEPT));
+    let mut meta = None;
     match who.era {
         Era::Modern => {
-            let mut meta = match params.remove("_meta") {
-                Some(Value::Object(m)) => m,
+            let mut m = match params.get("_meta") {
+                Some(Value::Object(m)) => m.clone(),
                 _ => Map::new(),
             };
-            meta.insert(META_VERSION.into(), json!(who.version));
-            meta.insert(META_CAPS.into(), json!({}));
-            meta.insert(META_INFO.into(), who.client_info.clone());
-            params.insert("_meta".into(), Value::Object(meta));
+            m.insert(META_VERSION.into(), json!(who.version));
+            m.insert(META_CAPS.into(), who.capabilities.clone());
+            m.insert(META_INFO.into(), who.client_info.clone());
+            meta = Some(m);
             headers.insert(VERSION_HEADER, header_value(who.version)?);
             headers.insert("mcp-method", header_value(&encode_header_value(method))?);
             let name_key = match method {
@@ -76,13 +84,49 @@ pub(super) fn request(
         Era::Legacy => {}
     }
     authorize(who, &mut headers)?;
-    // Serialised here so the `Value` tree is freed before the exchange: with 1,000 requests
-    // in flight, keeping it alive cost ~4 MB.
-    let mut body = json!({ "jsonrpc": "2.0", "method": method, "params": params });
-    if let Some(id) = id {
-        body["id"] = json!(id);
+    let wire = Wire {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params: Params {
+            given: params,
+            meta,
+        },
+    };
+    let body = serde_json::to_vec(&wire)
+        .map_err(|e| McpError::InvalidResponse(format!("cannot encode the request: {e}")))?;
+    Ok((headers, Bytes::from(body)))
+}
+
+/// A JSON-RPC request or notification as sent.
+#[derive(Serialize)]
+struct Wire<'a> {
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    method: &'a str,
+    params: Params<'a>,
+}
+
+/// The caller's params with the era's `_meta` (when there is one) in place of theirs.
+struct Params<'a> {
+    given: &'a Map<String, Value>,
+    meta: Option<Map<String, Value>>,
+}
+
+impl Serialize for Params<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.given {
+            if !(self.meta.is_some() && k == "_meta") {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(meta) = &self.meta {
+            map.serialize_entry("_meta", meta)?;
+        }
+        map.end()
     }
-    Ok((headers, Bytes::from(body.to_string())))
 }
 
 /// The GET that resumes an SSE stream the server closed before our response, after the event
@@ -162,5 +206,41 @@ mod tests {
             encode_header_value("=?base64?YQ==?="),
             "=?base64?PT9iYXNlNjQ/WVE9PT89?="
         );
+    }
+
+    #[test]
+    fn modern_requests_carry_meta_and_headers_legacy_ones_the_session() {
+        let info = serde_json::json!({"name": "t", "version": "1"});
+        let mut who = Speaker {
+            era: Era::Modern,
+            version: "2026-07-28",
+            session: None,
+            client_info: &info,
+            capabilities: &serde_json::json!({"elicitation": {}}),
+            bearer: Some("tok"),
+        };
+        let params = serde_json::json!({"name": "héllo", "arguments": {"a": 1},
+            "_meta": {"progressToken": 7}});
+        let (h, body) = request(&who, Some(9), "tools/call", &params).expect("encodes");
+        let sent: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(sent["id"], 9);
+        assert_eq!(sent["params"]["arguments"]["a"], 1);
+        let meta = &sent["params"]["_meta"];
+        assert_eq!(meta["progressToken"], 7, "the caller's _meta is kept");
+        assert_eq!(meta[META_VERSION], "2026-07-28");
+        assert_eq!(meta[META_INFO]["name"], "t");
+        assert_eq!(meta[META_CAPS], serde_json::json!({"elicitation": {}}));
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "=?base64?aMOpbGxv?=");
+        assert_eq!(h["authorization"], "Bearer tok");
+        who.era = Era::Legacy;
+        who.version = "2025-11-25";
+        who.session = Some("s-1");
+        let (h, body) =
+            request(&who, None, "notifications/initialized", &Value::Null).expect("encodes");
+        let sent: Value = serde_json::from_slice(&body).expect("json");
+        assert!(sent.get("id").is_none() && sent["params"] == serde_json::json!({}));
+        assert_eq!(h[SESSION_HEADER], "s-1");
+        assert!(h.get("mcp-method").is_none());
     }
 }

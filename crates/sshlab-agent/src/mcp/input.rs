@@ -20,6 +20,23 @@ pub(super) fn is_input_required(result: &Value) -> bool {
 }
 
 impl InputResponses {
+    /// The client capabilities these answers make good: `elicitation`, `sampling` and `roots`
+    /// for scripted `elicitation/create`, `sampling/createMessage` and `roots/list` (a server
+    /// should ask only for what a client declared); `{}` without a script.
+    pub fn capabilities(&self) -> Value {
+        let mut caps = Map::new();
+        for (method, capability) in [
+            ("elicitation/create", "elicitation"),
+            ("sampling/createMessage", "sampling"),
+            ("roots/list", "roots"),
+        ] {
+            if self.0.contains_key(method) {
+                caps.insert(capability.into(), Value::Object(Map::new()));
+            }
+        }
+        Value::Object(caps)
+    }
+
     /// The params of the next round of a request that got `result` (`input_required`):
     /// `params` with `inputResponses` (one answer per input request, under the server's key)
     /// and the server's `requestState` verbatim, or without it when the server sent none.
@@ -103,6 +120,12 @@ mod tests {
             "inputRequests": {"confirm": {"method": "elicitation/create"}}});
         let again = script().next_round(next, &stateless).expect("answered");
         assert!(again.get("requestState").is_none(), "{again}");
+    }
+
+    #[test]
+    fn capabilities_follow_the_script() {
+        assert_eq!(script().capabilities(), json!({"elicitation": {}}));
+        assert_eq!(InputResponses::default().capabilities(), json!({}));
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub struct McpClient {
     version: String,
     session: Option<String>,
     client_info: Value,
+    capabilities: Value,
     next_id: AtomicU64,
 }
 
@@ -106,9 +107,11 @@ impl McpClient {
             reason: e.to_string(),
         })?;
         let client_info = json!({ "name": opts.client_name, "version": env!("CARGO_PKG_VERSION") });
+        let capabilities = opts.inputs.capabilities();
         let mut c = Self {
             http,
             client_info,
+            capabilities,
             opts,
             era: Era::Modern,
             version: MODERN_VERSION.to_owned(),
@@ -200,20 +203,42 @@ impl McpClient {
     /// `inputResponses` and the server's `requestState` verbatim, until the server completes
     /// it (at most [`MAX_INPUT_ROUNDS`] rounds). The rounds together are one call, timed as
     /// one. A request the script cannot answer fails with [`McpError::InputRequired`].
+    ///
+    /// A 2026-07-28 request refused as an unsupported version (-32022) although the server's
+    /// own list names the version sent is sent once more (as the spec's clients do); any
+    /// other -32022 is the error.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, McpError> {
         let mut params = params;
-        for _ in 0..=MAX_INPUT_ROUNDS {
+        let mut rounds = 0;
+        let mut resent = false;
+        loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let reply = self.post(Some(id), method, params.clone()).await?;
-            let result = result_of(reply, self.era == Era::Legacy && self.session.is_some())?;
+            let reply = self.post(Some(id), method, &params).await?;
+            let result = match result_of(reply, self.era == Era::Legacy && self.session.is_some()) {
+                Err(McpError::JsonRpc {
+                    code: negotiate::UNSUPPORTED_VERSION,
+                    data,
+                    ..
+                }) if !resent
+                    && self.era == Era::Modern
+                    && negotiate::lists(data.as_ref(), &self.version) =>
+                {
+                    resent = true;
+                    continue;
+                }
+                r => r?,
+            };
             if !input::is_input_required(&result) {
                 return Ok(result);
             }
+            rounds += 1;
+            if rounds > MAX_INPUT_ROUNDS {
+                return Err(McpError::InvalidResponse(format!(
+                    "{method}: the server still asked for input after {MAX_INPUT_ROUNDS} rounds"
+                )));
+            }
             params = self.opts.inputs.next_round(params, &result)?;
         }
-        Err(McpError::InvalidResponse(format!(
-            "{method}: the server still asked for input after {MAX_INPUT_ROUNDS} rounds"
-        )))
     }
 
     /// End the client. Legacy with a session: `DELETE` it (405 and 404 are fine).
@@ -244,7 +269,7 @@ impl McpClient {
     /// `server/discover`. `Ok(None)`: modern. `Ok(Some(v))`: initialize with legacy `v`.
     async fn discover(&mut self) -> Result<Option<String>, McpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let reply = match self.post(Some(id), "server/discover", json!({})).await {
+        let reply = match self.post(Some(id), "server/discover", &json!({})).await {
             Ok(r) => r,
             // A server that does not speak the modern era may answer anything; only failures to
             // talk at all (and rate limits) are final.
@@ -271,10 +296,10 @@ impl McpClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let params = json!({
             "protocolVersion": version,
-            "capabilities": {},
+            "capabilities": self.capabilities,
             "clientInfo": self.client_info,
         });
-        let reply = self.post(Some(id), "initialize", params).await?;
+        let reply = self.post(Some(id), "initialize", &params).await?;
         let session = reply
             .headers
             .get(SESSION_HEADER)
@@ -296,7 +321,7 @@ impl McpClient {
         self.version = answered.to_owned();
         self.session = session;
         let reply = self
-            .post(None, "notifications/initialized", json!({}))
+            .post(None, "notifications/initialized", &json!({}))
             .await?;
         if reply.status.is_success() {
             Ok(())
@@ -312,6 +337,7 @@ impl McpClient {
             version: &self.version,
             session: self.session.as_deref(),
             client_info: &self.client_info,
+            capabilities: &self.capabilities,
             bearer: self.opts.bearer.as_deref(),
         }
     }
@@ -319,7 +345,7 @@ impl McpClient {
     /// One POST exchange. `id: None` sends a notification. An SSE stream the server closes
     /// before our response is resumed with GET and `Last-Event-ID` after the server's `retry`
     /// delay (2025-11-25, SEP-1699), a few times at most; the request timeout covers it all.
-    async fn post(&self, id: Option<u64>, method: &str, params: Value) -> Result<Reply, McpError> {
+    async fn post(&self, id: Option<u64>, method: &str, params: &Value) -> Result<Reply, McpError> {
         let (headers, body) = encode::request(&self.speaker(), id, method, params)?;
         // One deadline for the whole exchange: connect, send, resumptions, the body to its end.
         let exchange = async {

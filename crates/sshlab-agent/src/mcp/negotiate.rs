@@ -56,6 +56,17 @@ pub enum Era {
     Legacy,
 }
 
+/// The JSON-RPC code of "unsupported protocol version" (2026-07-28); `data.supported` lists
+/// the server's versions.
+pub(super) const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// Whether an unsupported-version error's `data` lists `version` among the server's.
+pub(super) fn lists(data: Option<&Value>, version: &str) -> bool {
+    string_list(data.and_then(|d| d.get("supported")))
+        .iter()
+        .any(|v| v == version)
+}
+
 /// What a `server/discover` exchange settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Discovered {
@@ -84,7 +95,7 @@ pub(super) fn discovered(status: StatusCode, body: &Body) -> Discovered {
     }
     let error = msg.get("error");
     match error.and_then(|e| e.get("code")).and_then(Value::as_i64) {
-        Some(-32022) => settle(string_list(
+        Some(UNSUPPORTED_VERSION) => settle(string_list(
             error
                 .and_then(|e| e.get("data"))
                 .and_then(|d| d.get("supported")),
