@@ -167,17 +167,28 @@ impl RunArgs {
         };
         let mcp_vm = topology.as_ref().and_then(|t| t.vm("mcp"));
         let target_vm = topology.as_ref().and_then(|t| t.vm("target"));
-        let mcp_url = match (&self.mcp_url, mcp_vm) {
-            (Some(u), _) => u.clone(),
-            (None, Some(vm)) => format!(
+        let lab_url = mcp_vm.map(|vm| {
+            format!(
                 "http://{}:{}/mcp",
                 vm.ip,
                 vm.services
                     .iter()
                     .find(|s| s.name == "mcp")
                     .map_or(3000, |s| s.port)
-            ),
+            )
+        });
+        let mcp_url = match (&self.mcp_url, &lab_url) {
+            (Some(u), _) => u.clone(),
+            (None, Some(lab)) => lab.clone(),
             (None, None) => return Err(UsageError("--mcp-url is required".into())),
+        };
+        // The MCP VM's vCPUs describe the server only when the server is the lab's.
+        let server_vcpus = match (self.server_vcpus, mcp_vm) {
+            (Some(n), _) => Some((n, "--server-vcpus".to_owned())),
+            (None, Some(vm)) if lab_url.as_deref() == Some(mcp_url.as_str()) => {
+                Some((vm.vcpus, "the lab's MCP VM in vms/topology.toml".to_owned()))
+            }
+            _ => None,
         };
         let target_host = match (&self.target_host, target_vm) {
             (Some(h), _) => h.clone(),
@@ -246,7 +257,7 @@ impl RunArgs {
                 Progress::detect()
             },
             metrics_url: self.metrics_url.clone(),
-            server_vcpus: self.server_vcpus.or(mcp_vm.map(|v| v.vcpus)).unwrap_or(1),
+            server_vcpus,
             server_cpus_shared: self.server_cpus_shared,
             dir: None,
         })

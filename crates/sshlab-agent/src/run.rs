@@ -15,8 +15,9 @@ use crate::engine::{self, Clock, RunSettings};
 use crate::mcp::McpError;
 use crate::results::{self, ResultsError};
 use crate::scenario::Scenario;
-use crate::scrape::{self, Scraper};
+use crate::scrape::Scraper;
 use crate::thresholds::Threshold;
+use sshlab_core::results::server_metrics;
 
 /// How often the server's /metrics is scraped during a run.
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
@@ -37,8 +38,9 @@ pub struct RunRequest {
     /// The server's /metrics (None: derived from the MCP URL; scrape failures are reported,
     /// never fatal).
     pub metrics_url: Option<String>,
-    /// vCPUs of the server's machine, for CPU utilisation.
-    pub server_vcpus: u32,
+    /// vCPUs of the server's machine, for CPU utilisation, and where that number came from;
+    /// `None` when unknown (a server that is not the lab's, without `--server-vcpus`).
+    pub server_vcpus: Option<(u32, String)>,
     /// Whether those are host cores the server shares with the agent and the target.
     pub server_cpus_shared: bool,
     /// A results dir already created for this run (`serve` names the job before it starts).
@@ -236,7 +238,9 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     run_info.incomplete_reason = reason;
     run_info.late_starts = outcome.as_ref().map_or(0, |o| o.late_starts);
     let mut summary = Summary::build(run_info, &agg);
-    let mut server = scrape::build_report(&samples, req.server_vcpus);
+    let vcpus = req.server_vcpus.as_ref().map_or(0, |(n, _)| *n);
+    let mut server = server_metrics::build_report(&samples, vcpus);
+    server.vcpus_source = req.server_vcpus.as_ref().map(|(_, from)| from.clone());
     server.vcpus_shared = req.server_cpus_shared;
     if samples.is_empty() {
         server.error = Some(scrape_error.unwrap_or_else(|| "no samples".into()));

@@ -154,6 +154,13 @@ impl JobRequest for Job {
             }
             req.scenario.ports = Some(Ports::List(ports.clone()));
         }
+        if let (Some(n), Some(cpus)) = (self.server_vcpus, req.server_vcpus.as_mut()) {
+            cpus.1 = if self.server_cpus_shared {
+                "the host's cores, counted by sshlab run (netns backend)".into()
+            } else {
+                format!("the MCP guest ({n} CPUs it reported to sshlab run)")
+            };
+        }
         Ok(req)
     }
 }

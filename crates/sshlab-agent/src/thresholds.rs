@@ -5,7 +5,9 @@
 //! - `<cmp>`: `<`, `<=`, `>`, `>=`, `==`, `!=`.
 //! - latency metrics (corrected, from the intended start): `p50` `p90` `p95` `p99` `p999`
 //!   (or `p99.9`) `min` `max` `mean` (`avg`, `med`); with the suffix `_uncorrected`, the
-//!   latency from the actual send. Units `ms` (the default), `s`, `us`/`µs`.
+//!   latency from the actual send. Units `ms` (the default), `s`, `us`/`µs`. They are judged
+//!   on every completed operation, failures included (as k6 and Locust do): a call that timed
+//!   out after 30 s is a 30 s call, so timeouts cannot hide behind fast successes.
 //! - `errors`: with `%` the error rate in percent, without a unit the failure count;
 //!   `error_rate` is always percent; `success_rate` percent.
 //! - `rps` (average operations per second, unit optional `/s`), `rps_peak` (whole run only),
@@ -371,14 +373,14 @@ impl Threshold {
     }
 
     /// The measured value in the threshold's unit, or `None` when it was not measured
-    /// (an operation that never ran, a latency with no successes).
+    /// (an operation that never ran, a latency with no completed operation).
     pub fn actual(&self, s: &Summary) -> Option<f64> {
         let metric = self.metric().ok()?;
         let group: Option<(&Totals, &LatencyStats, &LatencyStats)> = match &self.op {
             Some(op) => s
                 .op(op)
-                .map(|g: &GroupSummary| (&g.totals, &g.latency, &g.latency_uncorrected)),
-            None => Some((&s.totals, &s.latency, &s.latency_uncorrected)),
+                .map(|g: &GroupSummary| (&g.totals, &g.latency_all, &g.latency_all_uncorrected)),
+            None => Some((&s.totals, &s.latency_all, &s.latency_all_uncorrected)),
         };
         let (totals, corrected, uncorrected) = group?;
         let rate =
@@ -547,14 +549,14 @@ mod tests {
                 ..RunInfo::default()
             },
             totals: totals(1000, 5, 120.0),
-            latency: lat(180.0),
-            latency_uncorrected: lat(40.0),
+            latency_all: lat(180.0),
+            latency_all_uncorrected: lat(40.0),
             ops: vec![
                 GroupSummary {
                     name: "ssh_run_command".into(),
                     totals: totals(900, 5, 100.0),
-                    latency: lat(150.0),
-                    latency_uncorrected: lat(45.0),
+                    latency_all: lat(150.0),
+                    latency_all_uncorrected: lat(45.0),
                     ..GroupSummary::default()
                 },
                 GroupSummary {
@@ -611,5 +613,50 @@ mod tests {
         let (results, ok) = evaluate_all(&ts, &summary());
         assert_eq!(results.len(), 2);
         assert!(!ok);
+    }
+
+    /// 95 fast successes and 5 calls that timed out after 30 s: the successes' p99 is fast,
+    /// but a latency threshold judges every operation, so the timeouts fail it. Before,
+    /// failures never entered a latency histogram and `p99<200ms` passed.
+    #[test]
+    fn timeouts_count_in_latency_thresholds() {
+        use sshlab_core::results::{Aggregate, Record, RunInfo, Status};
+        let mut agg = Aggregate::new(0.0);
+        for i in 0..100u32 {
+            let failed = i % 20 == 0;
+            let ms = if failed { 30_000.0 } else { 12.0 };
+            let ts = f64::from(i) * 0.5 + ms / 1000.0;
+            agg.add(&Record {
+                ts,
+                intended_ts: f64::from(i) * 0.5,
+                worker: "w0".into(),
+                op: "ssh_run_command".into(),
+                latency_ms: ms,
+                service_ms: ms,
+                status: if failed {
+                    Status::Error
+                } else {
+                    Status::Success
+                },
+                error_kind: failed.then(|| "timeout".into()),
+                error: failed.then(|| "request timed out".into()),
+                port: None,
+                phase: None,
+            });
+        }
+        agg.finish();
+        let s = Summary::build(RunInfo::default(), &agg);
+        assert!(
+            s.op("ssh_run_command")
+                .is_some_and(|g| g.latency.p99 < 20.0)
+        );
+        let r = t("ssh_run_command.p99<200ms").evaluate(&s);
+        assert!(!r.passed, "{r:?}");
+        assert!(r.actual.is_some_and(|a| a > 29_000.0), "{r:?}");
+        assert!(!t("p99<200ms").evaluate(&s).passed);
+        assert!(
+            t("p90<200ms").evaluate(&s).passed,
+            "the 5% of timeouts are above p90"
+        );
     }
 }

@@ -211,6 +211,7 @@ impl Worker {
                 _ => true,
             };
         }
+        let mut intended = intended;
         if let Some(h) = op.provides.as_deref()
             && st.handles.len() >= self.scenario.max_sessions
         {
@@ -219,6 +220,10 @@ impl Worker {
                     if !Box::pin(self.run_op(c, intended, st)).await {
                         return false;
                     }
+                    // This op was due once the consumer it had to wait for was done: its
+                    // corrected latency starts there, not at the turn's start (which would
+                    // charge it the consumer's time too; the consumer has its own record).
+                    intended = intended.max(Instant::now());
                 }
                 None => return true,
             }

@@ -136,6 +136,15 @@ fn error_messages(out: &mut String, s: &Summary) {
     }
 }
 
+/// A figure as counted: whole numbers without decimals, fractions with three.
+fn figure(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 /// Render `report.txt`.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
@@ -189,10 +198,23 @@ pub fn render(s: &Summary) -> String {
         "\nLATENCY (milliseconds; corrected = from the intended start)"
     );
     latency_rows(&mut out, &s.latency, &s.latency_uncorrected);
+    if t.failures > 0 && s.latency_all.count > 0 {
+        let a = &s.latency_all;
+        let _ = writeln!(
+            out,
+            "  (successes only; with the {} failures, as thresholds judge: p50 {:.2}, p99 {:.2}, \
+             max {:.2})",
+            thousands(t.failures),
+            a.p50,
+            a.p99,
+            a.max
+        );
+    }
 
     let _ = writeln!(out, "\nPER OPERATION");
     group_table(&mut out, "operation", &s.ops, None);
-    if !s.ports.is_empty() {
+    // One port is the endpoint's only target: the table would repeat PER OPERATION.
+    if s.ports.len() > 1 {
         let _ = writeln!(out, "\nPER PORT (milliseconds)");
         let base = s.ports.first().map(|g| g.latency.p50);
         group_table(&mut out, "port", &s.ports, base);
@@ -210,58 +232,63 @@ pub fn render(s: &Summary) -> String {
     }
 
     let server = s.server.as_ref();
-    section(&mut out, "POOL STATISTICS");
-    match server {
-        Some(sv) => {
-            let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}%"));
-            let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
-            let _ = writeln!(
-                out,
-                "  Hit Rate:           {}",
-                pct(sv.pool_hit_rate_percent)
-            );
-            let _ = writeln!(
-                out,
-                "  Peak Active:        {}",
-                num(sv.peak_active_connections)
-            );
-        }
-        None => {
-            let _ = writeln!(out, "  (server metrics not scraped)");
-        }
+    let scraped = server.filter(|sv| sv.error.is_none() && sv.scrapes > 0);
+    // The server's pool figures exist only for a server that exports them (mcp-ssh-server).
+    if let Some(sv) = scraped
+        .filter(|sv| sv.pool_hit_rate_percent.is_some() || sv.peak_active_connections.is_some())
+    {
+        section(&mut out, "POOL STATISTICS (server metrics)");
+        let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}%"));
+        let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "  Hit Rate:           {}",
+            pct(sv.pool_hit_rate_percent)
+        );
+        let _ = writeln!(
+            out,
+            "  Peak Active:        {}",
+            num(sv.peak_active_connections)
+        );
     }
 
-    section(&mut out, "LIMIT BEHAVIOR");
     let count = |k: &str| s.errors.get(k).copied().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "  Rate limited (HTTP 429):   {}",
-        thousands(count("rate_limited"))
-    );
-    let _ = writeln!(
-        out,
-        "  Pool exhausted:            {}",
-        thousands(count("pool_exhausted"))
-    );
-    let _ = writeln!(
-        out,
-        "  Blocked commands:          {}",
-        thousands(count("blocked"))
-    );
-    let _ = writeln!(
-        out,
-        "  Timeouts:                  {}",
-        thousands(count("timeout"))
-    );
-    if let Some(n) = server.and_then(|sv| sv.rate_limited) {
-        let _ = writeln!(out, "  Server-counted 429s:       {n:.0}");
+    let limits = [
+        ("Rate limited (HTTP 429):", count("rate_limited")),
+        ("Pool exhausted:", count("pool_exhausted")),
+        ("Blocked commands:", count("blocked")),
+        ("Timeouts:", count("timeout")),
+    ];
+    let server_429 = server.and_then(|sv| sv.rate_limited).filter(|n| *n > 0.0);
+    if limits.iter().any(|(_, n)| *n > 0) || server_429.is_some() {
+        section(
+            &mut out,
+            "LIMIT BEHAVIOR (failures by kind, as the agent saw them)",
+        );
+        for (label, n) in limits {
+            let _ = writeln!(out, "  {label:<27}{}", thousands(n));
+        }
+        if let Some(n) = server_429 {
+            let _ = writeln!(out, "  Server-counted 429s:       {n:.0}");
+        }
     }
 
-    section(&mut out, "MCP SERVER METRICS DELTA");
     match server {
         Some(sv) if sv.error.is_none() => {
+            section(
+                &mut out,
+                "MCP SERVER METRICS DELTA (its /metrics, first to last scrape)",
+            );
             for (k, v) in &sv.deltas {
-                let _ = writeln!(out, "  {k:<52}{v:>16.0}");
+                let _ = writeln!(out, "  {k:<60}{:>14}", figure(*v));
+            }
+            for (k, o) in &sv.observed {
+                let mean = match o.mean {
+                    Some(m) if k.contains("_seconds") => format!("mean {:.3} ms", m * 1000.0),
+                    Some(m) => format!("mean {}", figure(m)),
+                    None => "no observations".to_owned(),
+                };
+                let _ = writeln!(out, "  {k:<60}{:>14} observed, {mean}", figure(o.count));
             }
             if let Some(slope) = sv.rss_slope_mib_per_min {
                 let _ = writeln!(
@@ -276,15 +303,14 @@ pub fn render(s: &Summary) -> String {
             }
         }
         Some(sv) => {
+            section(&mut out, "MCP SERVER METRICS");
             let _ = writeln!(
                 out,
                 "  scraping failed: {}",
                 sv.error.as_deref().unwrap_or("?")
             );
         }
-        None => {
-            let _ = writeln!(out, "  (server metrics not scraped)");
-        }
+        None => {}
     }
 
     let cpus = server.map_or(0, |sv| sv.vcpus);
@@ -296,9 +322,12 @@ pub fn render(s: &Summary) -> String {
     );
     if cpus > 0 {
         let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
+        let source = server
+            .and_then(|sv| sv.vcpus_source.as_deref())
+            .map_or(String::new(), |from| format!("; the count from {from}"));
         let _ = writeln!(
             out,
-            "  Measured RPS:      {:.1} (on {cpus_label})",
+            "  Measured RPS:      {:.1} (on {cpus_label}{source})",
             t.rps_avg
         );
         let _ = writeln!(
@@ -315,7 +344,11 @@ pub fn render(s: &Summary) -> String {
         });
         let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
     } else {
-        let _ = writeln!(out, "  (needs the server's vCPU count and CPU metrics)");
+        let _ = writeln!(
+            out,
+            "  (needs the server's vCPU count: --server-vcpus N; the lab's is known only when the \
+             run targets the lab's MCP VM)"
+        );
     }
 
     if !s.thresholds.is_empty() {
@@ -338,6 +371,7 @@ pub fn render(s: &Summary) -> String {
 mod tests {
     use super::*;
     use crate::results::{RunInfo, Totals};
+    use std::collections::BTreeMap;
 
     #[test]
     fn formula_and_confidence_match_the_guide() {
@@ -368,11 +402,13 @@ mod tests {
                 ..Totals::default()
             },
             server: Some(ServerReport {
+                scrapes: 12,
                 vcpus: 4,
                 cpu_utilisation_percent: Some(63.0),
                 pool_hit_rate_percent: Some(87.0),
                 ..ServerReport::default()
             }),
+            errors: BTreeMap::from([("timeout".to_owned(), 8)]),
             ..Summary::default()
         };
         let text = render(&s);
@@ -424,5 +460,60 @@ mod tests {
             sv.vcpus_shared = false;
         }
         assert!(render(&s).contains("(on 2 vCPUs)"));
+    }
+
+    /// Against a server that is not the lab's: one port, no pool metrics, no failures, vCPUs
+    /// unknown. The lab's sections stay out instead of printing `n/a`, one-port tables or a
+    /// core count taken from the lab's topology; the server's histograms read as observations.
+    #[test]
+    fn sections_without_data_are_left_out() {
+        let s = Summary {
+            totals: Totals {
+                requests: 10,
+                successes: 10,
+                rps_avg: 5.0,
+                ..Totals::default()
+            },
+            ports: vec![GroupSummary {
+                name: "2222".into(),
+                ..GroupSummary::default()
+            }],
+            server: Some(ServerReport {
+                scrapes: 3,
+                deltas: BTreeMap::from([
+                    ("process_cpu_seconds_total".to_owned(), 0.25),
+                    ("mcp_requests_total".to_owned(), 10.0),
+                ]),
+                observed: BTreeMap::from([(
+                    "mcp_ssh_command_duration_seconds".to_owned(),
+                    crate::results::Observed {
+                        count: 10.0,
+                        mean: Some(0.0123),
+                    },
+                )]),
+                ..ServerReport::default()
+            }),
+            ..Summary::default()
+        };
+        let text = render(&s);
+        for absent in [
+            "PER PORT",
+            "POOL STATISTICS",
+            "LIMIT BEHAVIOR",
+            "n/a",
+            "cores)",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} in\n{text}");
+        }
+        for present in [
+            "process_cpu_seconds_total",
+            "0.250",
+            "mcp_ssh_command_duration_seconds",
+            "mean 12.300 ms",
+            "--server-vcpus",
+        ] {
+            assert!(text.contains(present), "missing {present:?} in\n{text}");
+        }
+        assert!(!text.contains("_count") && !text.contains("_sum"), "{text}");
     }
 }

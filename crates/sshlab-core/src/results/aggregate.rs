@@ -25,6 +25,10 @@ pub struct Group {
     pub corrected: Histogram<u64>,
     /// Latency from the actual send (uncorrected), successes only.
     pub service: Histogram<u64>,
+    /// Corrected latency of failures (a timeout at 30 s is a 30 s operation).
+    pub failed: Histogram<u64>,
+    /// Uncorrected latency of failures.
+    pub failed_service: Histogram<u64>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
     /// First intended start and last completion (unix s).
@@ -38,6 +42,8 @@ impl Default for Group {
             err: 0,
             corrected: histogram(),
             service: histogram(),
+            failed: histogram(),
+            failed_service: histogram(),
             errors: BTreeMap::new(),
             span: None,
         }
@@ -52,6 +58,8 @@ impl Group {
             record_ms(&mut self.service, r.service_ms);
         } else {
             self.err += 1;
+            record_ms(&mut self.failed, r.latency_ms);
+            record_ms(&mut self.failed_service, r.service_ms);
             let kind = r.error_kind.clone().unwrap_or_else(|| "error".into());
             *self.errors.entry(kind).or_default() += 1;
         }
@@ -65,6 +73,8 @@ impl Group {
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.corrected.add(&o.corrected);
         let _ = self.service.add(&o.service);
+        let _ = self.failed.add(&o.failed);
+        let _ = self.failed_service.add(&o.failed_service);
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
@@ -72,6 +82,16 @@ impl Group {
             (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
             (a, b) => a.or(b),
         };
+    }
+
+    /// Corrected and uncorrected latency of every operation, successes and failures.
+    pub fn all_latency(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let mut corrected = self.corrected.clone();
+        let mut service = self.service.clone();
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = corrected.add(&self.failed);
+        let _ = service.add(&self.failed_service);
+        (corrected, service)
     }
 
     /// Operations in the group.

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod messages;
 pub mod record;
+pub mod server_metrics;
 pub mod stats;
 pub mod summary;
 
@@ -15,5 +16,5 @@ pub use messages::{ErrorMessage, ErrorMessages};
 pub use record::{Record, Status};
 pub use stats::LatencyStats;
 pub use summary::{
-    GroupSummary, RunInfo, SCHEMA_VERSION, ServerReport, Summary, ThresholdResult, Totals,
+    GroupSummary, Observed, RunInfo, SCHEMA_VERSION, ServerReport, Summary, ThresholdResult, Totals,
 };

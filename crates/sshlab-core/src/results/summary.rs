@@ -75,8 +75,23 @@ pub struct GroupSummary {
     pub latency: LatencyStats,
     /// Uncorrected latency of successes.
     pub latency_uncorrected: LatencyStats,
+    /// Corrected latency of every operation, failures included (what thresholds judge).
+    #[serde(default)]
+    pub latency_all: LatencyStats,
+    /// Uncorrected latency of every operation, failures included.
+    #[serde(default)]
+    pub latency_all_uncorrected: LatencyStats,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
+}
+
+/// A histogram's (or summary's) observations during the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Observations (Δ`_count`).
+    pub count: f64,
+    /// Their mean, in the metric's unit (Δ`_sum` / Δ`_count`); `None` without observations.
+    pub mean: Option<f64>,
 }
 
 /// The MCP server's side, from its /metrics.
@@ -86,6 +101,9 @@ pub struct ServerReport {
     pub scrapes: u32,
     /// Counter deltas over the run, by series (`name{labels}`).
     pub deltas: BTreeMap<String, f64>,
+    /// Histograms and summaries over the run, by series without the `_count`/`_sum` suffix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub observed: BTreeMap<String, Observed>,
     /// Pool hits / (hits + misses), percent.
     pub pool_hit_rate_percent: Option<f64>,
     /// Largest `mcp_pool_connections{state="active"}` seen.
@@ -94,8 +112,11 @@ pub struct ServerReport {
     pub rate_limited: Option<f64>,
     /// Server CPU seconds / (wall seconds × vCPUs), percent.
     pub cpu_utilisation_percent: Option<f64>,
-    /// vCPUs of the server's machine used for the utilisation.
+    /// vCPUs of the server's machine used for the utilisation (0: unknown).
     pub vcpus: u32,
+    /// Where `vcpus` came from (`--server-vcpus`, the lab's topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus_source: Option<String>,
     /// Whether `vcpus` are the host's cores, shared with the load generator and the target
     /// (the netns backend), rather than the server's own.
     #[serde(default)]
@@ -153,6 +174,12 @@ pub struct Summary {
     pub latency: LatencyStats,
     /// Whole-run uncorrected latency.
     pub latency_uncorrected: LatencyStats,
+    /// Whole-run corrected latency, failures included (what thresholds judge).
+    #[serde(default)]
+    pub latency_all: LatencyStats,
+    /// Whole-run uncorrected latency, failures included.
+    #[serde(default)]
+    pub latency_all_uncorrected: LatencyStats,
     /// Per operation, by name.
     pub ops: Vec<GroupSummary>,
     /// Per target port (latency_test), in run order: the baseline first.
@@ -180,6 +207,7 @@ pub struct Summary {
 
 fn group_summary(name: String, g: &Group) -> GroupSummary {
     let secs = g.seconds();
+    let all = g.all_latency();
     GroupSummary {
         name,
         totals: Totals {
@@ -196,6 +224,8 @@ fn group_summary(name: String, g: &Group) -> GroupSummary {
         },
         latency: LatencyStats::of(&g.corrected),
         latency_uncorrected: LatencyStats::of(&g.service),
+        latency_all: LatencyStats::of(&all.0),
+        latency_all_uncorrected: LatencyStats::of(&all.1),
         errors: g.errors.clone(),
     }
 }
@@ -229,6 +259,8 @@ impl Summary {
             totals,
             latency: all.latency,
             latency_uncorrected: all.latency_uncorrected,
+            latency_all: all.latency_all,
+            latency_all_uncorrected: all.latency_all_uncorrected,
             ops: agg
                 .ops
                 .iter()

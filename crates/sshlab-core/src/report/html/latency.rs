@@ -54,6 +54,17 @@ pub(super) fn distribution(out: &mut String, s: &Summary) {
             "latency distribution",
         );
     }
+    if s.totals.failures > 0 && s.latency_all.count > 0 {
+        let a = &s.latency_all;
+        let _ = write!(
+            out,
+            r#"<p class="meta">Successes only above. Every operation, the {} failures included (what latency thresholds judge): p50 {}, p99 {}, max {}.</p>"#,
+            thousands(s.totals.failures),
+            ms(a.p50),
+            ms(a.p99),
+            ms(a.max)
+        );
+    }
     out.push_str("</section>");
 }
 
@@ -68,7 +79,8 @@ fn delta(v: f64, base: f64) -> String {
 }
 
 pub(super) fn per_port(out: &mut String, s: &Summary) {
-    if s.ports.is_empty() {
+    // One port is the endpoint's only target: nothing to compare.
+    if s.ports.len() < 2 {
         return;
     }
     out.push_str("<section><h2>Per-port comparison</h2>");

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::results::{
-    ErrorMessage, GroupSummary, IntervalStats, LatencyStats, RunInfo, ServerReport, Summary,
-    ThresholdResult, Totals,
+    ErrorMessage, GroupSummary, IntervalStats, LatencyStats, Observed, RunInfo, ServerReport,
+    Summary, ThresholdResult, Totals,
 };
 
 fn lat(p50: f64) -> LatencyStats {
@@ -35,6 +35,8 @@ fn group(name: &str, p50: f64, n: u64, err: u64) -> GroupSummary {
         },
         latency: lat(p50),
         latency_uncorrected: lat(p50 * 0.8),
+        latency_all: lat(p50 * 1.1),
+        latency_all_uncorrected: lat(p50 * 0.9),
         errors: BTreeMap::new(),
     }
 }
@@ -104,6 +106,8 @@ pub(super) fn sample() -> Summary {
         },
         latency: lat(10.4),
         latency_uncorrected: lat(8.1),
+        latency_all: lat(11.0),
+        latency_all_uncorrected: lat(8.6),
         ops,
         ports: vec![
             group("2222", 4.1, 1700, 5),
@@ -141,11 +145,19 @@ pub(super) fn sample() -> Summary {
         server: Some(ServerReport {
             scrapes: 49,
             deltas,
+            observed: BTreeMap::from([(
+                "mcp_ssh_command_duration_seconds".to_owned(),
+                Observed {
+                    count: 6500.0,
+                    mean: Some(0.0083),
+                },
+            )]),
             pool_hit_rate_percent: Some(97.8),
             peak_active_connections: Some(3.0),
             rate_limited: Some(3.0),
             cpu_utilisation_percent: Some(8.7),
             vcpus: 2,
+            vcpus_source: Some("the lab's MCP VM in vms/topology.toml".into()),
             vcpus_shared: false,
             rss_mib: rss,
             rss_slope_mib_per_min: Some(0.41),

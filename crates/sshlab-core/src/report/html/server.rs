@@ -39,49 +39,55 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
             escape(e)
         );
     }
+    // A card only for what the server exports (pool figures are mcp-ssh-server's own).
     out.push_str(r#"<div class="cards" style="margin-top:4px">"#);
-    card(
-        out,
-        "",
-        "Pool hit rate",
-        &opt(sv.pool_hit_rate_percent, |v| format!("{v:.1}%")),
-        "hits / (hits + misses)",
-    );
-    card(
-        out,
-        "",
-        "Peak active",
-        &opt(sv.peak_active_connections, |v| format!("{v:.0}")),
-        "pooled SSH connections",
-    );
-    card(
-        out,
-        if sv.rate_limited.unwrap_or(0.0) > 0.0 {
-            "bad"
-        } else {
-            ""
-        },
-        "Rate limited",
-        &opt(sv.rate_limited, |v| format!("{v:.0}")),
-        "requests rejected",
-    );
-    card(
-        out,
-        "",
-        "Server CPU",
-        &opt(sv.cpu_utilisation_percent, |v| format!("{v:.1}%")),
-        &format!("of {}", sv.cpus_label()),
-    );
-    let last_rss = sv.rss_mib.last().map(|p| p.1);
-    card(
-        out,
-        if sv.leak_warning { "bad" } else { "" },
-        "RSS",
-        &opt(last_rss, |v| format!("{v:.1} MiB")),
-        &opt(sv.rss_slope_mib_per_min, |v| {
-            format!("slope {v:+.2} MiB/min")
-        }),
-    );
+    if let Some(v) = sv.pool_hit_rate_percent.filter(|v| v.is_finite()) {
+        card(
+            out,
+            "",
+            "Pool hit rate",
+            &format!("{v:.1}%"),
+            "hits / (hits + misses)",
+        );
+    }
+    if let Some(v) = sv.peak_active_connections.filter(|v| v.is_finite()) {
+        card(
+            out,
+            "",
+            "Peak active",
+            &format!("{v:.0}"),
+            "pooled SSH connections",
+        );
+    }
+    if let Some(v) = sv.rate_limited.filter(|v| v.is_finite()) {
+        card(
+            out,
+            if v > 0.0 { "bad" } else { "" },
+            "Rate limited",
+            &format!("{v:.0}"),
+            "requests rejected",
+        );
+    }
+    if sv.vcpus > 0 {
+        card(
+            out,
+            "",
+            "Server CPU",
+            &opt(sv.cpu_utilisation_percent, |v| format!("{v:.1}%")),
+            &format!("of {}", sv.cpus_label()),
+        );
+    }
+    if let Some(last_rss) = sv.rss_mib.last().map(|p| p.1) {
+        card(
+            out,
+            if sv.leak_warning { "bad" } else { "" },
+            "RSS",
+            &format!("{last_rss:.1} MiB"),
+            &opt(sv.rss_slope_mib_per_min, |v| {
+                format!("slope {v:+.2} MiB/min")
+            }),
+        );
+    }
     out.push_str("</div>");
     if sv.leak_warning {
         out.push_str(r#"<div class="warnbox">⚠ Possible memory leak: resident memory rose steadily over the run (slope above 1 MiB/min and at least 10% overall).</div>"#);
@@ -104,11 +110,14 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
         let est = extrapolate(s.totals.rps_avg, sv.vcpus, EXTRAPOLATION_CPUS);
         let _ = write!(
             out,
-            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured on {} × {EXTRAPOLATION_CPUS}/{} × 0.85); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
+            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured on {} × {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {}); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
             sv.cpus_label(),
             sv.vcpus,
+            escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
             confidence(Some(cpu))
         );
+    } else if sv.vcpus == 0 {
+        out.push_str(r#"<p class="meta">No CPU utilisation or extrapolation: the server's vCPU count is unknown (give it with <code>--server-vcpus</code>; the lab's is used only when the run targets the lab's MCP VM).</p>"#);
     }
     if !sv.deltas.is_empty() {
         let _ = write!(
@@ -123,6 +132,23 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
                 r#"<tr><td class="l"><code>{}</code></td><td>{}</td></tr>"#,
                 escape(k),
                 tick((fin(*v) * 1000.0).round() / 1000.0)
+            );
+        }
+        out.push_str("</table></details>");
+    }
+    if !sv.observed.is_empty() {
+        out.push_str("<details><summary>Histograms over the run (observations and their mean)</summary><table><tr><th>series</th><th>observed</th><th>mean</th></tr>");
+        for (k, o) in &sv.observed {
+            let mean = match o.mean.filter(|m| m.is_finite()) {
+                Some(m) if k.contains("_seconds") => format!("{:.3} ms", m * 1000.0),
+                Some(m) => format!("{m:.4}"),
+                None => "–".to_owned(),
+            };
+            let _ = write!(
+                out,
+                r#"<tr><td class="l"><code>{}</code></td><td>{}</td><td>{mean}</td></tr>"#,
+                escape(k),
+                tick(fin(o.count))
             );
         }
         out.push_str("</table></details>");
