@@ -8,9 +8,9 @@
 //! Responses may be `application/json` or `text/event-stream`; SSE bodies are read
 //! incrementally, so a server that keeps the stream open after the response still works.
 //!
-//! One seam per concern: [`negotiate`] (which protocol), [`encode`] (requests on the wire),
-//! [`decode`] (responses off it), [`input`] (answering a server's input requests), [`error`]
-//! (what went wrong), [`transport`] (the connection); this file is the client that uses them.
+//! One seam per concern: `negotiate` (which protocol), `encode` (requests on the wire),
+//! `decode` (responses off it), `input` (answering a server's input requests), `error` (what
+//! went wrong), `transport` (the connection); this file is the client that uses them.
 
 mod decode;
 mod encode;
@@ -330,7 +330,7 @@ impl McpClient {
         }
     }
 
-    /// Who this client is, for [`encode`].
+    /// Who this client is, for `encode`.
     fn speaker(&self) -> Speaker<'_> {
         Speaker {
             era: self.era,
