@@ -45,8 +45,9 @@ struct Jsonl {
 }
 
 impl Jsonl {
-    /// Lines are written out early once this much is buffered.
-    const CAP: usize = 8 * 1024;
+    /// Lines are written out early once this much is buffered (and every second). The buffer
+    /// is freed after each write: 1,000 workers' files must not each keep this much.
+    const CAP: usize = 32 * 1024;
 
     fn push(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.buf.len() + line.len() > Self::CAP {

@@ -309,6 +309,7 @@ pub async fn run(
                 late: late.clone(),
                 clock,
                 iterations: cfg.iterations.filter(|_| schedule.is_none()),
+                label: format!("w{index}"),
             };
             tasks.spawn(w.run());
         }

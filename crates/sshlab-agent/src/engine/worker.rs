@@ -63,6 +63,8 @@ pub struct Worker {
     pub clock: Clock,
     /// Closed model: calls to make before stopping.
     pub iterations: Option<u64>,
+    /// `w<index>`, the records' worker label (made once, not per record).
+    pub label: String,
 }
 
 impl std::fmt::Debug for Worker {
@@ -282,7 +284,7 @@ impl Worker {
         let record = Record {
             ts: self.clock.wall(end),
             intended_ts: self.clock.wall(intended.min(start)),
-            worker: format!("w{}", self.index),
+            worker: self.label.clone(),
             op: Scenario::label(op).to_owned(),
             latency_ms: end.duration_since(intended.min(start)).as_secs_f64() * 1000.0,
             service_ms: end.duration_since(start).as_secs_f64() * 1000.0,

@@ -2,12 +2,15 @@
 //! requires (2026-07-28: `_meta` in every request, mirrored in `Mcp-Protocol-Version`,
 //! `Mcp-Method` and `Mcp-Name`; 2025: `Mcp-Session-Id` after `initialize`).
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::error::McpError;
 use super::negotiate::Era;
@@ -15,9 +18,13 @@ use super::negotiate::Era;
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
-pub(super) const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
-const ACCEPT: &str = "application/json, text/event-stream";
+// Header names as constants: a `&str` name is parsed again on every insert.
+pub(super) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+const JSON_OR_SSE: &str = "application/json, text/event-stream";
 
 /// Who is asking, as a request's headers and `_meta` say it.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +39,17 @@ pub(super) struct Speaker<'a> {
     pub client_info: &'a Value,
     /// The client's capabilities.
     pub capabilities: &'a Value,
-    /// Sent as `Authorization: Bearer …`.
-    pub bearer: Option<&'a str>,
+    /// `Authorization: Bearer …`, built once by [`authorization`].
+    pub authorization: Option<&'a HeaderValue>,
+}
+
+/// The `Authorization` value for a bearer token (marked sensitive: never logged).
+pub(super) fn authorization(bearer: &str) -> Result<HeaderValue, McpError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| {
+        McpError::InvalidResponse("the bearer token is not a valid header value".into())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// A POST's headers and body: request `id` (a notification when `None`) of `method`.
@@ -55,29 +71,30 @@ pub(super) fn request(
             )));
         }
     };
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("accept", HeaderValue::from_static(ACCEPT));
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(ACCEPT, HeaderValue::from_static(JSON_OR_SSE));
     let mut meta = None;
     match who.era {
         Era::Modern => {
-            let mut m = match params.get("_meta") {
-                Some(Value::Object(m)) => m.clone(),
-                _ => Map::new(),
-            };
-            m.insert(META_VERSION.into(), json!(who.version));
-            m.insert(META_CAPS.into(), who.capabilities.clone());
-            m.insert(META_INFO.into(), who.client_info.clone());
-            meta = Some(m);
+            meta = Some(Meta {
+                given: match params.get("_meta") {
+                    Some(Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+                version: who.version,
+                capabilities: who.capabilities,
+                client_info: who.client_info,
+            });
             headers.insert(VERSION_HEADER, header_value(who.version)?);
-            headers.insert("mcp-method", header_value(&encode_header_value(method))?);
+            headers.insert(METHOD_HEADER, header_value(&encode_header_value(method))?);
             let name_key = match method {
                 "tools/call" | "prompts/get" => Some("name"),
                 "resources/read" => Some("uri"),
                 _ => None,
             };
             if let Some(name) = name_key.and_then(|k| params.get(k)).and_then(Value::as_str) {
-                headers.insert("mcp-name", header_value(&encode_header_value(name))?);
+                headers.insert(NAME_HEADER, header_value(&encode_header_value(name))?);
             }
         }
         Era::Legacy if method != "initialize" => session_headers(who, &mut headers)?,
@@ -111,7 +128,31 @@ struct Wire<'a> {
 /// The caller's params with the era's `_meta` (when there is one) in place of theirs.
 struct Params<'a> {
     given: &'a Map<String, Value>,
-    meta: Option<Map<String, Value>>,
+    meta: Option<Meta<'a>>,
+}
+
+/// A 2026-07-28 request's `_meta`: the caller's entries, then the protocol version, the
+/// client's capabilities and info (ours win), serialised from borrows: nothing is copied.
+struct Meta<'a> {
+    given: Option<&'a Map<String, Value>>,
+    version: &'a str,
+    capabilities: &'a Value,
+    client_info: &'a Value,
+}
+
+impl Serialize for Meta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.given.into_iter().flatten() {
+            if ![META_VERSION, META_CAPS, META_INFO].contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry(META_VERSION, self.version)?;
+        map.serialize_entry(META_CAPS, self.capabilities)?;
+        map.serialize_entry(META_INFO, self.client_info)?;
+        map.end()
+    }
 }
 
 impl Serialize for Params<'_> {
@@ -133,8 +174,8 @@ impl Serialize for Params<'_> {
 /// `last_event_id` (2025-11-25, SEP-1699).
 pub(super) fn resume(who: &Speaker<'_>, last_event_id: &str) -> Result<HeaderMap, McpError> {
     let mut headers = HeaderMap::new();
-    headers.insert("accept", HeaderValue::from_static("text/event-stream"));
-    headers.insert("last-event-id", header_value(last_event_id)?);
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    headers.insert(LAST_EVENT_ID, header_value(last_event_id)?);
     session_headers(who, &mut headers)?;
     authorize(who, &mut headers)?;
     Ok(headers)
@@ -158,14 +199,10 @@ fn session_headers(who: &Speaker<'_>, headers: &mut HeaderMap) -> Result<(), Mcp
     Ok(())
 }
 
-/// `Authorization: Bearer …` when a token is set (marked sensitive: never logged).
+/// `Authorization` when a token is set.
 fn authorize(who: &Speaker<'_>, headers: &mut HeaderMap) -> Result<(), McpError> {
-    if let Some(t) = who.bearer {
-        let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-            McpError::InvalidResponse("the bearer token is not a valid header value".into())
-        })?;
-        v.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, v);
+    if let Some(v) = who.authorization {
+        headers.insert(AUTHORIZATION, v.clone());
     }
     Ok(())
 }
@@ -178,15 +215,15 @@ fn header_value(s: &str) -> Result<HeaderValue, McpError> {
 /// Encode a header value per the 2026-07-28 rules: plain printable ASCII as is, anything else
 /// (non-ASCII, control characters, leading/trailing whitespace, or a value that already looks
 /// like the sentinel) as `=?base64?{base64(utf8)}?=`.
-pub fn encode_header_value(value: &str) -> String {
+pub fn encode_header_value(value: &str) -> Cow<'_, str> {
     let plain = value.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && value.trim() == value
         && !(value.starts_with("=?base64?") && value.ends_with("?="));
     if plain {
-        value.to_owned()
+        Cow::Borrowed(value)
     } else {
         let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-        format!("=?base64?{b64}?=")
+        Cow::Owned(format!("=?base64?{b64}?="))
     }
 }
 
@@ -217,7 +254,7 @@ mod tests {
             session: None,
             client_info: &info,
             capabilities: &serde_json::json!({"elicitation": {}}),
-            bearer: Some("tok"),
+            authorization: Some(&authorization("tok").expect("valid")),
         };
         let params = serde_json::json!({"name": "héllo", "arguments": {"a": 1},
             "_meta": {"progressToken": 7}});

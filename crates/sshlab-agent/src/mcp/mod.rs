@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 
 pub use decode::ToolResult;
@@ -84,6 +84,7 @@ pub struct McpClient {
     session: Option<String>,
     client_info: Value,
     capabilities: Value,
+    authorization: Option<HeaderValue>,
     next_id: AtomicU64,
 }
 
@@ -108,7 +109,13 @@ impl McpClient {
         })?;
         let client_info = json!({ "name": opts.client_name, "version": env!("CARGO_PKG_VERSION") });
         let capabilities = opts.inputs.capabilities();
+        let authorization = opts
+            .bearer
+            .as_deref()
+            .map(encode::authorization)
+            .transpose()?;
         let mut c = Self {
+            authorization,
             http,
             client_info,
             capabilities,
@@ -338,7 +345,7 @@ impl McpClient {
             session: self.session.as_deref(),
             client_info: &self.client_info,
             capabilities: &self.capabilities,
-            bearer: self.opts.bearer.as_deref(),
+            authorization: self.authorization.as_ref(),
         }
     }
 
