@@ -2,7 +2,7 @@
 //! typed; [`RunArgs::request`] resolves them (scenario, lab defaults, thresholds) into a
 //! [`RunRequest`], failing before anything runs when something is wrong.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::collector::Progress;
 use crate::engine::RunSettings;
 use crate::mcp::{InputResponses, Protocol};
 use crate::run::{self, RunRequest};
+use crate::scenario::segment::Segment;
 use crate::scenario::{self, Scenario};
 use crate::thresholds::Threshold;
 
@@ -63,6 +64,60 @@ pub enum Command {
     },
     /// The Agent VM's control API for the host's jobs.
     Serve(crate::serve::ServeArgs),
+    /// Combine results directories (the segments of one split test, or any runs) into one,
+    /// exactly: records re-read, histograms added, thresholds evaluated again.
+    Merge {
+        /// Results directories (`<results-dir>/<test_id>`).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged results go (created; must be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Threshold to evaluate on the merged data (repeatable; the inputs' own are too).
+        #[arg(long = "threshold")]
+        thresholds: Vec<String>,
+    },
+    /// Print a Kubernetes Indexed Job that runs one test split across N agents (pod I runs
+    /// `--segment I/N`); the flags after `--` go to every pod's `sshlab-agent run`.
+    K8sJob(K8sJobArgs),
+    /// A candidate run against a baseline: per operation and port, side by side; exit 99 when
+    /// a regression bound is crossed.
+    Compare {
+        /// The baseline's results directory.
+        baseline: PathBuf,
+        /// The candidate's results directory.
+        candidate: PathBuf,
+        /// `[op.]metric=+N%` (or `=+Nms`, `=-N%` for rps), e.g. `ssh_run_command.p99=+10%`
+        /// (repeatable).
+        #[arg(long = "max-regression")]
+        bounds: Vec<String>,
+        /// JUnit XML of the bounds (default: `<candidate>/compare-junit.xml`).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+}
+
+/// `k8s-job` flags.
+#[derive(Debug, Clone, Args)]
+pub struct K8sJobArgs {
+    /// Agents.
+    #[arg(long)]
+    pub segments: u32,
+    /// Container image with `sshlab-agent` on its PATH.
+    #[arg(long, default_value = "sshlab-agent:latest")]
+    pub image: String,
+    /// PersistentVolumeClaim mounted at /results.
+    #[arg(long, default_value = "sshlab-results")]
+    pub results_claim: String,
+    /// Test id (default: `loadtest_<UTC time>`).
+    #[arg(long)]
+    pub test_id: Option<String>,
+    /// Seconds from now until the pods start the test (room to schedule them all).
+    #[arg(long, default_value_t = 120)]
+    pub start_in_s: u64,
+    /// `sshlab-agent run` flags for every pod (after `--`).
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
 }
 
 /// `run` flags.
@@ -101,6 +156,18 @@ pub struct RunArgs {
     /// Closed model: calls per worker, then the worker stops (the duration still bounds it).
     #[arg(long, conflicts_with = "rate")]
     pub iterations: Option<u64>,
+    /// This agent's share of a test split across N agents, `I/N` (0-based): its share of the
+    /// workers and every N-th arrival of the open model's schedule. Give every agent the same
+    /// --test-id and --start-at; `sshlab-agent merge` combines their results.
+    #[arg(long)]
+    pub segment: Option<String>,
+    /// The test's id (default: `loadtest_<UTC time>`); a segment's results dir is
+    /// `<id>-s<I>of<N>`.
+    #[arg(long)]
+    pub test_id: Option<String>,
+    /// Unix time (seconds) to start at, so that the agents of a split test start together.
+    #[arg(long)]
+    pub start_at: Option<f64>,
     /// Where `<test_id>/` goes.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
@@ -227,6 +294,38 @@ impl RunArgs {
         {
             return Err(UsageError("--rate must be a positive number".into()));
         }
+        let segment = match &self.segment {
+            Some(s) => s
+                .parse::<Segment>()
+                .map_err(|e| UsageError(format!("--segment: {e}")))?,
+            None => Segment::WHOLE,
+        };
+        if let Some(id) = &self.test_id
+            && (id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                || id.starts_with('.'))
+        {
+            return Err(UsageError(format!(
+                "--test-id `{id}`: use letters, digits, `_`, `-` and `.` (it names a directory)"
+            )));
+        }
+        if let Some(t) = self.start_at
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(UsageError("--start-at: a unix time in seconds".into()));
+        }
+        if !scenario.is_open() && self.rate.is_none() {
+            let workers = self.workers.unwrap_or(scenario.workers);
+            if segment.workers(workers) == 0 {
+                return Err(UsageError(format!(
+                    "--segment {segment}: {workers} workers split {} ways leave this agent none; \
+                     give at least {} workers",
+                    segment.count, segment.count
+                )));
+            }
+        }
         let iterations = self.iterations.or(scenario.iterations);
         let inputs = InputResponses(scenario.input_responses_json());
         Ok(RunRequest {
@@ -248,7 +347,10 @@ impl RunArgs {
                     .unwrap_or_default(),
                 iterations,
                 inputs,
+                segment,
             },
+            test_id: self.test_id.clone(),
+            start_at: self.start_at,
             results_root: self.results_dir.clone(),
             thresholds,
             progress: if self.quiet {
@@ -397,6 +499,125 @@ fn report(dir: PathBuf) -> ExitCode {
     }
 }
 
+fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> ExitCode {
+    match crate::merge::merge(dirs, out, thresholds) {
+        Ok(m) => {
+            for w in &m.warnings {
+                eprintln!("sshlab-agent: merge: {w}");
+            }
+            print!("{}", sshlab_core::report::text::render(&m.summary));
+            println!("merged results: {}", out.display());
+            if !m.summary.run.complete {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else if m.summary.thresholds.iter().any(|t| !t.passed) {
+                ExitCode::from(EXIT_THRESHOLDS)
+            } else {
+                ExitCode::from(EXIT_OK)
+            }
+        }
+        Err(e @ crate::merge::MergeError::Threshold { .. }) => {
+            eprintln!("sshlab-agent: merge: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("sshlab-agent: merge: {e}");
+            ExitCode::from(EXIT_RUN_ERROR)
+        }
+    }
+}
+
+fn k8s_job(args: K8sJobArgs) -> ExitCode {
+    let K8sJobArgs {
+        segments,
+        image,
+        results_claim,
+        test_id,
+        start_in_s,
+        run_args,
+    } = args;
+    if segments == 0 {
+        eprintln!("sshlab-agent: k8s-job: --segments must be at least 1");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(bad) = run_args.iter().find(|a| {
+        matches!(
+            a.as_str(),
+            "--segment" | "--test-id" | "--start-at" | "--results-dir"
+        )
+    }) {
+        eprintln!("sshlab-agent: k8s-job: {bad} is set by the Job itself");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // The flags must make a valid run (checked now, not in N pods later).
+    let probe = ["sshlab-agent", "run"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(run_args.iter().cloned());
+    if let Err(e) = Cli::try_parse_from(probe) {
+        eprintln!("sshlab-agent: k8s-job: the run flags do not parse: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let test_id = test_id.unwrap_or_else(|| crate::results::test_id(now as f64));
+    print!(
+        "{}",
+        crate::k8s::manifest(&crate::k8s::JobSpec {
+            segments,
+            image,
+            results_claim,
+            test_id,
+            start_at: now + start_in_s,
+            run_args,
+        })
+    );
+    ExitCode::from(EXIT_OK)
+}
+
+fn compare(
+    baseline: &Path,
+    candidate: &Path,
+    bounds: &[String],
+    junit: Option<PathBuf>,
+) -> ExitCode {
+    use sshlab_core::results::compare::{self, Bound};
+    let mut parsed = Vec::new();
+    for b in bounds {
+        match b.parse::<Bound>() {
+            Ok(b) => parsed.push(b),
+            Err(e) => {
+                eprintln!("sshlab-agent: compare: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let (Some(base), Some(cand)) = (
+        crate::results::read_summary(baseline),
+        crate::results::read_summary(candidate),
+    ) else {
+        eprintln!(
+            "sshlab-agent: compare: {} and {} must both hold a summary.json",
+            baseline.display(),
+            candidate.display()
+        );
+        return ExitCode::from(EXIT_RUN_ERROR);
+    };
+    let verdicts = compare::verdicts(&base, &cand, &parsed);
+    print!("{}", compare::render(&base, &cand, &verdicts));
+    let junit = junit.unwrap_or_else(|| candidate.join("compare-junit.xml"));
+    let xml = sshlab_core::report::junit::render_comparison(&base, &cand, &verdicts);
+    if let Err(e) = crate::collector::write_atomic(&junit, xml.as_bytes()) {
+        eprintln!("sshlab-agent: compare: {}: {e}", junit.display());
+        return ExitCode::from(EXIT_RUN_ERROR);
+    }
+    if verdicts.iter().all(|v| v.passed) {
+        ExitCode::from(EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_THRESHOLDS)
+    }
+}
+
 /// Run the parsed command line.
 pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -404,5 +625,17 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::List => list(),
         Command::Report { dir } => report(dir),
         Command::Serve(args) => crate::serve::main(args).await,
+        Command::Merge {
+            dirs,
+            out,
+            thresholds,
+        } => merge(&dirs, &out, &thresholds),
+        Command::K8sJob(args) => k8s_job(args),
+        Command::Compare {
+            baseline,
+            candidate,
+            bounds,
+            junit,
+        } => compare(&baseline, &candidate, &bounds, junit),
     }
 }

@@ -67,13 +67,13 @@ impl Jsonl {
 
 /// Writes the HdrHistogram interval log on its own thread (the log writer borrows its
 /// output and serializer for its whole life, which a thread owns naturally).
-struct HlogWriter {
+pub(crate) struct HlogWriter {
     tx: Option<std::sync::mpsc::Sender<(IntervalStats, Histogram<u64>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HlogWriter {
-    fn start(path: PathBuf, start: SystemTime) -> std::io::Result<Self> {
+    pub(crate) fn start(path: PathBuf, start: SystemTime) -> std::io::Result<Self> {
         let mut file = BufWriter::new(File::create(&path)?);
         let (tx, rx) = std::sync::mpsc::channel::<(IntervalStats, Histogram<u64>)>();
         let thread = std::thread::spawn(move || {
@@ -106,7 +106,7 @@ impl HlogWriter {
         })
     }
 
-    fn send(&self, closed: Vec<(IntervalStats, Histogram<u64>)>) {
+    pub(crate) fn send(&self, closed: Vec<(IntervalStats, Histogram<u64>)>) {
         if let Some(tx) = &self.tx {
             for c in closed {
                 let _ = tx.send(c);
@@ -114,7 +114,7 @@ impl HlogWriter {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -6,13 +6,17 @@
 //! [`engine`] (workers, closed or open model, one [`mcp`] client each) → a channel of
 //! records → [`collector`] (`w<N>.jsonl`, the HDR aggregate, the `.hlog`, progress) → [`run`]
 //! (summary, [`thresholds`], [`scrape`]d server metrics, reports via [`results`]). [`cli`] and
-//! [`serve`] are the two ways in: the command line, and the Agent VM's control API.
+//! [`serve`] are the two ways in: the command line, and the Agent VM's control API. Across
+//! runs: [`merge`] combines the results of a test split across agents (or any runs), and
+//! `compare` (in sshlab-core) sets a candidate against a baseline.
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod collector;
 pub mod engine;
+pub mod k8s;
 pub mod mcp;
+pub mod merge;
 pub mod results;
 pub mod run;
 pub mod scrape;

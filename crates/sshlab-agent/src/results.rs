@@ -10,8 +10,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use hdrhistogram::Histogram;
 use sshlab_core::report;
-use sshlab_core::results::{Aggregate, Record, RunInfo, Summary};
+use sshlab_core::results::{Aggregate, IntervalStats, Record, RunInfo, Summary};
 
 use crate::collector::write_atomic;
 
@@ -110,9 +111,8 @@ pub struct Rebuilt {
     pub skipped_lines: u64,
 }
 
-/// Rebuild the summary of a results dir from its `w<N>.jsonl` files, merged in completion
-/// order (each file is already in completion order).
-pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
+/// The record files (`w<N>.jsonl`) of a results dir, sorted.
+pub fn record_files(dir: &Path) -> Result<Vec<PathBuf>, ResultsError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(Result::ok)
@@ -125,8 +125,30 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Records of several files, folded into one aggregate in completion order (each file is
+/// already in completion order; a k-way merge keeps memory to one record per file).
+#[derive(Debug)]
+pub struct Folded {
+    /// The aggregate.
+    pub agg: Aggregate,
+    /// The last completion (unix s).
+    pub last: f64,
+    /// Lines that were not records (e.g. one cut short by a crash).
+    pub skipped_lines: u64,
+}
+
+/// Fold the records of `files` into an aggregate starting at `start` (default: the first
+/// record's intended start, or `start` if earlier); `closed` gets every finished interval.
+pub fn fold(
+    files: &[PathBuf],
+    start: Option<f64>,
+    mut closed: impl FnMut(Vec<(IntervalStats, Histogram<u64>)>),
+) -> Result<Folded, ResultsError> {
     let mut readers = Vec::new();
-    for f in &files {
+    for f in files {
         readers.push(BufReader::new(File::open(f).map_err(io(f))?).lines());
     }
     let mut skipped = 0u64;
@@ -151,24 +173,50 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
             heap.push(n);
         }
     }
-    let old: Option<Summary> = std::fs::read(dir.join("summary.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let first = heap.peek().map(|n| n.rec.intended_ts);
+    let first = heap.iter().map(|n| n.rec.intended_ts).reduce(f64::min);
     let Some(first) = first else {
-        return Err(ResultsError::Empty(dir.to_owned()));
+        return Err(ResultsError::Empty(
+            files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_owned)
+                .unwrap_or_default(),
+        ));
     };
-    let start = old.as_ref().map_or(first, |s| s.run.started_at.min(first));
+    let start = start.map_or(first, |s| s.min(first));
     let mut agg = Aggregate::new(start);
     let mut last = start;
     while let Some(Next { rec, src }) = heap.pop() {
         last = last.max(rec.ts);
-        agg.add(&rec);
+        closed(agg.add(&rec));
         if let Some(n) = next_of(src, &mut readers, &mut skipped) {
             heap.push(n);
         }
     }
-    agg.finish();
+    closed(agg.finish());
+    Ok(Folded {
+        agg,
+        last,
+        skipped_lines: skipped,
+    })
+}
+
+/// A results dir's `summary.json`, when it has a readable one.
+pub fn read_summary(dir: &Path) -> Option<Summary> {
+    std::fs::read(dir.join("summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Rebuild the summary of a results dir from its `w<N>.jsonl` files, merged in completion
+/// order (each file is already in completion order).
+pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
+    let files = record_files(dir)?;
+    let old = read_summary(dir);
+    let folded = fold(&files, old.as_ref().map(|s| s.run.started_at), |_| {})
+        .map_err(|_| ResultsError::Empty(dir.to_owned()))?;
+    let (agg, last) = (folded.agg, folded.last);
+    let start = agg.start();
     let run = old.as_ref().map_or_else(
         || RunInfo {
             test_id: dir
@@ -191,7 +239,7 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
     }
     Ok(Rebuilt {
         summary,
-        skipped_lines: skipped,
+        skipped_lines: folded.skipped_lines,
     })
 }
 

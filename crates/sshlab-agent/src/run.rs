@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sshlab_core::results::{RunInfo, Summary};
 use tokio::sync::mpsc;
@@ -15,6 +15,7 @@ use crate::engine::{self, Clock, RunSettings};
 use crate::mcp::McpError;
 use crate::results::{self, ResultsError};
 use crate::scenario::Scenario;
+use crate::scenario::segment::Segment;
 use crate::scrape::Scraper;
 use crate::thresholds::Threshold;
 use sshlab_core::results::server_metrics;
@@ -45,6 +46,10 @@ pub struct RunRequest {
     pub server_cpus_shared: bool,
     /// A results dir already created for this run (`serve` names the job before it starts).
     pub dir: Option<(String, PathBuf)>,
+    /// The test's id, shared by the agents of a split test (default: made from the time).
+    pub test_id: Option<String>,
+    /// Unix time to start at (the agents of a split test start together).
+    pub start_at: Option<f64>,
 }
 
 /// Why a run could not produce results at all.
@@ -113,11 +118,37 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             })?;
         thresholds.push(t);
     }
+    if let Some(at) = req.start_at {
+        let wait = at
+            - SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        if wait > 0.0 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+    }
     let clock = Clock::start();
-    let (test_id, dir) = match req.dir.clone() {
+    let segment = req.settings.segment;
+    let split = segment != Segment::WHOLE;
+    let (dir_name, dir) = match req.dir.clone() {
         Some(d) => d,
-        None => results::create_dir(&req.results_root, &results::test_id(clock.unix_start()))?,
+        None => {
+            let id = req
+                .test_id
+                .clone()
+                .unwrap_or_else(|| results::test_id(clock.unix_start()));
+            let name = if split {
+                format!("{id}-s{}of{}", segment.index, segment.count)
+            } else {
+                id
+            };
+            results::create_dir(&req.results_root, &name)?
+        }
     };
+    let test_id = req.test_id.clone().unwrap_or(dir_name);
     let phases = engine::plan(&req.scenario, &req.settings);
     let planned: Duration = phases.iter().map(|p| p.duration).sum();
     let run_info = RunInfo {
@@ -133,11 +164,17 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         target_rate: req.settings.rate.or(req.scenario.rate),
         mcp_url: req.settings.mcp_url.clone(),
         protocol: String::new(),
-        started_at: clock.unix_start(),
+        // With --start-at, exactly that: the split test's agents share their interval bounds.
+        started_at: req
+            .start_at
+            .filter(|at| (clock.unix_start() - at).abs() < 1.0)
+            .unwrap_or(clock.unix_start()),
         ended_at: clock.unix_start(),
         complete: false,
         incomplete_reason: Some("still running".into()),
         late_starts: 0,
+        segment: split.then_some(segment),
+        merged_from: Vec::new(),
     };
     // Fail fast, before anything is measured, when the server can't be reached.
     let probe = engine::connect(&req.settings, 0)

@@ -642,6 +642,7 @@ mod tests {
                 error: failed.then(|| "request timed out".into()),
                 port: None,
                 phase: None,
+                segment: None,
             });
         }
         agg.finish();

@@ -395,39 +395,6 @@ mod tests {
         lab.server.stop().await.expect("stops");
     }
 
-    /// SIGSTOP/SIGCONT every process of the sshd fixture's tree (it is the init of its own
-    /// PID namespace; its sessions are its descendants).
-    fn signal_tree(root: u32, sig: Signal) {
-        let mut pids = vec![root];
-        let mut i = 0;
-        while i < pids.len() {
-            let parent = pids[i];
-            for e in std::fs::read_dir("/proc")
-                .expect("proc")
-                .filter_map(Result::ok)
-            {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                    continue;
-                };
-                let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-                    continue;
-                };
-                if rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
-                    && !pids.contains(&pid)
-                {
-                    pids.push(pid);
-                }
-            }
-            i += 1;
-        }
-        for p in pids {
-            let _ = kill(Pid::from_raw(p as i32), sig);
-        }
-    }
-
     #[tokio::test]
     async fn a_server_stall_shows_in_corrected_latency_only() {
         let lab = lab(&[]).await;
@@ -454,9 +421,9 @@ mod tests {
             .expect("agent");
         tokio::time::sleep(Duration::from_millis(2000)).await;
         let sshd_pid = lab.sshd.pid();
-        signal_tree(sshd_pid, Signal::SIGSTOP);
+        sshlab_testkit::signal_process_tree(sshd_pid, Signal::SIGSTOP);
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        signal_tree(sshd_pid, Signal::SIGCONT);
+        sshlab_testkit::signal_process_tree(sshd_pid, Signal::SIGCONT);
         let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
             .await
             .expect("join");

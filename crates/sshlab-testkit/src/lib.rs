@@ -114,6 +114,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Send `sig` to `root` and every descendant of it (found through `/proc`), e.g. SIGSTOP and
+/// SIGCONT to stall a server for a while. Processes that are gone by then are skipped.
+pub fn signal_process_tree(root: u32, sig: nix::sys::signal::Signal) {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent pid is the second field after the `(comm)`, which may hold spaces.
+            let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+                continue;
+            };
+            if rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+                && !pids.contains(&pid)
+            {
+                pids.push(pid);
+            }
+        }
+        i += 1;
+    }
+    for p in pids {
+        if let Ok(p) = i32::try_from(p) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

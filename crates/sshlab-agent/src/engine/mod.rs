@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::mcp::{ClientOptions, InputResponses, McpClient, McpError, Protocol};
+use crate::scenario::segment::Segment;
 use crate::scenario::{Ports, Scenario};
 use pacer::{RateShape, Schedule};
 use worker::{Target, Worker};
@@ -85,6 +86,8 @@ pub struct RunSettings {
     pub iterations: Option<u64>,
     /// Answers to a server's input requests (the scenario's `input_responses`).
     pub inputs: InputResponses,
+    /// This agent's share of a test split across agents (`Segment::WHOLE`: all of it).
+    pub segment: Segment,
 }
 
 /// One phase, resolved.
@@ -163,6 +166,16 @@ pub fn plan(s: &Scenario, cfg: &RunSettings) -> Vec<Phase> {
                 port,
             });
         }
+    }
+    // One agent of N: its share of every phase's workers (an open-model phase keeps at least
+    // one: its workers only carry the arrivals, which the schedule splits).
+    for p in &mut phases {
+        let share = cfg.segment.workers(p.workers);
+        p.workers = if p.rate.is_some() {
+            share.max(1)
+        } else {
+            share
+        };
     }
     phases
 }
@@ -286,10 +299,10 @@ pub async fn run(
         let deadline = start + phase.duration;
         let schedule = phase.rate.as_ref().map(|shape| {
             (
-                Arc::new(Mutex::new(Schedule::new(
-                    shape,
-                    phase.duration.as_secs_f64(),
-                ))),
+                Arc::new(Mutex::new(
+                    Schedule::new(shape, phase.duration.as_secs_f64())
+                        .striped(cfg.segment.first_arrival(), u64::from(cfg.segment.count)),
+                )),
                 start,
             )
         });
@@ -310,6 +323,7 @@ pub async fn run(
                 clock,
                 iterations: cfg.iterations.filter(|_| schedule.is_none()),
                 label: format!("w{index}"),
+                segment: (cfg.segment != Segment::WHOLE).then_some(cfg.segment),
             };
             tasks.spawn(w.run());
         }
@@ -341,6 +355,7 @@ mod tests {
             netem_ports: vec![2322, 2323],
             iterations: None,
             inputs: InputResponses::default(),
+            segment: Segment::WHOLE,
         }
     }
 

@@ -38,7 +38,10 @@ struct Segment {
 pub struct Schedule {
     segments: Vec<Segment>,
     end: f64,
+    /// Index (in the whole schedule) of the next arrival handed out.
     n: u64,
+    /// Arrivals between two handed out: 1, or N for one agent of N (`--segment`).
+    stride: u64,
 }
 
 impl Schedule {
@@ -80,7 +83,17 @@ impl Schedule {
             segments,
             end: duration_s,
             n: 0,
+            stride: 1,
         }
+    }
+
+    /// Only the arrivals `first`, `first + stride`, `first + 2·stride`, … of this schedule:
+    /// one agent's share when `stride` agents share it (k6's execution-segment striping: the
+    /// agents' arrivals together are exactly this schedule's).
+    pub fn striped(mut self, first: u64, stride: u64) -> Self {
+        self.n = first;
+        self.stride = stride.max(1);
+        self
     }
 
     /// The due time (seconds from the phase start) of the next arrival, or `None` when the
@@ -107,13 +120,8 @@ impl Schedule {
         if t >= self.end {
             return None;
         }
-        self.n += 1;
+        self.n += self.stride;
         Some(t)
-    }
-
-    /// Arrivals handed out so far.
-    pub fn issued(&self) -> u64 {
-        self.n
     }
 }
 
@@ -158,5 +166,29 @@ mod tests {
     fn zero_rate_yields_nothing() {
         let mut s = Schedule::new(&RateShape::Constant(0.0), 10.0);
         assert_eq!(s.next(), None);
+    }
+
+    /// Three stripes of a ramp are, together, exactly the ramp's arrivals.
+    #[test]
+    fn stripes_add_up_to_the_whole_schedule() {
+        let shape = RateShape::Ramp {
+            start: 10.0,
+            stages: vec![Stage {
+                duration_s: 7.0,
+                target: 333.0,
+            }],
+        };
+        let whole: Vec<f64> = {
+            let mut s = Schedule::new(&shape, 9.5);
+            std::iter::from_fn(|| s.next()).collect()
+        };
+        let mut parts: Vec<f64> = (0..3)
+            .flat_map(|i| {
+                let mut s = Schedule::new(&shape, 9.5).striped(i, 3);
+                std::iter::from_fn(move || s.next()).collect::<Vec<_>>()
+            })
+            .collect();
+        parts.sort_by(f64::total_cmp);
+        assert_eq!(parts, whole);
     }
 }

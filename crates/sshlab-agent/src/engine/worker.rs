@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::Clock;
 use super::pacer::Schedule;
 use crate::mcp::{McpClient, ToolResult};
+use crate::scenario::segment::Segment;
 use crate::scenario::{Mode, OpSpec, Scenario, template};
 
 /// A start later than this past its due time counts as late.
@@ -65,6 +66,8 @@ pub struct Worker {
     pub iterations: Option<u64>,
     /// `w<index>`, the records' worker label (made once, not per record).
     pub label: String,
+    /// This agent's segment, when the test is split across agents.
+    pub segment: Option<Segment>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -293,6 +296,7 @@ impl Worker {
             error,
             port: Some(self.port),
             phase: self.phase.clone(),
+            segment: self.segment,
         };
         self.tx.send(record).await.is_ok()
     }

@@ -98,6 +98,52 @@ pub fn render(s: &Summary) -> String {
     out
 }
 
+/// JUnit XML of a comparison (`sshlab-agent compare`): one testcase per regression bound,
+/// failed when the candidate crossed it.
+pub fn render_comparison(
+    baseline: &Summary,
+    candidate: &Summary,
+    verdicts: &[crate::results::compare::Verdict],
+) -> String {
+    let failures = verdicts.iter().filter(|v| !v.passed).count();
+    let tests = verdicts.len();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        r#"<testsuites name="sshlab-compare" tests="{tests}" failures="{failures}" errors="0">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"  <testsuite name="regression bounds" id="{} vs {}" tests="{tests}" failures="{failures}" errors="0" skipped="0">"#,
+        escape(&candidate.run.test_id),
+        escape(&baseline.run.test_id)
+    );
+    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+    for v in verdicts {
+        let _ = write!(
+            out,
+            r#"    <testcase classname="sshlab.compare" name="{}""#,
+            escape(&v.bound.expr)
+        );
+        if v.passed {
+            out.push_str("/>\n");
+        } else {
+            let msg = format!(
+                "baseline {} candidate {}",
+                show(v.baseline),
+                show(v.candidate)
+            );
+            let _ = writeln!(
+                out,
+                r#"><failure message="{m}" type="regression">{m}</failure></testcase>"#,
+                m = escape(&msg)
+            );
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

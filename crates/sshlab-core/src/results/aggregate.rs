@@ -291,6 +291,7 @@ mod tests {
             error: (!ok).then(|| format!("timed out after {ms} ms")),
             port,
             phase: port.map(|p| format!("port={p}")),
+            segment: None,
         }
     }
 

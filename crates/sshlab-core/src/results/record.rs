@@ -50,6 +50,9 @@ pub struct Record {
     /// Phase label (e.g. `workers=5` in connection_rate, `port=2322` in latency_test).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// The agent's segment when a test is split across agents (`1/3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<crate::scenario::segment::Segment>,
 }
 
 impl Record {
@@ -75,6 +78,7 @@ mod tests {
             status: Status::Success,
             error_kind: None,
             error: None,
+            segment: None,
             port: Some(2222),
             phase: None,
         };

@@ -45,6 +45,13 @@ pub struct RunInfo {
     pub incomplete_reason: Option<String>,
     /// Open model: scheduled starts that no worker was free to make on time.
     pub late_starts: u64,
+    /// This agent's share of a test split across agents (`1/3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<crate::scenario::segment::Segment>,
+    /// The runs a merged result was made of (`sshlab-agent merge`): their test ids and
+    /// segments, as `test_id` or `test_id segment I/N`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 /// Totals of a run or group.
@@ -317,6 +324,7 @@ mod tests {
                 error: (i == 3).then(|| "pool exhausted for u@h:2222 (20/20)".into()),
                 port: Some(2222),
                 phase: None,
+                segment: None,
             });
         }
         agg.finish();

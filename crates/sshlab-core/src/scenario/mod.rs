@@ -14,6 +14,7 @@
 //! structured result (default `session_id`) as a handle; ops that `needs` one get it as
 //! `{{session}}`; an op that `consumes` one gives it up. See [`template`] for placeholders.
 
+pub mod segment;
 pub mod template;
 
 use std::collections::BTreeMap;

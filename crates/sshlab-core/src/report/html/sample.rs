@@ -94,6 +94,8 @@ pub(super) fn sample() -> Summary {
             complete: true,
             incomplete_reason: None,
             late_starts: 0,
+            segment: None,
+            merged_from: Vec::new(),
         },
         duration_s: 240.3,
         totals: Totals {

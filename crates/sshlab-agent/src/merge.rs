@@ -1,0 +1,213 @@
+//! `sshlab-agent merge DIR... --out DIR`: the results of several runs as one. Usually the
+//! segments of one test split across agents (`--segment I/N`), or any runs to pool.
+//!
+//! Exact, because it re-reads the records: every input's `w<N>.jsonl` files are folded in
+//! completion order into one aggregate. So the merged histograms are the sum of the parts, its
+//! interval log is rebuilt by time, and its counts and error messages are the sums. Thresholds
+//! (the inputs' and `--threshold`'s) are evaluated again on the merged data, and every report
+//! is written as for a single run.
+//!
+//! What the merge checks: that the inputs are one test's segments (same test id and segment
+//! count, each segment once); a missing or repeated segment, an input that did not complete,
+//! or runs of different tests make the merged result incomplete, and say why. The records are
+//! copied in as `w<N>-<input>.jsonl`, so `sshlab-agent report` can rebuild it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sshlab_core::results::Summary;
+
+use crate::collector::{HLOG, HlogWriter};
+use crate::results::{self, ResultsError};
+use crate::thresholds::Threshold;
+
+/// Why a merge could not be made at all.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// Reading or writing results failed.
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    /// No input.
+    #[error("merge needs at least one results directory")]
+    NoInput,
+    /// The output directory exists and is not empty.
+    #[error("{0}: the output directory exists and is not empty")]
+    OutNotEmpty(PathBuf),
+    /// A threshold does not parse.
+    #[error("threshold `{expr}`: {message}")]
+    Threshold {
+        /// As given.
+        expr: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a merge produced.
+#[derive(Debug)]
+pub struct Merged {
+    /// The merged summary (also written to the output directory).
+    pub summary: Summary,
+    /// Problems that make it incomplete, or worth knowing (also in the summary's reason).
+    pub warnings: Vec<String>,
+    /// Lines that were not records.
+    pub skipped_lines: u64,
+}
+
+/// Merge the runs in `dirs` into `out`, evaluating `thresholds` and the inputs' own.
+pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merged, MergeError> {
+    if dirs.is_empty() {
+        return Err(MergeError::NoInput);
+    }
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(MergeError::OutNotEmpty(out.to_owned()));
+    }
+    let inputs: Vec<(PathBuf, Option<Summary>)> = dirs
+        .iter()
+        .map(|d| (d.clone(), results::read_summary(d)))
+        .collect();
+    let mut warnings = check(&inputs);
+
+    let mut exprs: Vec<String> = thresholds.to_vec();
+    for s in inputs.iter().filter_map(|(_, s)| s.as_ref()) {
+        for t in &s.thresholds {
+            if !exprs.contains(&t.expr) {
+                exprs.push(t.expr.clone());
+            }
+        }
+    }
+    let mut parsed = Vec::new();
+    for expr in &exprs {
+        let t: Threshold = expr
+            .parse()
+            .and_then(|t: Threshold| t.validate().map(|()| t))
+            .map_err(|e| MergeError::Threshold {
+                expr: expr.clone(),
+                message: e.to_string(),
+            })?;
+        parsed.push(t);
+    }
+
+    let mut files = Vec::new();
+    for (d, _) in &inputs {
+        files.extend(results::record_files(d)?);
+    }
+    std::fs::create_dir_all(out).map_err(|source| ResultsError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+    let start = inputs
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|s| s.run.started_at))
+        .reduce(f64::min);
+    let start_wall =
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(start.unwrap_or(0.0).max(0.0));
+    let hlog_path = out.join(HLOG);
+    let mut hlog =
+        HlogWriter::start(hlog_path.clone(), start_wall).map_err(|source| ResultsError::Io {
+            path: hlog_path,
+            source,
+        })?;
+    let folded = results::fold(&files, start, |closed| hlog.send(closed))?;
+    hlog.finish();
+    if folded.skipped_lines > 0 {
+        warnings.push(format!(
+            "{} unreadable record line(s) skipped (e.g. cut short by a crash)",
+            folded.skipped_lines
+        ));
+    }
+    // The records, for `report` to rebuild from (one file per input and worker).
+    for (i, f) in files.iter().enumerate() {
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("w");
+        let to = out.join(format!("{stem}-{i}.jsonl"));
+        std::fs::copy(f, &to).map_err(|source| ResultsError::Io { path: to, source })?;
+    }
+
+    let summaries: Vec<&Summary> = inputs.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    let mut run = summaries.first().map(|s| s.run.clone()).unwrap_or_default();
+    run.started_at = folded.agg.start();
+    run.ended_at = summaries
+        .iter()
+        .map(|s| s.run.ended_at)
+        .fold(folded.last, f64::max);
+    run.workers = summaries.iter().map(|s| s.run.workers).sum();
+    run.target_rate = summaries
+        .iter()
+        .map(|s| s.run.target_rate)
+        .try_fold(0.0, |acc, r| r.map(|r| acc + r));
+    run.late_starts = summaries.iter().map(|s| s.run.late_starts).sum();
+    run.segment = None;
+    run.merged_from = inputs
+        .iter()
+        .map(|(d, s)| match s {
+            Some(s) => match s.run.segment {
+                Some(seg) => format!("{} segment {seg}", s.run.test_id),
+                None => s.run.test_id.clone(),
+            },
+            None => format!("{} (no summary.json)", d.display()),
+        })
+        .collect();
+    run.complete = warnings.is_empty();
+    run.incomplete_reason = (!warnings.is_empty()).then(|| warnings.join("; "));
+    let mut summary = Summary::build(run, &folded.agg);
+    summary.thresholds = parsed.iter().map(|t| t.evaluate(&summary)).collect();
+    results::write_all(out, &summary)?;
+    Ok(Merged {
+        summary,
+        warnings,
+        skipped_lines: folded.skipped_lines,
+    })
+}
+
+/// What keeps the inputs from being exactly one whole test.
+fn check(inputs: &[(PathBuf, Option<Summary>)]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (d, s) in inputs {
+        match s {
+            None => warnings.push(format!(
+                "{}: no summary.json (a crashed agent?)",
+                d.display()
+            )),
+            Some(s) if !s.run.complete => warnings.push(format!(
+                "{}: incomplete ({})",
+                d.display(),
+                s.run
+                    .incomplete_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            )),
+            Some(_) => {}
+        }
+    }
+    let summaries: Vec<&Summary> = inputs.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    let ids: BTreeSet<&str> = summaries.iter().map(|s| s.run.test_id.as_str()).collect();
+    if ids.len() > 1 {
+        warnings.push(format!(
+            "runs of different tests pooled: {}",
+            ids.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let segments: Vec<_> = summaries.iter().filter_map(|s| s.run.segment).collect();
+    if !segments.is_empty() {
+        let counts: BTreeSet<u32> = segments.iter().map(|s| s.count).collect();
+        if counts.len() > 1 || segments.len() != summaries.len() {
+            warnings.push("the inputs are not segments of one split (their counts differ)".into());
+        } else if let Some(&n) = counts.first() {
+            let mut seen = BTreeSet::new();
+            for s in &segments {
+                if !seen.insert(s.index) {
+                    warnings.push(format!("segment {s} given twice"));
+                }
+            }
+            let missing: Vec<String> = (0..n)
+                .filter(|i| !seen.contains(i))
+                .map(|i| format!("{i}/{n}"))
+                .collect();
+            if !missing.is_empty() {
+                warnings.push(format!("segment {} missing", missing.join(", ")));
+            }
+        }
+    }
+    warnings
+}

@@ -1,0 +1,371 @@
+//! Beyond one agent, with the real agent binary against the real mcp-ssh-server: one test split
+//! across three agents (`--segment I/3`) and merged exactly (checked against the union of the
+//! records and, independently, with the PyPI `hdrhistogram` decoder reading the `.hlog` files),
+//! a missing segment marking the merge incomplete, `compare` catching a server that stalls, and
+//! the Kubernetes Job manifest validated offline against the Kubernetes schemas.
+//!
+//! The independent checkers come from `scripts/install-deps oracle` (`$SSHLAB_TOOLS/bin`).
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use clap::Parser;
+    use nix::sys::signal::Signal;
+    use sshlab_core::results::{Aggregate, LatencyStats, Record, Summary};
+    use sshlab_testkit::SshdBuilder;
+
+    const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
+
+    async fn server() -> mcp_ssh_server::Running {
+        let opts = mcp_ssh_server::Opts::parse_from([
+            "mcp-ssh-server",
+            "--bind",
+            "127.0.0.1:0",
+            "--profile",
+            "loadtest",
+            "--rate-limit-per-min",
+            "0",
+            "--global-rate-limit-per-min",
+            "0",
+        ]);
+        mcp_ssh_server::start(mcp_ssh_server::Config::resolve(&opts).expect("config"))
+            .await
+            .expect("server")
+    }
+
+    /// An independent checker installed by `scripts/install-deps oracle`.
+    fn oracle(name: &str) -> PathBuf {
+        let tools = std::env::var_os("SSHLAB_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                if nix::unistd::Uid::effective().is_root() {
+                    PathBuf::from("/opt/sshlab-tools")
+                } else {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/sshlab-tools")
+                }
+            });
+        let p = tools.join("bin").join(name);
+        assert!(
+            p.exists(),
+            "{} is missing: run scripts/install-deps oracle",
+            p.display()
+        );
+        p
+    }
+
+    fn ok(out: &Output) {
+        assert!(
+            out.status.success(),
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn summary(dir: &Path) -> Summary {
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
+            .expect("summary parses")
+    }
+
+    fn records(dir: &Path) -> Vec<Record> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
+            if e.path().extension().is_some_and(|x| x == "jsonl") {
+                for line in std::fs::read_to_string(e.path()).expect("read").lines() {
+                    out.push(serde_json::from_str(line).expect("record"));
+                }
+            }
+        }
+        out
+    }
+
+    fn now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    async fn run(cmd: Command) -> Output {
+        let mut cmd = cmd;
+        tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+            .await
+            .expect("join")
+    }
+
+    /// Three agents, each `--segment I/3` of one open-model test at 150 arrivals/s for 4 s,
+    /// started together: the merge has the whole test's arrivals (600, ±1%), exactly the sum of
+    /// the parts' records, the percentiles of their union, and an interval log whose
+    /// histograms (read by the independent hdrhistogram decoder) add up to the parts'. A merge
+    /// without segment 1 says it is incomplete.
+    #[tokio::test]
+    async fn three_segments_merge_into_the_whole_test() {
+        let srv = server().await;
+        let root = tempfile::tempdir().expect("tmp");
+        let scenario = root.path().join("cheap.toml");
+        std::fs::write(
+            &scenario,
+            "name = \"cheap\"\nduration_s = 4\n[[op]]\ntool = \"ssh_list_sessions\"\n",
+        )
+        .expect("write");
+        let start_at = format!("{:.3}", now() + 2.0);
+        let mut agents = Vec::new();
+        for i in 0..3 {
+            let mut c = Command::new(AGENT);
+            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
+                .args(["--target-host", "127.0.0.1", "--scenario-file"])
+                .arg(&scenario)
+                .args([
+                    "--rate",
+                    "150",
+                    "--workers",
+                    "6",
+                    "--protocol",
+                    "2026-07-28",
+                ])
+                .args(["--segment", &format!("{i}/3"), "--test-id", "split1"])
+                .args(["--start-at", &start_at, "--quiet", "--results-dir"])
+                .arg(root.path())
+                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            agents.push(c.spawn().expect("agent"));
+        }
+        for a in agents {
+            let out = tokio::task::spawn_blocking(move || a.wait_with_output().expect("wait"))
+                .await
+                .expect("join");
+            ok(&out);
+        }
+        let parts: Vec<PathBuf> = (0..3)
+            .map(|i| root.path().join(format!("split1-s{i}of3")))
+            .collect();
+        let mut union = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let s = summary(p);
+            assert_eq!(s.run.test_id, "split1");
+            assert_eq!(s.run.segment.map(|g| g.to_string()), Some(format!("{i}/3")));
+            assert_eq!(s.run.workers, 2, "a third of 6 workers");
+            let recs = records(p);
+            assert!(recs.iter().all(|r| r.segment == s.run.segment));
+            union.extend(recs);
+        }
+        let sum: u64 = parts.iter().map(|p| summary(p).totals.requests).sum();
+
+        let out_dir = root.path().join("merged");
+        let mut c = Command::new(AGENT);
+        c.arg("merge").args(&parts).arg("--out").arg(&out_dir);
+        ok(&run(c).await);
+        let m = summary(&out_dir);
+        assert!(m.run.complete, "{:?}", m.run.incomplete_reason);
+        assert_eq!(m.totals.requests, sum, "the merge is the sum of its parts");
+        assert_eq!(m.totals.requests, union.len() as u64);
+        assert!(
+            m.totals.requests.abs_diff(600) <= 6,
+            "150/s for 4 s across three agents: {} arrivals",
+            m.totals.requests
+        );
+        assert_eq!((m.run.workers, m.run.target_rate), (6, Some(450.0)));
+        assert_eq!(m.run.merged_from.len(), 3);
+        // The percentiles of the union of every part's records.
+        union.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+        let mut agg = Aggregate::new(m.run.started_at);
+        for r in &union {
+            agg.add(r);
+        }
+        agg.finish();
+        let want = LatencyStats::of(&agg.all.corrected);
+        // (The mean went through summary.json: JSON does not promise its last bit.)
+        assert!(
+            (m.latency.mean - want.mean).abs() < 1e-9,
+            "{:?} vs {want:?}",
+            m.latency
+        );
+        let pick = |l: &LatencyStats| (l.count, l.min, l.p50, l.p90, l.p99, l.p999, l.max);
+        assert_eq!(
+            pick(&m.latency),
+            pick(&want),
+            "the union of the parts' records"
+        );
+
+        // Independently: the interval logs, decoded by the PyPI hdrhistogram package.
+        let script = r#"
+import sys
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+def total(path):
+    acc = HdrHistogram(1, 3600 * 1000 * 1000, 3)
+    reader = HistogramLogReader(path, acc)
+    while True:
+        h = reader.get_next_interval_histogram()
+        if h is None:
+            return acc
+        acc.add(h)
+parts = HdrHistogram(1, 3600 * 1000 * 1000, 3)
+for p in sys.argv[2:]:
+    parts.add(total(p))
+merged = total(sys.argv[1])
+print(merged.get_total_count(), parts.get_total_count())
+for q in (50, 99, 100):
+    print(merged.get_value_at_percentile(q), parts.get_value_at_percentile(q))
+"#;
+        let mut c = Command::new(oracle("oracle-python"));
+        c.arg("-c").arg(script).arg(out_dir.join("latency.hlog"));
+        for p in &parts {
+            c.arg(p.join("latency.hlog"));
+        }
+        let out = run(c).await;
+        ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        for l in &lines {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                v.first(),
+                v.get(1),
+                "merged vs the sum of the parts: {text}"
+            );
+        }
+        assert_eq!(
+            lines[0].split_whitespace().next(),
+            Some(m.totals.successes.to_string().as_str()),
+            "{text}"
+        );
+
+        // Segment 1 missing: merged, but marked incomplete, and the exit code says so.
+        let partial = root.path().join("partial");
+        let mut c = Command::new(AGENT);
+        c.args(["merge"])
+            .arg(&parts[0])
+            .arg(&parts[2])
+            .arg("--out")
+            .arg(&partial);
+        let out = run(c).await;
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = summary(&partial);
+        assert!(!p.run.complete);
+        let reason = p.run.incomplete_reason.unwrap_or_default();
+        assert!(reason.contains("segment 1/3 missing"), "{reason}");
+        assert!(
+            std::fs::read_to_string(partial.join("report.txt"))
+                .expect("report")
+                .contains("INCOMPLETE")
+        );
+        srv.stop().await.expect("stops");
+    }
+
+    /// `compare`: two runs of the same healthy setup pass a loose bound; a candidate during
+    /// which the SSH target is paused now and then (SIGSTOP/SIGCONT, as the coordinated-omission
+    /// test does) crosses `ssh_run_command.p99=+50%`: exit 99 and a JUnit failure.
+    #[tokio::test]
+    async fn compare_catches_a_stalling_server() {
+        let sshd = SshdBuilder::new()
+            .password_user("testuser", "testpass")
+            .start()
+            .expect("sshd fixture (root, openssh-server)");
+        let srv = server().await;
+        let root = tempfile::tempdir().expect("tmp");
+        let scenario = root.path().join("cmd.toml");
+        std::fs::write(
+            &scenario,
+            "name = \"cmd\"\nduration_s = 4\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n",
+        )
+        .expect("write");
+        let agent = |id: &str| {
+            let mut c = Command::new(AGENT);
+            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
+                .args([
+                    "--target-host",
+                    "127.0.0.1",
+                    "--target-port",
+                    &sshd.port.to_string(),
+                ])
+                .arg("--scenario-file")
+                .arg(&scenario)
+                .args(["--rate", "40", "--workers", "4", "--quiet", "--test-id", id])
+                .arg("--results-dir")
+                .arg(root.path())
+                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c
+        };
+        ok(&run(agent("base")).await);
+        ok(&run(agent("again")).await);
+        let compare = |cand: &str, bound: &str| {
+            let mut c = Command::new(AGENT);
+            c.arg("compare")
+                .arg(root.path().join("base"))
+                .arg(root.path().join(cand))
+                .args(["--max-regression", bound]);
+            c
+        };
+        let out = run(compare("again", "ssh_run_command.p99=+400%")).await;
+        ok(&out);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PASS ssh_run_command.p99=+400%"));
+
+        let child = agent("stalled").spawn().expect("agent");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            sshlab_testkit::signal_process_tree(sshd.pid(), Signal::SIGSTOP);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            sshlab_testkit::signal_process_tree(sshd.pid(), Signal::SIGCONT);
+        }
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+            .await
+            .expect("join");
+        ok(&out);
+        let out = run(compare("stalled", "ssh_run_command.p99=+50%")).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(99), "{stdout}");
+        assert!(stdout.contains("FAIL ssh_run_command.p99=+50%"), "{stdout}");
+        let junit =
+            std::fs::read_to_string(root.path().join("stalled/compare-junit.xml")).expect("junit");
+        assert!(junit.contains("<failure") && junit.contains("ssh_run_command.p99=+50%"));
+        srv.stop().await.expect("stops");
+    }
+
+    /// The Job manifest validates, strictly, against the schemas of a current Kubernetes
+    /// release (kubernetes-validate, offline). What is not validated here: that a cluster runs
+    /// it (none is available), that the image exists, or that the claim does.
+    #[tokio::test]
+    async fn the_kubernetes_job_validates() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = Command::new(AGENT);
+        c.args(["k8s-job", "--segments", "3", "--test-id", "split_1", "--"])
+            .args([
+                "--mcp-url",
+                "http://mcp.lab:3000/mcp",
+                "--scenario",
+                "quick",
+                "--rate",
+                "300",
+            ]);
+        let out = run(c).await;
+        ok(&out);
+        let manifest = dir.path().join("job.yaml");
+        std::fs::write(&manifest, &out.stdout).expect("write");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("completionMode: Indexed") && text.contains("$(SSHLAB_SEGMENT_INDEX)/3")
+        );
+        let mut c = Command::new(oracle("kubernetes-validate"));
+        c.args(["--strict", "-k", "1.37.0"]).arg(&manifest);
+        let out = run(c).await;
+        ok(&out);
+        // A run flag that does not parse is refused before any pod would run it.
+        let mut c = Command::new(AGENT);
+        c.args(["k8s-job", "--segments", "3", "--", "--no-such-flag"]);
+        assert_eq!(run(c).await.status.code(), Some(2));
+    }
+}

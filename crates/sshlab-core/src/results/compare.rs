@@ -1,0 +1,331 @@
+//! A candidate run against a baseline: per operation and per port, throughput, error rate and
+//! the latency percentiles side by side with their differences, and regression bounds that a
+//! CI job can fail on (`ssh_run_command.p99=+10%`: the candidate's p99 may be at most 10%
+//! above the baseline's).
+//!
+//! Latency is every completed operation's, failures included (`latency_all`), as thresholds
+//! judge it.
+
+use std::fmt::Write as _;
+
+use super::stats::LatencyStats;
+use super::summary::{GroupSummary, Summary};
+
+/// The metrics compared, in display order.
+pub const METRICS: [&str; 6] = ["rps", "error_rate", "p50", "p95", "p99", "max"];
+
+/// One group's figures in both runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `all`, `op <name>` or `port <n>`.
+    pub group: String,
+    /// Per metric of [`METRICS`]: (baseline, candidate); `None` where a run lacks the group.
+    pub values: Vec<(Option<f64>, Option<f64>)>,
+}
+
+/// A bound's limit on the change from baseline to candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// Relative, percent: `+10%` may rise at most 10%, `-10%` may fall at most 10%.
+    Percent(f64),
+    /// Absolute, in the metric's unit (ms, percentage points, requests/s).
+    Absolute(f64),
+}
+
+/// `[op.]metric=±N[%|ms|s]`, e.g. `ssh_run_command.p99=+10%`, `error_rate=+0.5`, `rps=-5%`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bound {
+    /// As given.
+    pub expr: String,
+    /// The operation, or the whole run.
+    pub op: Option<String>,
+    /// One of [`METRICS`].
+    pub metric: String,
+    /// The limit; its sign says which way is a regression.
+    pub limit: Limit,
+}
+
+/// Why a bound does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max; + bounds a rise, - a fall"
+)]
+pub struct BoundError(pub String);
+
+impl std::str::FromStr for Bound {
+    type Err = BoundError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BoundError(s.to_owned());
+        let (lhs, rhs) = s.split_once('=').ok_or_else(bad)?;
+        let lhs = lhs.trim();
+        let (op, metric) = match lhs.rsplit_once('.') {
+            Some((op, m)) if !op.is_empty() => (Some(op.to_owned()), m),
+            _ => (None, lhs),
+        };
+        if !METRICS.contains(&metric) {
+            return Err(bad());
+        }
+        let rhs = rhs.trim();
+        if !(rhs.starts_with('+') || rhs.starts_with('-')) {
+            return Err(bad());
+        }
+        let (num, limit): (&str, fn(f64) -> Limit) = if let Some(n) = rhs.strip_suffix('%') {
+            (n, Limit::Percent)
+        } else if let Some(n) = rhs.strip_suffix("ms") {
+            (n, Limit::Absolute)
+        } else if let Some(n) = rhs.strip_suffix('s') {
+            (n, |v| Limit::Absolute(v * 1000.0))
+        } else {
+            (rhs, Limit::Absolute)
+        };
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() {
+            return Err(bad());
+        }
+        Ok(Self {
+            expr: s.to_owned(),
+            op,
+            metric: metric.to_owned(),
+            limit: limit(v),
+        })
+    }
+}
+
+/// A bound checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The bound.
+    pub bound: Bound,
+    /// The baseline's value.
+    pub baseline: Option<f64>,
+    /// The candidate's value.
+    pub candidate: Option<f64>,
+    /// Whether the change stays within the bound (a value missing from either run fails).
+    pub passed: bool,
+}
+
+fn latency(l: &LatencyStats, metric: &str) -> Option<f64> {
+    (l.count > 0).then(|| l.get(metric)).flatten()
+}
+
+fn value(g: &GroupSummary, metric: &str) -> Option<f64> {
+    match metric {
+        "rps" => Some(g.totals.rps_avg),
+        "error_rate" => Some(g.totals.error_rate_percent),
+        m => latency(&g.latency_all, m),
+    }
+}
+
+fn whole(s: &Summary) -> GroupSummary {
+    GroupSummary {
+        name: "all".into(),
+        totals: s.totals.clone(),
+        latency: s.latency.clone(),
+        latency_uncorrected: s.latency_uncorrected.clone(),
+        latency_all: s.latency_all.clone(),
+        latency_all_uncorrected: s.latency_all_uncorrected.clone(),
+        errors: s.errors.clone(),
+    }
+}
+
+fn group<'a>(s: &'a [GroupSummary], name: &str) -> Option<&'a GroupSummary> {
+    s.iter().find(|g| g.name == name)
+}
+
+/// The figures of both runs: the whole run, each operation, each port.
+pub fn rows(base: &Summary, cand: &Summary) -> Vec<Row> {
+    let mut out = Vec::new();
+    let row = |label: String, b: Option<&GroupSummary>, c: Option<&GroupSummary>| Row {
+        group: label,
+        values: METRICS
+            .iter()
+            .map(|m| (b.and_then(|g| value(g, m)), c.and_then(|g| value(g, m))))
+            .collect(),
+    };
+    out.push(row("all".into(), Some(&whole(base)), Some(&whole(cand))));
+    let mut names: Vec<&str> = base.ops.iter().map(|g| g.name.as_str()).collect();
+    for g in &cand.ops {
+        if !names.contains(&g.name.as_str()) {
+            names.push(&g.name);
+        }
+    }
+    for n in names {
+        out.push(row(
+            format!("op {n}"),
+            group(&base.ops, n),
+            group(&cand.ops, n),
+        ));
+    }
+    let mut ports: Vec<&str> = base.ports.iter().map(|g| g.name.as_str()).collect();
+    for g in &cand.ports {
+        if !ports.contains(&g.name.as_str()) {
+            ports.push(&g.name);
+        }
+    }
+    if ports.len() > 1 {
+        for p in ports {
+            out.push(row(
+                format!("port {p}"),
+                group(&base.ports, p),
+                group(&cand.ports, p),
+            ));
+        }
+    }
+    out
+}
+
+/// Check `bounds` against the two runs.
+pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict> {
+    bounds
+        .iter()
+        .map(|b| {
+            let pick = |s: &Summary| match &b.op {
+                Some(op) => group(&s.ops, op).and_then(|g| value(g, &b.metric)),
+                None => value(&whole(s), &b.metric),
+            };
+            let (baseline, candidate) = (pick(base), pick(cand));
+            let passed = match (baseline, candidate) {
+                (Some(x), Some(y)) => {
+                    let allowed = match b.limit {
+                        Limit::Percent(p) => x * (1.0 + p / 100.0),
+                        Limit::Absolute(a) => x + a,
+                    };
+                    let rise =
+                        matches!(b.limit, Limit::Percent(p) | Limit::Absolute(p) if p >= 0.0);
+                    if rise { y <= allowed } else { y >= allowed }
+                }
+                _ => false,
+            };
+            Verdict {
+                bound: b.clone(),
+                baseline,
+                candidate,
+                passed,
+            }
+        })
+        .collect()
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn change(b: Option<f64>, c: Option<f64>) -> String {
+    match (b, c) {
+        (Some(b), Some(c)) if b.abs() > 0.0 => format!("{:+.1}%", (c - b) / b * 100.0),
+        (Some(b), Some(c)) => format!("{:+.2}", c - b),
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// The comparison as text: one block per group, then the bounds.
+pub fn render(base: &Summary, cand: &Summary, verdicts: &[Verdict]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "BASELINE  {} ({}, {} requests)\nCANDIDATE {} ({}, {} requests)\n(latency in ms, every operation incl. failures; error_rate in %; rps per second)",
+        base.run.test_id,
+        base.run.scenario,
+        base.totals.requests,
+        cand.run.test_id,
+        cand.run.scenario,
+        cand.totals.requests
+    );
+    for r in rows(base, cand) {
+        let _ = writeln!(out, "\n{}", r.group);
+        for (m, (b, c)) in METRICS.iter().zip(&r.values) {
+            let _ = writeln!(
+                out,
+                "  {m:<11}{:>14}{:>14}{:>11}",
+                fmt(*b),
+                fmt(*c),
+                change(*b, *c)
+            );
+        }
+    }
+    if !verdicts.is_empty() {
+        let _ = writeln!(out, "\nREGRESSION BOUNDS");
+        for v in verdicts {
+            let _ = writeln!(
+                out,
+                "  {} {:<36} baseline {} candidate {} ({})",
+                if v.passed { "PASS" } else { "FAIL" },
+                v.bound.expr,
+                fmt(v.baseline),
+                fmt(v.candidate),
+                change(v.baseline, v.candidate)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Totals;
+
+    fn lat(p99: f64) -> LatencyStats {
+        LatencyStats {
+            count: 100,
+            p50: p99 / 4.0,
+            p95: p99 / 2.0,
+            p99,
+            max: p99 * 2.0,
+            ..LatencyStats::default()
+        }
+    }
+
+    fn run(p99: f64, rps: f64) -> Summary {
+        Summary {
+            totals: Totals {
+                requests: 100,
+                rps_avg: rps,
+                ..Totals::default()
+            },
+            latency_all: lat(p99),
+            ops: vec![GroupSummary {
+                name: "ssh_run_command".into(),
+                totals: Totals {
+                    rps_avg: rps,
+                    ..Totals::default()
+                },
+                latency_all: lat(p99),
+                ..GroupSummary::default()
+            }],
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn bounds_parse_and_refuse() {
+        let b: Bound = "ssh_run_command.p99=+10%".parse().expect("parses");
+        assert_eq!(b.op.as_deref(), Some("ssh_run_command"));
+        assert_eq!(b.limit, Limit::Percent(10.0));
+        assert_eq!(
+            "p99=+0.5s".parse::<Bound>().map(|b| b.limit),
+            Ok(Limit::Absolute(500.0))
+        );
+        for bad in ["p99<10%", "p42=+1%", "p99=10%", "p99=+x%", "=+1%"] {
+            assert!(bad.parse::<Bound>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_slower_candidate_crosses_a_rise_bound_a_slower_rate_a_fall_bound() {
+        let base = run(100.0, 500.0);
+        let bounds: Vec<Bound> = ["ssh_run_command.p99=+10%", "rps=-10%", "p99=+50ms"]
+            .iter()
+            .map(|b| b.parse().expect("parses"))
+            .collect();
+        let same = verdicts(&base, &run(105.0, 480.0), &bounds);
+        assert!(same.iter().all(|v| v.passed), "{same:?}");
+        let worse = verdicts(&base, &run(180.0, 400.0), &bounds);
+        assert!(worse.iter().all(|v| !v.passed), "{worse:?}");
+        let text = render(&base, &run(180.0, 400.0), &worse);
+        assert!(text.contains("FAIL ssh_run_command.p99=+10%") && text.contains("+80.0%"));
+        // A bound on an operation one run lacks fails.
+        let missing = verdicts(&base, &Summary::default(), &bounds[..1]);
+        assert!(!missing[0].passed);
+    }
+}
