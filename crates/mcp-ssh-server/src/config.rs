@@ -302,12 +302,14 @@ impl Config {
         if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
             limits.max_mcp_sessions = n;
         }
-        if let Some(n) = opts
+        // Unless given, an address's session cap follows the server's: its share of it, but at
+        // least 16 sessions (or the whole cap, when that is smaller), so a small server still
+        // takes a few clients from one address.
+        let cap = limits.max_mcp_sessions;
+        limits.max_mcp_sessions_per_address = opts
             .max_mcp_sessions_per_address
             .or(file.max_mcp_sessions_per_address)
-        {
-            limits.max_mcp_sessions_per_address = n;
-        }
+            .unwrap_or_else(|| (cap / profile.address_share()).max(cap.min(16)));
         if let Some(mb) = opts.max_output_memory_mb.or(file.max_output_memory_mb) {
             limits.max_output_memory = mb.saturating_mul(1024 * 1024);
         }
@@ -437,6 +439,19 @@ mod tests {
         let raised =
             Config::resolve(&parse(&["--global-rate-limit-per-min", "50000"])).expect("resolves");
         assert_eq!(raised.limits.address_rate_per_min, Some(5000));
+        // The same for sessions: a smaller or larger server cap moves the address's.
+        let small = Config::resolve(&parse(&["--max-mcp-sessions", "100"])).expect("resolves");
+        assert_eq!(small.limits.max_mcp_sessions_per_address, 16);
+        let tiny = Config::resolve(&parse(&["--max-mcp-sessions", "3"])).expect("resolves");
+        assert_eq!(tiny.limits.max_mcp_sessions_per_address, 3);
+        let big = Config::resolve(&parse(&[
+            "--profile",
+            "loadtest",
+            "--max-mcp-sessions",
+            "20000",
+        ]))
+        .expect("resolves");
+        assert_eq!(big.limits.max_mcp_sessions_per_address, 20_000);
     }
 
     #[test]

@@ -44,7 +44,14 @@ mod tests {
     /// A read that would take the output held past `--max-output-memory-mb` fails with a clear
     /// error naming the flag, and gives its bytes back: the next command runs. Before, any
     /// number of 16 MiB reads were held at once (48 took the server to 2.8 GB).
+    /// The budget is process-wide: its tests run one after the other, in one test (plain
+    /// `cargo test` runs a binary's tests in parallel threads of one process).
     #[tokio::test]
+    async fn the_output_budget() {
+        output_past_the_budget_is_refused_and_given_back().await;
+        a_client_that_stops_reading_is_cut_off_and_its_response_freed().await;
+    }
+
     async fn output_past_the_budget_is_refused_and_given_back() {
         let (sshd, _dir, big) = sshd_and_file(3 * 1024 * 1024);
 
@@ -68,7 +75,6 @@ mod tests {
     /// and the write timeout cuts the client off and gives the charge back. Before, the
     /// response was never counted, and a client that never read held it, and its connection,
     /// forever.
-    #[tokio::test]
     async fn a_client_that_stops_reading_is_cut_off_and_its_response_freed() {
         use mcp_ssh_server::budget;
         use std::time::{Duration, Instant};

@@ -57,10 +57,17 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// List the built-in scenarios and their defaults.
     List,
-    /// Re-render reports from a results directory's saved records.
+    /// Re-render reports from a results directory's saved records, optionally against a
+    /// baseline run (exit 99 when a regression bound is crossed).
     Report {
         /// `<results-dir>/<test_id>`.
         dir: PathBuf,
+        /// A baseline run's results directory: the reports show this run against it.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// `[op.]metric=+N%` bound on the change from the baseline (repeatable).
+        #[arg(long = "max-regression", requires = "baseline")]
+        bounds: Vec<String>,
     },
     /// The Agent VM's control API for the host's jobs.
     Serve(crate::serve::ServeArgs),
@@ -153,7 +160,8 @@ pub struct RunArgs {
     /// Open model: arrivals per second.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Closed model: calls per worker, then the worker stops (the duration still bounds it).
+    /// Closed model: turns per worker, then the worker stops (the duration still bounds it).
+    /// A turn is one op; one that must first open or give up a handle makes two calls.
     #[arg(long, conflicts_with = "rate")]
     pub iterations: Option<u64>,
     /// This agent's share of a test split across N agents, `I/N` (0-based): its share of the
@@ -311,10 +319,15 @@ impl RunArgs {
                 "--test-id `{id}`: use letters, digits, `_`, `-` and `.` (it names a directory)"
             )));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         if let Some(t) = self.start_at
-            && !(t.is_finite() && t > 0.0)
+            && !(t.is_finite() && t > 0.0 && t < now + 86_400.0)
         {
-            return Err(UsageError("--start-at: a unix time in seconds".into()));
+            return Err(UsageError(
+                "--start-at: a unix time in seconds, within a day from now".into(),
+            ));
         }
         if !scenario.is_open() && self.rate.is_none() {
             let workers = self.workers.unwrap_or(scenario.workers);
@@ -476,21 +489,49 @@ fn list() -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-fn report(dir: PathBuf) -> ExitCode {
+fn report(dir: PathBuf, baseline: Option<PathBuf>, bounds: &[String]) -> ExitCode {
+    use sshlab_core::results::compare::{Baseline, Bound};
+    let mut parsed = Vec::new();
+    for b in bounds {
+        match b.parse::<Bound>() {
+            Ok(b) => parsed.push(b),
+            Err(e) => {
+                eprintln!("sshlab-agent: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let base = match &baseline {
+        Some(b) => match crate::results::read_summary(b) {
+            Some(s) => Some(s),
+            None => {
+                eprintln!("sshlab-agent: {}: no readable summary.json", b.display());
+                return ExitCode::from(EXIT_RUN_ERROR);
+            }
+        },
+        None => None,
+    };
     match crate::results::rebuild(&dir) {
-        Ok(r) => {
+        Ok(mut r) => {
             if r.skipped_lines > 0 {
                 eprintln!(
                     "sshlab-agent: skipped {} unreadable line(s) (e.g. cut short by a crash)",
                     r.skipped_lines
                 );
             }
+            if let Some(base) = &base {
+                r.summary.baseline = Some(Baseline::of(base, &r.summary, &parsed));
+            }
             if let Err(e) = crate::results::write_all(&dir, &r.summary) {
                 eprintln!("sshlab-agent: {e}");
                 return ExitCode::from(EXIT_RUN_ERROR);
             }
             print!("{}", sshlab_core::report::text::render(&r.summary));
-            ExitCode::from(EXIT_OK)
+            if r.summary.baseline.as_ref().is_some_and(|b| !b.passed()) {
+                ExitCode::from(EXIT_THRESHOLDS)
+            } else {
+                ExitCode::from(EXIT_OK)
+            }
         }
         Err(e) => {
             eprintln!("sshlab-agent: {e}");
@@ -507,7 +548,10 @@ fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> ExitCode {
             }
             print!("{}", sshlab_core::report::text::render(&m.summary));
             println!("merged results: {}", out.display());
-            if !m.summary.run.complete {
+            if let Some(why) = nothing_succeeded(&m.summary) {
+                eprintln!("sshlab-agent: merge: {why}");
+                ExitCode::from(EXIT_RUN_ERROR)
+            } else if !m.summary.run.complete {
                 ExitCode::from(EXIT_INTERRUPTED)
             } else if m.summary.thresholds.iter().any(|t| !t.passed) {
                 ExitCode::from(EXIT_THRESHOLDS)
@@ -540,10 +584,9 @@ fn k8s_job(args: K8sJobArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     if let Some(bad) = run_args.iter().find(|a| {
-        matches!(
-            a.as_str(),
-            "--segment" | "--test-id" | "--start-at" | "--results-dir"
-        )
+        ["--segment", "--test-id", "--start-at", "--results-dir"]
+            .iter()
+            .any(|f| a.as_str() == *f || a.starts_with(&format!("{f}=")))
     }) {
         eprintln!("sshlab-agent: k8s-job: {bad} is set by the Job itself");
         return ExitCode::from(EXIT_USAGE);
@@ -605,6 +648,15 @@ fn compare(
     };
     let verdicts = compare::verdicts(&base, &cand, &parsed);
     print!("{}", compare::render(&base, &cand, &verdicts));
+    // A candidate in which nothing succeeded is no comparison (its fast failures could pass
+    // every latency and rate bound).
+    if let Some(why) = nothing_succeeded(&cand) {
+        eprintln!(
+            "sshlab-agent: compare: candidate {}: {why}",
+            candidate.display()
+        );
+        return ExitCode::from(EXIT_RUN_ERROR);
+    }
     let junit = junit.unwrap_or_else(|| candidate.join("compare-junit.xml"));
     let xml = sshlab_core::report::junit::render_comparison(&base, &cand, &verdicts);
     if let Err(e) = crate::collector::write_atomic(&junit, xml.as_bytes()) {
@@ -623,7 +675,11 @@ pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_cmd(*args).await,
         Command::List => list(),
-        Command::Report { dir } => report(dir),
+        Command::Report {
+            dir,
+            baseline,
+            bounds,
+        } => report(dir, baseline, &bounds),
         Command::Serve(args) => crate::serve::main(args).await,
         Command::Merge {
             dirs,

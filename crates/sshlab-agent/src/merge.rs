@@ -101,8 +101,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
         .iter()
         .filter_map(|(_, s)| s.as_ref().map(|s| s.run.started_at))
         .reduce(f64::min);
-    let start_wall =
-        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(start.unwrap_or(0.0).max(0.0));
+    let start_wall = Duration::try_from_secs_f64(start.unwrap_or(0.0).max(0.0))
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let hlog_path = out.join(HLOG);
     let mut hlog =
         HlogWriter::start(hlog_path.clone(), start_wall).map_err(|source| ResultsError::Io {

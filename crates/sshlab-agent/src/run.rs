@@ -123,9 +123,9 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             - SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-        if wait > 0.0 {
+        if let Ok(wait) = Duration::try_from_secs_f64(wait) {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = cancel.cancelled() => {}
             }
         }

@@ -332,6 +332,27 @@ for q in (50, 99, 100):
         let junit =
             std::fs::read_to_string(root.path().join("stalled/compare-junit.xml")).expect("junit");
         assert!(junit.contains("<failure") && junit.contains("ssh_run_command.p99=+50%"));
+        // The candidate's own reports, against the baseline.
+        let mut c = Command::new(AGENT);
+        c.arg("report")
+            .arg(root.path().join("stalled"))
+            .arg("--baseline")
+            .arg(root.path().join("base"))
+            .args(["--max-regression", "ssh_run_command.p99=+50%"]);
+        let out = run(c).await;
+        assert_eq!(
+            out.status.code(),
+            Some(99),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(root.path().join("stalled/report.txt")).expect("txt");
+        assert!(
+            text.contains("AGAINST BASELINE base") && text.contains("FAIL ssh_run_command.p99"),
+            "{text}"
+        );
+        let html = std::fs::read_to_string(root.path().join("stalled/report.html")).expect("html");
+        assert!(html.contains("Against baseline <code>base</code>"));
         srv.stop().await.expect("stops");
     }
 

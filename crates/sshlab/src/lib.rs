@@ -116,10 +116,17 @@ pub enum Command {
         #[arg(long, value_name = "TAG")]
         virtiofs: Option<String>,
     },
-    /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json.
+    /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json,
+    /// optionally against a baseline run (exit 99 when a regression bound is crossed).
     Report {
         /// A results directory (results/<test_id>).
         dir: PathBuf,
+        /// A baseline run's results directory: the reports show this run against it.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// `[op.]metric=+N%` bound on the change from the baseline (repeatable).
+        #[arg(long = "max-regression", requires = "baseline")]
+        bounds: Vec<String>,
     },
 }
 
@@ -416,8 +423,12 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             };
             Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
         }
-        Command::Report { dir } => {
-            let r = runjob::report(&dir)?;
+        Command::Report {
+            dir,
+            baseline,
+            bounds,
+        } => {
+            let r = runjob::report(&dir, baseline.as_deref(), &bounds)?;
             print!("{}", r.text);
             if let Some(note) = &r.note {
                 println!("{note}");
@@ -425,7 +436,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             for p in &r.written {
                 println!("report: wrote {}", p.display());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(if r.regressed { 99 } else { 0 }))
         }
         Command::Vm {
             action,

@@ -398,16 +398,37 @@ pub struct Rendered {
     pub note: Option<String>,
     /// The files written.
     pub written: Vec<PathBuf>,
+    /// A regression bound against the baseline was crossed.
+    pub regressed: bool,
 }
 
 /// Re-renders report.txt, report.html and junit.xml in `dir` from its summary.json, with the
 /// same renderers the agent uses, so a summary edited or copied elsewhere gets all three back.
-pub fn report(dir: &Path) -> anyhow::Result<Rendered> {
+/// With `baseline`, the run is set against that run (kept in its summary.json, shown in every
+/// report), and `bounds` are checked.
+pub fn report(dir: &Path, baseline: Option<&Path>, bounds: &[String]) -> anyhow::Result<Rendered> {
     use sshlab_core::report::{html, junit, text};
-    let path = dir.join("summary.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let summary: sshlab_core::results::Summary = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a summary", path.display()))?;
+    use sshlab_core::results::compare::{Baseline, Bound};
+    let read = |dir: &Path| -> anyhow::Result<sshlab_core::results::Summary> {
+        let path = dir.join("summary.json");
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a summary", path.display()))
+    };
+    let mut summary = read(dir)?;
+    let mut regressed = false;
+    if let Some(base) = baseline {
+        let bounds = bounds
+            .iter()
+            .map(|b| b.parse::<Bound>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let b = Baseline::of(&read(base)?, &summary, &bounds);
+        regressed = !b.passed();
+        summary.baseline = Some(b);
+        let json = serde_json::to_vec_pretty(&summary)?;
+        write_atomic(&dir.join("summary.json"), &json)?;
+    }
     let txt = text::render(&summary);
     let mut written = Vec::new();
     for (name, body) in [
@@ -427,6 +448,7 @@ pub fn report(dir: &Path) -> anyhow::Result<Rendered> {
         text: txt,
         note,
         written,
+        regressed,
     })
 }
 
@@ -599,7 +621,7 @@ mod tests {
     fn report_writes_all_three_and_the_note() {
         let dir = std::env::temp_dir().join(format!("sshlab-report-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(report(&dir).is_err(), "no summary.json");
+        assert!(report(&dir, None, &[]).is_err(), "no summary.json");
         let summary = sshlab_core::results::Summary {
             schema_version: sshlab_core::results::SCHEMA_VERSION,
             run: sshlab_core::results::RunInfo {
@@ -617,7 +639,7 @@ mod tests {
         .unwrap();
         let note = LabNote::new("latency_test", &unshaped(), &topology(), baseline());
         std::fs::write(dir.join(LabNote::FILE), serde_json::to_vec(&note).unwrap()).unwrap();
-        let r = report(&dir).unwrap();
+        let r = report(&dir, None, &[]).unwrap();
         assert_eq!(r.written.len(), 3);
         for f in ["report.txt", "report.html", "junit.xml"] {
             assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 0, "{f}");
@@ -637,6 +659,20 @@ mod tests {
             Some(
                 "note: latency_test: netem ports 2322..2328 skipped: kernel module sch_netem missing"
             )
+        );
+        // Against a baseline (itself here): the comparison is kept in summary.json and shown;
+        // an unchanged run holds a +0% bound; a bound that does not parse is an error.
+        let r = report(&dir, Some(&dir), &["rps=+0%".into()]).unwrap();
+        assert!(!r.regressed, "an unchanged run holds +0%");
+        assert!(r.text.contains("AGAINST BASELINE t"), "{}", r.text);
+        assert!(
+            std::fs::read_to_string(dir.join("summary.json"))
+                .unwrap()
+                .contains("\"baseline\"")
+        );
+        assert!(
+            report(&dir, Some(&dir), &["p99<1ms".into()]).is_err(),
+            "a bound that does not parse"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -62,7 +62,7 @@ pub struct Worker {
     pub late: Arc<AtomicU64>,
     /// Instant ↔ wall-clock mapping.
     pub clock: Clock,
-    /// Closed model: calls to make before stopping.
+    /// Closed model: turns to take before stopping.
     pub iterations: Option<u64>,
     /// `w<index>`, the records' worker label (made once, not per record).
     pub label: String,

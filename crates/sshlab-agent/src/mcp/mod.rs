@@ -290,6 +290,11 @@ impl McpClient {
                 return Ok(Some(LEGACY_VERSIONS[0].to_owned()));
             }
         };
+        // A 429 is the server's answer to this client, not to the method: final, like a
+        // transport error (falling back would speak another era than the other workers).
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(http_error(&reply));
+        }
         Ok(match negotiate::discovered(reply.status, &reply.body) {
             Discovered::Modern => None,
             Discovered::Initialize(v) => Some(v),

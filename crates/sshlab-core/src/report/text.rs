@@ -351,6 +351,17 @@ pub fn render(s: &Summary) -> String {
         );
     }
 
+    if let Some(b) = &s.baseline {
+        section(
+            &mut out,
+            &format!(
+                "AGAINST BASELINE {} (baseline, this run, change)",
+                b.test_id
+            ),
+        );
+        out.push_str(&b.render_rows());
+    }
+
     if !s.thresholds.is_empty() {
         section(&mut out, "THRESHOLDS");
         for th in &s.thresholds {

@@ -8,6 +8,8 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use super::stats::LatencyStats;
 use super::summary::{GroupSummary, Summary};
 
@@ -15,7 +17,7 @@ use super::summary::{GroupSummary, Summary};
 pub const METRICS: [&str; 6] = ["rps", "error_rate", "p50", "p95", "p99", "max"];
 
 /// One group's figures in both runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// `all`, `op <name>` or `port <n>`.
     pub group: String,
@@ -24,7 +26,8 @@ pub struct Row {
 }
 
 /// A bound's limit on the change from baseline to candidate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Limit {
     /// Relative, percent: `+10%` may rise at most 10%, `-10%` may fall at most 10%.
     Percent(f64),
@@ -33,7 +36,7 @@ pub enum Limit {
 }
 
 /// `[op.]metric=±N[%|ms|s]`, e.g. `ssh_run_command.p99=+10%`, `error_rate=+0.5`, `rps=-5%`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bound {
     /// As given.
     pub expr: String,
@@ -41,8 +44,16 @@ pub struct Bound {
     pub op: Option<String>,
     /// One of [`METRICS`].
     pub metric: String,
-    /// The limit; its sign says which way is a regression.
+    /// The limit.
     pub limit: Limit,
+    /// Whether a rise is the regression (`+`), or a fall (`-`); from the sign as written, so
+    /// `-0%` bounds a fall.
+    #[serde(default = "rise")]
+    pub rise: bool,
+}
+
+fn rise() -> bool {
+    true
 }
 
 /// Why a bound does not parse.
@@ -87,12 +98,13 @@ impl std::str::FromStr for Bound {
             op,
             metric: metric.to_owned(),
             limit: limit(v),
+            rise: rhs.starts_with('+'),
         })
     }
 }
 
 /// A bound checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The bound.
     pub bound: Bound,
@@ -112,7 +124,8 @@ fn value(g: &GroupSummary, metric: &str) -> Option<f64> {
     match metric {
         "rps" => Some(g.totals.rps_avg),
         "error_rate" => Some(g.totals.error_rate_percent),
-        m => latency(&g.latency_all, m),
+        // A summary written before failures were timed has successes' latency only.
+        m => latency(&g.latency_all, m).or_else(|| latency(&g.latency, m)),
     }
 }
 
@@ -190,9 +203,7 @@ pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict
                         Limit::Percent(p) => x * (1.0 + p / 100.0),
                         Limit::Absolute(a) => x + a,
                     };
-                    let rise =
-                        matches!(b.limit, Limit::Percent(p) | Limit::Absolute(p) if p >= 0.0);
-                    if rise { y <= allowed } else { y >= allowed }
+                    if b.rise { y <= allowed } else { y >= allowed }
                 }
                 _ => false,
             };
@@ -206,11 +217,71 @@ pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict
         .collect()
 }
 
-fn fmt(v: Option<f64>) -> String {
+/// A run set against its baseline, kept in the candidate's summary so that every report of
+/// it shows the comparison (`sshlab-agent report DIR --baseline BASE`, `sshlab report`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The baseline's test id.
+    pub test_id: String,
+    /// The figures of both runs.
+    pub rows: Vec<Row>,
+    /// The regression bounds, checked.
+    #[serde(default)]
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Baseline {
+    /// `cand` against `base`, with `bounds`.
+    pub fn of(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Self {
+        Self {
+            test_id: base.run.test_id.clone(),
+            rows: rows(base, cand),
+            verdicts: verdicts(base, cand, bounds),
+        }
+    }
+
+    /// Whether every bound held.
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|v| v.passed)
+    }
+
+    /// The rows and bounds as text, for report.txt.
+    pub fn render_rows(&self) -> String {
+        let mut out = String::new();
+        for r in &self.rows {
+            let _ = writeln!(out, "  {}", r.group);
+            for (m, (b, c)) in METRICS.iter().zip(&r.values) {
+                let _ = writeln!(
+                    out,
+                    "    {m:<11}{:>14}{:>14}{:>11}",
+                    fmt(*b),
+                    fmt(*c),
+                    change(*b, *c)
+                );
+            }
+        }
+        for v in &self.verdicts {
+            let _ = writeln!(
+                out,
+                "  {} {:<36} baseline {} candidate {} ({})",
+                if v.passed { "PASS" } else { "FAIL" },
+                v.bound.expr,
+                fmt(v.baseline),
+                fmt(v.candidate),
+                change(v.baseline, v.candidate)
+            );
+        }
+        out
+    }
+}
+
+/// A figure for people: two decimals, `n/a` when missing.
+pub fn fmt(v: Option<f64>) -> String {
     v.map_or("n/a".to_owned(), |v| format!("{v:.2}"))
 }
 
-fn change(b: Option<f64>, c: Option<f64>) -> String {
+/// The change from `b` to `c`: percent, or the difference when `b` is 0.
+pub fn change(b: Option<f64>, c: Option<f64>) -> String {
     match (b, c) {
         (Some(b), Some(c)) if b.abs() > 0.0 => format!("{:+.1}%", (c - b) / b * 100.0),
         (Some(b), Some(c)) => format!("{:+.2}", c - b),
@@ -223,7 +294,7 @@ pub fn render(base: &Summary, cand: &Summary, verdicts: &[Verdict]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "BASELINE  {} ({}, {} requests)\nCANDIDATE {} ({}, {} requests)\n(latency in ms, every operation incl. failures; error_rate in %; rps per second)",
+        "BASELINE  {} ({}, {} requests)\nCANDIDATE {} ({}, {} requests)\n(latency in ms, every operation incl. failures; error_rate in %; rps per second)\n",
         base.run.test_id,
         base.run.scenario,
         base.totals.requests,
@@ -231,32 +302,12 @@ pub fn render(base: &Summary, cand: &Summary, verdicts: &[Verdict]) -> String {
         cand.run.scenario,
         cand.totals.requests
     );
-    for r in rows(base, cand) {
-        let _ = writeln!(out, "\n{}", r.group);
-        for (m, (b, c)) in METRICS.iter().zip(&r.values) {
-            let _ = writeln!(
-                out,
-                "  {m:<11}{:>14}{:>14}{:>11}",
-                fmt(*b),
-                fmt(*c),
-                change(*b, *c)
-            );
-        }
-    }
-    if !verdicts.is_empty() {
-        let _ = writeln!(out, "\nREGRESSION BOUNDS");
-        for v in verdicts {
-            let _ = writeln!(
-                out,
-                "  {} {:<36} baseline {} candidate {} ({})",
-                if v.passed { "PASS" } else { "FAIL" },
-                v.bound.expr,
-                fmt(v.baseline),
-                fmt(v.candidate),
-                change(v.baseline, v.candidate)
-            );
-        }
-    }
+    let b = Baseline {
+        test_id: base.run.test_id.clone(),
+        rows: rows(base, cand),
+        verdicts: verdicts.to_vec(),
+    };
+    out.push_str(&b.render_rows());
     out
 }
 
@@ -305,6 +356,10 @@ mod tests {
         assert_eq!(
             "p99=+0.5s".parse::<Bound>().map(|b| b.limit),
             Ok(Limit::Absolute(500.0))
+        );
+        assert!(
+            !"rps=-0%".parse::<Bound>().expect("parses").rise,
+            "-0% bounds a fall"
         );
         for bad in ["p99<10%", "p42=+1%", "p99=10%", "p99=+x%", "=+1%"] {
             assert!(bad.parse::<Bound>().is_err(), "{bad}");

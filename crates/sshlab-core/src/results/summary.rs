@@ -210,6 +210,9 @@ pub struct Summary {
     /// Thresholds, when given.
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
+    /// This run set against a baseline run, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<super::compare::Baseline>,
 }
 
 fn group_summary(name: String, g: &Group) -> GroupSummary {
@@ -289,6 +292,7 @@ impl Summary {
             timeline: agg.timeline().to_vec(),
             server: None,
             thresholds: Vec::new(),
+            baseline: None,
             run,
         }
     }

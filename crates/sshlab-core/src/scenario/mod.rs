@@ -180,8 +180,9 @@ pub struct Scenario {
     /// Thresholds checked by default.
     #[serde(default)]
     pub thresholds: Vec<String>,
-    /// Closed model: each worker makes this many calls and stops (the duration still bounds
-    /// the run).
+    /// Closed model: each worker takes this many turns and stops (the duration still bounds
+    /// the run). A turn is one op; one that must first open or give up a handle makes two
+    /// calls.
     pub iterations: Option<u64>,
     /// Answers to a server's input requests (a 2026-07-28 `input_required` result), by the
     /// request's method, each sent as that request's result, e.g.

@@ -50,6 +50,45 @@ pub(super) fn per_operation(out: &mut String, s: &Summary) {
     }
 }
 
+/// This run against its baseline (when one was given): both runs' figures per group with the
+/// change, and the regression bounds.
+pub(super) fn baseline(out: &mut String, s: &Summary) {
+    use crate::results::compare::{METRICS, change, fmt};
+    let Some(b) = &s.baseline else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "<section><h2>Against baseline <code>{}</code></h2><table><tr><th>group</th><th>metric</th><th>baseline</th><th>this run</th><th>change</th></tr>",
+        escape(&b.test_id)
+    );
+    for r in &b.rows {
+        for (m, (base, cand)) in METRICS.iter().zip(&r.values) {
+            let _ = write!(
+                out,
+                r#"<tr><td class="l">{}</td><td>{m}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                escape(&r.group),
+                fmt(*base),
+                fmt(*cand),
+                change(*base, *cand)
+            );
+        }
+    }
+    out.push_str("</table>");
+    for v in &b.verdicts {
+        let _ = write!(
+            out,
+            r#"<p class="meta"><b>{}</b> <code>{}</code>: baseline {}, this run {} ({})</p>"#,
+            if v.passed { "PASS" } else { "FAIL" },
+            escape(&v.bound.expr),
+            fmt(v.baseline),
+            fmt(v.candidate),
+            change(v.baseline, v.candidate)
+        );
+    }
+    out.push_str("</section>");
+}
+
 pub(super) fn errors(out: &mut String, s: &Summary) {
     out.push_str("<section><h2>Errors</h2>");
     if s.errors.is_empty() {

@@ -112,6 +112,7 @@ pub fn render(s: &Summary) -> String {
     latency::distribution(&mut out, s);
     latency::per_port(&mut out, s);
     breakdown::per_operation(&mut out, s);
+    breakdown::baseline(&mut out, s);
     breakdown::errors(&mut out, s);
     server::server(&mut out, s);
     // With no thresholds given, their section only says so, at the end, out of the way.

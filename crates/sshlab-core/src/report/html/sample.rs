@@ -183,5 +183,6 @@ pub(super) fn sample() -> Summary {
                 passed: false,
             },
         ],
+        baseline: None,
     }
 }
