@@ -161,7 +161,12 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         }
         .into(),
         workers: phases.iter().map(|p| p.workers).max().unwrap_or(0),
-        target_rate: req.settings.rate.or(req.scenario.rate),
+        // This agent's share: a segment makes every N-th arrival of the whole test's rate.
+        target_rate: req
+            .settings
+            .rate
+            .or(req.scenario.rate)
+            .map(|r| r / f64::from(segment.count)),
         mcp_url: req.settings.mcp_url.clone(),
         protocol: String::new(),
         // With --start-at, exactly that: the split test's agents share their interval bounds.

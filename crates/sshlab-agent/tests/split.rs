@@ -150,6 +150,7 @@ mod tests {
             assert_eq!(s.run.test_id, "split1");
             assert_eq!(s.run.segment.map(|g| g.to_string()), Some(format!("{i}/3")));
             assert_eq!(s.run.workers, 2, "a third of 6 workers");
+            assert_eq!(s.run.target_rate, Some(50.0), "a third of 150/s");
             let recs = records(p);
             assert!(recs.iter().all(|r| r.segment == s.run.segment));
             union.extend(recs);
@@ -169,7 +170,8 @@ mod tests {
             "150/s for 4 s across three agents: {} arrivals",
             m.totals.requests
         );
-        assert_eq!((m.run.workers, m.run.target_rate), (6, Some(450.0)));
+        // Each part ran its share (2 workers, 50/s); the merge is the whole test again.
+        assert_eq!((m.run.workers, m.run.target_rate), (6, Some(150.0)));
         assert_eq!(m.run.merged_from.len(), 3);
         // The percentiles of the union of every part's records.
         union.sort_by(|a, b| a.ts.total_cmp(&b.ts));
