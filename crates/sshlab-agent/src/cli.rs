@@ -17,6 +17,7 @@ use crate::run::{self, RunRequest};
 use crate::scenario::segment::Segment;
 use crate::scenario::{self, Scenario};
 use crate::thresholds::Threshold;
+use sshlab_core::results::compare::Bound;
 
 /// Exit code when every threshold held.
 pub const EXIT_OK: u8 = 0;
@@ -67,7 +68,7 @@ pub enum Command {
         baseline: Option<PathBuf>,
         /// `[op.]metric=+N%` bound on the change from the baseline (repeatable).
         #[arg(long = "max-regression", requires = "baseline")]
-        bounds: Vec<String>,
+        bounds: Vec<Bound>,
     },
     /// The Agent VM's control API for the host's jobs.
     Serve(crate::serve::ServeArgs),
@@ -97,7 +98,7 @@ pub enum Command {
         /// `[op.]metric=+N%` (or `=+Nms`, `=-N%` for rps), e.g. `ssh_run_command.p99=+10%`
         /// (repeatable).
         #[arg(long = "max-regression")]
-        bounds: Vec<String>,
+        bounds: Vec<Bound>,
         /// JUnit XML of the bounds (default: `<candidate>/compare-junit.xml`).
         #[arg(long)]
         junit: Option<PathBuf>,
@@ -489,18 +490,8 @@ fn list() -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-fn report(dir: PathBuf, baseline: Option<PathBuf>, bounds: &[String]) -> ExitCode {
-    use sshlab_core::results::compare::{Baseline, Bound};
-    let mut parsed = Vec::new();
-    for b in bounds {
-        match b.parse::<Bound>() {
-            Ok(b) => parsed.push(b),
-            Err(e) => {
-                eprintln!("sshlab-agent: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        }
-    }
+fn report(dir: PathBuf, baseline: Option<PathBuf>, bounds: &[Bound]) -> ExitCode {
+    use sshlab_core::results::compare::Baseline;
     let base = match &baseline {
         Some(b) => match crate::results::read_summary(b) {
             Some(s) => Some(s),
@@ -520,7 +511,7 @@ fn report(dir: PathBuf, baseline: Option<PathBuf>, bounds: &[String]) -> ExitCod
                 );
             }
             if let Some(base) = &base {
-                r.summary.baseline = Some(Baseline::of(base, &r.summary, &parsed));
+                r.summary.baseline = Some(Baseline::of(base, &r.summary, bounds));
             }
             if let Err(e) = crate::results::write_all(&dir, &r.summary) {
                 eprintln!("sshlab-agent: {e}");
@@ -621,20 +612,10 @@ fn k8s_job(args: K8sJobArgs) -> ExitCode {
 fn compare(
     baseline: &Path,
     candidate: &Path,
-    bounds: &[String],
+    bounds: &[Bound],
     junit: Option<PathBuf>,
 ) -> ExitCode {
-    use sshlab_core::results::compare::{self, Bound};
-    let mut parsed = Vec::new();
-    for b in bounds {
-        match b.parse::<Bound>() {
-            Ok(b) => parsed.push(b),
-            Err(e) => {
-                eprintln!("sshlab-agent: compare: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        }
-    }
+    use sshlab_core::results::compare;
     let (Some(base), Some(cand)) = (
         crate::results::read_summary(baseline),
         crate::results::read_summary(candidate),
@@ -646,7 +627,7 @@ fn compare(
         );
         return ExitCode::from(EXIT_RUN_ERROR);
     };
-    let verdicts = compare::verdicts(&base, &cand, &parsed);
+    let verdicts = compare::verdicts(&base, &cand, bounds);
     print!("{}", compare::render(&base, &cand, &verdicts));
     // A candidate in which nothing succeeded is no comparison (its fast failures could pass
     // every latency and rate bound).

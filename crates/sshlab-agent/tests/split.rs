@@ -36,25 +36,15 @@ mod tests {
             .expect("server")
     }
 
-    /// An independent checker installed by `scripts/install-deps oracle`.
+    /// An independent checker installed by `scripts/install-deps oracle` (on `PATH`, as
+    /// `scripts/test` sets it).
     fn oracle(name: &str) -> PathBuf {
-        let tools = std::env::var_os("SSHLAB_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                if nix::unistd::Uid::effective().is_root() {
-                    PathBuf::from("/opt/sshlab-tools")
-                } else {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/sshlab-tools")
-                }
-            });
-        let p = tools.join("bin").join(name);
-        assert!(
-            p.exists(),
-            "{} is missing: run scripts/install-deps oracle",
-            p.display()
-        );
-        p
+        sshlab_testkit::find_in_path(name).unwrap_or_else(|| {
+            panic!(
+                "{name} is not on PATH: run scripts/install-deps oracle and put $SSHLAB_TOOLS/bin \
+                 on PATH, as scripts/test does"
+            )
+        })
     }
 
     fn ok(out: &Output) {
@@ -390,5 +380,73 @@ for q in (50, 99, 100):
         let mut c = Command::new(AGENT);
         c.args(["k8s-job", "--segments", "3", "--", "--no-such-flag"]);
         assert_eq!(run(c).await.status.code(), Some(2));
+    }
+
+    /// Bad split, merge, compare and Job input is refused with a clear message before anything
+    /// runs or is written: usage errors exit 2, unusable directories exit 1.
+    #[tokio::test]
+    async fn bad_input_is_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let expect = |args: &[&str], code: i32, says: &str| {
+            let mut c = Command::new(AGENT);
+            c.args(args);
+            let out = c.output().expect("runs");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+        };
+        let run = [
+            "run",
+            "--mcp-url",
+            "http://127.0.0.1:9/mcp",
+            "--target-host",
+            "127.0.0.1",
+        ];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            run.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        expect(&with(&["--segment", "3/3"]), 2, "expected I/N");
+        expect(
+            &with(&[
+                "--scenario",
+                "command_throughput",
+                "--segment",
+                "0/3",
+                "--workers",
+                "2",
+            ]),
+            2,
+            "leave this agent none",
+        );
+        expect(&with(&["--start-at", "1e20"]), 2, "--start-at");
+        expect(&with(&["--test-id", "../up"]), 2, "--test-id");
+        expect(
+            &["k8s-job", "--segments", "3", "--", "--segment=1/3"],
+            2,
+            "set by the Job itself",
+        );
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        std::fs::write(out.join("keep"), "x").expect("write");
+        let (a, b, o) = (
+            dir.path().to_str().expect("utf8"),
+            dir.path().join("none"),
+            out.to_str().expect("utf8"),
+        );
+        expect(&["merge", a, "--out", o], 1, "not empty");
+        let b = b.to_str().expect("utf8");
+        expect(&["compare", a, b], 1, "must both hold a summary.json");
+        expect(
+            &["compare", a, b, "--max-regression", "p99<1ms"],
+            2,
+            "regression bound",
+        );
+        assert!(
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .filter_map(Result::ok)
+                .all(|e| e.file_name() == "out"),
+            "nothing was written"
+        );
     }
 }

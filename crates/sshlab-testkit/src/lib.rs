@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 pub use install::ensure_openssh_server;
 pub use netns::in_new_network_namespace;
 pub use sshd::{Sshd, SshdBuilder};
-pub use vm::{GuestOutput, GuestVm, GuestVmBuilder, check_vm_tools, find_kernel};
+pub use vm::{GuestOutput, GuestVm, GuestVmBuilder, check_vm_tools, find_in_path, find_kernel};
 
 /// Polls `f` until it returns `true`, or fails after `timeout`.
 ///

@@ -282,8 +282,9 @@ pub fn find_kernel() -> Option<PathBuf> {
     sshlab_core::guest_kernel::find()
 }
 
-/// `name` in `$PATH` (or the usual system directories).
-fn find_in_path(name: &str) -> Option<PathBuf> {
+/// `name` in `$PATH` (or the usual system directories). The pinned tools of
+/// `scripts/install-deps` are found here: `scripts/test` puts `$SSHLAB_TOOLS/bin` on `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin"].map(PathBuf::from))

@@ -126,7 +126,7 @@ pub enum Command {
         baseline: Option<PathBuf>,
         /// `[op.]metric=+N%` bound on the change from the baseline (repeatable).
         #[arg(long = "max-regression", requires = "baseline")]
-        bounds: Vec<String>,
+        bounds: Vec<sshlab_core::results::compare::Bound>,
     },
 }
 
@@ -636,6 +636,19 @@ mod tests {
             })
         ));
         assert!(Opts::try_parse_from(["sshlab", "net", "sideways"]).is_err());
+        // A regression bound that does not parse is refused with the arguments.
+        for (bound, parses) in [("p99<1ms", false), ("p99=+10%", true)] {
+            let args = [
+                "sshlab",
+                "report",
+                "d",
+                "--baseline",
+                "b",
+                "--max-regression",
+                bound,
+            ];
+            assert_eq!(Opts::try_parse_from(args).is_ok(), parses, "{bound}");
+        }
         let o = Opts::try_parse_from([
             "sshlab", "netem", "show", "--dev", "eth0", "--match", "sport",
         ])
