@@ -8,6 +8,9 @@ spent per request (user + system time of its process tree, from wait4, divided b
 count). Then the agent's ratio to each. Prints figures; asserts nothing.
 
     bench-peers.py URL AGENT_BIN SECONDS CONNECTIONS WORKDIR
+
+BENCH_ONLY (comma-separated names, e.g. `sshlab-agent,wrk`) runs only those generators;
+BENCH_AGENT_ARGS adds flags to the agent's run (e.g. `--threads 1`).
 """
 
 import csv
@@ -15,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -58,9 +62,11 @@ def agent():
     scenario = WORK / "noop.toml"
     scenario.write_text(f'name = "noop"\nduration_s = {SECS}\n[[op]]\ntool = "ssh_list_sessions"\n')
     results = WORK / "agent-results"
+    shutil.rmtree(results, ignore_errors=True)
     run([AGENT, "run", "--mcp-url", URL, "--target-host", "127.0.0.1", "--scenario-file", str(scenario),
          "--workers", str(CONNS), "--protocol", "2026-07-28", "--bearer", "bench", "--quiet",
-         "--results-dir", str(results), "--metrics-url", "http://127.0.0.1:9/metrics"])
+         "--results-dir", str(results), "--metrics-url", "http://127.0.0.1:9/metrics",
+         *os.environ.get("BENCH_AGENT_ARGS", "").split()])
     s = json.loads(next(results.glob("*/summary.json")).read_text())
     n = s["totals"]["requests"]
     # Every request's latency, failures included, as the peers report theirs.
@@ -132,7 +138,10 @@ def locust():
 
 
 results = {}
+only = [n for n in os.environ.get("BENCH_ONLY", "").split(",") if n]
 for name, fn in [("sshlab-agent", agent), ("wrk", wrk), ("oha", oha), ("k6 1.1.0", k6), ("locust 2.47", locust)]:
+    if only and name.split()[0] not in only:
+        continue
     try:
         results[name] = measured(fn)
     except Exception as e:  # a peer that fails is reported, the rest still run

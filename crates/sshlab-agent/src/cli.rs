@@ -161,6 +161,10 @@ pub struct RunArgs {
     /// Open model: arrivals per second.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Threads that run the workers (default: one per core). Each owns its share of the
+    /// workers and their connections, as wrk's `-t` does.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Closed model: turns per worker, then the worker stops (the duration still bounds it).
     /// A turn is one op; one that must first open or give up a handle makes two calls.
     #[arg(long, conflicts_with = "rate")]
@@ -286,6 +290,9 @@ impl RunArgs {
         if self.workers == Some(0) {
             return Err(UsageError("--workers must be at least 1".into()));
         }
+        if self.threads == Some(0) {
+            return Err(UsageError("--threads must be at least 1".into()));
+        }
         if self.iterations == Some(0) {
             return Err(UsageError("--iterations must be at least 1".into()));
         }
@@ -362,6 +369,7 @@ impl RunArgs {
                 iterations,
                 inputs,
                 segment,
+                threads: self.threads,
             },
             test_id: self.test_id.clone(),
             start_at: self.start_at,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{self, CollectorConfig, Progress};
+use crate::engine::shards::Shards;
 use crate::engine::{self, Clock, RunSettings};
 use crate::mcp::McpError;
 use crate::results::{self, ResultsError};
@@ -67,6 +68,9 @@ pub enum RunError {
         #[source]
         source: McpError,
     },
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// A scenario threshold does not parse.
     #[error("scenario threshold `{expr}`: {message}")]
     Threshold {
@@ -190,6 +194,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         })?;
     let protocol = probe.protocol_version().to_owned();
     let _ = probe.close().await;
+    let shards = Shards::for_machine(req.settings.threads).map_err(RunError::Threads)?;
 
     let scraper = Scraper::new(
         req.metrics_url
@@ -247,7 +252,17 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         },
     ));
     let scenario = Arc::new(req.scenario.clone());
-    let outcome = engine::run(scenario, &req.settings, &phases, clock, tx, cancel.clone()).await;
+    let outcome = engine::run(
+        scenario,
+        &req.settings,
+        &shards,
+        &phases,
+        clock,
+        tx,
+        cancel.clone(),
+    )
+    .await;
+    drop(shards);
     let agg = match collector.await {
         Ok(Ok(agg)) => agg,
         Ok(Err(e)) => {

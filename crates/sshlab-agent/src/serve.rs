@@ -122,6 +122,7 @@ impl JobRequest for Job {
             duration: self.duration,
             workers: self.workers,
             rate: self.rate,
+            threads: None,
             iterations: None,
             segment: None,
             test_id: None,

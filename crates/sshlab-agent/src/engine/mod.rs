@@ -4,6 +4,7 @@
 //! job), so the same records can be summarised again later from the saved files.
 
 pub mod pacer;
+pub mod shards;
 pub mod worker;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::mcp::{ClientOptions, InputResponses, McpClient, McpError, Protocol};
 use crate::scenario::segment::Segment;
 use crate::scenario::{Ports, Scenario};
 use pacer::{RateShape, Schedule};
+use shards::Shards;
 use worker::{Target, Worker};
 
 /// Maps monotonic instants to unix time, fixed once per run so records never jump.
@@ -88,6 +90,8 @@ pub struct RunSettings {
     pub inputs: InputResponses,
     /// This agent's share of a test split across agents (`Segment::WHOLE`: all of it).
     pub segment: Segment,
+    /// Threads running the workers ([`Shards`]); `None`: one per core.
+    pub threads: Option<usize>,
 }
 
 /// One phase, resolved.
@@ -264,10 +268,12 @@ async fn prewarm(s: &Scenario, cfg: &RunSettings, n: usize) -> Result<(), McpErr
     client.close().await
 }
 
-/// Run every phase; records go to `tx`. Fails only when no worker can reach the server.
+/// Run every phase; records go to `tx`. Each worker, with its connection, runs on shard
+/// `index mod shards`. Fails only when no worker can reach the server.
 pub async fn run(
     s: Arc<Scenario>,
     cfg: &RunSettings,
+    shards: &Shards,
     phases: &[Phase],
     clock: Clock,
     tx: mpsc::Sender<Record>,
@@ -287,11 +293,19 @@ pub async fn run(
             break;
         }
         tracing::info!(phase = ?phase.label, workers = phase.workers, port = phase.port, "phase starts");
-        // Connect every worker before the clock starts: the handshake is not the load.
+        // Connect every worker before the clock starts: the handshake is not the load. Each
+        // connection is made on the shard that will run its worker.
         let mut clients = Vec::with_capacity(phase.workers);
         for i in 0..phase.workers {
+            let connecting = shards
+                .handle(i)
+                .spawn(McpClient::connect(client_options(cfg, i)));
             tokio::select! {
-                c = connect(cfg, i) => clients.push(c?),
+                c = connecting => match c {
+                    Ok(c) => clients.push(c?),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => break, // the shards stopped: the run is over
+                },
                 () = cancel.cancelled() => return Ok(Outcome { late_starts: late.load(Ordering::Relaxed), cancelled: true }),
             }
         }
@@ -325,7 +339,7 @@ pub async fn run(
                 label: format!("w{index}"),
                 segment: (cfg.segment != Segment::WHOLE).then_some(cfg.segment),
             };
-            tasks.spawn(w.run());
+            tasks.spawn_on(w.run(), shards.handle(index));
         }
         while tasks.join_next().await.is_some() {}
     }
@@ -356,6 +370,7 @@ mod tests {
             iterations: None,
             inputs: InputResponses::default(),
             segment: Segment::WHOLE,
+            threads: None,
         }
     }
 
