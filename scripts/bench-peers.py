@@ -9,6 +9,7 @@ count). Then the agent's ratio to each. Prints figures; asserts nothing.
 
     bench-peers.py URL AGENT_BIN SECONDS CONNECTIONS WORKDIR
 
+BENCH_ROUNDS (1) repeats the whole comparison, generators alternating, and prints medians;
 BENCH_ONLY (comma-separated names, e.g. `sshlab-agent,wrk`) runs only those generators;
 BENCH_AGENT_ARGS adds flags to the agent's run (e.g. `--threads 1`).
 """
@@ -137,22 +138,40 @@ def locust():
             "p99": float(row["99%"]), "errors": int(row["Failure Count"])}
 
 
-results = {}
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+# BENCH_ROUNDS rounds, the generators alternating within each, so drift of the machine (other
+# tenants, frequency) lands on all of them alike; each figure printed is the median of its rounds.
+rounds = max(int(os.environ.get("BENCH_ROUNDS", "1")), 1)
 only = [n for n in os.environ.get("BENCH_ONLY", "").split(",") if n]
-for name, fn in [("sshlab-agent", agent), ("wrk", wrk), ("oha", oha), ("k6 1.1.0", k6), ("locust 2.47", locust)]:
-    if only and name.split()[0] not in only:
-        continue
-    try:
-        results[name] = measured(fn)
-    except Exception as e:  # a peer that fails is reported, the rest still run
-        print(f"{name:<14} failed: {e}")
-        continue
-    r = results[name]
-    us = r["cpu_s"] * 1e6 / max(r["requests"], 1)
+runs = {}
+for _ in range(rounds):
+    for name, fn in [("sshlab-agent", agent), ("wrk", wrk), ("oha", oha), ("k6 1.1.0", k6), ("locust 2.47", locust)]:
+        if only and name.split()[0] not in only:
+            continue
+        try:
+            runs.setdefault(name, []).append(measured(fn))
+        except Exception as e:  # a peer that fails is reported, the rest still run
+            print(f"{name:<14} failed: {e}")
+results = {}
+for name, rs in runs.items():
+    r = {
+        "rps": median([x["rps"] for x in rs]),
+        "us": median([x["cpu_s"] * 1e6 / max(x["requests"], 1) for x in rs]),
+        "p50": None if any(x["p50"] is None for x in rs) else median([x["p50"] for x in rs]),
+        "p99": None if any(x["p99"] is None for x in rs) else median([x["p99"] for x in rs]),
+        "errors": sum(x["errors"] for x in rs),
+        "spread": f"{min(x['rps'] for x in rs):.0f}-{max(x['rps'] for x in rs):.0f}" if len(rs) > 1 else "",
+    }
+    results[name] = r
     p50 = "n/a" if r["p50"] is None else f"{r['p50']:.2f}"
     p99 = "n/a" if r["p99"] is None else f"{r['p99']:.2f}"
+    spread = f"   (rounds {r['spread']})" if r["spread"] else ""
     print(f"{name:<14} {r['rps']:>9.0f} req/s   p50 {p50:>7} ms   p99 {p99:>7} ms   "
-          f"CPU {us:6.1f} us/req   errors {r['errors']}")
+          f"CPU {r['us']:6.1f} us/req   errors {r['errors']}{spread}")
 a = results.get("sshlab-agent")
 if a:
     ratios = [f"{name} {a['rps'] / r['rps']:.2f}x" for name, r in results.items() if name != "sshlab-agent" and r["rps"]]

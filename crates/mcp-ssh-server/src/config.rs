@@ -130,6 +130,11 @@ pub struct Opts {
     /// is cut off).
     #[arg(long)]
     pub http_write_timeout_ms: Option<u64>,
+    /// The slowest, in KiB/s, a client may read a response of 64 KiB or more: it has the write
+    /// timeout plus the response's size at this rate, then it is cut off (default 64; 0: no
+    /// bound).
+    #[arg(long)]
+    pub http_min_send_rate_kib: Option<u64>,
 }
 
 /// The TOML file's schema: every key optional, same meaning as the flag of the same name.
@@ -156,6 +161,7 @@ struct FileConfig {
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
     http_write_timeout_ms: Option<u64>,
+    http_min_send_rate_kib: Option<u64>,
 }
 
 /// Pool and rate limits.
@@ -231,6 +237,7 @@ impl Limits {
                 header_timeout: Duration::from_secs(30),
                 body_timeout: Duration::from_secs(30),
                 write_timeout: Duration::from_secs(30),
+                min_send_rate: 64 * 1024,
             },
         }
     }
@@ -324,6 +331,9 @@ impl Config {
         }
         if let Some(ms) = pick(opts.http_write_timeout_ms, file.http_write_timeout_ms) {
             limits.http.write_timeout = Duration::from_millis(ms);
+        }
+        if let Some(kib) = pick(opts.http_min_send_rate_kib, file.http_min_send_rate_kib) {
+            limits.http.min_send_rate = kib.saturating_mul(1024);
         }
         validate(&limits)?;
         let mut allowed_origins = file.allowed_origins.unwrap_or_default();

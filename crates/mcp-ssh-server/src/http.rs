@@ -7,17 +7,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::listener::HttpLimits;
 use crate::mcp::{self, Reply, jsonrpc};
+use crate::send_deadline::{Armed, SendDeadline};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -155,6 +157,7 @@ fn client_identity(headers: &HeaderMap, peer: SocketAddr) -> String {
 async fn mcp_post(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    deadline: Option<Extension<SendDeadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -198,11 +201,22 @@ async fn mcp_post(
         }
     };
     let client = client_identity(&headers, peer);
-    let reply = mcp::handle_post(&app, &headers, &client, peer.ip(), &bytes).await;
-    encode(reply, encoding)
+    let network = crate::ratelimit::network_of(peer.ip());
+    let reply = mcp::handle_post(&app, &headers, &client, network, &bytes).await;
+    encode(
+        reply,
+        encoding,
+        &app.config.limits.http,
+        deadline.as_ref().map(|d| &d.0),
+    )
 }
 
-fn encode(reply: Reply, encoding: Encoding) -> Response {
+fn encode(
+    reply: Reply,
+    encoding: Encoding,
+    limits: &HttpLimits,
+    deadline: Option<&SendDeadline>,
+) -> Response {
     let Reply {
         status,
         body,
@@ -214,7 +228,7 @@ fn encode(reply: Reply, encoding: Encoding) -> Response {
         // SSE only for successful exchanges: an HTTP error status is better read as JSON.
         Some(body) if encoding == Encoding::Sse && status == StatusCode::OK => {
             let data = format!("event: message\ndata: {body}\n\n");
-            let mut r = (status, ChargedBody::wrap(data.into())).into_response();
+            let mut r = (status, ChargedBody::wrap(data.into(), limits, deadline)).into_response();
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -225,7 +239,11 @@ fn encode(reply: Reply, encoding: Encoding) -> Response {
             r
         }
         Some(body) => {
-            let mut r = (status, ChargedBody::wrap(body.to_string().into())).into_response();
+            let mut r = (
+                status,
+                ChargedBody::wrap(body.to_string().into(), limits, deadline),
+            )
+                .into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -319,22 +337,31 @@ const CHUNK: usize = 64 * 1024;
 /// was cut off by the write timeout). It is handed over in 64 KiB pieces, and each piece's
 /// bytes are given back as hyper takes it; hyper asks for the next piece only once its write
 /// buffer has drained, so the charge follows what is still waiting to be sent.
+///
+/// It also arms its connection's send deadline ([`crate::send_deadline`]) until it is done: a
+/// client that reads steadily but slower than `--http-min-send-rate-kib` never trips the write
+/// timeout, and would otherwise hold the charge as long as it liked.
 struct ChargedBody {
     rest: Bytes,
     charge: crate::budget::Charge,
+    _deadline: Option<Armed>,
 }
 
 impl ChargedBody {
-    /// A body for `bytes`: charged when large, plain otherwise.
-    fn wrap(bytes: Bytes) -> Body {
+    /// A body for `bytes`: charged and under the send deadline when large, plain otherwise.
+    fn wrap(bytes: Bytes, limits: &HttpLimits, deadline: Option<&SendDeadline>) -> Body {
         if bytes.len() < CHARGED_FROM {
             return Body::from(bytes);
         }
         let mut charge = crate::budget::SERVER.charge();
         charge.force(bytes.len());
+        let armed = deadline
+            .zip(limits.send_deadline(bytes.len()))
+            .map(|(d, after)| d.arm(tokio::time::Instant::now() + after));
         Body::new(Self {
             rest: bytes,
             charge,
+            _deadline: armed,
         })
     }
 }

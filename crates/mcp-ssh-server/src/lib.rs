@@ -20,6 +20,7 @@ pub mod process_metrics;
 
 pub mod ratelimit;
 pub mod security;
+pub mod send_deadline;
 pub mod sessions;
 pub mod ssh;
 pub mod tools;

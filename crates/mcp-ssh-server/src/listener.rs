@@ -9,6 +9,9 @@
 //! - a request body may pause at most [`HttpLimits::body_timeout`] between frames;
 //! - a write to the client may stall at most [`HttpLimits::write_timeout`], so a client that
 //!   stops reading its response is cut off and what was held for it is freed;
+//! - a large response must be read at [`HttpLimits::min_send_rate`] or faster: past its
+//!   [`HttpLimits::send_deadline`] the connection is closed ([`crate::send_deadline`]), so a
+//!   client that reads a few bytes now and then cannot hold it either;
 //! - past the cap, up to [`OVERFLOW`] more connections are served one request each with a
 //!   one-second head timeout, so a short request such as `GET /health` still gets through
 //!   while idle sockets hold every regular slot; beyond that, a new connection is closed at
@@ -37,6 +40,7 @@ use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
 use crate::metrics::Metrics;
+use crate::send_deadline::SendDeadline;
 
 /// Connections served past the cap, one request each.
 pub const OVERFLOW: usize = 32;
@@ -58,6 +62,20 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Longest a write to the client may stall (the client not reading).
     pub write_timeout: Duration,
+    /// The slowest a large response may be read, in bytes per second (0: no bound). A client
+    /// that reads slowly but steadily never trips [`HttpLimits::write_timeout`]; this bounds
+    /// how long it holds its response (see [`HttpLimits::send_deadline`]).
+    pub min_send_rate: u64,
+}
+
+impl HttpLimits {
+    /// How long a response of `len` bytes may take to send: the write timeout plus `len` at
+    /// the minimum rate. `None` when there is no minimum rate.
+    pub fn send_deadline(&self, len: usize) -> Option<Duration> {
+        (self.min_send_rate > 0).then(|| {
+            self.write_timeout + Duration::from_secs_f64(len as f64 / self.min_send_rate as f64)
+        })
+    }
 }
 
 /// Raises the soft open-files limit to the hard one and returns the connection cap that fits:
@@ -124,10 +142,12 @@ pub async fn serve(
             };
         let router = router.clone();
         let body_timeout = limits.body_timeout;
+        let (send_deadline, mut expiry) = SendDeadline::new();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut router = router.clone();
             let mut req = req.map(|b| Body::new(TimeoutBody::new(body_timeout, b)));
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(send_deadline.clone());
             async move { Ok::<_, Infallible>(router.call(req).await.unwrap_or_else(|e| match e {})) }
         });
         let mut builder = http1::Builder::new();
@@ -140,8 +160,16 @@ pub async fn serve(
         let io = TokioIo::new(Box::pin(stream));
         let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "http connection ended with an error");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(peer = %peer, error = %e, "http connection ended with an error");
+                },
+                // Dropping the connection drops the response and gives its charge back.
+                () = expiry.expired() => tracing::warn!(
+                    peer = %peer,
+                    "a response was not read within its send deadline \
+                     (--http-min-send-rate-kib); connection closed"
+                ),
             }
             drop(permit);
         });

@@ -7,6 +7,12 @@
 //! them still draws on its address's bucket. (A load generator's workers share one address;
 //! the `loadtest` profile sizes that bucket like the server's.)
 //!
+//! An "address" is a client's network as [`network_of`] draws it: an IPv4 address, or the /64
+//! of an IPv6 one. A single IPv6 host usually holds a whole /64 (SLAAC, privacy addresses,
+//! RFC 6177) and can pick a fresh address per connection, so per-address limits keyed by the
+//! full address would be reset as easily as per-session ones. The per-address MCP session cap
+//! uses the same key.
+//!
 //! A bucket of capacity N refills at N per minute, so a client may burst N requests and then
 //! sustain N/min. Every JSON-RPC request costs one token (the original charged tools/call
 //! twice). Backed by `governor`, whose GCRA is a token bucket without a timer task.
@@ -17,6 +23,20 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+/// The network a per-address limit applies to: an IPv4 address itself (also when it arrives
+/// IPv4-mapped, `::ffff:a.b.c.d`, on a dual-stack socket), the /64 of an IPv6 address.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
 
 /// The server's rate limits.
 #[derive(Debug)]
@@ -167,6 +187,29 @@ mod tests {
 
     /// A client that mints a new identity (MCP session, bearer) for every request gets a fresh
     /// client bucket each time, and still runs out: its address's bucket is shared.
+    #[test]
+    fn an_ipv6_host_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(network_of(a), network_of(b));
+        assert_eq!(
+            network_of(a),
+            "2001:db8:1:2::".parse::<IpAddr>().expect("ip")
+        );
+        assert_ne!(network_of(a), network_of(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(network_of(mapped), THERE);
+        assert_eq!(network_of(THERE), THERE);
+        // Rotating through the /64 does not reset the address bucket.
+        let limits = RateLimits::new(None, Some(3), None);
+        for (i, ip) in [a, b, a].into_iter().enumerate() {
+            assert!(limits.check(&format!("c{i}"), network_of(ip)).is_ok());
+        }
+        assert!(limits.check("c3", network_of(b)).is_err());
+        assert!(limits.check("c4", network_of(other)).is_ok());
+    }
+
     #[test]
     fn rotating_identities_does_not_reset_the_address_bucket() {
         let rl = RateLimits::new(Some(5), Some(8), None);

@@ -41,6 +41,36 @@ mod tests {
         assert!(ok["bytes"].as_u64().unwrap_or(0) > 0, "{ok}");
     }
 
+    /// Asks for `path` (`size` bytes) with `ssh_cat_file` in the 2025-era MCP session
+    /// `mcp_session`, on a raw socket with a receive buffer of `rcvbuf` bytes, and returns the
+    /// socket unread: the test decides how (or whether) its client reads.
+    async fn raw_cat_file(
+        addr: std::net::SocketAddr,
+        mcp_session: &str,
+        sid: &str,
+        path: &std::path::Path,
+        size: usize,
+        rcvbuf: u32,
+    ) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "ssh_cat_file",
+            "arguments": {"session_id": sid, "path": path.display().to_string(), "max_size": size}}})
+        .to_string();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             accept: application/json\r\nmcp-session-id: {mcp_session}\r\n\
+             mcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        stream.write_all(body.as_bytes()).await.expect("send body");
+        stream
+    }
+
     /// A read that would take the output held past `--max-output-memory-mb` fails with a clear
     /// error naming the flag, and gives its bytes back: the next command runs. Before, any
     /// number of 16 MiB reads were held at once (48 took the server to 2.8 GB).
@@ -50,6 +80,7 @@ mod tests {
     async fn the_output_budget() {
         output_past_the_budget_is_refused_and_given_back().await;
         a_client_that_stops_reading_is_cut_off_and_its_response_freed().await;
+        a_client_that_reads_too_slowly_is_cut_off_at_the_send_deadline().await;
     }
 
     async fn output_past_the_budget_is_refused_and_given_back() {
@@ -78,7 +109,7 @@ mod tests {
     async fn a_client_that_stops_reading_is_cut_off_and_its_response_freed() {
         use mcp_ssh_server::budget;
         use std::time::{Duration, Instant};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncReadExt;
 
         let size = 12 * 1024 * 1024;
         let (sshd, _dir, big) = sshd_and_file(size);
@@ -95,22 +126,7 @@ mod tests {
         let mcp_session = c.session.clone().expect("2025-era session");
 
         // A client with a tiny receive window that sends the request and reads nothing.
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        let mut stream = socket.connect(srv.addr).await.expect("connect");
-        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-            "name": "ssh_cat_file",
-            "arguments": {"session_id": sid, "path": big.display().to_string(), "max_size": size}}})
-        .to_string();
-        let head = format!(
-            "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             accept: application/json\r\nmcp-session-id: {mcp_session}\r\n\
-             mcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n",
-            srv.addr,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.expect("send head");
-        stream.write_all(body.as_bytes()).await.expect("send body");
+        let mut stream = raw_cat_file(srv.addr, &mcp_session, &sid, &big, size, 4096).await;
 
         // The response is encoded and stuck: most of it is still charged.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -160,6 +176,90 @@ mod tests {
             got.len()
         );
         // And the server still serves.
+        reads_a_small_file(&mut c, &sid).await;
+        srv.stop().await.expect("stops");
+    }
+
+    /// A client that keeps reading, about 1 MiB/s, so each write goes through within the
+    /// write timeout and it never fires: before the send deadline it held its 16 MiB response
+    /// and the charge for it to the end (~16 s here). Now it has the write timeout plus the
+    /// response's size at `--http-min-send-rate-kib` (4 s + 1 s), then the server closes the
+    /// connection and the charge comes back.
+    async fn a_client_that_reads_too_slowly_is_cut_off_at_the_send_deadline() {
+        use mcp_ssh_server::budget;
+        use std::time::{Duration, Instant};
+        use tokio::io::AsyncReadExt;
+
+        let size = 16 * 1024 * 1024;
+        let (sshd, _dir, big) = sshd_and_file(size);
+        let srv = server(&[
+            "--max-output-memory-mb",
+            "64",
+            "--http-write-timeout-ms",
+            "4000",
+            "--http-min-send-rate-kib",
+            "16384",
+        ])
+        .await;
+        let mut c = Client::connect(srv.addr, Era::Legacy).await;
+        let sid = c.connect_testuser(sshd.port).await;
+        let mcp_session = c.session.clone().expect("2025-era session");
+
+        let mut stream = raw_cat_file(srv.addr, &mcp_session, &sid, &big, size, 256 * 1024).await;
+
+        // Wait for the response to be charged, then read ~100 KiB every 100 ms until the
+        // charge is given back. (The client cannot see the cut itself soon: the kernel still
+        // delivers what it had queued, up to the socket's send buffer, before the FIN.)
+        let wait_until = Instant::now() + Duration::from_secs(20);
+        while budget::SERVER.used() < size / 2 {
+            assert!(
+                Instant::now() < wait_until,
+                "the response was never charged"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let charged_at = Instant::now();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 100 * 1024];
+        let released_after = loop {
+            if budget::SERVER.used() == 0 {
+                break charged_at.elapsed();
+            }
+            assert!(
+                charged_at.elapsed() < Duration::from_secs(30),
+                "the slow reader still holds {} bytes of charge after 30 s ({got} bytes read)",
+                budget::SERVER.used()
+            );
+            let mut this_tick = 0;
+            while this_tick < buf.len() {
+                let want = buf.len() - this_tick;
+                match tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buf[..want]))
+                    .await
+                {
+                    Ok(Ok(0) | Err(_)) => {
+                        panic!("the connection ended before the charge came back")
+                    }
+                    Ok(Ok(n)) => this_tick += n,
+                    Err(_) => break,
+                }
+            }
+            got += this_tick;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            released_after >= Duration::from_millis(4500) - Duration::from_millis(500),
+            "charge given back after {released_after:?}, before the deadline of 5 s"
+        );
+        assert!(
+            released_after < Duration::from_secs(9),
+            "charge given back only after {released_after:?}: no deadline cut the client off"
+        );
+        assert!(
+            got < size / 2,
+            "{got} bytes read: the client was not slow enough to test anything"
+        );
+        drop(stream);
+        // The server serves.
         reads_a_small_file(&mut c, &sid).await;
         srv.stop().await.expect("stops");
     }

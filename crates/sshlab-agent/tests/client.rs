@@ -446,18 +446,26 @@ mod tests {
         Ok(())
     }
 
+    /// A 429 keeps the delay and the server's words (they name the limit that was hit).
     #[tokio::test]
     async fn http_429_is_rate_limited() -> TestResult {
         let h: Handler = Arc::new(|_head, _| {
+            let body = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Rate limit exceeded (address); retry after 7 s"}}"#;
             (
-                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into(),
+                format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
                 false,
             )
         });
         let client = modern_client(h, Duration::from_secs(3)).await?;
         match client.list_tools().await {
-            Err(McpError::RateLimited { retry_after }) => {
-                assert_eq!(retry_after, Some(Duration::from_secs(7)));
+            Err(e @ McpError::RateLimited { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "rate limited (HTTP 429, retry after 7 s): Rate limit exceeded (address); retry after 7 s"
+                );
             }
             other => panic!("expected RateLimited, got {other:?}"),
         }

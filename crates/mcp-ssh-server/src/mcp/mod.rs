@@ -158,7 +158,8 @@ fn cacheable(era: Era, mut r: Value) -> Value {
     r
 }
 
-/// Handle one POSTed message from `client` (its identity for the stateless era) at `address`.
+/// Handle one POSTed message from `client` (its identity for the stateless era) at `address`
+/// (its network, [`crate::ratelimit::network_of`]: what per-address limits count).
 pub async fn handle_post(
     app: &App,
     headers: &HeaderMap,

@@ -50,9 +50,7 @@ pub(super) enum Body {
 /// session this client holds has ended.
 pub(super) fn result_of(reply: Reply, session_gone: bool) -> Result<Value, McpError> {
     if reply.status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(McpError::RateLimited {
-            retry_after: retry_after(&reply.headers),
-        });
+        return Err(rate_limited(&reply));
     }
     if reply.status == StatusCode::NOT_FOUND && session_gone {
         return Err(McpError::SessionExpired);
@@ -100,9 +98,7 @@ pub(super) fn result_of(reply: Reply, session_gone: bool) -> Result<Value, McpEr
 
 pub(super) fn http_error(reply: &Reply) -> McpError {
     if reply.status == StatusCode::TOO_MANY_REQUESTS {
-        return McpError::RateLimited {
-            retry_after: retry_after(&reply.headers),
-        };
+        return rate_limited(reply);
     }
     McpError::Http {
         status: reply.status.as_u16(),
@@ -111,6 +107,24 @@ pub(super) fn http_error(reply: &Reply) -> McpError {
             Body::Other(s) => s.clone(),
             Body::Empty => String::new(),
         },
+    }
+}
+
+/// A 429, with the server's own words: its JSON-RPC error message (which names the limit
+/// that was hit), else the start of the body.
+fn rate_limited(reply: &Reply) -> McpError {
+    let message = match &reply.body {
+        Body::Response(v) => v
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(excerpt)
+            .or_else(|| Some(excerpt(&v.to_string()))),
+        Body::Other(s) if !s.is_empty() => Some(s.clone()),
+        Body::Other(_) | Body::Empty => None,
+    };
+    McpError::RateLimited {
+        retry_after: retry_after(&reply.headers),
+        message,
     }
 }
 

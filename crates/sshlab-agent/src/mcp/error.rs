@@ -51,10 +51,12 @@ pub enum McpError {
         data: Option<Value>,
     },
     /// HTTP 429.
-    #[error("rate limited (retry after {retry_after:?})")]
+    #[error("rate limited (HTTP 429{}){}", retry_note(*.retry_after), message_note(.message))]
     RateLimited {
         /// The `Retry-After` delay, when given in seconds.
         retry_after: Option<Duration>,
+        /// What the server said (its JSON-RPC error message, else the start of the body).
+        message: Option<String>,
     },
     /// HTTP 404 on a legacy session: the session is gone; initialize again.
     #[error("MCP session expired")]
@@ -81,6 +83,17 @@ pub enum McpError {
     },
 }
 
+fn retry_note(after: Option<Duration>) -> String {
+    after.map_or_else(String::new, |d| format!(", retry after {} s", d.as_secs()))
+}
+
+fn message_note(message: &Option<String>) -> String {
+    message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map_or_else(String::new, |m| format!(": {m}"))
+}
+
 impl McpError {
     /// A short stable label: `bad_url`, `http`, `transport`, `timeout`, `id_mismatch`, `jsonrpc`,
     /// `rate_limited`, `session_expired`, `invalid_response`, `input_required`,
@@ -99,5 +112,29 @@ impl McpError {
             Self::InputRequired { .. } => "input_required",
             Self::UnsupportedVersion { .. } => "unsupported_version",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a record's `error` says of a 429: the delay in seconds and the server's words
+    /// (before: "rate limited (retry after Some(1s))", the scope dropped).
+    #[test]
+    fn rate_limited_reads_as_a_sentence() {
+        let e = McpError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+            message: Some("Rate limit exceeded (address); retry after 1 s".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "rate limited (HTTP 429, retry after 1 s): Rate limit exceeded (address); retry after 1 s"
+        );
+        let bare = McpError::RateLimited {
+            retry_after: None,
+            message: None,
+        };
+        assert_eq!(bare.to_string(), "rate limited (HTTP 429)");
     }
 }

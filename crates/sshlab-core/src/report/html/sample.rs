@@ -136,7 +136,7 @@ pub(super) fn sample() -> Summary {
             },
             ErrorMessage {
                 kind: "rate_limited".into(),
-                example: "rate limited (retry after Some(1s))".into(),
+                example: "rate limited (HTTP 429, retry after 1 s): Rate limit exceeded (client); retry after 1 s".into(),
                 count: 3,
                 first_s: 201.0,
                 op: "ssh_run_command".into(),
