@@ -235,6 +235,63 @@ mod tests {
         Ok(())
     }
 
+    /// SSE resumption (2025-11-25, SEP-1699) across more than one resumed stream: the first
+    /// stream ends after an event with id `e-1`; the resumed one brings only a notification
+    /// without an id and then an event the stream ends inside (no blank line after it); the
+    /// next resumption must still ask from `e-1`, and the unfinished event must not count as
+    /// the response. Before, a resumed stream started without the last id (so this one failed
+    /// with "without an event id to resume from"), and the unfinished event was taken.
+    #[tokio::test]
+    async fn resumed_streams_keep_the_last_event_id_and_drop_unfinished_events() -> TestResult {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let call_id = Arc::new(AtomicU64::new(0));
+        let gets = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (call_id2, gets2) = (call_id.clone(), gets.clone());
+        let h: Handler = Arc::new(move |head, req| {
+            if req["method"] == "server/discover" {
+                return (modern_discover(req), false);
+            }
+            let sse = |body: &str| http("200 OK", "text/event-stream", body);
+            if head.starts_with("post") {
+                call_id2.store(req["id"].as_u64().unwrap_or(0), Ordering::SeqCst);
+                return (sse("id: e-1\nretry: 10\ndata: \n\n"), false);
+            }
+            let id = call_id2.load(Ordering::SeqCst);
+            let reply = |text: &str| {
+                json!({"jsonrpc": "2.0", "id": id, "result": {"resultType": "complete",
+                    "content": [{"type": "text", "text": text}], "isError": false}})
+            };
+            let mut gets = gets2.lock().unwrap_or_else(|e| e.into_inner());
+            gets.push(
+                head.lines()
+                    .find_map(|l| l.strip_prefix("last-event-id:"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned(),
+            );
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": "working"}});
+            let body = if gets.len() == 1 {
+                format!("data: {note}\n\ndata: {}", reply("unfinished"))
+            } else {
+                format!("data: {}\n\n", reply("resumed"))
+            };
+            (sse(&body), false)
+        });
+        let addr = hostile(h).await?;
+        let client = McpClient::connect(opts(addr, Protocol::Auto, Duration::from_secs(5))).await?;
+        let r = client.call_tool("greet", json!({})).await?;
+        assert_eq!(r.text, "resumed");
+        let gets = gets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            gets,
+            ["e-1", "e-1"],
+            "each resumption asks from the last id seen"
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn sse_with_a_notification_first_and_an_open_stream_works() -> TestResult {
         let h: Handler = Arc::new(|_head, req| {

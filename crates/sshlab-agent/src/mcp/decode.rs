@@ -201,14 +201,26 @@ fn match_response(msg: &Value, id: u64) -> Result<Option<()>, McpError> {
 pub(super) enum Exchange {
     /// With an answer (our response, or whatever else the server sent).
     Done(Reply),
-    /// An SSE stream ended before our response after an event with an id: resume it with GET
-    /// and `Last-Event-ID` after `retry` (the server's `retry:` field, else a second).
-    Resume {
-        /// The id of the last event seen.
-        last_event_id: String,
-        /// How long to wait before resuming.
-        retry: Duration,
-    },
+    /// An SSE stream ended before our response after an event with an id (in this stream or
+    /// one it resumed): resume it with GET and `Last-Event-ID` after [`Resume::wait`].
+    Resume(Resume),
+}
+
+/// Where to resume a stream from, carried from stream to stream like an `EventSource`'s last
+/// event id and reconnection time.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Resume {
+    /// The id of the last event seen.
+    pub(super) last_event_id: String,
+    /// The server's last `retry:`, if it sent one.
+    pub(super) retry: Option<Duration>,
+}
+
+impl Resume {
+    /// How long to wait before resuming: the server's `retry:`, else a second, at most ten.
+    pub(super) fn wait(&self) -> Duration {
+        self.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY)
+    }
 }
 
 /// The wait before resuming a stream whose server sent no `retry:`.
@@ -216,10 +228,12 @@ const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 /// The longest `retry:` honoured (a server cannot park a request for hours).
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
-/// Read the answer, streaming SSE bodies until our response arrives.
+/// Read the answer, streaming SSE bodies until our response arrives. `resumed`: this response
+/// resumes an earlier stream, whose last event id and `retry:` hold until this one sends its own.
 pub(super) async fn exchange(
     resp: http::Response<Incoming>,
     id: Option<u64>,
+    resumed: Option<Resume>,
 ) -> Result<Exchange, McpError> {
     let (parts, mut resp) = resp.into_parts();
     let status = parts.status;
@@ -243,12 +257,18 @@ pub(super) async fn exchange(
         let Some(id) = id else {
             return Ok(reply(Body::Empty));
         };
-        let mut parser = SseParser::default();
+        let mut parser = match resumed {
+            Some(r) => SseParser::resuming(Some(r.last_event_id), r.retry),
+            None => SseParser::default(),
+        };
         loop {
             let chunk = next_chunk(&mut resp).await?;
             let events = match &chunk {
                 Some(c) => parser.feed(c),
-                None => parser.finish(),
+                None => {
+                    parser.finish();
+                    Vec::new()
+                }
             };
             for data in events {
                 if data.trim().is_empty() {
@@ -266,10 +286,10 @@ pub(super) async fn exchange(
             }
             if chunk.is_none() {
                 return match parser.last_event_id() {
-                    Some(last) if status.is_success() => Ok(Exchange::Resume {
+                    Some(last) if status.is_success() => Ok(Exchange::Resume(Resume {
                         last_event_id: last.to_owned(),
-                        retry: parser.retry().unwrap_or(DEFAULT_RETRY).min(MAX_RETRY),
-                    }),
+                        retry: parser.retry(),
+                    })),
                     _ => Err(McpError::InvalidResponse(
                         "SSE stream ended without the response (and without an event id to \
                          resume from)"

@@ -362,15 +362,12 @@ impl McpClient {
         // One deadline for the whole exchange: connect, send, resumptions, the body to its end.
         let exchange = async {
             let resp = self.http.send(Method::POST, headers, body).await?;
-            let mut outcome = exchange(resp, id).await?;
+            let mut outcome = exchange(resp, id, None).await?;
             let mut resumed = 0;
             loop {
-                let (last_event_id, retry) = match outcome {
+                let from = match outcome {
                     Exchange::Done(reply) => return Ok(reply),
-                    Exchange::Resume {
-                        last_event_id,
-                        retry,
-                    } => (last_event_id, retry),
+                    Exchange::Resume(from) => from,
                 };
                 if resumed == MAX_RESUMPTIONS {
                     return Err(McpError::InvalidResponse(format!(
@@ -378,10 +375,10 @@ impl McpClient {
                     )));
                 }
                 resumed += 1;
-                tokio::time::sleep(retry).await;
-                let headers = encode::resume(&self.speaker(), &last_event_id)?;
+                tokio::time::sleep(from.wait()).await;
+                let headers = encode::resume(&self.speaker(), &from.last_event_id)?;
                 let resp = self.http.send(Method::GET, headers, Bytes::new()).await?;
-                outcome = exchange(resp, id).await?;
+                outcome = exchange(resp, id, Some(from)).await?;
             }
         };
         match tokio::time::timeout(self.opts.request_timeout, exchange).await {

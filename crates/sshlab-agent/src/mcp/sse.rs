@@ -38,18 +38,24 @@ impl SseParser {
         events
     }
 
-    /// The stream ended: dispatch a pending event even without its final blank line (lenient).
-    pub(crate) fn finish(&mut self) -> Vec<String> {
-        let mut events = Vec::new();
-        if !self.buf.is_empty() {
-            let mut line = std::mem::take(&mut self.buf);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.line(&line, &mut events);
+    /// A parser for a resumed stream: the last event id and the reconnection delay carry over
+    /// from the stream it resumes (as an `EventSource` keeps them across reconnections), so a
+    /// resumed stream that brings no id of its own can be resumed again from the same point.
+    pub(crate) fn resuming(last_event_id: Option<String>, retry: Option<Duration>) -> Self {
+        Self {
+            last_event_id,
+            retry,
+            ..Self::default()
         }
-        self.line(b"", &mut events);
-        events
+    }
+
+    /// The stream ended. An event not yet ended by its blank line is discarded, as the SSE spec
+    /// says ("if the file ends in the middle of an event, before the final empty line, the
+    /// incomplete event is not dispatched"): a stream cut mid-event may have cut its data too.
+    pub(crate) fn finish(&mut self) {
+        self.buf.clear();
+        self.data.clear();
+        self.has_data = false;
     }
 
     /// The id of the last event that carried one.
@@ -121,7 +127,7 @@ mod tests {
         for c in chunks {
             out.extend(p.feed(c));
         }
-        out.extend(p.finish());
+        p.finish();
         out
     }
 
@@ -163,9 +169,26 @@ mod tests {
         assert_eq!(all(&bytes), ["{\"id\":1}\nx", "y"]);
     }
 
+    /// An event the stream ended inside, before its blank line, is discarded.
     #[test]
     fn no_data_no_event_and_unterminated_last_event() {
-        assert_eq!(all(&[b"event: x\n\n: c\n\ndata: tail"]), ["tail"]);
+        assert_eq!(
+            all(&[b"event: x\n\n: c\n\ndata: tail"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(all(&[b"data: a\n\ndata: {\"cut\":\n"]), ["a"]);
+    }
+
+    /// A resumed stream without ids of its own still resumes from where the first one left.
+    #[test]
+    fn resuming_keeps_the_last_id_and_retry() {
+        let mut p = SseParser::resuming(Some("e-7".into()), Some(Duration::from_millis(250)));
+        assert_eq!(p.feed(b": keep-alive\ndata: x\n\n"), ["x"]);
+        assert_eq!(p.last_event_id(), Some("e-7"));
+        assert_eq!(p.retry(), Some(Duration::from_millis(250)));
+        p.feed(b"id: e-8\nretry: 100\n\n");
+        assert_eq!(p.last_event_id(), Some("e-8"));
+        assert_eq!(p.retry(), Some(Duration::from_millis(100)));
     }
 
     #[test]
