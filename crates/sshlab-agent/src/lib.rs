@@ -17,6 +17,7 @@ pub mod engine;
 pub mod k8s;
 pub mod mcp;
 pub mod merge;
+pub mod open_files;
 pub mod results;
 pub mod run;
 pub mod scrape;

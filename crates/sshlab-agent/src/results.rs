@@ -31,6 +31,9 @@ pub enum ResultsError {
     /// No records at all.
     #[error("{0}: no w<N>.jsonl files with records")]
     Empty(PathBuf),
+    /// The record files cannot all be open at once.
+    #[error(transparent)]
+    OpenFiles(#[from] crate::open_files::TooFew),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
@@ -147,6 +150,9 @@ pub fn fold(
     start: Option<f64>,
     mut closed: impl FnMut(Vec<(IntervalStats, Histogram<u64>)>),
 ) -> Result<Folded, ResultsError> {
+    crate::open_files::ensure(files.len() as u64, || {
+        format!("reading {} record files at once", files.len())
+    })?;
     let mut readers = Vec::new();
     for f in files {
         readers.push(BufReader::new(File::open(f).map_err(io(f))?).lines());

@@ -68,6 +68,9 @@ pub enum RunError {
         #[source]
         source: McpError,
     },
+    /// The workers' connections and record files would not fit under the open-files limit.
+    #[error(transparent)]
+    OpenFiles(#[from] crate::open_files::TooFew),
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Threads(#[source] std::io::Error),
@@ -134,6 +137,10 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             }
         }
     }
+    let phases = engine::plan(&req.scenario, &req.settings);
+    let workers = phases.iter().map(|p| p.workers).max().unwrap_or(0);
+    // A connection and a record file per worker, before anything is created.
+    crate::open_files::ensure(2 * workers as u64, || format!("{workers} workers"))?;
     let clock = Clock::start();
     let segment = req.settings.segment;
     let split = segment != Segment::WHOLE;
@@ -153,7 +160,6 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         }
     };
     let test_id = req.test_id.clone().unwrap_or(dir_name);
-    let phases = engine::plan(&req.scenario, &req.settings);
     let planned: Duration = phases.iter().map(|p| p.duration).sum();
     let run_info = RunInfo {
         test_id,
@@ -164,7 +170,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             "closed"
         }
         .into(),
-        workers: phases.iter().map(|p| p.workers).max().unwrap_or(0),
+        workers,
         // This agent's share: a segment makes every N-th arrival of the whole test's rate.
         target_rate: req
             .settings

@@ -310,6 +310,57 @@ mod tests {
         p
     }
 
+    /// The open-files limit: a run holds a connection and a record file per worker. Under a
+    /// soft limit of 256 (hard 4,096), 300 workers run, because the agent raises its soft limit
+    /// to the hard one; with the hard limit at 256 too, it refuses before anything runs, saying
+    /// how many it needs and how to raise it. Before, such a run died midway with "Too many open
+    /// files" (the common desktop default of 1,024 stopped 1,000 workers).
+    #[tokio::test]
+    async fn the_open_files_limit_is_raised_or_the_run_refused_up_front() {
+        let lab = lab(&[]).await;
+        let scenario = cheap_scenario(lab.results.path());
+        let limited = |hard: u32, soft: u32| {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(format!(
+                    "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+                ))
+                .arg(AGENT)
+                .args(lab.agent(&[]).get_args())
+                .args(["--scenario-file", scenario.to_str().expect("utf8")])
+                .args(["--workers", "300", "--duration", "1"]);
+            cmd
+        };
+        let mut raised = limited(4096, 256);
+        let out = tokio::task::spawn_blocking(move || raised.output().expect("agent runs"))
+            .await
+            .expect("join");
+        ok(&out);
+        let s = summary(&lab.only_dir());
+        assert_eq!(s.run.workers, 300);
+        assert!(s.totals.successes > 0, "{:?}", s.totals);
+
+        let dirs_before = std::fs::read_dir(lab.results.path()).expect("dir").count();
+        let mut refused = limited(256, 256);
+        let out = tokio::task::spawn_blocking(move || refused.output().expect("agent runs"))
+            .await
+            .expect("join");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "not enough open files for 300 workers: about 664 needed, the limit is 256"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(lab.results.path()).expect("dir").count(),
+            dirs_before,
+            "nothing was created"
+        );
+        lab.server.stop().await.expect("stops");
+    }
+
     /// A run in which nothing succeeds is a run error (exit 1), and every report says what the
     /// server answered: the distinct messages with counts in summary.json, report.txt,
     /// report.html, and each JSONL record's `error`. Before, such a run exited 0 and the

@@ -37,10 +37,60 @@ pub enum Lookup {
 /// The store of open MCP sessions.
 #[derive(Debug)]
 pub struct McpSessions {
-    map: Mutex<HashMap<String, McpSession>>,
+    inner: Mutex<Inner>,
     timeout: Duration,
     max: usize,
     max_per_address: usize,
+}
+
+/// The sessions, and how many each address holds (kept with every insert and removal, so the
+/// per-address cap costs a lookup, not a walk over every session).
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<String, McpSession>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Inner {
+    fn insert(&mut self, id: String, session: McpSession) {
+        *self.per_address.entry(session.address).or_default() += 1;
+        if let Some(old) = self.map.insert(id, session) {
+            self.forget(old.address);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<McpSession> {
+        let s = self.map.remove(id)?;
+        self.forget(s.address);
+        Some(s)
+    }
+
+    fn forget(&mut self, address: IpAddr) {
+        if let Some(n) = self.per_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+    }
+
+    fn from(&self, address: IpAddr) -> usize {
+        self.per_address.get(&address).copied().unwrap_or(0)
+    }
+
+    /// Remove the sessions idle past `timeout`; returns their ids.
+    fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<String> {
+        let dead: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &dead {
+            self.remove(id);
+        }
+        dead
+    }
 }
 
 impl McpSessions {
@@ -48,41 +98,33 @@ impl McpSessions {
     /// at most `max_per_address` from one address.
     pub fn new(timeout: Duration, max: usize, max_per_address: usize) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             timeout,
             max,
             max_per_address,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, McpSession>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Open a session speaking `version` for a client at `address`; returns its id, or which
     /// cap is reached (expired sessions are dropped first).
     pub fn create(&self, version: &'static str, address: IpAddr) -> Result<String, Full> {
-        let mut map = self.lock();
-        let from = |map: &HashMap<String, McpSession>| {
-            map.values().filter(|s| s.address == address).count()
-        };
-        // Counting one address is a walk over the map; a cap of the server's size never binds.
-        let per_address_binds = self.max_per_address < self.max;
-        if map.len() >= self.max || (per_address_binds && from(&map) >= self.max_per_address) {
-            let now = Instant::now();
-            map.retain(|_, s| now.duration_since(s.last_seen) <= self.timeout);
-            if map.len() >= self.max {
-                return Err(Full::Server(map.len()));
+        let mut inner = self.lock();
+        if inner.map.len() >= self.max || inner.from(address) >= self.max_per_address {
+            inner.expire(Instant::now(), self.timeout);
+            if inner.map.len() >= self.max {
+                return Err(Full::Server(inner.map.len()));
             }
-            if per_address_binds {
-                let n = from(&map);
-                if n >= self.max_per_address {
-                    return Err(Full::Address(n));
-                }
+            let n = inner.from(address);
+            if n >= self.max_per_address {
+                return Err(Full::Address(n));
             }
         }
         let id = mint_id("mcp_");
-        map.insert(
+        inner.insert(
             id.clone(),
             McpSession {
                 version,
@@ -95,15 +137,15 @@ impl McpSessions {
 
     /// Look up and touch a session. An expired one is removed and reported unknown.
     pub fn touch(&self, id: &str) -> Result<McpSession, Lookup> {
-        let mut map = self.lock();
+        let mut inner = self.lock();
         let now = Instant::now();
-        match map.get_mut(id) {
+        match inner.map.get_mut(id) {
             Some(s) if now.duration_since(s.last_seen) <= self.timeout => {
                 s.last_seen = now;
                 Ok(s.clone())
             }
             Some(_) => {
-                map.remove(id);
+                inner.remove(id);
                 Err(Lookup::Unknown)
             }
             None => Err(Lookup::Unknown),
@@ -117,22 +159,12 @@ impl McpSessions {
 
     /// Remove sessions idle past the timeout; returns their ids (to release what they own).
     pub fn expire(&self) -> Vec<String> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        let dead: Vec<String> = map
-            .iter()
-            .filter(|(_, s)| now.duration_since(s.last_seen) > self.timeout)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &dead {
-            map.remove(id);
-        }
-        dead
+        self.lock().expire(Instant::now(), self.timeout)
     }
 
     /// How many are open.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether none is open.
@@ -188,5 +220,35 @@ mod tests {
         assert!(s.create("2025-11-25", THERE).is_ok());
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.create("2025-11-25", HERE).is_ok());
+    }
+
+    /// The per-address counts follow every way a session ends: DELETE, a touch that finds it
+    /// expired, the sweep, and the purge `initialize` makes when a cap is reached.
+    #[test]
+    fn per_address_counts_follow_every_removal() {
+        let s = McpSessions::new(Duration::from_millis(50), 100, 100);
+        let count = |ip| s.lock().from(ip);
+        let a = s.create("2025-11-25", HERE).expect("room");
+        let b = s.create("2025-11-25", HERE).expect("room");
+        let _c = s.create("2025-11-25", THERE).expect("room");
+        assert_eq!((count(HERE), count(THERE)), (2, 1));
+        assert!(s.remove(&a));
+        assert!(!s.remove(&a), "removed once");
+        assert_eq!(count(HERE), 1);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.touch(&b).is_err());
+        assert_eq!(count(HERE), 0);
+        assert_eq!(s.expire().len(), 1);
+        assert_eq!(count(THERE), 0);
+        assert!(s.lock().per_address.is_empty(), "no address left behind");
+
+        let capped = McpSessions::new(Duration::from_millis(50), 100, 2);
+        capped.create("2025-11-25", HERE).expect("room");
+        capped.create("2025-11-25", HERE).expect("room");
+        std::thread::sleep(Duration::from_millis(80));
+        capped
+            .create("2025-11-25", HERE)
+            .expect("the purge made room");
+        assert_eq!(capped.lock().from(HERE), 1);
     }
 }
