@@ -179,6 +179,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub test_id: Option<String>,
     /// Unix time (seconds) to start at, so that the agents of a split test start together.
+    /// Phases then follow a fixed timetable, each after a 3 s gap for connecting its workers,
+    /// so the agents stay in step through every phase.
     #[arg(long)]
     pub start_at: Option<f64>,
     /// Where `<test_id>/` goes.
@@ -338,10 +340,21 @@ impl RunArgs {
             ));
         }
         if !scenario.is_open() && self.rate.is_none() {
-            let workers = self.workers.unwrap_or(scenario.workers);
-            if segment.workers(workers) == 0 {
+            // An agent may have no share of some phases (it waits them out with the others),
+            // but not of every one.
+            let per_phase: Vec<usize> = match self.workers {
+                Some(w) => vec![w],
+                None if scenario.phases.is_empty() => vec![scenario.workers],
+                None => scenario
+                    .phases
+                    .iter()
+                    .map(|p| p.workers.unwrap_or(scenario.workers))
+                    .collect(),
+            };
+            let most = per_phase.iter().copied().max().unwrap_or(0);
+            if per_phase.iter().all(|w| segment.workers(*w) == 0) {
                 return Err(UsageError(format!(
-                    "--segment {segment}: {workers} workers split {} ways leave this agent none; \
+                    "--segment {segment}: {most} workers split {} ways leave this agent none; \
                      give at least {} workers",
                     segment.count, segment.count
                 )));
@@ -370,6 +383,7 @@ impl RunArgs {
                 inputs,
                 segment,
                 threads: self.threads,
+                timetable: self.start_at.is_some(),
             },
             test_id: self.test_id.clone(),
             start_at: self.start_at,

@@ -160,7 +160,12 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         }
     };
     let test_id = req.test_id.clone().unwrap_or(dir_name);
-    let planned: Duration = phases.iter().map(|p| p.duration).sum();
+    let gaps = if req.settings.timetable {
+        engine::PHASE_GAP * u32::try_from(phases.len()).unwrap_or(u32::MAX)
+    } else {
+        Duration::ZERO
+    };
+    let planned: Duration = phases.iter().map(|p| p.duration).sum::<Duration>() + gaps;
     let run_info = RunInfo {
         test_id,
         scenario: req.scenario.name.clone(),

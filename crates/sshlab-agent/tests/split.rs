@@ -256,6 +256,78 @@ for q in (50, 99, 100):
         srv.stop().await.expect("stops");
     }
 
+    /// Agents of a split test stay in step across closed-model phases. Phase one has one
+    /// worker, which only segment 0 gets; phase two has three. Before, segments 1 and 2 ended
+    /// their empty phase one at once and started phase two while segment 0 still ran phase
+    /// one, so the server saw load no phase described. Now every agent follows one timetable:
+    /// no phase-two call starts before the last phase-one call has ended.
+    #[tokio::test]
+    async fn split_agents_keep_phases_in_step() {
+        let srv = server().await;
+        let root = tempfile::tempdir().expect("tmp");
+        let scenario = root.path().join("phases.toml");
+        std::fs::write(
+            &scenario,
+            "name = \"phases\"\nduration_s = 2\n[[phase]]\nworkers = 1\n[[phase]]\nworkers = 3\n\
+             [[op]]\ntool = \"ssh_list_sessions\"\n",
+        )
+        .expect("write");
+        let start_at = format!("{:.3}", now() + 1.0);
+        let mut agents = Vec::new();
+        for i in 0..3 {
+            let mut c = Command::new(AGENT);
+            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
+                .args(["--target-host", "127.0.0.1", "--scenario-file"])
+                .arg(&scenario)
+                .args(["--protocol", "2026-07-28"])
+                .args(["--segment", &format!("{i}/3"), "--test-id", "phases"])
+                .args(["--start-at", &start_at, "--quiet", "--results-dir"])
+                .arg(root.path())
+                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            agents.push(c.spawn().expect("agent"));
+        }
+        for a in agents {
+            let out = tokio::task::spawn_blocking(move || a.wait_with_output().expect("wait"))
+                .await
+                .expect("join");
+            ok(&out);
+        }
+        let mut all = Vec::new();
+        for i in 0..3 {
+            all.extend(records(&root.path().join(format!("phases-s{i}of3"))));
+        }
+        let in_phase = |label: &str| -> Vec<&Record> {
+            all.iter()
+                .filter(|r| r.phase.as_deref() == Some(label))
+                .collect()
+        };
+        let (one, two) = (in_phase("workers=1"), in_phase("workers=3"));
+        assert!(
+            !one.is_empty() && !two.is_empty(),
+            "{} {}",
+            one.len(),
+            two.len()
+        );
+        let one_ended = one.iter().map(|r| r.ts).fold(f64::MIN, f64::max);
+        let two_began = two
+            .iter()
+            .map(|r| r.ts - r.service_ms / 1000.0)
+            .fold(f64::MAX, f64::min);
+        assert!(
+            two_began >= one_ended,
+            "a phase-two call started {:.3} s before phase one's last call ended",
+            one_ended - two_began
+        );
+        let segments_in_two: std::collections::BTreeSet<_> = two
+            .iter()
+            .filter_map(|r| r.segment.map(|s| s.index))
+            .collect();
+        assert_eq!(segments_in_two.len(), 3, "every agent ran phase two");
+        srv.stop().await.expect("stops");
+    }
+
     /// `compare`: two runs of the same healthy setup pass a loose bound; a candidate during
     /// which the SSH target is paused now and then (SIGSTOP/SIGCONT, as the coordinated-omission
     /// test does) crosses `ssh_run_command.p99=+50%`: exit 99 and a JUnit failure.

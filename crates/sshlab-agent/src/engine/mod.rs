@@ -92,6 +92,38 @@ pub struct RunSettings {
     pub segment: Segment,
     /// Threads running the workers ([`Shards`]); `None`: one per core.
     pub threads: Option<usize>,
+    /// Phases on a fixed timetable (the agents of a split test, started together with
+    /// `--start-at`): see [`Timetable`].
+    pub timetable: bool,
+}
+
+/// The time each phase allows for connecting its workers, on a [`Timetable`].
+pub const PHASE_GAP: Duration = Duration::from_secs(3);
+
+/// When phases start, for the agents of one split test to stay in step. Without it each agent
+/// starts a phase as soon as its own workers are connected, and ends an empty share at once, so
+/// one agent could be in phase 2 while another still ran phase 1, and the server saw load no
+/// phase label described. On the timetable, phase `k` starts at
+/// `run start + Σ(duration of phases before k) + (k+1) × PHASE_GAP`, whatever this agent's share
+/// of it: connecting happens in the gap before, an agent that is ready early waits, one that is
+/// late starts late but still ends on time (counted, and logged), and an agent with no worker
+/// in a phase waits it out.
+#[derive(Debug, Clone, Copy)]
+struct Timetable {
+    next: Instant,
+}
+
+impl Timetable {
+    fn new(start: Instant) -> Self {
+        Self { next: start }
+    }
+
+    /// The start of the next phase, of length `duration`.
+    fn phase(&mut self, duration: Duration) -> Instant {
+        let start = self.next + PHASE_GAP;
+        self.next = start + duration;
+        start
+    }
 }
 
 /// One phase, resolved.
@@ -288,10 +320,16 @@ pub async fn run(
         user: cfg.user.clone(),
         password: cfg.password.clone(),
     });
+    let mut timetable = cfg.timetable.then(|| Timetable::new(Instant::now()));
+    let cancelled = |late: &AtomicU64| Outcome {
+        late_starts: late.load(Ordering::Relaxed),
+        cancelled: true,
+    };
     for phase in phases {
         if cancel.is_cancelled() {
             break;
         }
+        let scheduled = timetable.as_mut().map(|t| t.phase(phase.duration));
         tracing::info!(phase = ?phase.label, workers = phase.workers, port = phase.port, "phase starts");
         // Connect every worker before the clock starts: the handshake is not the load. Each
         // connection is made on the shard that will run its worker.
@@ -306,11 +344,38 @@ pub async fn run(
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(_) => break, // the shards stopped: the run is over
                 },
-                () = cancel.cancelled() => return Ok(Outcome { late_starts: late.load(Ordering::Relaxed), cancelled: true }),
+                () = cancel.cancelled() => return Ok(cancelled(&late)),
             }
         }
-        let start = Instant::now();
+        let start = match scheduled {
+            Some(at) => {
+                let now = Instant::now();
+                if now > at {
+                    tracing::warn!(
+                        phase = ?phase.label,
+                        late_ms = (now - at).as_millis() as u64,
+                        "connecting this phase's workers took longer than the gap before it; \
+                         it starts late and still ends on the timetable"
+                    );
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = cancel.cancelled() => return Ok(cancelled(&late)),
+                    }
+                }
+                at
+            }
+            None => Instant::now(),
+        };
         let deadline = start + phase.duration;
+        if clients.is_empty() && scheduled.is_some() {
+            // No share of this phase: wait it out with the others.
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = cancel.cancelled() => return Ok(cancelled(&late)),
+            }
+            continue;
+        }
         let schedule = phase.rate.as_ref().map(|shape| {
             (
                 Arc::new(Mutex::new(
@@ -371,6 +436,7 @@ mod tests {
             inputs: InputResponses::default(),
             segment: Segment::WHOLE,
             threads: None,
+            timetable: false,
         }
     }
 
