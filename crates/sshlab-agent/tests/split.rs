@@ -87,6 +87,41 @@ mod tests {
             .expect("join")
     }
 
+    /// Runs agents `0/n` … `n-1/n` of test `id` together (`--start-at` in a second) against
+    /// `srv`, with `extra` flags, and waits until all have passed.
+    async fn run_segments(
+        srv: &mcp_ssh_server::Running,
+        scenario: &Path,
+        root: &Path,
+        id: &str,
+        n: usize,
+        extra: &[&str],
+    ) {
+        let start_at = format!("{:.3}", now() + 2.0);
+        let mut agents = Vec::new();
+        for i in 0..n {
+            let mut c = Command::new(AGENT);
+            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
+                .args(["--target-host", "127.0.0.1", "--scenario-file"])
+                .arg(scenario)
+                .args(["--protocol", "2026-07-28"])
+                .args(extra)
+                .args(["--segment", &format!("{i}/{n}"), "--test-id", id])
+                .args(["--start-at", &start_at, "--quiet", "--results-dir"])
+                .arg(root)
+                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            agents.push(c.spawn().expect("agent"));
+        }
+        for a in agents {
+            let out = tokio::task::spawn_blocking(move || a.wait_with_output().expect("wait"))
+                .await
+                .expect("join");
+            ok(&out);
+        }
+    }
+
     /// Three agents, each `--segment I/3` of one open-model test at 150 arrivals/s for 4 s,
     /// started together: the merge has the whole test's arrivals (600, ±1%), exactly the sum of
     /// the parts' records, the percentiles of their union, and an interval log whose
@@ -102,35 +137,15 @@ mod tests {
             "name = \"cheap\"\nduration_s = 4\n[[op]]\ntool = \"ssh_list_sessions\"\n",
         )
         .expect("write");
-        let start_at = format!("{:.3}", now() + 2.0);
-        let mut agents = Vec::new();
-        for i in 0..3 {
-            let mut c = Command::new(AGENT);
-            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
-                .args(["--target-host", "127.0.0.1", "--scenario-file"])
-                .arg(&scenario)
-                .args([
-                    "--rate",
-                    "150",
-                    "--workers",
-                    "6",
-                    "--protocol",
-                    "2026-07-28",
-                ])
-                .args(["--segment", &format!("{i}/3"), "--test-id", "split1"])
-                .args(["--start-at", &start_at, "--quiet", "--results-dir"])
-                .arg(root.path())
-                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            agents.push(c.spawn().expect("agent"));
-        }
-        for a in agents {
-            let out = tokio::task::spawn_blocking(move || a.wait_with_output().expect("wait"))
-                .await
-                .expect("join");
-            ok(&out);
-        }
+        run_segments(
+            &srv,
+            &scenario,
+            root.path(),
+            "split1",
+            3,
+            &["--rate", "150", "--workers", "6"],
+        )
+        .await;
         let parts: Vec<PathBuf> = (0..3)
             .map(|i| root.path().join(format!("split1-s{i}of3")))
             .collect();
@@ -272,28 +287,7 @@ for q in (50, 99, 100):
              [[op]]\ntool = \"ssh_list_sessions\"\n",
         )
         .expect("write");
-        let start_at = format!("{:.3}", now() + 1.0);
-        let mut agents = Vec::new();
-        for i in 0..3 {
-            let mut c = Command::new(AGENT);
-            c.args(["run", "--mcp-url", &format!("http://{}/mcp", srv.addr)])
-                .args(["--target-host", "127.0.0.1", "--scenario-file"])
-                .arg(&scenario)
-                .args(["--protocol", "2026-07-28"])
-                .args(["--segment", &format!("{i}/3"), "--test-id", "phases"])
-                .args(["--start-at", &start_at, "--quiet", "--results-dir"])
-                .arg(root.path())
-                .args(["--metrics-url", "http://127.0.0.1:9/metrics"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            agents.push(c.spawn().expect("agent"));
-        }
-        for a in agents {
-            let out = tokio::task::spawn_blocking(move || a.wait_with_output().expect("wait"))
-                .await
-                .expect("join");
-            ok(&out);
-        }
+        run_segments(&srv, &scenario, root.path(), "phases", 3, &[]).await;
         let mut all = Vec::new();
         for i in 0..3 {
             all.extend(records(&root.path().join(format!("phases-s{i}of3"))));
