@@ -9,9 +9,10 @@
 //! - a request body may pause at most [`HttpLimits::body_timeout`] between frames;
 //! - a write to the client may stall at most [`HttpLimits::write_timeout`], so a client that
 //!   stops reading its response is cut off and what was held for it is freed;
-//! - a large response must be read at [`HttpLimits::min_send_rate`] or faster: past its
-//!   [`HttpLimits::send_deadline`] the connection is closed ([`crate::send_deadline`]), so a
-//!   client that reads a few bytes now and then cannot hold it either;
+//! - a large response must be taken at [`HttpLimits::min_send_rate`] or faster: past its
+//!   [`HttpLimits::send_deadline`], if its last piece is not yet handed to the socket, the
+//!   connection is closed ([`crate::send_deadline`]), so a client that reads a few bytes now and
+//!   then cannot hold its charge either;
 //! - past the cap, up to [`OVERFLOW`] more connections are served one request each with a
 //!   one-second head timeout, so a short request such as `GET /health` still gets through
 //!   while idle sockets hold every regular slot; beyond that, a new connection is closed at

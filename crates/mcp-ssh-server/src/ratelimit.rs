@@ -185,8 +185,7 @@ mod tests {
         }
     }
 
-    /// A client that mints a new identity (MCP session, bearer) for every request gets a fresh
-    /// client bucket each time, and still runs out: its address's bucket is shared.
+    /// An IPv6 host is its /64: rotating through its addresses does not reset its bucket.
     #[test]
     fn an_ipv6_host_is_its_64() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
@@ -210,6 +209,8 @@ mod tests {
         assert!(limits.check("c4", network_of(other)).is_ok());
     }
 
+    /// A client that mints a new identity (MCP session, bearer) for every request gets a fresh
+    /// client bucket each time, and still runs out: its address's bucket is shared.
     #[test]
     fn rotating_identities_does_not_reset_the_address_bucket() {
         let rl = RateLimits::new(Some(5), Some(8), None);

@@ -1,5 +1,6 @@
-//! A connection's send deadline: how long a large response may take to reach its client in
-//! full, however steadily the client reads.
+//! A connection's send deadline: how long a large response may take to be handed to the
+//! socket in full (the last piece and what the kernel buffers are outside it; they are no
+//! longer charged), however steadily the client reads.
 //!
 //! The write timeout only bounds one stalled write, so a client that reads a little now and
 //! then holds its response, and the output budget charged for it, for as long as it likes. A
@@ -16,35 +17,56 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// What the watch holds: which arming it is (so a response disarms only its own) and when.
+type State = (u64, Option<Instant>);
+
 /// A connection's deadline, handed to each of its requests as an extension.
 #[derive(Debug, Clone)]
-pub struct SendDeadline(Arc<watch::Sender<Option<Instant>>>);
+pub struct SendDeadline(Arc<watch::Sender<State>>);
 
-/// The deadline as armed by one response; dropping it disarms it.
+/// The deadline as armed by one response; dropping it disarms it, unless a later response
+/// has armed it since.
 #[derive(Debug)]
-pub struct Armed(Arc<watch::Sender<Option<Instant>>>);
+pub struct Armed {
+    tx: Arc<watch::Sender<State>>,
+    generation: u64,
+}
 
 /// The connection task's side.
 #[derive(Debug)]
-pub struct Expiry(watch::Receiver<Option<Instant>>);
+pub struct Expiry(watch::Receiver<State>);
 
 impl SendDeadline {
     /// A disarmed deadline for a new connection, and the side that waits on it.
     pub fn new() -> (Self, Expiry) {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel((0, None));
         (Self(Arc::new(tx)), Expiry(rx))
     }
 
     /// The response being sent must be done by `at`.
     pub fn arm(&self, at: Instant) -> Armed {
-        self.0.send_replace(Some(at));
-        Armed(self.0.clone())
+        let mut generation = 0;
+        self.0.send_modify(|(g, until)| {
+            *g += 1;
+            generation = *g;
+            *until = Some(at);
+        });
+        Armed {
+            tx: self.0.clone(),
+            generation,
+        }
     }
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        self.0.send_replace(None);
+        self.tx.send_if_modified(|(g, until)| {
+            let mine = *g == self.generation;
+            if mine {
+                *until = None;
+            }
+            mine
+        });
     }
 }
 
@@ -52,7 +74,7 @@ impl Expiry {
     /// Resolves once an armed deadline has passed; never while disarmed.
     pub async fn expired(&mut self) {
         loop {
-            let at = *self.0.borrow_and_update();
+            let at = self.0.borrow_and_update().1;
             let changed = match at {
                 None => self.0.changed().await,
                 Some(t) => tokio::select! {
@@ -89,6 +111,18 @@ mod tests {
         let _armed = deadline.arm(start + Duration::from_secs(5));
         expiry.expired().await;
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A response dropped after the next one armed the deadline leaves the newer one armed.
+    #[tokio::test(start_paused = true)]
+    async fn an_older_response_does_not_disarm_a_newer_one() {
+        let (deadline, mut expiry) = SendDeadline::new();
+        let start = Instant::now();
+        let first = deadline.arm(start + Duration::from_secs(5));
+        let _second = deadline.arm(start + Duration::from_secs(7));
+        drop(first);
+        expiry.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 
     /// A deadline armed while the connection task already waits is seen.

@@ -139,8 +139,12 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     }
     let phases = engine::plan(&req.scenario, &req.settings);
     let workers = phases.iter().map(|p| p.workers).max().unwrap_or(0);
-    // A connection and a record file per worker, before anything is created.
-    crate::open_files::ensure(2 * workers as u64, || format!("{workers} workers"))?;
+    // A connection and a record file per worker, and each shard runtime's epoll, waker and
+    // signal descriptors, before anything is created.
+    let shard_count = Shards::count(req.settings.threads, workers);
+    crate::open_files::ensure(2 * workers as u64 + 3 * shard_count as u64, || {
+        format!("{workers} workers on {shard_count} threads")
+    })?;
     let clock = Clock::start();
     let segment = req.settings.segment;
     let split = segment != Segment::WHOLE;
@@ -205,7 +209,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         })?;
     let protocol = probe.protocol_version().to_owned();
     let _ = probe.close().await;
-    let shards = Shards::for_machine(req.settings.threads).map_err(RunError::Threads)?;
+    let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
 
     let scraper = Scraper::new(
         req.metrics_url

@@ -348,9 +348,8 @@ mod tests {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
-            stderr.contains(
-                "not enough open files for 300 workers: about 664 needed, the limit is 256"
-            ),
+            stderr.contains("not enough open files for 300 workers on")
+                && stderr.contains("the limit is 256 (hard limit 256); raise it (`ulimit -n"),
             "{stderr}"
         );
         assert_eq!(

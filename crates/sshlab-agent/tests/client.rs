@@ -237,9 +237,9 @@ mod tests {
 
     /// SSE resumption (2025-11-25, SEP-1699) across more than one resumed stream: the first
     /// stream ends after an event with id `e-1`; the resumed one brings only a notification
-    /// without an id and then an event the stream ends inside (no blank line after it); the
-    /// next resumption must still ask from `e-1`, and the unfinished event must not count as
-    /// the response. Before, a resumed stream started without the last id (so this one failed
+    /// without an id and then an event, with id `e-2`, that the stream ends inside (no blank
+    /// line after it); the next resumption must still ask from `e-1` (resuming from `e-2` would
+    /// skip the event that was cut), and the unfinished event must not count as the response. Before, a resumed stream started without the last id (so this one failed
     /// with "without an event id to resume from"), and the unfinished event was taken.
     #[tokio::test]
     async fn resumed_streams_keep_the_last_event_id_and_drop_unfinished_events() -> TestResult {
@@ -273,7 +273,7 @@ mod tests {
             let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
                 "params": {"level": "info", "data": "working"}});
             let body = if gets.len() == 1 {
-                format!("data: {note}\n\ndata: {}", reply("unfinished"))
+                format!("data: {note}\n\nid: e-2\ndata: {}", reply("unfinished"))
             } else {
                 format!("data: {}\n\n", reply("resumed"))
             };

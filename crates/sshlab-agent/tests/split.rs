@@ -368,9 +368,12 @@ for q in (50, 99, 100):
                 .args(["--max-regression", bound]);
             c
         };
-        let out = run(compare("again", "ssh_run_command.p99=+400%")).await;
+        // Two healthy runs: an absolute bound, because other tests share the CPU and a p99 of a
+        // few milliseconds can grow several times over under contention; the stalls below add
+        // 400 ms.
+        let out = run(compare("again", "ssh_run_command.p99=+200ms")).await;
         ok(&out);
-        assert!(String::from_utf8_lossy(&out.stdout).contains("PASS ssh_run_command.p99=+400%"));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PASS ssh_run_command.p99=+200ms"));
 
         let child = agent("stalled").spawn().expect("agent");
         for _ in 0..3 {

@@ -49,6 +49,10 @@ pub struct McpSessions {
 struct Inner {
     map: HashMap<String, McpSession>,
     per_address: HashMap<IpAddr, usize>,
+    /// Sessions found expired outside the sweep (by `initialize`'s purge or a `touch`), kept
+    /// for the next sweep to report, so what they own is released then (each session once:
+    /// bounded by the cap).
+    ended: Vec<String>,
 }
 
 impl Inner {
@@ -78,18 +82,18 @@ impl Inner {
         self.per_address.get(&address).copied().unwrap_or(0)
     }
 
-    /// Remove the sessions idle past `timeout`; returns their ids.
-    fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<String> {
+    /// Remove the sessions idle past `timeout`; the next sweep reports them.
+    fn expire(&mut self, now: Instant, timeout: Duration) {
         let dead: Vec<String> = self
             .map
             .iter()
             .filter(|(_, s)| now.duration_since(s.last_seen) > timeout)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &dead {
-            self.remove(id);
+        for id in dead {
+            self.remove(&id);
+            self.ended.push(id);
         }
-        dead
     }
 }
 
@@ -146,6 +150,7 @@ impl McpSessions {
             }
             Some(_) => {
                 inner.remove(id);
+                inner.ended.push(id.to_owned());
                 Err(Lookup::Unknown)
             }
             None => Err(Lookup::Unknown),
@@ -157,9 +162,12 @@ impl McpSessions {
         self.lock().remove(id).is_some()
     }
 
-    /// Remove sessions idle past the timeout; returns their ids (to release what they own).
+    /// Remove sessions idle past the timeout; returns their ids, and those of sessions found
+    /// expired since the last sweep (to release what they own).
     pub fn expire(&self) -> Vec<String> {
-        self.lock().expire(Instant::now(), self.timeout)
+        let mut inner = self.lock();
+        inner.expire(Instant::now(), self.timeout);
+        std::mem::take(&mut inner.ended)
     }
 
     /// How many are open.
@@ -238,7 +246,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.touch(&b).is_err());
         assert_eq!(count(HERE), 0);
-        assert_eq!(s.expire().len(), 1);
+        assert_eq!(
+            s.expire().len(),
+            2,
+            "the sweep's own, and the one the touch found expired"
+        );
         assert_eq!(count(THERE), 0);
         assert!(s.lock().per_address.is_empty(), "no address left behind");
 
@@ -250,5 +262,10 @@ mod tests {
             .create("2025-11-25", HERE)
             .expect("the purge made room");
         assert_eq!(capped.lock().from(HERE), 1);
+        assert_eq!(
+            capped.expire().len(),
+            2,
+            "the next sweep reports the purged sessions, so what they own is released"
+        );
     }
 }

@@ -93,11 +93,13 @@ pub struct RunSettings {
     /// Threads running the workers ([`Shards`]); `None`: one per core.
     pub threads: Option<usize>,
     /// Phases on a fixed timetable (the agents of a split test, started together with
-    /// `--start-at`): see [`Timetable`].
+    /// `--start-at`): phase k starts at the run's start + the phases before + (k+1) ×
+    /// [`PHASE_GAP`], whatever this agent's share of it.
     pub timetable: bool,
 }
 
-/// The time each phase allows for connecting its workers, on a [`Timetable`].
+/// The time each phase allows for connecting its workers, on a timetable
+/// ([`RunSettings::timetable`]).
 pub const PHASE_GAP: Duration = Duration::from_secs(3);
 
 /// When phases start, for the agents of one split test to stay in step. Without it each agent
@@ -342,7 +344,8 @@ pub async fn run(
                 c = connecting => match c {
                     Ok(c) => clients.push(c?),
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(_) => break, // the shards stopped: the run is over
+                    // The shards stopped (they outlive this loop, so only when the run ends).
+                    Err(_) => return Ok(cancelled(&late)),
                 },
                 () = cancel.cancelled() => return Ok(cancelled(&late)),
             }

@@ -44,16 +44,30 @@ impl Shards {
     pub fn start(n: usize) -> std::io::Result<Self> {
         let mut shards = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            let rt = Builder::new_current_thread().enable_all().build()?;
-            let handle = rt.handle().clone();
+            // The runtime is built on its own thread and lives and dies there: a runtime
+            // dropped on the caller (an async context) would panic.
+            let (ready, handle) = std::sync::mpsc::channel::<std::io::Result<Handle>>();
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("sshlab-shard-{i}"))
                 .spawn(move || {
-                    // Drives every task spawned on this shard until told to stop; dropping the
-                    // runtime then drops whatever is left (idle connections' tasks).
+                    let rt = match Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(rt.handle().clone()));
+                    // Drives every task spawned on this shard until told to stop, then drops
+                    // whatever is left (idle connections' tasks) without waiting for blocking
+                    // work such as a DNS lookup still in flight.
                     let _ = rt.block_on(stopped);
+                    rt.shutdown_background();
                 })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a shard thread ended before its runtime"))??;
             shards.push(Shard {
                 handle,
                 stop: Some(stop),
@@ -63,11 +77,15 @@ impl Shards {
         Ok(Self { shards })
     }
 
-    /// As many shards as the machine has cores (`threads` overrides).
-    pub fn for_machine(threads: Option<usize>) -> std::io::Result<Self> {
-        Self::start(threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        }))
+    /// How many shards a run of `workers` (its largest phase) starts: `threads`, else one per
+    /// core, never more than `workers` (at least one).
+    pub fn count(threads: Option<usize>, workers: usize) -> usize {
+        threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+            .min(workers)
+            .max(1)
     }
 
     /// Number of shards.
@@ -131,6 +149,8 @@ mod tests {
             [0, 1, 2, 0, 1, 2].map(|i| format!("sshlab-shard-{i}"))
         );
         assert_eq!(Shards::start(0).expect("start").len(), 1);
+        assert_eq!(Shards::count(Some(8), 3), 3, "no more shards than workers");
+        assert_eq!(Shards::count(Some(2), 0), 1);
     }
 
     /// Dropping the shards stops their threads even while tasks on them still wait.

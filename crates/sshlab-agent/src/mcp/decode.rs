@@ -265,10 +265,7 @@ pub(super) async fn exchange(
             let chunk = next_chunk(&mut resp).await?;
             let events = match &chunk {
                 Some(c) => parser.feed(c),
-                None => {
-                    parser.finish();
-                    Vec::new()
-                }
+                None => parser.finish(),
             };
             for data in events {
                 if data.trim().is_empty() {

@@ -12,6 +12,9 @@ pub(crate) struct SseParser {
     data: String,
     has_data: bool,
     started: bool,
+    /// The id of the event being read (the spec's "last event ID buffer"); it becomes
+    /// `last_event_id` only when its event is dispatched by a blank line.
+    id_buffer: Option<String>,
     last_event_id: Option<String>,
     retry: Option<Duration>,
 }
@@ -43,19 +46,28 @@ impl SseParser {
     /// resumed stream that brings no id of its own can be resumed again from the same point.
     pub(crate) fn resuming(last_event_id: Option<String>, retry: Option<Duration>) -> Self {
         Self {
+            id_buffer: last_event_id.clone(),
             last_event_id,
             retry,
             ..Self::default()
         }
     }
 
-    /// The stream ended. An event not yet ended by its blank line is discarded, as the SSE spec
-    /// says ("if the file ends in the middle of an event, before the final empty line, the
-    /// incomplete event is not dispatched"): a stream cut mid-event may have cut its data too.
-    pub(crate) fn finish(&mut self) {
+    /// The stream ended. An event not yet ended by its blank line is discarded, id and all, as
+    /// the SSE spec says ("if the file ends in the middle of an event, before the final empty
+    /// line, the incomplete event is not dispatched"): a stream cut mid-event may have cut its
+    /// data too. A `\r` held back to see whether `\n` followed did end its line.
+    pub(crate) fn finish(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        if self.buf.last() == Some(&b'\r') {
+            let mut line = std::mem::take(&mut self.buf);
+            line.pop();
+            self.line(&line, &mut events);
+        }
         self.buf.clear();
         self.data.clear();
         self.has_data = false;
+        events
     }
 
     /// The id of the last event that carried one.
@@ -75,6 +87,9 @@ impl SseParser {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
         if line.is_empty() {
+            // Dispatch: the event's id becomes the stream's last event id (even for an event
+            // without data, as the spec does).
+            self.last_event_id.clone_from(&self.id_buffer);
             if self.has_data {
                 let mut data = std::mem::take(&mut self.data);
                 if data.ends_with('\n') {
@@ -103,7 +118,7 @@ impl SseParser {
             }
             // The spec ignores an id holding NUL; an empty one resets it.
             b"id" if !value.contains(&0) => {
-                self.last_event_id =
+                self.id_buffer =
                     (!value.is_empty()).then(|| String::from_utf8_lossy(value).into_owned());
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
@@ -127,7 +142,7 @@ mod tests {
         for c in chunks {
             out.extend(p.feed(c));
         }
-        p.finish();
+        out.extend(p.finish());
         out
     }
 
@@ -169,7 +184,8 @@ mod tests {
         assert_eq!(all(&bytes), ["{\"id\":1}\nx", "y"]);
     }
 
-    /// An event the stream ended inside, before its blank line, is discarded.
+    /// An event the stream ended inside, before its blank line, is discarded, and so is its
+    /// id: resuming from it would skip the event. A final `\r` does end its line.
     #[test]
     fn no_data_no_event_and_unterminated_last_event() {
         assert_eq!(
@@ -177,6 +193,16 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(all(&[b"data: a\n\ndata: {\"cut\":\n"]), ["a"]);
+        let mut p = SseParser::default();
+        assert_eq!(p.feed(b"id: e-1\ndata: a\n\nid: e-2\ndata: b\n"), ["a"]);
+        assert!(p.finish().is_empty());
+        assert_eq!(
+            p.last_event_id(),
+            Some("e-1"),
+            "the cut event's id is not kept"
+        );
+        assert_eq!(all(&[b"data: x\r\r"]), ["x"]);
+        assert_eq!(all(&[b"data: x\r", b"\r"]), ["x"]);
     }
 
     /// A resumed stream without ids of its own still resumes from where the first one left.
