@@ -54,6 +54,11 @@ impl Clock {
     pub fn unix_start(&self) -> f64 {
         self.unix
     }
+
+    /// The start, as an instant.
+    pub fn start_instant(&self) -> Instant {
+        self.instant
+    }
 }
 
 /// Settings of a run besides the scenario (command line or a job).
@@ -107,9 +112,11 @@ pub const PHASE_GAP: Duration = Duration::from_secs(3);
 /// one agent could be in phase 2 while another still ran phase 1, and the server saw load no
 /// phase label described. On the timetable, phase `k` starts at
 /// `run start + Σ(duration of phases before k) + (k+1) × PHASE_GAP`, whatever this agent's share
-/// of it: connecting happens in the gap before, an agent that is ready early waits, one that is
-/// late starts late but still ends on time (counted, and logged), and an agent with no worker
-/// in a phase waits it out.
+/// of it, where the run's start is its clock's (right after `--start-at`, the same for every
+/// agent; prewarming happens in phase 0's gap). Connecting happens in the gap before each
+/// phase; an agent that is ready early waits, one that is late starts late but still ends on
+/// time (logged; in the open model, arrivals already due count as late starts), and an agent
+/// with no worker in a phase waits it out.
 #[derive(Debug, Clone, Copy)]
 struct Timetable {
     next: Instant,
@@ -314,6 +321,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Outcome, McpError> {
     let late = Arc::new(AtomicU64::new(0));
+    // Taken before prewarming, so that every agent's timetable starts at its clock's start.
+    let mut timetable = cfg.timetable.then(|| Timetable::new(clock.start_instant()));
     if s.prewarm > 0 {
         prewarm(&s, cfg, s.prewarm).await?;
     }
@@ -322,7 +331,7 @@ pub async fn run(
         user: cfg.user.clone(),
         password: cfg.password.clone(),
     });
-    let mut timetable = cfg.timetable.then(|| Timetable::new(Instant::now()));
+
     let cancelled = |late: &AtomicU64| Outcome {
         late_starts: late.load(Ordering::Relaxed),
         cancelled: true,
