@@ -3,13 +3,14 @@
 //! open-model rate accuracy, coordinated-omission correction, threshold exit codes,
 //! Ctrl-C and crash leaving parseable partial results, and the serve API.
 
+mod common;
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
-    use clap::Parser;
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use serde_json::{Value, json};
@@ -30,21 +31,7 @@ mod tests {
             .extra_config("MaxStartups 200:30:400")
             .start()
             .expect("sshd fixture (root, openssh-server)");
-        let mut args = vec![
-            "mcp-ssh-server",
-            "--bind",
-            "127.0.0.1:0",
-            "--profile",
-            "loadtest",
-            "--rate-limit-per-min",
-            "0",
-            "--global-rate-limit-per-min",
-            "0",
-        ];
-        args.extend_from_slice(flags);
-        let opts = mcp_ssh_server::Opts::parse_from(args);
-        let config = mcp_ssh_server::Config::resolve(&opts).expect("config");
-        let server = mcp_ssh_server::start(config).await.expect("server");
+        let server = super::common::loadtest_server(flags).await;
         Lab {
             sshd,
             server,

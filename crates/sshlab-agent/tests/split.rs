@@ -6,13 +6,14 @@
 //!
 //! The independent checkers come from `scripts/install-deps oracle` (`$SSHLAB_TOOLS/bin`).
 
+mod common;
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output, Stdio};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use clap::Parser;
     use nix::sys::signal::Signal;
     use sshlab_core::results::{Aggregate, LatencyStats, Record, Summary};
     use sshlab_testkit::SshdBuilder;
@@ -20,20 +21,7 @@ mod tests {
     const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
 
     async fn server() -> mcp_ssh_server::Running {
-        let opts = mcp_ssh_server::Opts::parse_from([
-            "mcp-ssh-server",
-            "--bind",
-            "127.0.0.1:0",
-            "--profile",
-            "loadtest",
-            "--rate-limit-per-min",
-            "0",
-            "--global-rate-limit-per-min",
-            "0",
-        ]);
-        mcp_ssh_server::start(mcp_ssh_server::Config::resolve(&opts).expect("config"))
-            .await
-            .expect("server")
+        super::common::loadtest_server(&[]).await
     }
 
     /// An independent checker installed by `scripts/install-deps oracle` (on `PATH`, as
