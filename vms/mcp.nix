@@ -1,4 +1,5 @@
-# The MCP VM's role: the system under test, mcp-ssh-server with the lab's load-test profile.
+# The MCP VM's role: the system under test, mcp-ssh-server with the lab's flags
+# (vms/topology.toml [mcp_server] args, which the other backends pass too).
 {
   config,
   lib,
@@ -14,12 +15,12 @@ in {
     networking.firewall.allowedTCPPorts = lab.listenPorts "mcp";
 
     systemd.services.mcp-ssh-server = {
-      description = "mcp-ssh-server (the system under test), load-test profile";
+      description = "mcp-ssh-server (the system under test) with the lab's flags";
       wantedBy = ["multi-user.target"];
       after = ["network-online.target"];
       wants = ["network-online.target"];
       serviceConfig = {
-        ExecStart = "${lib.getExe' config.sshlab.package "mcp-ssh-server"} --bind 0.0.0.0:${toString port} --profile loadtest";
+        ExecStart = "${lib.getExe' config.sshlab.package "mcp-ssh-server"} --bind 0.0.0.0:${toString port} ${lib.escapeShellArgs lab.mcpServerArgs}";
         Restart = "on-failure";
         DynamicUser = true;
         StateDirectory = "mcp-ssh-server";

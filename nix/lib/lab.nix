@@ -122,6 +122,8 @@
 in {
   inherit topology profiles offset subnet bridge vms vm servicePort sshdInstances netem listenPorts addressOf results microvmFor;
   vmNames = map (v: v.name) vmList;
+  # mcp-ssh-server's flags after --bind (vms/topology.toml [mcp_server]), as every backend passes them.
+  mcpServerArgs = topology.mcp_server.args or [];
   gateway = bridge.address;
   bridgeName = topology.bridge.name;
 }

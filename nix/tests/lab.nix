@@ -73,7 +73,7 @@ in
     (expect "passwords" (map (u: target.users.users.${u}.password) ["testuser" "fancyuser" "zshuser" "dashuser" "slowuser"]) ["testpass" "testpass" "testpass" "testpass" "testpass"])
     (expect "large file: 1000 newline-terminated lines" (builtins.length (builtins.filter builtins.isList (builtins.split "\n" target.environment.etc."large-test-file.txt".text))) 1000)
     (expect "unstable timer" target.systemd.timers.sshd-unstable-restart.timerConfig.OnUnitActiveSec 20)
-    (expect "mcp ExecStart" mods.mcp.systemd.services.mcp-ssh-server.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/mcp-ssh-server --bind 0.0.0.0:3000 --profile loadtest")
+    (expect "mcp ExecStart" mods.mcp.systemd.services.mcp-ssh-server.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/mcp-ssh-server --bind 0.0.0.0:3000 --profile loadtest --rate-limit-per-min 0 --global-rate-limit-per-min 0")
     (expect "agent ExecStart" mods.agent.systemd.services.sshlab-agent.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/sshlab-agent serve --listen 0.0.0.0:9100 --results /results")
     (expect "vm-test: eth1 of each node carries its topology address" (builtins.mapAttrs (_: n: n.networking.interfaces.eth1.ipv4.addresses) vmTest.nodes) {
       agent = [

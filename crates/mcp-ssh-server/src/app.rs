@@ -93,7 +93,42 @@ impl App {
         if n > 0 {
             tracing::info!(released = n, "idle SSH sessions closed");
         }
+        let n = self.sessions.end_closed();
+        if n > 0 {
+            tracing::info!(ended = n, "SSH sessions whose connection closed were ended");
+        }
         self.rate_limits.forget_idle();
+    }
+
+    /// Probe the connection of every SSH session in use (idle pooled ones are the pool's to
+    /// probe) with a keepalive request; a session whose connection does not answer within the
+    /// health timeout is ended and its connection closed, so a frozen target (a pause, a
+    /// partition) costs its clients one probe interval instead of the session timeout.
+    pub async fn probe_sessions(&self) {
+        let timeout = self.pool.limits().health_timeout;
+        let mut probes = tokio::task::JoinSet::new();
+        for s in self.sessions.all() {
+            probes.spawn(async move {
+                let alive = s.lease().conn().check_alive(timeout).await;
+                (s, alive)
+            });
+        }
+        while let Some(r) = probes.join_next().await {
+            let Ok((s, false)) = r else {
+                continue;
+            };
+            let reason = format!(
+                "connection to {} lost: it did not answer a keepalive within {} s",
+                s.lease().conn().target().addr(),
+                timeout.as_secs()
+            );
+            if self.sessions.end(&s.id, &reason) {
+                self.metrics.pool_health_fails.inc();
+                tracing::info!(session = %s.id, "{reason}");
+                let conn = s.lease().conn().clone();
+                tokio::spawn(async move { conn.close().await });
+            }
+        }
     }
 
     /// Run housekeeping until the task is aborted.
@@ -108,7 +143,7 @@ impl App {
             self.expire_sessions();
             if last_health.elapsed() >= health {
                 last_health = Instant::now();
-                self.pool.maintain().await;
+                tokio::join!(self.pool.maintain(), self.probe_sessions());
             }
         }
     }

@@ -140,6 +140,18 @@ impl From<&Target> for PoolKey {
     }
 }
 
+/// Whether a connection may come from, and go back to, the idle list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// An idle connection with the same credentials when there is one; back to the pool after.
+    #[default]
+    Pooled,
+    /// Always a new connection, closed when its lease ends (never pooled): what a caller asks
+    /// for to measure or test connection setup itself. It still takes a slot of the target's
+    /// limit; an idle connection (of any credentials) gives its slot up for it.
+    Dedicated,
+}
+
 /// Counts of one target's connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TargetStats {
@@ -230,6 +242,7 @@ pub struct Lease<C: Connector = SshConnector> {
     auth_tag: u64,
     hit: bool,
     broken: AtomicBool,
+    reuse: Reuse,
     pool: Weak<Inner<C>>,
 }
 
@@ -259,13 +272,28 @@ impl<C: Connector> Lease<C> {
     pub fn mark_broken(&self) {
         self.broken.store(true, Ordering::Relaxed);
     }
+
+    /// Whether it is marked broken.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Whether its connection goes back to the idle list when the lease ends (it is not broken,
+    /// not closed, and not a dedicated one).
+    pub fn will_pool(&self) -> bool {
+        !self.is_broken() && !self.conn.is_closed() && self.reuse == Reuse::Pooled
+    }
 }
 
 impl<C: Connector> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(inner) = self.pool.upgrade() {
-            let healthy = !self.broken.load(Ordering::Relaxed) && !self.conn.is_closed();
-            inner.release(&self.key, self.auth_tag, self.conn.clone(), healthy);
+            inner.release(
+                &self.key,
+                self.auth_tag,
+                self.conn.clone(),
+                self.will_pool(),
+            );
         }
     }
 }
@@ -343,6 +371,17 @@ impl<C: Connector> Pool<C> {
         auth: &Auth,
         opts: &ConnectOptions,
     ) -> Result<Lease<C>, PoolError> {
+        self.acquire_with(target, auth, opts, Reuse::Pooled).await
+    }
+
+    /// Take a connection for `target` as `reuse` says.
+    pub async fn acquire_with(
+        &self,
+        target: &Target,
+        auth: &Auth,
+        opts: &ConnectOptions,
+        reuse: Reuse,
+    ) -> Result<Lease<C>, PoolError> {
         let key = PoolKey::from(target);
         let auth_tag = self.inner.auth_tag(auth);
         let deadline = tokio::time::Instant::now() + self.inner.limits.wait;
@@ -350,11 +389,11 @@ impl<C: Connector> Pool<C> {
             // Created before looking at the state, so a release between the look and the
             // wait still wakes us (notify_waiters reaches every future created before it).
             let released = self.inner.released.notified();
-            let step = self.inner.step(&key, auth_tag);
+            let step = self.inner.step(&key, auth_tag, reuse);
             match step {
                 Step::Hit(conn) => {
                     self.inner.metrics.pool_hits.inc();
-                    return Ok(self.lease(conn, key, auth_tag, true));
+                    return Ok(self.lease(conn, key, auth_tag, true, reuse));
                 }
                 Step::Connect => break,
                 Step::Wait { in_use, max } => {
@@ -375,16 +414,24 @@ impl<C: Connector> Pool<C> {
         let conn = self.inner.connector.connect(target, auth, opts).await?;
         self.inner.metrics.pool_creates.inc();
         reservation.fulfil();
-        Ok(self.lease(Arc::new(conn), key, auth_tag, false))
+        Ok(self.lease(Arc::new(conn), key, auth_tag, false, reuse))
     }
 
-    fn lease(&self, conn: Arc<C::Conn>, key: PoolKey, auth_tag: u64, hit: bool) -> Lease<C> {
+    fn lease(
+        &self,
+        conn: Arc<C::Conn>,
+        key: PoolKey,
+        auth_tag: u64,
+        hit: bool,
+        reuse: Reuse,
+    ) -> Lease<C> {
         Lease {
             conn,
             key,
             auth_tag,
             hit,
             broken: AtomicBool::new(false),
+            reuse,
             pool: Arc::downgrade(&self.inner),
         }
     }
@@ -557,14 +604,16 @@ impl<C: Connector> Inner<C> {
     }
 
     /// Decide, under the lock, what `acquire` does next; reserves a slot for `Connect`.
-    fn step(&self, key: &PoolKey, auth_tag: u64) -> Step<C::Conn> {
+    fn step(&self, key: &PoolKey, auth_tag: u64, reuse: Reuse) -> Step<C::Conn> {
         let mut st = self.lock();
         let limits = &self.limits;
         let mut closed = 0;
         let mut evicted = Vec::new();
         let ts = st.targets.entry(key.clone()).or_default();
         // Most recently used first: it is the likeliest to still be alive.
-        while let Some(pos) = ts.idle.iter().rposition(|i| i.auth_tag == auth_tag) {
+        while reuse == Reuse::Pooled
+            && let Some(pos) = ts.idle.iter().rposition(|i| i.auth_tag == auth_tag)
+        {
             let Some(idle) = ts.idle.remove(pos) else {
                 break;
             };
@@ -577,9 +626,13 @@ impl<C: Connector> Inner<C> {
             self.publish(&st);
             return Step::Hit(idle.conn);
         }
-        // A slot held by an idle connection with other credentials may be reclaimed.
+        // A slot held by an idle connection with other credentials may be reclaimed (with any
+        // credentials, for a dedicated connection, which never takes an idle one).
         if ts.count() >= limits.max_per_target
-            && let Some(pos) = ts.idle.iter().position(|i| i.auth_tag != auth_tag)
+            && let Some(pos) = ts
+                .idle
+                .iter()
+                .position(|i| reuse == Reuse::Dedicated || i.auth_tag != auth_tag)
             && let Some(victim) = ts.idle.remove(pos)
         {
             evicted.push(victim.conn);
@@ -843,6 +896,28 @@ mod tests {
         let again = p.acquire(&target(), &pw("alice"), &opts()).await.unwrap();
         assert!(again.was_hit());
         assert_eq!(made(&p), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dedicated_connection_is_always_new_and_never_pooled() {
+        let p = pool(Some(Duration::ZERO), 1, 50);
+        drop(p.acquire(&target(), &pw("x"), &opts()).await.unwrap());
+        assert_eq!(p.stats()[0].1.idle, 1);
+        // The idle connection gives its slot up: the target's limit is 1.
+        let d = p
+            .acquire_with(&target(), &pw("x"), &opts(), Reuse::Dedicated)
+            .await
+            .unwrap();
+        assert!(!d.was_hit());
+        assert_eq!(made(&p), 2);
+        let conn = d.conn().clone();
+        drop(d);
+        assert!(p.stats().is_empty(), "not pooled: {:?}", p.stats());
+        assert_eq!(p.inner.lock().total, 0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(conn.is_closed(), "closed when its lease ended");
+        let again = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        assert!(!again.was_hit());
     }
 
     #[tokio::test]

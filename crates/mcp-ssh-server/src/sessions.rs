@@ -8,6 +8,11 @@
 //! Anyone else asking for the handle is told it is not owned. Removing a
 //! session drops its lease once in-flight commands finish (they hold an `Arc`), which returns
 //! the connection to the pool.
+//!
+//! A session whose SSH connection is gone (the target closed it, or it stopped answering the
+//! health probe) is ended by the server: its slot comes back at once, not after the session
+//! timeout. Its owner's next call with the handle is told what happened ("session … ended:
+//! connection to … lost: …"), from a bounded record of recently ended sessions.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -57,6 +62,49 @@ pub enum SessionError {
     /// The handle belongs to another client.
     #[error("session not owned by this client: {0}")]
     NotOwned(String),
+    /// The server ended the session because its SSH connection was lost.
+    #[error("session {id} ended: {reason}")]
+    Ended {
+        /// The handle.
+        id: String,
+        /// What happened to its connection.
+        reason: String,
+    },
+}
+
+/// How many ended sessions are remembered for their owners' next call.
+const ENDED_KEPT: usize = 4096;
+
+/// Sessions the server ended, newest last, bounded at [`ENDED_KEPT`].
+#[derive(Default)]
+struct Ended {
+    order: std::collections::VecDeque<String>,
+    by_id: HashMap<String, (Owner, String)>,
+}
+
+impl Ended {
+    fn push(&mut self, id: String, owner: Owner, reason: String) {
+        if self.by_id.insert(id.clone(), (owner, reason)).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > ENDED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// The error for `id`, told only to its owner (anyone else learns nothing more than that
+    /// there is no such session).
+    fn error(&self, id: &str, caller: &Owner) -> SessionError {
+        match self.by_id.get(id) {
+            Some((owner, reason)) if caller.may_use(owner) => SessionError::Ended {
+                id: id.to_owned(),
+                reason: reason.clone(),
+            },
+            _ => SessionError::NotFound(id.to_owned()),
+        }
+    }
 }
 
 /// One SSH session.
@@ -97,6 +145,7 @@ impl SshSession {
 /// The registry of open SSH sessions.
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<SshSession>>>,
+    ended: Mutex<Ended>,
     metrics: Metrics,
 }
 
@@ -123,8 +172,16 @@ impl Sessions {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Ended::default()),
             metrics,
         }
+    }
+
+    fn not_found(&self, id: &str, caller: &Owner) -> SessionError {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .error(id, caller)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SshSession>>> {
@@ -149,9 +206,10 @@ impl Sessions {
     /// Look up `id` for `owner`.
     pub fn get(&self, id: &str, owner: &Owner) -> Result<Arc<SshSession>, SessionError> {
         let map = self.lock();
-        let s = map
-            .get(id)
-            .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+        let Some(s) = map.get(id) else {
+            drop(map);
+            return Err(self.not_found(id, owner));
+        };
         if !owner.may_use(&s.owner) {
             return Err(SessionError::NotOwned(id.to_owned()));
         }
@@ -163,7 +221,10 @@ impl Sessions {
     pub fn remove(&self, id: &str, owner: &Owner) -> Result<Arc<SshSession>, SessionError> {
         let mut map = self.lock();
         match map.get(id) {
-            None => return Err(SessionError::NotFound(id.to_owned())),
+            None => {
+                drop(map);
+                return Err(self.not_found(id, owner));
+            }
             Some(s) if !owner.may_use(&s.owner) => {
                 return Err(SessionError::NotOwned(id.to_owned()));
             }
@@ -190,6 +251,52 @@ impl Sessions {
     /// Remove all (shutdown).
     pub fn clear(&self) -> usize {
         self.remove_where(|_| true)
+    }
+
+    /// End session `id` because its connection is gone (`reason` says how); its owner's next
+    /// call is told so. False when it was already gone.
+    pub fn end(&self, id: &str, reason: &str) -> bool {
+        let removed = {
+            let mut map = self.lock();
+            let s = map.remove(id);
+            self.metrics.ssh_sessions_active.set(map.len() as i64);
+            s
+        };
+        let Some(s) = removed else {
+            return false;
+        };
+        s.lease().mark_broken();
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).push(
+            s.id.clone(),
+            s.owner.clone(),
+            reason.to_owned(),
+        );
+        true
+    }
+
+    /// End every session whose SSH connection has closed; returns how many.
+    pub fn end_closed(&self) -> usize {
+        let closed: Vec<(String, String)> = self
+            .lock()
+            .values()
+            .filter(|s| s.lease().conn().is_closed())
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    format!(
+                        "connection to {} lost: it closed (the SSH server ended it, or the \
+                         network dropped it)",
+                        s.lease().conn().target().addr()
+                    ),
+                )
+            })
+            .collect();
+        closed.iter().filter(|(id, why)| self.end(id, why)).count()
+    }
+
+    /// Every open session (for the health probe).
+    pub fn all(&self) -> Vec<Arc<SshSession>> {
+        self.lock().values().cloned().collect()
     }
 
     fn remove_where(&self, pred: impl Fn(&SshSession) -> bool) -> usize {

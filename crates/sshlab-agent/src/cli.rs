@@ -17,19 +17,12 @@ use crate::run::{self, RunRequest};
 use crate::scenario::segment::Segment;
 use crate::scenario::{self, Scenario};
 use crate::thresholds::Threshold;
+use sshlab_core::results::Verdict;
 use sshlab_core::results::compare::Bound;
 
-/// Exit code when every threshold held.
-pub const EXIT_OK: u8 = 0;
-/// A run error: the server unreachable, results not writable, or a run in which no operation
-/// succeeded (whatever the thresholds say: a run that measured only failures is no pass).
-pub const EXIT_RUN_ERROR: u8 = 1;
-/// Bad flags, scenario or threshold: nothing ran.
-pub const EXIT_USAGE: u8 = 2;
-/// Thresholds failed.
-pub const EXIT_THRESHOLDS: u8 = 99;
-/// Interrupted (Ctrl-C / SIGTERM); partial results were written.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use sshlab_core::results::verdict::{
+    EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_ERROR, EXIT_THRESHOLDS, EXIT_USAGE,
+};
 
 /// The lab's own topology and netem profiles, compiled in (the same files Nix reads).
 fn lab() -> (Option<Topology>, Option<NetemProfiles>) {
@@ -198,6 +191,11 @@ pub struct RunArgs {
     /// Timeout of one MCP request, ms.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Seconds a call in flight at a phase's end may still take (and the workers have to give
+    /// their handles back); a call still running then is cut off and counted as such. Nothing
+    /// starts after a phase's end: open-model arrivals not sent by then are counted as dropped.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_GRACE.as_secs_f64())]
+    pub grace: f64,
     /// The server's Prometheus endpoint (default: /metrics next to the MCP URL).
     #[arg(long)]
     pub metrics_url: Option<String>,
@@ -360,6 +358,10 @@ impl RunArgs {
                 )));
             }
         }
+        let grace = Duration::try_from_secs_f64(self.grace)
+            .ok()
+            .filter(|g| *g <= Duration::from_secs(3600))
+            .ok_or_else(|| UsageError("--grace: seconds, from 0 to 3600".into()))?;
         let iterations = self.iterations.or(scenario.iterations);
         let inputs = InputResponses(scenario.input_responses_json());
         Ok(RunRequest {
@@ -375,6 +377,7 @@ impl RunArgs {
                 workers: self.workers,
                 rate: self.rate,
                 request_timeout: Duration::from_millis(self.timeout_ms.max(1)),
+                grace,
                 bearer: self.bearer.clone(),
                 netem_ports: netem
                     .map(|n| n.profiles.iter().map(|p| p.port).collect())
@@ -398,6 +401,7 @@ impl RunArgs {
             server_vcpus,
             server_cpus_shared: self.server_cpus_shared,
             dir: None,
+            notes: Vec::new(),
         })
     }
 }
@@ -422,22 +426,14 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-/// Why a finished run is a run error although it ran: no operation succeeded. Names the most
-/// frequent failure, so the terminal says what the server answered.
+/// Why a finished run is a run error although it ran: no operation succeeded (see
+/// [`Verdict`]).
 pub fn nothing_succeeded(s: &sshlab_core::results::Summary) -> Option<String> {
-    if s.totals.successes > 0 {
-        return None;
+    match Verdict::of(s) {
+        Verdict::NothingSucceeded(why) => Some(why),
+        _ if s.totals.successes == 0 => Some("no operation succeeded".into()),
+        _ => None,
     }
-    if s.totals.requests == 0 {
-        return Some("no operation completed in the run's duration".into());
-    }
-    let top = s.error_messages.first().map_or(String::new(), |m| {
-        format!("; most frequent ({}x, {}): {}", m.count, m.kind, m.example)
-    });
-    Some(format!(
-        "no operation succeeded ({} failed){top}",
-        s.totals.failures
-    ))
 }
 
 async fn run_cmd(args: RunArgs) -> ExitCode {
@@ -467,15 +463,18 @@ async fn run_cmd(args: RunArgs) -> ExitCode {
             Ok(done) => {
                 print!("{}", sshlab_core::report::text::render(&done.summary));
                 println!("results: {}", done.dir.display());
-                if !done.summary.run.complete {
-                    code = EXIT_INTERRUPTED;
-                    break;
-                }
-                if let Some(why) = nothing_succeeded(&done.summary) {
-                    eprintln!("sshlab-agent: {name}: {why}");
-                    code = EXIT_RUN_ERROR;
-                } else if !done.thresholds_passed() && code == EXIT_OK {
-                    code = EXIT_THRESHOLDS;
+                let verdict = Verdict::of(&done.summary);
+                match &verdict {
+                    Verdict::Interrupted(_) => {
+                        code = EXIT_INTERRUPTED;
+                        break;
+                    }
+                    Verdict::NothingSucceeded(why) => {
+                        eprintln!("sshlab-agent: {name}: {why}");
+                        code = EXIT_RUN_ERROR;
+                    }
+                    Verdict::ThresholdsFailed if code == EXIT_OK => code = EXIT_THRESHOLDS,
+                    _ => {}
                 }
             }
             Err(e) => {

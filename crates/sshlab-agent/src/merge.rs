@@ -139,6 +139,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
         .map(|s| s.run.target_rate)
         .try_fold(0.0, |acc, r| r.map(|r| acc + r));
     run.late_starts = summaries.iter().map(|s| s.run.late_starts).sum();
+    run.dropped = summaries.iter().map(|s| s.run.dropped).sum();
+    run.unreleased = summaries.iter().map(|s| s.run.unreleased).sum();
     run.segment = None;
     run.merged_from = inputs
         .iter()
@@ -153,6 +155,16 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
     run.complete = warnings.is_empty();
     run.incomplete_reason = (!warnings.is_empty()).then(|| warnings.join("; "));
     let mut summary = Summary::build(run, &folded.agg);
+    summary.notes =
+        summaries
+            .iter()
+            .flat_map(|s| s.notes.iter().cloned())
+            .fold(Vec::new(), |mut all, n| {
+                if !all.contains(&n) {
+                    all.push(n);
+                }
+                all
+            });
     summary.thresholds = parsed.iter().map(|t| t.evaluate(&summary)).collect();
     results::write_all(out, &summary)?;
     Ok(Merged {

@@ -6,23 +6,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sshlab_core::results::{RunInfo, Summary};
+use sshlab_core::results::{RunInfo, ServerReport, Summary};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{self, CollectorConfig, Progress};
 use crate::engine::shards::Shards;
-use crate::engine::{self, Clock, RunSettings};
+use crate::engine::{self, Clock, RunSettings, Sinks};
 use crate::mcp::McpError;
 use crate::results::{self, ResultsError};
 use crate::scenario::Scenario;
 use crate::scenario::segment::Segment;
-use crate::scrape::Scraper;
+use crate::scrape::{ScrapeLoop, Scraped, Scraper};
 use crate::thresholds::Threshold;
 use sshlab_core::results::server_metrics;
 
 /// How often the server's /metrics is scraped during a run.
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
+/// How long one scrape may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ pub struct RunRequest {
     pub dir: Option<(String, PathBuf)>,
     /// The test's id, shared by the agents of a split test (default: made from the time).
     pub test_id: Option<String>,
+    /// What the caller (the host, for a job) knows about the run that the records will not
+    /// say: kept in the summary's `notes`.
+    pub notes: Vec<String>,
     /// Unix time to start at (the agents of a split test start together).
     pub start_at: Option<f64>,
 }
@@ -114,6 +119,97 @@ pub fn metrics_url_for(mcp_url: &str) -> String {
 
 /// Run `req` until done or `cancel`; results are written whatever happens.
 pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished, RunError> {
+    let thresholds = thresholds(&req)?;
+    if let Some(at) = req.start_at {
+        wait_until(at, &cancel).await;
+    }
+    let phases = engine::plan(&req.scenario, &req.settings);
+    let workers = phases.iter().map(|p| p.workers).max().unwrap_or(0);
+    // A connection and a record file per worker, and each shard runtime's epoll, waker and
+    // signal descriptors, before anything is created.
+    let shard_count = Shards::count(req.settings.threads, workers);
+    crate::open_files::ensure(2 * workers as u64 + 3 * shard_count as u64, || {
+        format!("{workers} workers on {shard_count} threads")
+    })?;
+    let clock = Clock::start();
+    let (dir_name, dir) = results_dir(&req, &clock)?;
+    let run_info = run_info(
+        &req,
+        &phases,
+        req.test_id.clone().unwrap_or(dir_name),
+        &clock,
+    );
+    // Fail fast, before anything is measured, when the server can't be reached.
+    let probe = engine::connect(&req.settings, 0)
+        .await
+        .map_err(|source| RunError::Server {
+            url: req.settings.mcp_url.clone(),
+            source,
+        })?;
+    let protocol = probe.protocol_version().to_owned();
+    let _ = probe.close().await;
+    let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
+
+    let metrics_url = req
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| metrics_url_for(&req.settings.mcp_url));
+    let scraping = ScrapeLoop::start(Scraper::new(metrics_url, SCRAPE_TIMEOUT), SCRAPE_EVERY);
+    // Bounded and small: a collector that falls behind slows the workers instead of letting
+    // records pile up in memory (the channel is the only unbounded-looking buffer).
+    let (tx, rx) = mpsc::channel(4096);
+    let mut info = run_info.clone();
+    info.protocol = protocol.clone();
+    let collector = tokio::spawn(collector::collect(
+        rx,
+        CollectorConfig {
+            dir: dir.clone(),
+            run: info,
+            planned: planned(&req, &phases),
+            progress: req.progress,
+        },
+    ));
+    let sinks = Sinks {
+        records: tx,
+        marks: scraping.marks(),
+    };
+    let scenario = Arc::new(req.scenario.clone());
+    let outcome = engine::run(
+        scenario,
+        &req.settings,
+        &shards,
+        &phases,
+        clock,
+        sinks,
+        cancel.clone(),
+    )
+    .await;
+    drop(shards);
+    let io = |source| ResultsError::Io {
+        path: dir.clone(),
+        source,
+    };
+    let agg = match collector.await {
+        Ok(Ok(agg)) => agg,
+        Ok(Err(e)) => return Err(io(e).into()),
+        Err(e) => return Err(io(std::io::Error::other(e.to_string())).into()),
+    };
+    let scraped = scraping.finish().await;
+
+    let mut run_info = run_info;
+    run_info.protocol = protocol;
+    run_info.ended_at = clock.wall(tokio::time::Instant::now());
+    finish_run_info(&mut run_info, &outcome);
+    let mut summary = Summary::build(run_info, &agg);
+    summary.server = Some(server_report(&req, &scraped));
+    summary.notes.clone_from(&req.notes);
+    summary.thresholds = thresholds.iter().map(|t| t.evaluate(&summary)).collect();
+    results::write_all(&dir, &summary)?;
+    Ok(Finished { dir, summary })
+}
+
+/// The request's thresholds and the scenario's own, parsed.
+fn thresholds(req: &RunRequest) -> Result<Vec<Threshold>, RunError> {
     let mut thresholds = req.thresholds.clone();
     for expr in &req.scenario.thresholds {
         let t: Threshold = expr
@@ -125,52 +221,56 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             })?;
         thresholds.push(t);
     }
-    if let Some(at) = req.start_at {
-        let wait = at
-            - SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-        if let Ok(wait) = Duration::try_from_secs_f64(wait) {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = cancel.cancelled() => {}
-            }
+    Ok(thresholds)
+}
+
+/// Sleeps until unix time `at` (a split test's agents start together), or until cancelled.
+async fn wait_until(at: f64, cancel: &CancellationToken) {
+    let wait = at
+        - SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    if let Ok(wait) = Duration::try_from_secs_f64(wait) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => {}
         }
     }
-    let phases = engine::plan(&req.scenario, &req.settings);
-    let workers = phases.iter().map(|p| p.workers).max().unwrap_or(0);
-    // A connection and a record file per worker, and each shard runtime's epoll, waker and
-    // signal descriptors, before anything is created.
-    let shard_count = Shards::count(req.settings.threads, workers);
-    crate::open_files::ensure(2 * workers as u64 + 3 * shard_count as u64, || {
-        format!("{workers} workers on {shard_count} threads")
-    })?;
-    let clock = Clock::start();
+}
+
+/// The run's results directory: the one `serve` made for the job, or a new one named after the
+/// test (and the segment, for one agent of a split test).
+fn results_dir(req: &RunRequest, clock: &Clock) -> Result<(String, PathBuf), RunError> {
+    if let Some(d) = req.dir.clone() {
+        return Ok(d);
+    }
     let segment = req.settings.segment;
-    let split = segment != Segment::WHOLE;
-    let (dir_name, dir) = match req.dir.clone() {
-        Some(d) => d,
-        None => {
-            let id = req
-                .test_id
-                .clone()
-                .unwrap_or_else(|| results::test_id(clock.unix_start()));
-            let name = if split {
-                format!("{id}-s{}of{}", segment.index, segment.count)
-            } else {
-                id
-            };
-            results::create_dir(&req.results_root, &name)?
-        }
+    let id = req
+        .test_id
+        .clone()
+        .unwrap_or_else(|| results::test_id(clock.unix_start()));
+    let name = if segment == Segment::WHOLE {
+        id
+    } else {
+        format!("{id}-s{}of{}", segment.index, segment.count)
     };
-    let test_id = req.test_id.clone().unwrap_or(dir_name);
+    Ok(results::create_dir(&req.results_root, &name)?)
+}
+
+/// How long the phases take, with the timetable's gaps.
+fn planned(req: &RunRequest, phases: &[engine::Phase]) -> Duration {
     let gaps = if req.settings.timetable {
         engine::PHASE_GAP * u32::try_from(phases.len()).unwrap_or(u32::MAX)
     } else {
         Duration::ZERO
     };
-    let planned: Duration = phases.iter().map(|p| p.duration).sum::<Duration>() + gaps;
-    let run_info = RunInfo {
+    phases.iter().map(|p| p.duration).sum::<Duration>() + gaps
+}
+
+/// What the run is, before it starts (marked incomplete until [`finish_run_info`]).
+fn run_info(req: &RunRequest, phases: &[engine::Phase], test_id: String, clock: &Clock) -> RunInfo {
+    let segment = req.settings.segment;
+    RunInfo {
         test_id,
         scenario: req.scenario.name.clone(),
         model: if phases.iter().any(|p| p.rate.is_some()) {
@@ -179,7 +279,7 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             "closed"
         }
         .into(),
-        workers,
+        workers: phases.iter().map(|p| p.workers).max().unwrap_or(0),
         // This agent's share: a segment makes every N-th arrival of the whole test's rate.
         target_rate: req
             .settings
@@ -196,131 +296,47 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         ended_at: clock.unix_start(),
         complete: false,
         incomplete_reason: Some("still running".into()),
-        late_starts: 0,
-        segment: split.then_some(segment),
-        merged_from: Vec::new(),
-    };
-    // Fail fast, before anything is measured, when the server can't be reached.
-    let probe = engine::connect(&req.settings, 0)
-        .await
-        .map_err(|source| RunError::Server {
-            url: req.settings.mcp_url.clone(),
-            source,
-        })?;
-    let protocol = probe.protocol_version().to_owned();
-    let _ = probe.close().await;
-    let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
+        grace_s: Some(req.settings.grace.as_secs_f64()),
+        segment: (segment != Segment::WHOLE).then_some(segment),
+        ..RunInfo::default()
+    }
+}
 
-    let scraper = Scraper::new(
-        req.metrics_url
-            .clone()
-            .unwrap_or_else(|| metrics_url_for(&req.settings.mcp_url)),
-        Duration::from_secs(5),
-    )
-    .ok();
-    let scrape_stop = CancellationToken::new();
-    let scrape_task = {
-        let scraper = scraper.clone();
-        let stop = scrape_stop.clone();
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let mut samples = Vec::new();
-            let mut last_error = None;
-            let Some(scraper) = scraper else {
-                return (
-                    samples,
-                    Some("cannot build an HTTP client for /metrics".to_owned()),
-                );
-            };
-            let mut tick = tokio::time::interval(SCRAPE_EVERY);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = stop.cancelled() => break,
-                }
-                match scraper.scrape().await {
-                    Ok(s) => samples.push((started.elapsed().as_secs_f64(), s)),
-                    Err(e) => last_error = Some(e.to_string()),
-                }
-            }
-            // The final sample, after the load.
-            match scraper.scrape().await {
-                Ok(s) => samples.push((started.elapsed().as_secs_f64(), s)),
-                Err(e) => last_error = Some(e.to_string()),
-            }
-            (samples, last_error)
-        })
-    };
-
-    // Bounded and small: a collector that falls behind slows the workers instead of letting
-    // records pile up in memory (the channel is the only unbounded-looking buffer).
-    let (tx, rx) = mpsc::channel(4096);
-    let mut info = run_info.clone();
-    info.protocol = protocol.clone();
-    let collector = tokio::spawn(collector::collect(
-        rx,
-        CollectorConfig {
-            dir: dir.clone(),
-            run: info,
-            planned,
-            progress: req.progress,
-        },
-    ));
-    let scenario = Arc::new(req.scenario.clone());
-    let outcome = engine::run(
-        scenario,
-        &req.settings,
-        &shards,
-        &phases,
-        clock,
-        tx,
-        cancel.clone(),
-    )
-    .await;
-    drop(shards);
-    let agg = match collector.await {
-        Ok(Ok(agg)) => agg,
-        Ok(Err(e)) => {
-            return Err(ResultsError::Io {
-                path: dir.clone(),
-                source: e,
-            }
-            .into());
-        }
-        Err(e) => {
-            return Err(ResultsError::Io {
-                path: dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-            .into());
-        }
-    };
-    scrape_stop.cancel();
-    let (samples, scrape_error) = scrape_task.await.unwrap_or_default();
-
-    let mut run_info = run_info;
-    run_info.protocol = protocol;
-    run_info.ended_at = clock.wall(tokio::time::Instant::now());
-    let (complete, reason) = match &outcome {
+/// What the engine's outcome says about the run: complete or why not, and its counters.
+fn finish_run_info(info: &mut RunInfo, outcome: &Result<engine::Outcome, McpError>) {
+    let (complete, reason) = match outcome {
         Ok(o) if o.cancelled => (false, Some("interrupted".to_owned())),
         Ok(_) => (true, None),
         Err(e) => (false, Some(format!("run failed: {e}"))),
     };
-    run_info.complete = complete;
-    run_info.incomplete_reason = reason;
-    run_info.late_starts = outcome.as_ref().map_or(0, |o| o.late_starts);
-    let mut summary = Summary::build(run_info, &agg);
+    info.complete = complete;
+    info.incomplete_reason = reason;
+    if let Ok(o) = outcome {
+        info.late_starts = o.late_starts;
+        info.dropped = o.dropped;
+        info.unreleased = o.unreleased;
+    }
+}
+
+/// The server's side of the run, from what the scrapes gathered.
+fn server_report(req: &RunRequest, scraped: &Scraped) -> ServerReport {
     let vcpus = req.server_vcpus.as_ref().map_or(0, |(n, _)| *n);
-    let mut server = server_metrics::build_report(&samples, vcpus);
+    let mut server = server_metrics::build_report(&scraped.samples, vcpus);
     server.vcpus_source = req.server_vcpus.as_ref().map(|(_, from)| from.clone());
     server.vcpus_shared = req.server_cpus_shared;
-    if samples.is_empty() {
-        server.error = Some(scrape_error.unwrap_or_else(|| "no samples".into()));
+    server.scrape_failures = scraped.failures;
+    if scraped.samples.is_empty() || scraped.failures > 0 {
+        server.error = scraped
+            .last_error
+            .clone()
+            .or_else(|| scraped.samples.is_empty().then(|| "no samples".into()));
     }
-    summary.server = Some(server);
-    summary.thresholds = thresholds.iter().map(|t| t.evaluate(&summary)).collect();
-    results::write_all(&dir, &summary)?;
-    Ok(Finished { dir, summary })
+    server.phases = scraped
+        .phases
+        .iter()
+        .map(server_metrics::phase_report)
+        .collect();
+    server
 }
 
 #[cfg(test)]

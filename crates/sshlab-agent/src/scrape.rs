@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use sshlab_core::results::server_metrics::Sample;
+use sshlab_core::results::server_metrics::{PhaseSamples, Sample};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,150 @@ impl Scraper {
             });
         }
         Ok(sample)
+    }
+}
+
+/// A phase boundary, set by the engine: the scrape loop takes a sample at once, so the
+/// server's counters can be read per phase (new SSH connections against pool hits, sessions
+/// left at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhaseMark {
+    /// The phase's workers are connected and about to start.
+    Start(Option<String>),
+    /// The phase's workers have stopped and released their handles.
+    End(Option<String>),
+}
+
+/// What a run's scraping gathered.
+#[derive(Debug, Default)]
+pub struct Scraped {
+    /// (seconds since the loop started, sample), periodic and at the marks, in time order.
+    pub samples: Vec<(f64, Sample)>,
+    /// Samples at each phase's start and end.
+    pub phases: Vec<PhaseSamples>,
+    /// Scrapes that failed.
+    pub failures: u32,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+impl Scraped {
+    fn take(&mut self, t: f64, r: Result<Sample, ScrapeError>) -> Option<Sample> {
+        match r {
+            Ok(s) => {
+                self.samples.push((t, s.clone()));
+                Some(s)
+            }
+            Err(e) => {
+                self.failures += 1;
+                self.last_error = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn mark(&mut self, mark: PhaseMark, sample: Option<Sample>) {
+        match mark {
+            PhaseMark::Start(label) => self.phases.push(PhaseSamples {
+                label,
+                start: sample,
+                end: None,
+            }),
+            PhaseMark::End(label) => match self.phases.last_mut() {
+                Some(p) if p.label == label && p.end.is_none() => p.end = sample,
+                _ => self.phases.push(PhaseSamples {
+                    label,
+                    start: None,
+                    end: sample,
+                }),
+            },
+        }
+    }
+}
+
+/// A mark and the answer the loop gives once its sample is taken.
+pub type Marked = (PhaseMark, oneshot::Sender<()>);
+
+/// Where phase marks go: [`Marks::mark`] returns once the mark's sample is taken, so a phase's
+/// start sample is taken before its workers begin and its end sample after they stopped.
+#[derive(Debug, Clone)]
+pub struct Marks(mpsc::UnboundedSender<Marked>);
+
+impl Marks {
+    /// How long a mark waits for its sample at most (a server that does not answer /metrics
+    /// must not hold up the run).
+    const WAIT: Duration = Duration::from_secs(6);
+
+    /// Sets `mark` and waits (bounded) until its sample is taken.
+    pub async fn mark(&self, mark: PhaseMark) {
+        let (done, taken) = oneshot::channel();
+        if self.0.send((mark, done)).is_ok() {
+            let _ = tokio::time::timeout(Self::WAIT, taken).await;
+        }
+    }
+}
+
+/// Scrapes every `every` until stopped, once at each [`PhaseMark`], and once more at the end.
+#[derive(Debug)]
+pub struct ScrapeLoop {
+    stop: CancellationToken,
+    marks: mpsc::UnboundedSender<Marked>,
+    task: JoinHandle<Scraped>,
+}
+
+impl ScrapeLoop {
+    /// Starts it; `scraper` is `None` when no client could be built (every scrape then counts
+    /// as failed with `why`).
+    pub fn start(scraper: Result<Scraper, ScrapeError>, every: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let (marks, mut rx) = mpsc::unbounded_channel();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut out = Scraped::default();
+            let scraper = match scraper {
+                Ok(s) => s,
+                Err(e) => {
+                    out.failures = 1;
+                    out.last_error = Some(e.to_string());
+                    return out;
+                }
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let mark: Option<Marked> = tokio::select! {
+                    _ = tick.tick() => None,
+                    Some(m) = rx.recv() => Some(m),
+                    () = stopped.cancelled() => break,
+                };
+                let t = started.elapsed().as_secs_f64();
+                let sample = out.take(t, scraper.scrape().await);
+                if let Some((m, done)) = mark {
+                    out.mark(m, sample);
+                    let _ = done.send(());
+                }
+            }
+            // Marks sent just before the stop, then the final sample, after the load.
+            while let Ok((m, done)) = rx.try_recv() {
+                let sample = out.take(started.elapsed().as_secs_f64(), scraper.scrape().await);
+                out.mark(m, sample);
+                let _ = done.send(());
+            }
+            out.take(started.elapsed().as_secs_f64(), scraper.scrape().await);
+            out
+        });
+        Self { stop, marks, task }
+    }
+
+    /// Where the engine sends its phase marks.
+    pub fn marks(&self) -> Marks {
+        Marks(self.marks.clone())
+    }
+
+    /// Stops it (after one last scrape) and returns what it gathered.
+    pub async fn finish(self) -> Scraped {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
     }
 }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use sshlab_core::job::{
     ApiError, JOBS_PATH, Job, JobAccepted, JobCancelling, JobState, JobStatus, job_path,
 };
-use sshlab_core::results::Summary;
+use sshlab_core::results::{Summary, Verdict};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{RunArgs, cancel_on_signals};
@@ -75,7 +75,7 @@ impl ServeArgs {
 #[derive(Debug, Clone)]
 enum Progress {
     Running,
-    Done { passed: bool, complete: bool },
+    Done { passed: bool, verdict: Verdict },
     Failed(String),
 }
 
@@ -132,6 +132,7 @@ impl JobRequest for Job {
             protocol: self.protocol.clone().unwrap_or_else(|| "auto".into()),
             bearer: None,
             timeout_ms: 30_000,
+            grace: crate::engine::DEFAULT_GRACE.as_secs_f64(),
             metrics_url: None,
             server_vcpus: self.server_vcpus,
             server_cpus_shared: self.server_cpus_shared,
@@ -158,6 +159,7 @@ impl JobRequest for Job {
             }
             req.scenario.ports = Some(Ports::List(ports.clone()));
         }
+        req.notes.clone_from(&self.notes);
         if let (Some(n), Some(cpus)) = (self.server_vcpus, req.server_vcpus.as_mut()) {
             cpus.1 = if self.server_cpus_shared {
                 "the host's cores, counted by sshlab run (netns backend)".into()
@@ -210,7 +212,7 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
         let state = match crate::run::run(req, cancel).await {
             Ok(done) => Progress::Done {
                 passed: done.thresholds_passed(),
-                complete: done.summary.run.complete,
+                verdict: Verdict::of(&done.summary),
             },
             Err(e) => Progress::Failed(format!("{e:#}")),
         };
@@ -238,17 +240,19 @@ async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response 
             test_id: id,
             state: JobState::Running,
             thresholds_passed: None,
+            verdict: None,
             error: None,
             summary,
         },
-        Progress::Done { passed, complete } => JobStatus {
+        Progress::Done { passed, verdict } => JobStatus {
             test_id: id,
-            state: if complete {
-                JobState::Done
-            } else {
+            state: if matches!(verdict, Verdict::Interrupted(_)) {
                 JobState::Interrupted
+            } else {
+                JobState::Done
             },
             thresholds_passed: Some(passed),
+            verdict: Some(verdict),
             error: None,
             summary,
         },
@@ -256,6 +260,7 @@ async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response 
             test_id: id,
             state: JobState::Failed,
             thresholds_passed: None,
+            verdict: None,
             error: Some(e),
             summary,
         },

@@ -438,7 +438,7 @@ mod tests {
         let file = lab.results.path().join("cmd.toml");
         std::fs::write(
             &file,
-            "name = \"cmd\"\nduration_s = 1\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n",
+            "name = \"cmd\"\nduration_s = 1\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n[[op]]\ntool = \"ssh_disconnect\"\nconsumes = \"session\"\nweight = 0\nargs = { session_id = \"{{session}}\" }\n",
         )
         .expect("write");
         let mut cmd = lab.agent(&[
@@ -590,6 +590,130 @@ mod tests {
         lab.server.stop().await.expect("stops");
     }
 
+    /// A server whose per-client limit the workers outrun: each worker backs off for the
+    /// server's Retry-After instead of hammering it, keeps its handle (a 429 says nothing about
+    /// the SSH session), and at the end releases it even though the release is rate-limited
+    /// at first. Before: three 429s in a row dropped the handle without a disconnect, the
+    /// worker connected again, and the server kept every dropped session for 30 minutes.
+    #[tokio::test]
+    async fn a_rate_limited_run_backs_off_keeps_its_handles_and_leaks_nothing() {
+        // 60 requests/min per client: a burst of 60, then one a second.
+        let lab = lab(&["--rate-limit-per-min", "60"]).await;
+        let (out, dir) = lab
+            .run(&[
+                "--scenario",
+                "command_throughput",
+                "--duration",
+                "4",
+                "--workers",
+                "2",
+            ])
+            .await;
+        ok(&out);
+        let s = summary(&dir);
+        let limited = s.errors.get("rate_limited").copied().unwrap_or(0);
+        assert!(limited > 0, "the limit was reached: {:?}", s.errors);
+        // About one refusal a second per worker; without the back-off, thousands.
+        assert!(limited <= 2 * (4 + 2), "{limited} rate-limited calls");
+        assert_eq!(
+            s.errors.len(),
+            1,
+            "nothing but the rate limit failed: {:?}",
+            s.errors
+        );
+        let connects = s.op("ssh_connect").expect("connects").totals.requests;
+        assert_eq!(
+            connects, 2,
+            "one session per worker, never given up for a 429"
+        );
+        let server = s.server.expect("scraped");
+        let left: Vec<_> = server.phases.iter().map(|p| p.sessions_at_end).collect();
+        assert_eq!(left, [Some(0.0)], "every session released, 429s or not");
+        assert_eq!(s.run.unreleased, 0);
+        lab.server.stop().await.expect("stops");
+    }
+
+    /// A TCP listener that accepts and never says a word: an SSH target that hangs.
+    async fn blackhole() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        (port, task)
+    }
+
+    /// An open-model run ends at its duration plus the grace period, whatever the server does:
+    /// nothing starts after the phase's end, the arrivals not sent by then are counted as
+    /// dropped, and a call still running at the grace's end is cut off and recorded as such.
+    /// Before: workers drained every arrival due before the deadline, however late, so a run
+    /// against a hanging target lasted arrivals × connect timeout.
+    #[tokio::test]
+    async fn an_open_run_ends_at_its_duration_and_counts_what_it_dropped() {
+        let lab = lab(&[]).await;
+        let (port, hole) = blackhole().await;
+        let file = lab.results.path().join("hang.toml");
+        std::fs::write(
+            &file,
+            "name = \"hang\"\nduration_s = 2\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true, timeout_ms = 60000 }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n[[op]]\ntool = \"ssh_disconnect\"\nconsumes = \"session\"\nweight = 0\nargs = { session_id = \"{{session}}\" }\n",
+        )
+        .expect("write");
+        let started = Instant::now();
+        // The hanging target instead of the sshd.
+        let mut cmd = Command::new(AGENT);
+        cmd.args(["run", "--mcp-url", &lab.url(), "--target-host", "127.0.0.1"])
+            .args(["--target-port", &port.to_string(), "--results-dir"])
+            .arg(lab.results.path())
+            .args(["--quiet", "--scenario-file"])
+            .arg(&file)
+            .args(["--rate", "10", "--workers", "2", "--grace", "1"]);
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("agent runs"))
+            .await
+            .expect("join");
+        let took = started.elapsed();
+        let s = summary(&lab.only_dir());
+        // 2 s of load + 1 s of grace, plus starting and writing the results.
+        assert!(took < Duration::from_secs(8), "ran {took:?}");
+        assert!(s.run.complete, "{:?}", s.run.incomplete_reason);
+        // 20 arrivals: the two the workers took hang until cut off, the rest never went out.
+        assert_eq!(s.totals.requests + s.run.dropped, 20, "{:?}", s.run);
+        assert_eq!(s.totals.requests, 2, "{:?}", s.errors);
+        assert_eq!(s.errors.get("cut_off").copied(), Some(2), "{:?}", s.errors);
+        assert_eq!(s.run.grace_s, Some(1.0));
+        // Nothing succeeded: a run error, whatever the thresholds say.
+        assert_eq!(out.status.code(), Some(1));
+        let txt = std::fs::read_to_string(lab.only_dir().join("report.txt")).expect("txt");
+        assert!(txt.contains("18 dropped"), "{txt}");
+        hole.abort();
+        lab.server.stop().await.expect("stops");
+    }
+
+    /// Polls job `id` of the control API at `base` until it is no longer running (at most
+    /// `within`); its last status.
+    async fn job_done(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v: Value = http
+                .get(format!("{base}/jobs/{id}"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if v["state"] != "running" {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "job {id} still running: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     #[tokio::test]
     async fn serve_runs_one_job_at_a_time() {
         let lab = lab(&[]).await;
@@ -630,24 +754,10 @@ mod tests {
         assert_eq!(bad.status().as_u16(), 400);
         let bad: Value = bad.json().await.expect("json");
         assert!(bad["error"].as_str().expect("reason").contains("nope"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let done = loop {
-            let v: Value = http
-                .get(format!("{base}/jobs/{id}"))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
-            if v["state"] != "running" {
-                break v;
-            }
-            assert!(Instant::now() < deadline, "job never finished");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let done = job_done(&http, &base, &id, Duration::from_secs(30)).await;
         assert_eq!(done["state"], "done", "{done}");
         assert_eq!(done["thresholds_passed"], true);
+        assert_eq!(done["verdict"], json!({"verdict": "passed"}), "{done}");
         assert!(done["summary"]["totals"]["requests"].as_u64().unwrap_or(0) > 0);
         // Cancel a second job.
         let r = http
@@ -670,23 +780,39 @@ mod tests {
             .await
             .expect("delete");
         assert_eq!(d.status().as_u16(), 202);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let v: Value = http
-                .get(format!("{base}/jobs/{id2}"))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
-            if v["state"] != "running" {
-                assert_eq!(v["state"], "interrupted", "{v}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "cancel did not stop the job");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let v = job_done(&http, &base, &id2, Duration::from_secs(15)).await;
+        assert_eq!(v["state"], "interrupted", "cancel stops the job: {v}");
+        // A job in which nothing succeeds: the verdict the host exits with says so (exit 1,
+        // as `sshlab-agent run` gives), not "done, thresholds passed".
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let r = http
+            .post(format!("{base}/jobs"))
+            .json(
+                &json!({"scenario": "quick", "duration": 2, "workers": 1, "mcp_url": lab.url(),
+                          "target_host": "127.0.0.1", "target_port": closed,
+                          "notes": ["a note from the host"]}),
+            )
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 202);
+        let id3 = r.json::<Value>().await.expect("json")["test_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let v = job_done(&http, &base, &id3, Duration::from_secs(30)).await;
+        assert_eq!(v["verdict"]["verdict"], "nothing_succeeded", "{v}");
+        let verdict: sshlab_core::results::Verdict =
+            serde_json::from_value(v["verdict"].clone()).expect("a verdict");
+        assert_eq!(verdict.exit_code(), 1);
+        assert_eq!(
+            v["summary"]["notes"],
+            json!(["a note from the host"]),
+            "{v}"
+        );
         lab.server.stop().await.expect("stops");
     }
 }

@@ -324,7 +324,7 @@ for q in (50, 99, 100):
         let scenario = root.path().join("cmd.toml");
         std::fs::write(
             &scenario,
-            "name = \"cmd\"\nduration_s = 4\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n",
+            "name = \"cmd\"\nduration_s = 4\n[[op]]\ntool = \"ssh_connect\"\nprovides = \"session\"\nweight = 0\nargs = { host = \"{{target_host}}\", port = \"{{target_port}}\", user = \"{{user}}\", password = \"{{password}}\", insecure_host_key = true }\n[[op]]\ntool = \"ssh_run_command\"\nneeds = \"session\"\nargs = { session_id = \"{{session}}\", command = \"hostname\" }\n[[op]]\ntool = \"ssh_disconnect\"\nconsumes = \"session\"\nweight = 0\nargs = { session_id = \"{{session}}\" }\n",
         )
         .expect("write");
         let agent = |id: &str| {

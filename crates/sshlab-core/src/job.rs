@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::results::Summary;
+use crate::results::{Summary, Verdict};
 
 /// Where jobs are posted.
 pub const JOBS_PATH: &str = "/jobs";
@@ -71,6 +71,11 @@ pub struct Job {
     /// (the netns backend, where the "VMs" are namespaces), so no report calls them its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub server_cpus_shared: bool,
+    /// What the host knows about this run that the agent cannot see (e.g. the server still
+    /// held sessions of an earlier run), one sentence each: kept in the summary's `notes` and
+    /// shown in every report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// 202 to `POST /jobs`.
@@ -106,6 +111,10 @@ pub struct JobStatus {
     /// Done or interrupted: whether every threshold held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds_passed: Option<bool>,
+    /// Done or interrupted: what the run means, and so the exit code every command that ran
+    /// it gives ([`Verdict::exit_code`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
     /// Failed: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

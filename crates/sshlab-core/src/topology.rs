@@ -40,9 +40,21 @@ pub struct Topology {
     pub bridge: Bridge,
     /// Where the Agent VM's results land, on the host and in the guest.
     pub results: ResultsShare,
+    /// How the MCP VM runs the system under test (default: no flags but `--bind`).
+    #[serde(default)]
+    pub mcp_server: McpServer,
     /// The microVMs, in file order (`[[vm]]`).
     #[serde(rename = "vm")]
     pub vms: Vec<Vm>,
+}
+
+/// The lab's `mcp-ssh-server`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Its flags after `--bind <the mcp service's address>`: every backend and the MCP VM's
+    /// NixOS module pass exactly these.
+    pub args: Vec<String>,
 }
 
 /// The host-side Linux bridge.

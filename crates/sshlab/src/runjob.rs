@@ -26,10 +26,11 @@ use sshlab_core::scenario::{self, Scenario};
 use crate::http;
 use crate::vm::{self, Endpoints, LabNetem, VmConfig};
 
-/// Exit code when thresholds failed (the agent's).
-pub const EXIT_THRESHOLDS: u8 = 99;
-/// Exit code after Ctrl-C.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use sshlab_core::results::verdict::{EXIT_INTERRUPTED, EXIT_RUN_ERROR, EXIT_THRESHOLDS};
+
+/// How long `run` waits, before a scenario, for the server to let go of sessions an earlier
+/// one left (it ends sessions whose connection closed within its 5 s sweep).
+const LEFTOVER_WAIT: Duration = Duration::from_secs(12);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ pub struct LabNote {
     pub server_vcpus: Option<u32>,
     /// Whether those are the host's cores, shared with the agent and the target (netns).
     pub server_cpus_shared: bool,
+    /// What the server still held of an earlier run when the job started, if anything.
+    pub leftovers: Option<String>,
 }
 
 impl LabNote {
@@ -171,26 +174,122 @@ pub fn run(
         .as_ref()
         .map_or_else(|| cfg.results.clone(), |s| s.results.clone());
     let state = state.unwrap_or_default();
-    let mut code = Ok(0);
-    for s in scenarios {
+    let mut outcomes: Vec<(&str, Result<Outcome, anyhow::Error>)> = Vec::new();
+    for s in &scenarios {
         let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
         note.backend = Some(state.backend);
         note.accel = state.accel;
         note.guests.clone_from(&state.guests);
         note.server_vcpus = server_vcpus(&state);
         note.server_cpus_shared = state.backend == vm::Backend::Netns;
-        code = one(spec, s, &ep, &results, &note);
-        match &code {
-            Ok(0) => {}
-            _ => break,
+        note.leftovers = leftovers(&ep);
+        let outcome = one(spec, s, &ep, &results, &note);
+        // A scenario that failed its thresholds, or in which nothing succeeded, does not stop
+        // the others; Ctrl-C, a dead agent or a timeout does.
+        let go_on = matches!(&outcome, Ok(o) if matches!(o.code, 0 | EXIT_THRESHOLDS | EXIT_RUN_ERROR) && o.finished);
+        outcomes.push((s, outcome));
+        if !go_on {
+            break;
         }
+    }
+    if scenarios.len() > 1 {
+        print_suite(&outcomes, scenarios.len());
     }
     if started && !spec.keep {
         for line in vm::down(cfg)? {
             println!("run: vm down: {line}");
         }
     }
-    code
+    suite_code(outcomes)
+}
+
+/// How one job ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    /// Its exit code.
+    code: u8,
+    /// Whether the agent finished it (a verdict), rather than it being cut short here.
+    finished: bool,
+    /// Why it is not a pass, when it is not.
+    problem: Option<String>,
+    /// Requests and failures.
+    totals: Option<(u64, u64)>,
+    /// How long the job took, seconds.
+    took: f64,
+}
+
+/// The suite's exit code: an error or interruption first, then a run in which nothing
+/// succeeded, then failed thresholds; 0 when every scenario passed.
+fn suite_code(outcomes: Vec<(&str, anyhow::Result<Outcome>)>) -> anyhow::Result<u8> {
+    let mut worst = 0;
+    for (_, o) in outcomes {
+        let code = o?.code;
+        worst = match (worst, code) {
+            (EXIT_INTERRUPTED, _) | (_, EXIT_INTERRUPTED) => EXIT_INTERRUPTED,
+            (EXIT_RUN_ERROR, _) | (_, EXIT_RUN_ERROR) => EXIT_RUN_ERROR,
+            (0, c) => c,
+            (w, _) => w,
+        };
+    }
+    Ok(worst)
+}
+
+/// One line per scenario of the suite, after the reports.
+fn print_suite(outcomes: &[(&str, anyhow::Result<Outcome>)], planned: usize) {
+    println!("run: suite of {planned} scenarios:");
+    for (name, o) in outcomes {
+        match o {
+            Ok(o) => {
+                let totals = o.totals.map_or(String::new(), |(r, f)| {
+                    format!("{r} requests, {f} failed, ")
+                });
+                println!(
+                    "run:   {name:<20} exit {:<3} {totals}{:.0} s{}",
+                    o.code,
+                    o.took,
+                    o.problem
+                        .as_ref()
+                        .map_or(String::new(), |p| format!(": {p}"))
+                );
+            }
+            Err(e) => println!("run:   {name:<20} error: {e:#}"),
+        }
+    }
+    if outcomes.len() < planned {
+        println!("run:   ({} not run)", planned - outcomes.len());
+    }
+}
+
+/// What the server still holds before a scenario starts: waits up to [`LEFTOVER_WAIT`] for its
+/// SSH sessions to reach 0, and says how many remain when they do not (`None`: none, or the
+/// server's metrics cannot tell).
+fn leftovers(ep: &Endpoints) -> Option<String> {
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    loop {
+        let held = server_sessions(ep)?;
+        if held <= 0.0 {
+            return None;
+        }
+        if Instant::now() >= deadline {
+            let line = format!(
+                "the MCP server still held {held:.0} SSH session(s) of an earlier run when this \
+                 one started (their pool slots count against this run's connections until their \
+                 owners disconnect them or the server's session timeout ends them)"
+            );
+            eprintln!("run: {line}");
+            return Some(line);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `mcp_ssh_sessions_active` from the server's /metrics.
+fn server_sessions(ep: &Endpoints) -> Option<f64> {
+    let r = http::request("GET", ep.mcp, "/metrics", None, Duration::from_secs(5)).ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    sshlab_core::results::server_metrics::Sample::parse(&r.body).sum("mcp_ssh_sessions_active", &[])
 }
 
 /// The MCP server's real CPUs: what its guest reported (qemu, and the runners of `sshlab vm
@@ -216,7 +315,15 @@ fn one(
     ep: &Endpoints,
     results: &Path,
     note: &LabNote,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Outcome> {
+    let began = Instant::now();
+    let cut_short = |code: u8, why: &str| Outcome {
+        code,
+        finished: false,
+        problem: Some(why.to_owned()),
+        totals: None,
+        took: began.elapsed().as_secs_f64(),
+    };
     let job = Job {
         scenario: scenario.to_owned(),
         duration: spec.duration,
@@ -229,6 +336,12 @@ fn one(
         ports: note.ports.clone(),
         server_vcpus: note.server_vcpus,
         server_cpus_shared: note.server_cpus_shared,
+        notes: note
+            .skipped
+            .iter()
+            .chain(&note.leftovers)
+            .cloned()
+            .collect(),
         ..Job::default()
     };
     if let Some(line) = note.line() {
@@ -267,7 +380,7 @@ fn one(
     let deadline = Instant::now() + spec.timeout;
     let mut cancelled = false;
     let mut progress = Progress::new();
-    let (state, passed) = loop {
+    let status = loop {
         std::thread::sleep(Duration::from_millis(500));
         if crate::interrupt::requested() && !cancelled {
             eprintln!("run: interrupted; cancelling job {id} (partial results are kept)");
@@ -281,7 +394,7 @@ fn one(
                     "run: the agent stopped answering ({e:#}); partial results in {}",
                     dir.display()
                 );
-                return Ok(1);
+                return Ok(cut_short(EXIT_RUN_ERROR, "the agent stopped answering"));
             }
         };
         let status = match job_status(&r) {
@@ -294,14 +407,17 @@ fn one(
                     dir.display()
                 );
                 let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-                return Ok(1);
+                return Ok(cut_short(
+                    EXIT_RUN_ERROR,
+                    "the agent's status was unreadable",
+                ));
             }
         };
         if status.state != JobState::Running {
             if let Some(e) = &status.error {
                 eprintln!("run: job failed: {e}");
             }
-            break (status.state, status.thresholds_passed);
+            break status;
         }
         if let Some(s) = &status.summary {
             progress.show(&format!(
@@ -316,7 +432,7 @@ fn one(
                 dir.display()
             );
             let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-            return Ok(1);
+            return Ok(cut_short(EXIT_RUN_ERROR, "timed out"));
         }
     };
     progress.finish();
@@ -328,11 +444,34 @@ fn one(
         // Again under the report, where a reader looks for the ports it covers.
         println!("{line}");
     }
-    Ok(match (state, passed) {
-        _ if cancelled => EXIT_INTERRUPTED,
-        (JobState::Done, Some(true)) => 0,
-        (JobState::Done, Some(false)) => EXIT_THRESHOLDS,
-        _ => 1,
+    let totals = status
+        .summary
+        .as_ref()
+        .map(|s| (s.totals.requests, s.totals.failures));
+    let (code, problem) = match (&status.verdict, status.state) {
+        _ if cancelled => (EXIT_INTERRUPTED, Some("interrupted".to_owned())),
+        // The agent's verdict, so `sshlab run` exits as `sshlab-agent run` does.
+        (Some(v), _) => (v.exit_code(), v.problem()),
+        (None, JobState::Failed) => (
+            EXIT_RUN_ERROR,
+            Some(
+                status
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the run failed".into()),
+            ),
+        ),
+        (None, _) => (EXIT_RUN_ERROR, Some("the agent gave no verdict".into())),
+    };
+    if let Some(p) = &problem {
+        eprintln!("run: {scenario}: {p}");
+    }
+    Ok(Outcome {
+        code,
+        finished: !cancelled,
+        problem,
+        totals,
+        took: began.elapsed().as_secs_f64(),
     })
 }
 

@@ -66,34 +66,49 @@ mod tests {
         assert!(!ps.contains(&format!("/run/sshlab/{}/", ns.name)), "{ps}");
     }
 
-    /// Past the server's per-target pool (20 under `--profile loadtest`), 25 workers that each
-    /// hold a connection: the extra connects are refused fast, every refusal is classified as
-    /// pool_exhausted, the held connections keep working, and the run ends on time.
+    /// exhaustion_test as it comes: 25 workers, past the server's per-target pool (20 under
+    /// the lab's `--profile loadtest`), then 10 within it. In the first phase the extra
+    /// connects are refused fast, every refusal is classified as pool_exhausted and the held
+    /// connections keep working; in the second, nothing fails: the limit let go. The run ends
+    /// on time.
     #[test]
-    fn exhaustion_test_rejects_cleanly_past_the_pool() {
+    fn exhaustion_test_rejects_cleanly_past_the_pool_then_recovers() {
         let Some(lab) = Lab::new("exh") else {
             return;
         };
         let started = Instant::now();
-        let out = lab.sshlab(&["run", "exhaustion_test", "5", "25"]);
+        let out = lab.sshlab(&["run", "exhaustion_test", "4"]);
         let took = started.elapsed();
         let t = text(&out);
         assert!(out.status.success(), "{t}");
-        // 5 s of load plus boot and teardown: a hang would show here (the run's own timeout
-        // is an hour).
+        // 2 × 4 s of load plus boot and teardown: a hang would show here (the run's own
+        // timeout is an hour).
         assert!(took < Duration::from_secs(60), "took {took:?}\n{t}");
         assert_root_namespace_clean();
 
         let s = summary(&lab.only_run());
         assert_eq!(s["run"]["complete"], true, "{s:#}");
         let errors = s["errors"].as_object().unwrap();
-        let rejected = s["errors"]["pool_exhausted"].as_u64().unwrap_or(0);
-        assert!(rejected >= 5, "each of the 5 extra workers refused: {s:#}");
         assert_eq!(
-            errors.len(),
-            1,
+            errors.keys().collect::<Vec<_>>(),
+            ["pool_exhausted"],
             "only pool_exhausted, no timeouts: {errors:?}"
         );
+        let phase = |name: &str| -> &Value {
+            s["phases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no phase {name}: {s:#}"))
+        };
+        let over = phase("workers=25");
+        let rejected = over["errors"]["pool_exhausted"].as_u64().unwrap_or(0);
+        assert!(rejected >= 5, "each of the 5 extra workers refused: {s:#}");
+        assert_eq!(over["totals"]["failures"].as_u64(), Some(rejected));
+        let within = phase("workers=10");
+        assert_eq!(within["totals"]["failures"], 0, "recovered: {s:#}");
+        assert!(within["totals"]["successes"].as_u64().unwrap() > 0);
         let op = |name: &str| -> &Value {
             s["ops"]
                 .as_array()
@@ -102,24 +117,159 @@ mod tests {
                 .find(|o| o["name"] == name)
                 .unwrap_or_else(|| panic!("no op {name}: {s:#}"))
         };
-        let connect = op("ssh_connect");
-        assert_eq!(connect["totals"]["failures"].as_u64(), Some(rejected));
-        let held = connect["totals"]["successes"].as_u64().unwrap();
-        assert!((1..=20).contains(&held), "held {held}: {s:#}");
         let commands = op("ssh_run_command");
         assert!(commands["totals"]["successes"].as_u64().unwrap() > 0);
         assert_eq!(commands["totals"]["failures"], 0, "{s:#}");
         // Refusals are quick (the scenario's own threshold is 10 s), and the server counted
         // them as pool exhaustion too.
-        let max_ms = connect["latency"]["max"].as_f64().unwrap();
+        let max_ms = op("ssh_connect")["latency_all"]["max"].as_f64().unwrap();
         assert!(max_ms < 5000.0, "slowest connect {max_ms} ms");
         assert!(s["thresholds"][0]["passed"].as_bool().unwrap(), "{s:#}");
-        if let Some(n) = s["server"]["deltas"]["mcp_pool_exhausted_total"].as_f64() {
-            assert!(n > 0.0, "{s:#}");
+        let exhausted = s["server"]["deltas"]["mcp_pool_exhausted_total"]
+            .as_f64()
+            .unwrap();
+        assert!(exhausted >= rejected as f64, "{s:#}");
+        // Each phase gave back every session it held.
+        for p in s["server"]["phases"].as_array().unwrap() {
+            assert_eq!(p["sessions_at_end"], 0.0, "{p}");
         }
         eprintln!(
-            "exhaustion_test: {held} held, {rejected} refused (slowest connect {max_ms:.0} ms), {took:?}"
+            "exhaustion_test: {rejected} refused past the pool (slowest connect {max_ms:.0} ms), \
+             {} calls and 0 failures within it, {took:?}",
+            within["totals"]["requests"]
         );
+    }
+
+    /// `sshlab run full`, the user's main command (what `nix run .#ssh-loadtest-full` runs), with
+    /// 3 s phases: all five scenarios in one lab, in order. No failure outside exhaustion_test
+    /// (there only pool refusals, and none once within the pool); connection_rate makes a new
+    /// SSH connection for every connect (no pool hits); every scenario ends within its phases
+    /// plus the grace period (and the time to connect each phase's workers); every phase gives
+    /// back every session; the server holds none at the end; the exit code is 0.
+    #[test]
+    fn run_full_as_the_user_runs_it() {
+        let Some(lab) = Lab::new("full") else {
+            return;
+        };
+        let started = Instant::now();
+        let out = lab.sshlab(&["run", "full", "3", "--keep"]);
+        let took = started.elapsed();
+        let t = text(&out);
+        assert!(out.status.success(), "exit {:?}\n{t}", out.status.code());
+        assert!(
+            !t.contains("still held"),
+            "a scenario found leftovers:\n{t}"
+        );
+        let runs = lab.runs();
+        let mut by_name = std::collections::BTreeMap::new();
+        for dir in &runs {
+            let s = summary(dir);
+            by_name.insert(s["run"]["scenario"].as_str().unwrap().to_owned(), s);
+        }
+        assert_eq!(
+            by_name.keys().collect::<Vec<_>>(),
+            [
+                "command_throughput",
+                "connection_rate",
+                "exhaustion_test",
+                "latency_test",
+                "sustained_load"
+            ],
+            "{t}"
+        );
+        let mut lines = Vec::new();
+        for (name, s) in &by_name {
+            assert_eq!(s["run"]["complete"], true, "{name}: {s:#}");
+            let phases = s["phases"].as_array().map_or(1, |p| p.len().max(1)) as f64;
+            let planned = 3.0 * phases;
+            let grace = s["run"]["grace_s"].as_f64().unwrap();
+            let ran =
+                s["run"]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
+            assert!(
+                ran <= planned + grace + 2.0 * phases,
+                "{name} ran {ran:.1} s for {planned} s of phases (grace {grace} s)"
+            );
+            let failures = s["totals"]["failures"].as_u64().unwrap();
+            if name == "exhaustion_test" {
+                let kinds: Vec<_> = s["errors"].as_object().unwrap().keys().collect();
+                assert_eq!(kinds, ["pool_exhausted"], "{s:#}");
+                let last = s["phases"].as_array().unwrap().last().unwrap();
+                assert_eq!(last["totals"]["failures"], 0, "{name} recovered: {s:#}");
+            } else {
+                assert_eq!(failures, 0, "{name}: {:#}", s["errors"]);
+            }
+            assert_eq!(s["run"]["dropped"].as_u64().unwrap_or(0), 0, "{name}");
+            for p in s["server"]["phases"].as_array().unwrap() {
+                assert_eq!(p["sessions_at_end"], 0.0, "{name}: {p}");
+            }
+            lines.push(format!(
+                "{name}: {} requests, {failures} failed, {:.1}/s, p50 {:.1} ms, p99 {:.1} ms, ran {ran:.1} s",
+                s["totals"]["requests"],
+                s["totals"]["rps_avg"].as_f64().unwrap(),
+                s["latency"]["p50"].as_f64().unwrap(),
+                s["latency"]["p99"].as_f64().unwrap(),
+            ));
+        }
+        // Every connect of connection_rate was a new SSH connection.
+        for p in by_name["connection_rate"]["server"]["phases"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(p["pool_hits"], 0.0, "{p}");
+            assert!(p["new_connections"].as_f64().unwrap() > 0.0, "{p}");
+            lines.push(format!(
+                "connection_rate {}: {} new SSH connections",
+                p["phase"], p["new_connections"]
+            ));
+        }
+        // The lab holds nothing now.
+        let out = lab.ns.sshlab(&["metrics"], &[]);
+        let m = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            m.lines().any(|l| l == "mcp_ssh_sessions_active 0"),
+            "sessions left in the server:\n{m}"
+        );
+        let out = lab.sshlab(&["vm", "down"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_root_namespace_clean();
+        eprintln!("run full 3: {took:?}\n  {}", lines.join("\n  "));
+    }
+
+    /// A run in which nothing succeeds exits non-zero from `sshlab run` too (as it does from
+    /// `sshlab-agent run`): here the target's sshd is stopped before the run.
+    #[test]
+    fn a_run_where_nothing_succeeds_exits_1() {
+        let Some(lab) = Lab::new("none") else {
+            return;
+        };
+        let out = lab.sshlab(&["vm", "up"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(lab.runtime().join("state.json")).unwrap())
+                .unwrap();
+        let target = state["procs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["vm"] == "target" && p["what"] == "sshd")
+            .unwrap_or_else(|| panic!("no target sshd in {state:#}"));
+        let pid = target["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{target:#}"));
+        // The lab's own sshd, started by this test's `vm up`: stopped by its pid.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let out = lab.sshlab(&["run", "quick", "2", "1"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("no operation succeeded"), "{t}");
+        let out = lab.sshlab(&["vm", "down"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_root_namespace_clean();
     }
 
     /// On a kernel without sch_prio/sch_netem the lab comes up unshaped, and latency_test runs

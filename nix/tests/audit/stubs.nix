@@ -43,6 +43,14 @@ let
     toUpper = builtins.replaceStrings (lib.stringToCharacters "abcdefghijklmnopqrstuvwxyz") (lib.stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
     stringToCharacters = s: builtins.genList (p: builtins.substring p 1 s) (builtins.stringLength s);
     concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+    # As nixpkgs lib/strings.nix defines them since 24.11 (quotes only what needs quoting).
+    escapeShellArg = arg: let
+      string = toString arg;
+    in
+      if builtins.match "[[:alnum:],._+:@%/-]+" string == null
+      then "'${builtins.replaceStrings ["'"] ["'\\''"] string}'"
+      else string;
+    escapeShellArgs = list: builtins.concatStringsSep " " (map lib.escapeShellArg list);
     optional = c: x:
       if c
       then [x]

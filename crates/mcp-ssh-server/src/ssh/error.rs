@@ -163,7 +163,7 @@ impl SshError {
         match e {
             E::Disconnect | E::HUP | E::SendError | E::RecvError => SshError::Disconnected {
                 addr: addr.to_owned(),
-                reason: "the server closed the connection".to_owned(),
+                reason: "the SSH server closed the connection".to_owned(),
             },
             E::KeepaliveTimeout => SshError::Disconnected {
                 addr: addr.to_owned(),

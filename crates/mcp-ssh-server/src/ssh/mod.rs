@@ -458,15 +458,16 @@ impl Connection {
     }
 
     /// Maps a russh error to [`SshError::Disconnected`] if the session is
-    /// gone, else to the closest variant.
+    /// gone, else to the closest variant. A closed session's error says what happened to the
+    /// connection in words, never russh's internals ("Channel send error").
     fn lost_or(&self, e: russh::Error) -> SshError {
-        if self.is_closed() {
-            SshError::Disconnected {
+        match SshError::from_russh(e, &self.inner.addr) {
+            lost @ SshError::Disconnected { .. } => lost,
+            _ if self.is_closed() => SshError::Disconnected {
                 addr: self.inner.addr.clone(),
-                reason: e.to_string(),
-            }
-        } else {
-            SshError::from_russh(e, &self.inner.addr)
+                reason: "the SSH server closed the connection".to_owned(),
+            },
+            other => other,
         }
     }
 }

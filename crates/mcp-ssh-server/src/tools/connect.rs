@@ -7,14 +7,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CallCtx, ToolError, ToolOutput, ToolSpec, schema_of};
-use crate::pool::PoolError;
+use crate::pool::{PoolError, Reuse};
 use crate::ssh::{Auth, ConnectOptions, HostKeyPolicy, Target};
 
 pub(super) const SPEC: ToolSpec = ToolSpec {
     name: "ssh_connect",
     title: "Connect to an SSH server",
-    description: "Open an SSH connection (or reuse an idle pooled one with the same credentials) \
-                  and return a session_id for the other tools. Give either password or private_key.",
+    description: "Open an SSH connection (or reuse an idle pooled one with the same credentials; \
+                  reuse=false always opens a new one) and return a session_id for the other \
+                  tools. Give either password or private_key.",
     read_only: false,
     input: schema_of::<Args>,
     output: schema_of::<Output>,
@@ -52,6 +53,16 @@ pub(super) struct Args {
     #[serde(default)]
     #[schemars(range(min = 100, max = 120000))]
     timeout_ms: Option<u64>,
+    /// Reuse an idle pooled connection with the same credentials (default true). `false`
+    /// always opens a new SSH connection, and ssh_disconnect closes it instead of pooling it:
+    /// for measuring connection setup itself.
+    #[serde(default = "default_reuse")]
+    #[schemars(default = "default_reuse")]
+    reuse: bool,
+}
+
+fn default_reuse() -> bool {
+    true
 }
 
 /// Result.
@@ -128,7 +139,16 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
     let lease = ctx
         .app
         .pool
-        .acquire(&target, &auth, &opts)
+        .acquire_with(
+            &target,
+            &auth,
+            &opts,
+            if args.reuse {
+                Reuse::Pooled
+            } else {
+                Reuse::Dedicated
+            },
+        )
         .await
         .map_err(|e| match e {
             PoolError::Connect(e) => ToolError::Ssh(e),

@@ -28,14 +28,15 @@ struct Output {
     session_id: String,
     /// `user@host:port`.
     target: String,
-    /// Whether the connection went back to the pool (false when it had failed).
+    /// Whether the connection went back to the pool (false when it had failed, or was opened
+    /// with reuse=false).
     pooled: bool,
 }
 
 pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> {
     let session = ctx.app.sessions.remove(&args.session_id, ctx.owner)?;
     let target = session.lease().key().to_string();
-    let pooled = !session.lease().conn().is_closed();
+    let pooled = session.lease().will_pool();
     let out = Output {
         session_id: args.session_id,
         target,

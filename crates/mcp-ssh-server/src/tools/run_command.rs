@@ -135,6 +135,11 @@ pub(super) async fn exec_remote(
             {
                 session.lease().mark_broken();
             }
+            // The connection is gone: so is the session, and its slot comes back now. The
+            // owner's next call with the handle is told why.
+            if session.lease().conn().is_closed() {
+                ctx.app.sessions.end(&session.id, &e.to_string());
+            }
             Err(ToolError::Ssh(e))
         }
     }

@@ -8,7 +8,7 @@ pub mod shards;
 pub mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sshlab_core::results::Record;
@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::mcp::{ClientOptions, InputResponses, McpClient, McpError, Protocol};
 use crate::scenario::segment::Segment;
 use crate::scenario::{Ports, Scenario};
+use crate::scrape::{Marks, PhaseMark};
 use pacer::{RateShape, Schedule};
 use shards::Shards;
-use worker::{Target, Worker};
+use worker::{Counters, Target, Worker};
 
 /// Maps monotonic instants to unix time, fixed once per run so records never jump.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +85,9 @@ pub struct RunSettings {
     pub rate: Option<f64>,
     /// Timeout of one MCP exchange.
     pub request_timeout: Duration,
+    /// How long after a phase's end a call in flight may still finish (and the workers give
+    /// their handles back); a call still running then is cut off.
+    pub grace: Duration,
     /// Bearer token for every worker; `None`: each worker sends its own synthetic token so a
     /// stateless server can tell them apart (`sshlab-agent-w<N>`).
     pub bearer: Option<String>,
@@ -225,13 +229,31 @@ pub fn plan(s: &Scenario, cfg: &RunSettings) -> Vec<Phase> {
     phases
 }
 
+/// The default [`RunSettings::grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 /// What running the phases produced besides the records.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     /// Open-model starts that were late.
     pub late_starts: u64,
+    /// Open-model arrivals due within a phase that were never sent (the phase ended first).
+    pub dropped: u64,
+    /// Handles the workers could not release on the server at the end.
+    pub unreleased: u64,
     /// Whether it was cancelled.
     pub cancelled: bool,
+}
+
+impl Outcome {
+    fn of(counters: &Counters, cancelled: bool) -> Self {
+        Self {
+            late_starts: counters.late.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            unreleased: counters.unreleased.load(Ordering::Relaxed),
+            cancelled,
+        }
+    }
 }
 
 fn client_options(cfg: &RunSettings, index: usize) -> ClientOptions {
@@ -309,7 +331,16 @@ async fn prewarm(s: &Scenario, cfg: &RunSettings, n: usize) -> Result<(), McpErr
     client.close().await
 }
 
-/// Run every phase; records go to `tx`. Each worker, with its connection, runs on shard
+/// Where a run's measurements go.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// Every operation's record (the collector).
+    pub records: mpsc::Sender<Record>,
+    /// Each phase's start and end (the server-metrics scraper).
+    pub marks: Marks,
+}
+
+/// Run every phase into `sinks`. Each worker, with its connection, runs on shard
 /// `index mod shards`. Fails only when no worker can reach the server.
 pub async fn run(
     s: Arc<Scenario>,
@@ -317,10 +348,11 @@ pub async fn run(
     shards: &Shards,
     phases: &[Phase],
     clock: Clock,
-    tx: mpsc::Sender<Record>,
+    sinks: Sinks,
     cancel: CancellationToken,
 ) -> Result<Outcome, McpError> {
-    let late = Arc::new(AtomicU64::new(0));
+    let Sinks { records: tx, marks } = sinks;
+    let counters = Arc::new(Counters::default());
     // Taken before prewarming, so that every agent's timetable starts at its clock's start.
     let mut timetable = cfg.timetable.then(|| Timetable::new(clock.start_instant()));
     if s.prewarm > 0 {
@@ -332,10 +364,7 @@ pub async fn run(
         password: cfg.password.clone(),
     });
 
-    let cancelled = |late: &AtomicU64| Outcome {
-        late_starts: late.load(Ordering::Relaxed),
-        cancelled: true,
-    };
+    let cancelled = |c: &Counters| Outcome::of(c, true);
     for phase in phases {
         if cancel.is_cancelled() {
             break;
@@ -354,11 +383,14 @@ pub async fn run(
                     Ok(c) => clients.push(c?),
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     // The shards stopped (they outlive this loop, so only when the run ends).
-                    Err(_) => return Ok(cancelled(&late)),
+                    Err(_) => return Ok(cancelled(&counters)),
                 },
-                () = cancel.cancelled() => return Ok(cancelled(&late)),
+                () = cancel.cancelled() => return Ok(cancelled(&counters)),
             }
         }
+        // The server's counters as the phase starts: after its workers connected (the MCP
+        // handshake is not the load), before any of them makes a call.
+        marks.mark(PhaseMark::Start(phase.label.clone())).await;
         let start = match scheduled {
             Some(at) => {
                 let now = Instant::now();
@@ -372,7 +404,7 @@ pub async fn run(
                 } else {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
-                        () = cancel.cancelled() => return Ok(cancelled(&late)),
+                        () = cancel.cancelled() => return Ok(cancelled(&counters)),
                     }
                 }
                 at
@@ -384,7 +416,7 @@ pub async fn run(
             // No share of this phase: wait it out with the others.
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                () = cancel.cancelled() => return Ok(cancelled(&late)),
+                () = cancel.cancelled() => return Ok(cancelled(&counters)),
             }
             continue;
         }
@@ -408,9 +440,10 @@ pub async fn run(
                 phase: phase.label.clone(),
                 tx: tx.clone(),
                 deadline,
+                grace: cfg.grace,
                 cancel: cancel.clone(),
                 schedule: schedule.clone(),
-                late: late.clone(),
+                counters: counters.clone(),
                 clock,
                 iterations: cfg.iterations.filter(|_| schedule.is_none()),
                 label: format!("w{index}"),
@@ -419,11 +452,16 @@ pub async fn run(
             tasks.spawn_on(w.run(), shards.handle(index));
         }
         while tasks.join_next().await.is_some() {}
+        if let Some((schedule, _)) = &schedule
+            && !cancel.is_cancelled()
+        {
+            // Arrivals of this phase that no worker took before it ended: never sent.
+            let rest = schedule.lock().await.drop_rest();
+            counters.dropped.fetch_add(rest, Ordering::Relaxed);
+        }
+        marks.mark(PhaseMark::End(phase.label.clone())).await;
     }
-    Ok(Outcome {
-        late_starts: late.load(Ordering::Relaxed),
-        cancelled: cancel.is_cancelled(),
-    })
+    Ok(Outcome::of(&counters, cancel.is_cancelled()))
 }
 
 #[cfg(test)]
@@ -442,6 +480,7 @@ mod tests {
             workers: None,
             rate: None,
             request_timeout: Duration::from_secs(5),
+            grace: DEFAULT_GRACE,
             bearer: None,
             netem_ports: vec![2322, 2323],
             iterations: None,

@@ -123,11 +123,34 @@ impl Schedule {
         self.n += self.stride;
         Some(t)
     }
+
+    /// Ends the schedule early: how many arrivals it still had (this agent's share). They are
+    /// never sent; a run reports them as dropped.
+    pub fn drop_rest(&mut self) -> u64 {
+        let mut n = 0;
+        while self.next().is_some() {
+            n += 1;
+        }
+        n
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_the_rest_counts_what_was_still_due() {
+        let mut s = Schedule::new(&RateShape::Constant(10.0), 2.0);
+        for _ in 0..5 {
+            assert!(s.next().is_some());
+        }
+        assert_eq!(s.drop_rest(), 15);
+        assert_eq!(s.next(), None);
+        assert_eq!(s.drop_rest(), 0, "a second worker finds nothing left");
+        let mut third = Schedule::new(&RateShape::Constant(10.0), 2.0).striped(1, 3);
+        assert_eq!(third.drop_rest(), 7, "arrivals 1, 4, …, 19 of 20");
+    }
 
     #[test]
     fn constant_rate_is_evenly_spaced_and_exact_in_count() {

@@ -2,6 +2,16 @@
 //! and sends a [`Record`] to the collector. The same loop serves both load models: in the
 //! closed model the next start is "now, after the think time"; in the open model it is the
 //! next due time of the shared [`Schedule`].
+//!
+//! A worker ends with its phase: it starts nothing at or after the phase's deadline (an
+//! open-model arrival it could not start by then is counted as dropped, with every arrival
+//! still due in the phase), lets a call in flight finish within the grace period after the
+//! deadline (one still running then is cut off and recorded as such), and then gives back,
+//! unmeasured, every handle it holds. What the server answers decides what happens to a
+//! handle ([`HandleFate`]): a rate-limited call backs off for the server's `Retry-After` and
+//! keeps it; a tool error that says the handle is no use ([`Scenario::stale_kinds`], or
+//! [`STALE_AFTER`] tool errors in a row) gives it up, and giving up always releases it on the
+//! server, retrying a release the server rate-limits.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,20 +20,27 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sshlab_core::results::{Record, Status, messages};
+use sshlab_core::scenario::STALE_AFTER;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Clock;
 use super::pacer::Schedule;
-use crate::mcp::{McpClient, ToolResult};
+use crate::mcp::{McpClient, McpError, ToolResult};
 use crate::scenario::segment::Segment;
 use crate::scenario::{Mode, OpSpec, Scenario, template};
 
 /// A start later than this past its due time counts as late.
 const LATE_SLACK: Duration = Duration::from_millis(10);
-/// Consecutive failures on one handle after which it is dropped as stale.
-const STALE_AFTER: u32 = 3;
+/// The wait after a 429 that carries no usable `Retry-After`.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait a `Retry-After` can impose on one worker at a time.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The time releasing the handles always gets at the end, even when the grace period is spent.
+const MIN_RELEASE: Duration = Duration::from_secs(2);
+/// One release call's own timeout.
+const RELEASE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SSH target placeholders.
 #[derive(Debug, Clone)]
@@ -34,6 +51,17 @@ pub struct Target {
     pub user: String,
     /// Password.
     pub password: String,
+}
+
+/// Counters the workers of a run share.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Open model: starts that were late.
+    pub late: AtomicU64,
+    /// Open model: arrivals due within the phase that were never sent.
+    pub dropped: AtomicU64,
+    /// Handles that could not be released on the server (the release kept failing).
+    pub unreleased: AtomicU64,
 }
 
 /// Everything a worker needs.
@@ -52,14 +80,16 @@ pub struct Worker {
     pub phase: Option<String>,
     /// Records go here.
     pub tx: mpsc::Sender<Record>,
-    /// End of the phase.
+    /// End of the phase: nothing starts at or after it.
     pub deadline: Instant,
+    /// How long after the deadline a call in flight may still finish.
+    pub grace: Duration,
     /// Ctrl-C.
     pub cancel: CancellationToken,
     /// Open model: the shared schedule and the phase start it is relative to.
     pub schedule: Option<(Arc<Mutex<Schedule>>, Instant)>,
-    /// Open model: starts that were late.
-    pub late: Arc<AtomicU64>,
+    /// Late starts, dropped arrivals, unreleased handles.
+    pub counters: Arc<Counters>,
     /// Instant ↔ wall-clock mapping.
     pub clock: Clock,
     /// Closed model: turns to take before stopping.
@@ -80,8 +110,13 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// The handles a worker holds and the state of its op picking.
 struct State {
+    /// Handles in use, oldest first.
     handles: VecDeque<String>,
+    /// Handles given up whose release has not gone through yet (retried at the end).
+    to_release: Vec<String>,
+    /// Tool errors in a row on the front handle.
     failures_on_front: u32,
     counter: u64,
     rng: u64,
@@ -89,6 +124,17 @@ struct State {
 }
 
 impl State {
+    fn new(index: usize) -> Self {
+        Self {
+            handles: VecDeque::new(),
+            to_release: Vec::new(),
+            failures_on_front: 0,
+            counter: 0,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+            cycle: 0,
+        }
+    }
+
     fn random(&mut self) -> u64 {
         // xorshift64*: plenty for picking ops by weight.
         let mut x = self.rng;
@@ -100,17 +146,72 @@ impl State {
     }
 }
 
+/// How a call ended, as far as the worker's next steps go.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// It succeeded.
+    Success,
+    /// The tool reported an error of this kind.
+    ToolError(String),
+    /// The server refused it for its rate limit; wait this long.
+    RateLimited(Duration),
+    /// No answer that says anything about the handle (transport, timeout, protocol).
+    Silent,
+}
+
+impl Answer {
+    fn of(outcome: &Result<ToolResult, McpError>, scenario: &Scenario) -> Self {
+        match outcome {
+            Ok(ToolResult {
+                is_error: false, ..
+            }) => Self::Success,
+            Ok(r) => Self::ToolError(scenario.classify_tool_error(&r.text)),
+            Err(McpError::RateLimited { retry_after, .. }) => Self::RateLimited(
+                retry_after
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_BACKOFF)
+                    .min(MAX_BACKOFF),
+            ),
+            Err(_) => Self::Silent,
+        }
+    }
+}
+
+/// What happens to the handle a call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandleFate {
+    /// Still good (or not known to be bad): keep using it.
+    Keep,
+    /// No use any more: release it on the server and forget it.
+    GiveUp,
+    /// Released (or gone) on the server: forget it.
+    Forget,
+    /// The release did not go through: forget it here, release it again at the end.
+    ReleaseLater,
+}
+
+/// The fate of the handle a call used, from the op's role and the answer. `failures` counts
+/// the handle's tool errors in a row, this one included.
+fn fate(consumes: bool, answer: &Answer, failures: u32, scenario: &Scenario) -> HandleFate {
+    match (consumes, answer) {
+        // A release the server refused for its rate limit: the handle stays, and the next
+        // release (a later consume, or the end of the phase) tries again after the back-off.
+        (_, Answer::RateLimited(_)) => HandleFate::Keep,
+        (true, Answer::Success | Answer::ToolError(_)) => HandleFate::Forget,
+        (true, Answer::Silent) => HandleFate::ReleaseLater,
+        (false, Answer::ToolError(kind))
+            if scenario.is_stale_kind(kind) || failures >= STALE_AFTER =>
+        {
+            HandleFate::GiveUp
+        }
+        (false, _) => HandleFate::Keep,
+    }
+}
+
 impl Worker {
     /// Run until the deadline, the schedule's end, or cancellation; then release handles.
     pub async fn run(self) {
-        let mut st = State {
-            handles: VecDeque::new(),
-            failures_on_front: 0,
-            counter: 0,
-            rng: 0x9E37_79B9_7F4A_7C15
-                ^ (self.index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
-            cycle: 0,
-        };
+        let mut st = State::new(self.index);
         let think = Duration::from_millis(self.scenario.think_ms);
         let mut calls = 0u64;
         loop {
@@ -118,50 +219,57 @@ impl Worker {
                 break;
             }
             calls += 1;
-            let intended = match &self.schedule {
-                Some((schedule, start)) => {
-                    let due = schedule.lock().await.next();
-                    match due {
-                        Some(offset) => *start + Duration::from_secs_f64(offset),
-                        None => break,
-                    }
-                }
-                None => Instant::now(),
-            };
-            if intended >= self.deadline {
+            let Some(intended) = self.next_start().await else {
                 break;
-            }
-            if self.schedule.is_some() {
-                tokio::select! {
-                    () = tokio::time::sleep_until(intended) => {}
-                    () = self.cancel.cancelled() => break,
-                }
-                if Instant::now() > intended + LATE_SLACK {
-                    self.late.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            };
             let op = self.pick(&mut st);
             if !self.run_op(op, intended, &mut st).await {
                 break;
             }
-            if !think.is_zero() && self.schedule.is_none() {
-                tokio::select! {
-                    () = tokio::time::sleep(think) => {}
-                    () = self.cancel.cancelled() => break,
-                }
+            if !think.is_zero() && self.schedule.is_none() && !self.pause(think).await {
+                break;
             }
         }
-        // Give back what this worker holds, unmeasured: the next phase starts clean.
-        if let Some(release) = self.scenario.ops.iter().position(|o| o.consumes.is_some()) {
-            while let Some(h) = st.handles.pop_front() {
-                let args = self.args(&self.scenario.ops[release], Some(&h), &st);
-                let call = self
-                    .client
-                    .call_tool(&self.scenario.ops[release].tool, args);
-                let _ = tokio::time::timeout(Duration::from_secs(5), call).await;
-            }
-        }
+        self.release_all(&mut st).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.close()).await;
+    }
+
+    /// The intended start of the next call, once it is due; `None` when the worker is done.
+    /// In the open model, an arrival this worker can only start at or after the deadline is
+    /// dropped.
+    async fn next_start(&self) -> Option<Instant> {
+        let Some((schedule, start)) = &self.schedule else {
+            return (Instant::now() < self.deadline).then(Instant::now);
+        };
+        let due = schedule.lock().await.next()?;
+        let intended = *start + Duration::from_secs_f64(due);
+        if intended >= self.deadline {
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(intended) => {}
+            () = self.cancel.cancelled() => return None,
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            // Too late to send: dropped, and so is what the phase still had (the engine counts
+            // those when the phase's workers are done).
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if now > intended + LATE_SLACK {
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(intended)
+    }
+
+    /// Sleep `d`, but never past the deadline; false when cancelled or the deadline came.
+    async fn pause(&self, d: Duration) -> bool {
+        let until = (Instant::now() + d).min(self.deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => Instant::now() < self.deadline,
+            () = self.cancel.cancelled() => false,
+        }
     }
 
     fn pick(&self, st: &mut State) -> usize {
@@ -203,7 +311,7 @@ impl Worker {
 
     /// Run op `i`, first running what it depends on (a provider when it needs a handle the
     /// worker lacks, a consumer when it would exceed `max_sessions`). Each call is recorded.
-    /// Returns false when cancelled.
+    /// Returns false when the worker must stop (cancelled, cut off, or the collector is gone).
     async fn run_op(&self, i: usize, intended: Instant, st: &mut State) -> bool {
         let op = &self.scenario.ops[i];
         let needed = op.needs.as_deref().or(op.consumes.as_deref());
@@ -225,6 +333,10 @@ impl Worker {
                     if !Box::pin(self.run_op(c, intended, st)).await {
                         return false;
                     }
+                    if st.handles.len() >= self.scenario.max_sessions {
+                        // The release did not go through (rate-limited): no new handle now.
+                        return true;
+                    }
                     // This op was due once the consumer it had to wait for was done: its
                     // corrected latency starts there, not at the turn's start (which would
                     // charge it the consumer's time too; the consumer has its own record).
@@ -234,41 +346,46 @@ impl Worker {
             }
         }
         let handle = needed.and_then(|_| st.handles.front().cloned());
-        let args = self.args(op, handle.as_deref(), st);
+        let args = self.args(op, handle.as_deref(), st.counter);
         st.counter += 1;
         let start = Instant::now();
+        let cut_at = self.deadline + self.grace;
         let outcome = tokio::select! {
-            r = self.client.call_tool(&op.tool, args) => r,
+            r = tokio::time::timeout_at(cut_at, self.client.call_tool(&op.tool, args)) => r,
             () = self.cancel.cancelled() => return false,
         };
         let end = Instant::now();
-        let (status, error_kind, error) = match &outcome {
-            Ok(ToolResult {
-                is_error: false, ..
-            }) => (Status::Success, None, None),
-            Ok(r) => (
-                Status::Error,
-                Some(self.scenario.classify_tool_error(&r.text)),
-                Some(messages::cut(&r.text).to_owned()),
-            ),
-            Err(e) => (
-                Status::Error,
-                Some(e.kind().to_owned()),
-                Some(messages::cut(&e.to_string()).to_owned()),
-            ),
+        let Ok(outcome) = outcome else {
+            // Still running when the grace period ran out: recorded as cut off, and the
+            // worker stops (its phase is over).
+            let record = self.record(op, intended, start, end, self.cut_off());
+            let _ = self.tx.send(record).await;
+            return false;
         };
-        // Handle bookkeeping.
-        if op.consumes.is_some() {
-            st.handles.pop_front();
-            st.failures_on_front = 0;
-        } else if handle.is_some() {
-            if status == Status::Success {
-                st.failures_on_front = 0;
-            } else {
+        let answer = Answer::of(&outcome, &self.scenario);
+        if let Some(h) = handle {
+            if matches!(answer, Answer::ToolError(_)) {
                 st.failures_on_front += 1;
-                if st.failures_on_front >= STALE_AFTER {
-                    st.handles.pop_front();
-                    st.failures_on_front = 0;
+            } else if answer == Answer::Success {
+                st.failures_on_front = 0;
+            }
+            match fate(
+                op.consumes.is_some(),
+                &answer,
+                st.failures_on_front,
+                &self.scenario,
+            ) {
+                HandleFate::Keep => {}
+                HandleFate::Forget => self.forget_front(st),
+                HandleFate::ReleaseLater => {
+                    self.forget_front(st);
+                    st.to_release.push(h);
+                }
+                HandleFate::GiveUp => {
+                    self.forget_front(st);
+                    if !self.release(&h, cut_at).await {
+                        st.to_release.push(h);
+                    }
                 }
             }
         }
@@ -284,7 +401,120 @@ impl Worker {
                 st.handles.push_back(h.to_owned());
             }
         }
-        let record = Record {
+        let record = self.record(op, intended, start, end, self.status(&outcome));
+        if self.tx.send(record).await.is_err() {
+            return false;
+        }
+        match answer {
+            // Back off as the server asked: this worker's next call waits (in the open model
+            // the arrivals due meanwhile start late, and their latency shows it).
+            Answer::RateLimited(wait) => self.pause(wait).await,
+            _ => true,
+        }
+    }
+
+    fn forget_front(&self, st: &mut State) {
+        st.handles.pop_front();
+        st.failures_on_front = 0;
+    }
+
+    /// Release `handle` on the server with the op that consumes it, unmeasured, retrying after
+    /// the server's `Retry-After` while it rate-limits, until `until`. True when the server
+    /// answered (released, or told us the handle is gone).
+    async fn release(&self, handle: &str, until: Instant) -> bool {
+        let Some(c) = self.scenario.ops.iter().position(|o| o.consumes.is_some()) else {
+            return true;
+        };
+        let op = &self.scenario.ops[c];
+        loop {
+            let args = self.args(op, Some(handle), 0);
+            let call = self.client.call_tool(&op.tool, args);
+            let timeout = RELEASE_CALL_TIMEOUT.min(until.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(McpError::RateLimited { retry_after, .. })) => {
+                    let wait = retry_after
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(DEFAULT_BACKOFF)
+                        .min(MAX_BACKOFF);
+                    if Instant::now() + wait >= until {
+                        return false;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Give back every handle this worker still holds, unmeasured: the next phase, scenario
+    /// and run start clean. Bounded by the grace period's end (at least [`MIN_RELEASE`]).
+    async fn release_all(&self, st: &mut State) {
+        let until = (self.deadline + self.grace).max(Instant::now() + MIN_RELEASE);
+        let all: Vec<String> = st
+            .handles
+            .drain(..)
+            .chain(st.to_release.drain(..))
+            .collect();
+        let mut left = 0u64;
+        for h in &all {
+            if Instant::now() >= until || !self.release(h, until).await {
+                left += 1;
+            }
+        }
+        if left > 0 {
+            self.counters.unreleased.fetch_add(left, Ordering::Relaxed);
+            tracing::warn!(
+                worker = %self.label,
+                handles = left,
+                "handles not released on the server (it did not answer in time)"
+            );
+        }
+    }
+
+    /// The status, error kind and message of a finished call.
+    fn status(
+        &self,
+        outcome: &Result<ToolResult, McpError>,
+    ) -> (Status, Option<String>, Option<String>) {
+        match outcome {
+            Ok(ToolResult {
+                is_error: false, ..
+            }) => (Status::Success, None, None),
+            Ok(r) => (
+                Status::Error,
+                Some(self.scenario.classify_tool_error(&r.text)),
+                Some(messages::cut(&r.text).to_owned()),
+            ),
+            Err(e) => (
+                Status::Error,
+                Some(e.kind().to_owned()),
+                Some(messages::cut(&e.to_string()).to_owned()),
+            ),
+        }
+    }
+
+    /// A call abandoned at the end of the grace period.
+    fn cut_off(&self) -> (Status, Option<String>, Option<String>) {
+        (
+            Status::Error,
+            Some("cut_off".to_owned()),
+            Some(format!(
+                "no answer {} s after the phase ended (the grace period); the call was abandoned",
+                self.grace.as_secs_f64()
+            )),
+        )
+    }
+
+    fn record(
+        &self,
+        op: &OpSpec,
+        intended: Instant,
+        start: Instant,
+        end: Instant,
+        (status, error_kind, error): (Status, Option<String>, Option<String>),
+    ) -> Record {
+        Record {
             ts: self.clock.wall(end),
             intended_ts: self.clock.wall(intended.min(start)),
             worker: self.label.clone(),
@@ -297,11 +527,10 @@ impl Worker {
             port: Some(self.port),
             phase: self.phase.clone(),
             segment: self.segment,
-        };
-        self.tx.send(record).await.is_ok()
+        }
     }
 
-    fn args(&self, op: &OpSpec, handle: Option<&str>, st: &State) -> Value {
+    fn args(&self, op: &OpSpec, handle: Option<&str>, counter: u64) -> Value {
         let ctx = template::Context {
             target_host: &self.target.host,
             target_port: self.port,
@@ -310,8 +539,67 @@ impl Worker {
             session: handle,
             worker: self.index,
             vars: &self.scenario.vars,
-            counter: st.counter + self.index as u64,
+            counter: counter + self.index as u64,
         };
         template::render(&op.args, &ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario() -> Scenario {
+        Scenario::builtin("sustained_load").expect("built-in")
+    }
+
+    #[test]
+    fn a_rate_limit_never_costs_a_handle() {
+        let s = scenario();
+        let limited = Answer::RateLimited(Duration::from_secs(1));
+        for failures in 0..10 {
+            assert_eq!(fate(false, &limited, failures, &s), HandleFate::Keep);
+            // A release the server rate-limited keeps the handle, to be released again.
+            assert_eq!(fate(true, &limited, failures, &s), HandleFate::Keep);
+        }
+        assert_eq!(fate(false, &Answer::Silent, 9, &s), HandleFate::Keep);
+    }
+
+    #[test]
+    fn stale_kinds_give_up_at_once_other_tool_errors_after_three() {
+        let s = scenario();
+        assert!(s.is_stale_kind("connection_lost"), "{:?}", s.stale_kinds);
+        let lost = Answer::ToolError("connection_lost".into());
+        assert_eq!(fate(false, &lost, 1, &s), HandleFate::GiveUp);
+        let blocked = Answer::ToolError("blocked".into());
+        assert_eq!(fate(false, &blocked, 1, &s), HandleFate::Keep);
+        assert_eq!(fate(false, &blocked, STALE_AFTER, &s), HandleFate::GiveUp);
+    }
+
+    #[test]
+    fn a_release_is_forgotten_once_answered_and_retried_when_not() {
+        let s = scenario();
+        assert_eq!(fate(true, &Answer::Success, 0, &s), HandleFate::Forget);
+        let gone = Answer::ToolError("session_gone".into());
+        assert_eq!(fate(true, &gone, 1, &s), HandleFate::Forget);
+        assert_eq!(fate(true, &Answer::Silent, 0, &s), HandleFate::ReleaseLater);
+    }
+
+    #[test]
+    fn a_429_backs_off_for_retry_after_bounded() {
+        let s = scenario();
+        let e = |after: Option<u64>| {
+            Answer::of(
+                &Err(McpError::RateLimited {
+                    retry_after: after.map(Duration::from_secs),
+                    message: None,
+                }),
+                &s,
+            )
+        };
+        assert_eq!(e(Some(3)), Answer::RateLimited(Duration::from_secs(3)));
+        assert_eq!(e(None), Answer::RateLimited(DEFAULT_BACKOFF));
+        assert_eq!(e(Some(0)), Answer::RateLimited(DEFAULT_BACKOFF));
+        assert_eq!(e(Some(3600)), Answer::RateLimited(MAX_BACKOFF));
     }
 }

@@ -1,7 +1,7 @@
 //! What the agent's integration tests share.
 
 /// The real mcp-ssh-server, in process on a loopback port, in the `loadtest` profile with
-/// rate limits off (the agent is the load), plus `extra` flags.
+/// rate limits off (the agent is the load) unless `extra` sets them, plus `extra` flags.
 pub async fn loadtest_server(extra: &[&str]) -> mcp_ssh_server::Running {
     use clap::Parser;
     let mut args = vec![
@@ -10,11 +10,12 @@ pub async fn loadtest_server(extra: &[&str]) -> mcp_ssh_server::Running {
         "127.0.0.1:0",
         "--profile",
         "loadtest",
-        "--rate-limit-per-min",
-        "0",
-        "--global-rate-limit-per-min",
-        "0",
     ];
+    for flag in ["--rate-limit-per-min", "--global-rate-limit-per-min"] {
+        if !extra.contains(&flag) {
+            args.extend([flag, "0"]);
+        }
+    }
     args.extend_from_slice(extra);
     let opts = mcp_ssh_server::Opts::parse_from(args);
     let config = mcp_ssh_server::Config::resolve(&opts).expect("config");

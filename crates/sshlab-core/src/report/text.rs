@@ -145,12 +145,41 @@ fn figure(v: f64) -> String {
     }
 }
 
-/// Render `report.txt`.
+/// Render `report.txt`: its sections in order, each from the summary alone.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
+    header(&mut out, s);
+    notes(&mut out, s);
+    section(
+        &mut out,
+        &format!("{} TEST", s.run.scenario.replace('_', " ").to_uppercase()),
+    );
+    throughput_and_latency(&mut out, s);
+    groups(&mut out, s);
+    errors(&mut out, s);
+    pool(&mut out, s);
+    limits(&mut out, s);
+    server_metrics(&mut out, s);
+    extrapolation(&mut out, s);
+    if let Some(b) = &s.baseline {
+        section(
+            &mut out,
+            &format!(
+                "AGAINST BASELINE {} (baseline, this run, change)",
+                b.test_id
+            ),
+        );
+        out.push_str(&b.render_rows());
+    }
+    thresholds(&mut out, s);
     rule(&mut out, '=');
+    out
+}
+
+fn header(out: &mut String, s: &Summary) {
+    rule(out, '=');
     let _ = writeln!(out, "{:^WIDTH$}", "LOAD TEST RESULTS");
-    rule(&mut out, '=');
+    rule(out, '=');
     let r = &s.run;
     let _ = writeln!(out, "\nTest ID:    {}", r.test_id);
     let _ = writeln!(out, "Scenario:   {}", r.scenario);
@@ -166,18 +195,32 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(out, "Status:     {status}");
     let model = match r.target_rate {
         Some(rate) => format!(
-            "open, {rate:.1}/s target, {} workers, {} late starts",
-            r.workers, r.late_starts
+            "open, {rate:.1}/s target, {} workers, {} late starts, {} dropped (never sent: the \
+             phase ended first)",
+            r.workers,
+            thousands(r.late_starts),
+            thousands(r.dropped)
         ),
         None => format!("{}, {} workers", r.model, r.workers),
     };
     let _ = writeln!(out, "Model:      {model}");
     let _ = writeln!(out, "Endpoint:   {} ({})", r.mcp_url, r.protocol);
+    if r.unreleased > 0 {
+        let _ = writeln!(
+            out,
+            "Leftovers:  {} SSH session(s) the workers could not release on the server",
+            thousands(r.unreleased)
+        );
+    }
+}
 
-    section(
-        &mut out,
-        &format!("{} TEST", r.scenario.replace('_', " ").to_uppercase()),
-    );
+fn notes(out: &mut String, s: &Summary) {
+    for n in &s.notes {
+        let _ = writeln!(out, "Note:       {n}");
+    }
+}
+
+fn throughput_and_latency(out: &mut String, s: &Summary) {
     let t = &s.totals;
     let _ = writeln!(out, "\nTHROUGHPUT");
     let _ = writeln!(out, "  Total Requests:     {}", thousands(t.requests));
@@ -197,7 +240,7 @@ pub fn render(s: &Summary) -> String {
         out,
         "\nLATENCY (milliseconds; corrected = from the intended start)"
     );
-    latency_rows(&mut out, &s.latency, &s.latency_uncorrected);
+    latency_rows(out, &s.latency, &s.latency_uncorrected);
     if t.failures > 0 && s.latency_all.count > 0 {
         let a = &s.latency_all;
         let _ = writeln!(
@@ -210,36 +253,52 @@ pub fn render(s: &Summary) -> String {
             a.max
         );
     }
+}
 
+fn groups(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "\nPER OPERATION");
-    group_table(&mut out, "operation", &s.ops, None);
+    group_table(out, "operation", &s.ops, None);
     // One port is the endpoint's only target: the table would repeat PER OPERATION.
     if s.ports.len() > 1 {
         let _ = writeln!(out, "\nPER PORT (milliseconds)");
         let base = s.ports.first().map(|g| g.latency.p50);
-        group_table(&mut out, "port", &s.ports, base);
+        group_table(out, "port", &s.ports, base);
     }
     if s.phases.len() > 1 {
         let _ = writeln!(out, "\nPHASES");
-        group_table(&mut out, "phase", &s.phases, None);
+        group_table(out, "phase", &s.phases, None);
     }
-    if !s.errors.is_empty() {
-        let _ = writeln!(out, "\nERRORS");
-        for (kind, n) in &s.errors {
-            let _ = writeln!(out, "  {kind:<28}{:>10}", thousands(*n));
-        }
-        error_messages(&mut out, s);
-    }
+}
 
-    let server = s.server.as_ref();
-    let scraped = server.filter(|sv| sv.error.is_none() && sv.scrapes > 0);
-    // The server's pool figures exist only for a server that exports them (mcp-ssh-server).
-    if let Some(sv) = scraped
-        .filter(|sv| sv.pool_hit_rate_percent.is_some() || sv.peak_active_connections.is_some())
-    {
-        section(&mut out, "POOL STATISTICS (server metrics)");
-        let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}%"));
-        let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
+fn errors(out: &mut String, s: &Summary) {
+    if s.errors.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nERRORS");
+    for (kind, n) in &s.errors {
+        let _ = writeln!(out, "  {kind:<28}{:>10}", thousands(*n));
+    }
+    error_messages(out, s);
+}
+
+/// The server's pool, over the run and per phase, when it exports pool metrics.
+fn pool(out: &mut String, s: &Summary) {
+    let Some(sv) = s.server.as_ref().filter(|sv| sv.scrapes > 0) else {
+        return;
+    };
+    let whole = sv.pool_hit_rate_percent.is_some() || sv.peak_active_connections.is_some();
+    let phases: Vec<_> = sv
+        .phases
+        .iter()
+        .filter(|p| p.new_connections.is_some() || p.pool_hits.is_some())
+        .collect();
+    if !whole && phases.is_empty() {
+        return;
+    }
+    section(out, "POOL STATISTICS (server metrics)");
+    let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}%"));
+    let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
+    if whole {
         let _ = writeln!(
             out,
             "  Hit Rate:           {}",
@@ -251,131 +310,159 @@ pub fn render(s: &Summary) -> String {
             num(sv.peak_active_connections)
         );
     }
+    if !phases.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  {:<22}{:>16}{:>12}{:>16}",
+            "phase", "new SSH conns", "pool hits", "sessions left"
+        );
+        for p in phases {
+            let _ = writeln!(
+                out,
+                "  {:<22}{:>16}{:>12}{:>16}",
+                p.phase,
+                num(p.new_connections),
+                num(p.pool_hits),
+                num(p.sessions_at_end)
+            );
+        }
+    }
+}
 
+fn limits(out: &mut String, s: &Summary) {
     let count = |k: &str| s.errors.get(k).copied().unwrap_or(0);
     let limits = [
         ("Rate limited (HTTP 429):", count("rate_limited")),
         ("Pool exhausted:", count("pool_exhausted")),
         ("Blocked commands:", count("blocked")),
         ("Timeouts:", count("timeout")),
+        ("Cut off after the grace:", count("cut_off")),
     ];
-    let server_429 = server.and_then(|sv| sv.rate_limited).filter(|n| *n > 0.0);
-    if limits.iter().any(|(_, n)| *n > 0) || server_429.is_some() {
-        section(
-            &mut out,
-            "LIMIT BEHAVIOR (failures by kind, as the agent saw them)",
+    let server_429 = s
+        .server
+        .as_ref()
+        .and_then(|sv| sv.rate_limited)
+        .filter(|n| *n > 0.0);
+    if limits.iter().all(|(_, n)| *n == 0) && server_429.is_none() {
+        return;
+    }
+    section(
+        out,
+        "LIMIT BEHAVIOR (failures by kind, as the agent saw them)",
+    );
+    for (label, n) in limits {
+        let _ = writeln!(out, "  {label:<27}{}", thousands(n));
+    }
+    if let Some(n) = server_429 {
+        let _ = writeln!(out, "  Server-counted 429s:       {n:.0}");
+    }
+}
+
+fn server_metrics(out: &mut String, s: &Summary) {
+    let Some(sv) = &s.server else {
+        return;
+    };
+    if sv.scrapes == 0 {
+        section(out, "MCP SERVER METRICS");
+        let _ = writeln!(
+            out,
+            "  scraping failed: {}",
+            sv.error.as_deref().unwrap_or("?")
         );
-        for (label, n) in limits {
-            let _ = writeln!(out, "  {label:<27}{}", thousands(n));
-        }
-        if let Some(n) = server_429 {
-            let _ = writeln!(out, "  Server-counted 429s:       {n:.0}");
-        }
+        return;
     }
-
-    match server {
-        Some(sv) if sv.error.is_none() => {
-            section(
-                &mut out,
-                "MCP SERVER METRICS DELTA (its /metrics, first to last scrape)",
-            );
-            for (k, v) in &sv.deltas {
-                let _ = writeln!(out, "  {k:<60}{:>14}", figure(*v));
-            }
-            for (k, o) in &sv.observed {
-                let mean = match o.mean {
-                    Some(m) if k.contains("_seconds") => format!("mean {:.3} ms", m * 1000.0),
-                    Some(m) => format!("mean {}", figure(m)),
-                    None => "no observations".to_owned(),
-                };
-                let _ = writeln!(out, "  {k:<60}{:>14} observed, {mean}", figure(o.count));
-            }
-            if let Some(slope) = sv.rss_slope_mib_per_min {
-                let _ = writeln!(
-                    out,
-                    "  RSS slope: {slope:+.2} MiB/min{}",
-                    if sv.leak_warning {
-                        "   WARNING: steady growth, possible leak"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-        Some(sv) => {
-            section(&mut out, "MCP SERVER METRICS");
-            let _ = writeln!(
-                out,
-                "  scraping failed: {}",
-                sv.error.as_deref().unwrap_or("?")
-            );
-        }
-        None => {}
+    section(
+        out,
+        "MCP SERVER METRICS DELTA (its /metrics, first to last scrape)",
+    );
+    if sv.scrape_failures > 0 {
+        let _ = writeln!(
+            out,
+            "  {} scrape(s) failed, so these figures have gaps: {}",
+            sv.scrape_failures,
+            sv.error.as_deref().unwrap_or("?")
+        );
     }
+    for (k, v) in &sv.deltas {
+        let _ = writeln!(out, "  {k:<60}{:>14}", figure(*v));
+    }
+    for (k, o) in &sv.observed {
+        let mean = match o.mean {
+            Some(m) if k.contains("_seconds") => format!("mean {:.3} ms", m * 1000.0),
+            Some(m) => format!("mean {}", figure(m)),
+            None => "no observations".to_owned(),
+        };
+        let _ = writeln!(out, "  {k:<60}{:>14} observed, {mean}", figure(o.count));
+    }
+    if let Some(slope) = sv.rss_slope_mib_per_min {
+        let _ = writeln!(
+            out,
+            "  RSS slope: {slope:+.2} MiB/min{}",
+            if sv.leak_warning {
+                "   WARNING: steady growth, possible leak"
+            } else {
+                ""
+            }
+        );
+    }
+}
 
+fn extrapolation(out: &mut String, s: &Summary) {
+    let server = s.server.as_ref();
+    let t = &s.totals;
     let cpus = server.map_or(0, |sv| sv.vcpus);
     let cpus_label = server.map(ServerReport::cpus_label).unwrap_or_default();
     let util = server.and_then(|sv| sv.cpu_utilisation_percent);
     section(
-        &mut out,
+        out,
         &format!("EXTRAPOLATION (to {EXTRAPOLATION_CPUS} CPU / 16GB RAM)"),
     );
-    if cpus > 0 {
-        let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
-        let source = server
-            .and_then(|sv| sv.vcpus_source.as_deref())
-            .map_or(String::new(), |from| format!("; the count from {from}"));
-        let _ = writeln!(
-            out,
-            "  Measured RPS:      {:.1} (on {cpus_label}{source})",
-            t.rps_avg
-        );
-        let _ = writeln!(
-            out,
-            "  Estimated RPS:     {est:.1} (on {EXTRAPOLATION_CPUS} cores)"
-        );
-        let _ = writeln!(
-            out,
-            "  Scaling factor:    {:.2}x",
-            f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
-        );
-        let basis = util.map_or("server CPU not measured".to_owned(), |u| {
-            format!("measured MCP server CPU {u:.0}% of {cpus_label}")
-        });
-        let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
-    } else {
+    if cpus == 0 {
         let _ = writeln!(
             out,
             "  (needs the server's vCPU count: --server-vcpus N; the lab's is known only when the \
              run targets the lab's MCP VM)"
         );
+        return;
     }
+    let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
+    let source = server
+        .and_then(|sv| sv.vcpus_source.as_deref())
+        .map_or(String::new(), |from| format!("; the count from {from}"));
+    let _ = writeln!(
+        out,
+        "  Measured RPS:      {:.1} (on {cpus_label}{source})",
+        t.rps_avg
+    );
+    let _ = writeln!(
+        out,
+        "  Estimated RPS:     {est:.1} (on {EXTRAPOLATION_CPUS} cores)"
+    );
+    let _ = writeln!(
+        out,
+        "  Scaling factor:    {:.2}x",
+        f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
+    );
+    let basis = util.map_or("server CPU not measured".to_owned(), |u| {
+        format!("measured MCP server CPU {u:.0}% of {cpus_label}")
+    });
+    let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
+}
 
-    if let Some(b) = &s.baseline {
-        section(
-            &mut out,
-            &format!(
-                "AGAINST BASELINE {} (baseline, this run, change)",
-                b.test_id
-            ),
+fn thresholds(out: &mut String, s: &Summary) {
+    if s.thresholds.is_empty() {
+        return;
+    }
+    section(out, "THRESHOLDS");
+    for th in &s.thresholds {
+        let actual = th.actual.map_or("n/a".to_owned(), |a| format!("{a:.2}"));
+        let _ = writeln!(
+            out,
+            "  {} {:<40} actual {actual}",
+            if th.passed { "PASS" } else { "FAIL" },
+            th.expr
         );
-        out.push_str(&b.render_rows());
     }
-
-    if !s.thresholds.is_empty() {
-        section(&mut out, "THRESHOLDS");
-        for th in &s.thresholds {
-            let actual = th.actual.map_or("n/a".to_owned(), |a| format!("{a:.2}"));
-            let _ = writeln!(
-                out,
-                "  {} {:<40} actual {actual}",
-                if th.passed { "PASS" } else { "FAIL" },
-                th.expr
-            );
-        }
-    }
-    rule(&mut out, '=');
-    out
 }
 
 #[cfg(test)]

@@ -11,11 +11,14 @@ pub mod record;
 pub mod server_metrics;
 pub mod stats;
 pub mod summary;
+pub mod verdict;
 
 pub use aggregate::{Aggregate, Group, IntervalStats};
 pub use messages::{ErrorMessage, ErrorMessages};
 pub use record::{Record, Status};
 pub use stats::LatencyStats;
 pub use summary::{
-    GroupSummary, Observed, RunInfo, SCHEMA_VERSION, ServerReport, Summary, ThresholdResult, Totals,
+    GroupSummary, Observed, PhaseServer, RunInfo, SCHEMA_VERSION, ServerReport, Summary,
+    ThresholdResult, Totals,
 };
+pub use verdict::Verdict;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::summary::{Observed, ServerReport};
+use super::summary::{Observed, PhaseServer, ServerReport};
 
 /// One scrape: every sample line's value by its exact series text (`name{labels}`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -193,6 +193,36 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx).filter(|v| v.is_finite())
+}
+
+/// Samples taken at a phase's start and end (`None`: that scrape failed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhaseSamples {
+    /// The phase's label (`None` for a run of one phase).
+    pub label: Option<String>,
+    /// At its start.
+    pub start: Option<Sample>,
+    /// At its end, after its workers released their handles.
+    pub end: Option<Sample>,
+}
+
+/// The server's side of one phase: connections made, pool hits and sessions left, each
+/// `None` when a scrape it needs failed or the server does not export the metric.
+pub fn phase_report(p: &PhaseSamples) -> PhaseServer {
+    let delta = |name: &str| {
+        let end = p.end.as_ref()?.sum(name, &[])?;
+        let start = p.start.as_ref()?.sum(name, &[]).unwrap_or(0.0);
+        Some(growth(start, end))
+    };
+    PhaseServer {
+        phase: p.label.clone().unwrap_or_else(|| "all".into()),
+        new_connections: delta("mcp_pool_creates_total"),
+        pool_hits: delta("mcp_pool_hits_total"),
+        sessions_at_end: p
+            .end
+            .as_ref()
+            .and_then(|s| s.sum("mcp_ssh_sessions_active", &[])),
+    }
 }
 
 /// Run length needed before a rising RSS counts as a leak, seconds.
@@ -464,6 +494,38 @@ nan_metric NaN
         assert_eq!(flat.pool_hit_rate_percent, None);
         assert_eq!(flat.peak_active_connections, None);
         assert_eq!(flat.rate_limited, None);
+    }
+
+    #[test]
+    fn a_phase_reads_connections_hits_and_what_it_left() {
+        let p = PhaseSamples {
+            label: Some("workers=2".into()),
+            start: Some(sample(&[
+                ("mcp_pool_creates_total", 4.0),
+                ("mcp_pool_hits_total", 10.0),
+            ])),
+            end: Some(sample(&[
+                ("mcp_pool_creates_total", 54.0),
+                ("mcp_pool_hits_total", 10.0),
+                ("mcp_ssh_sessions_active", 0.0),
+            ])),
+        };
+        let r = phase_report(&p);
+        assert_eq!(r.phase, "workers=2");
+        assert_eq!(r.new_connections, Some(50.0));
+        assert_eq!(r.pool_hits, Some(0.0));
+        assert_eq!(r.sessions_at_end, Some(0.0));
+        let failed = phase_report(&PhaseSamples {
+            end: None,
+            ..p.clone()
+        });
+        assert_eq!(
+            (failed.phase.as_str(), failed.new_connections),
+            ("workers=2", None)
+        );
+        assert_eq!(failed.sessions_at_end, None);
+        let one = phase_report(&PhaseSamples { label: None, ..p });
+        assert_eq!(one.phase, "all");
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub struct RunInfo {
     pub incomplete_reason: Option<String>,
     /// Open model: scheduled starts that no worker was free to make on time.
     pub late_starts: u64,
+    /// Open model: arrivals due within a phase that were never sent, because the phase ended
+    /// first (nothing starts after a phase's end; k6's `dropped_iterations`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// Seconds a call in flight at a phase's end could still take before it was cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_s: Option<f64>,
+    /// Handles (SSH sessions) the workers could not release on the server at the end.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreleased: u64,
     /// This agent's share of a test split across agents (`1/3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<crate::scenario::segment::Segment>,
@@ -137,6 +147,26 @@ pub struct ServerReport {
     /// Why scraping failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Scrapes that failed (each one a gap in the figures above).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub scrape_failures: u32,
+    /// The server's side of each phase, from scrapes at its start and end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseServer>,
+}
+
+/// The server's side of one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseServer {
+    /// The phase's label (`all` for a run of one phase).
+    pub phase: String,
+    /// SSH connections the server established (Δ`mcp_pool_creates_total`).
+    pub new_connections: Option<f64>,
+    /// Connects served from the pool (Δ`mcp_pool_hits_total`).
+    pub pool_hits: Option<f64>,
+    /// SSH sessions the server still held when the phase's workers had stopped
+    /// (`mcp_ssh_sessions_active`): anything but 0 is a leak between phases.
+    pub sessions_at_end: Option<f64>,
 }
 
 impl ServerReport {
@@ -213,6 +243,11 @@ pub struct Summary {
     /// This run set against a baseline run, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::compare::Baseline>,
+    /// What the lab knew about the run that the records do not say (e.g. the server still
+    /// held sessions of an earlier run when it started), one sentence each, shown in every
+    /// report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn group_summary(name: String, g: &Group) -> GroupSummary {
@@ -241,6 +276,10 @@ fn group_summary(name: String, g: &Group) -> GroupSummary {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -293,6 +332,7 @@ impl Summary {
             server: None,
             thresholds: Vec::new(),
             baseline: None,
+            notes: Vec::new(),
             run,
         }
     }

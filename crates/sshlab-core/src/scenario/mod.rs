@@ -135,6 +135,10 @@ fn one() -> u32 {
     1
 }
 
+/// Tool errors in a row on one handle after which a worker gives it up, whatever their kind
+/// (a rate-limited or timed-out call is no tool error and never counts).
+pub const STALE_AFTER: u32 = 3;
+
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +181,12 @@ pub struct Scenario {
     /// Error kind → text that marks it in a tool error.
     #[serde(default)]
     pub error_kinds: BTreeMap<String, String>,
+    /// Error kinds (of `error_kinds`) that mean a handle is no use any more (its session is
+    /// gone, or its connection lost): a worker gives the handle up at the first such error
+    /// instead of after [`STALE_AFTER`] tool errors in a row. Giving up runs the op that
+    /// `consumes` the handle, unmeasured, so the server releases what it still holds.
+    #[serde(default)]
+    pub stale_kinds: Vec<String>,
     /// Thresholds checked by default.
     #[serde(default)]
     pub thresholds: Vec<String>,
@@ -335,6 +345,28 @@ impl Scenario {
             ));
         }
         for (i, op) in self.ops.iter().enumerate() {
+            if let Some(h) = &op.provides
+                && !self.ops.iter().any(|o| o.consumes.as_ref() == Some(h))
+            {
+                return Err(invalid(
+                    format!("op[{i}].provides"),
+                    format!(
+                        "no op consumes `{h}`: the server would keep every one a worker opens; \
+                         add the op that releases it with `consumes = \"{h}\"` (weight = 0 \
+                         runs it only to give handles back)"
+                    ),
+                ));
+            }
+        }
+        for kind in &self.stale_kinds {
+            if !self.error_kinds.contains_key(kind) {
+                return Err(invalid(
+                    "stale_kinds".into(),
+                    format!("`{kind}` is not one of error_kinds"),
+                ));
+            }
+        }
+        for (i, op) in self.ops.iter().enumerate() {
             for need in op.needs.iter().chain(op.consumes.iter()) {
                 if !self.ops.iter().any(|o| o.provides.as_deref() == Some(need)) {
                     return Err(invalid(
@@ -376,6 +408,11 @@ impl Scenario {
             .iter()
             .find(|(_, needle)| text.contains(needle.as_str()))
             .map_or_else(|| "tool_error".to_owned(), |(k, _)| k.clone())
+    }
+
+    /// Whether a tool error of `kind` makes the handle it used stale at once.
+    pub fn is_stale_kind(&self, kind: &str) -> bool {
+        self.stale_kinds.iter().any(|k| k == kind)
     }
 
     /// The op's report label.
@@ -423,7 +460,32 @@ mod tests {
         assert_eq!((lt.duration_s, lt.workers, lt.rate), (60, 3, Some(10.0)));
         assert!(lt.is_open());
         let ex = Scenario::builtin("exhaustion_test").expect("ok");
-        assert_eq!((ex.duration_s, ex.workers), (60, 15));
+        let phases: Vec<_> = ex.phases.iter().map(|p| p.workers).collect();
+        assert_eq!((ex.duration_s, phases), (60, vec![Some(25), Some(10)]));
+        // Every built-in gives up a handle whose session is gone or whose connection is lost.
+        for n in &names {
+            let s = Scenario::builtin(n).expect("ok");
+            assert!(
+                s.is_stale_kind("session_gone") && s.is_stale_kind("connection_lost"),
+                "{n}"
+            );
+            assert_eq!(
+                s.classify_tool_error("session not found: ssh_x"),
+                "session_gone"
+            );
+            assert_eq!(
+                s.classify_tool_error(
+                    "session ssh_x ended: connection to 10.178.0.20:2222 lost: it closed"
+                ),
+                "connection_lost"
+            );
+        }
+        let cr = Scenario::builtin("connection_rate").expect("ok");
+        assert_eq!(
+            cr.ops[0].args.get("reuse"),
+            Some(&toml::Value::Boolean(false)),
+            "connection_rate makes a new SSH connection every time"
+        );
         let q = Scenario::builtin("quick").expect("ok");
         assert_eq!((q.duration_s, q.workers), (30, 3));
         assert!(matches!(
@@ -480,6 +542,14 @@ mod tests {
             ),
             (format!("{base}[[op]]\ntool='t'\nweight=0\n"), "op"),
             (format!("{base}bogus=1\n[[op]]\ntool='t'\n"), "bogus"),
+            (
+                format!("{base}stale_kinds=['gone']\n[[op]]\ntool='t'\n"),
+                "stale_kinds",
+            ),
+            (
+                format!("{base}[[op]]\ntool='t'\nprovides='session'\n"),
+                "op[0].provides",
+            ),
         ];
         for (text, key) in cases {
             let err = Scenario::parse(&text, "f.toml")

@@ -29,13 +29,14 @@ impl Bins {
     }
 }
 
-/// The MCP VM: `mcp-ssh-server --bind <mcp address> --profile loadtest`.
+/// The MCP VM: `mcp-ssh-server --bind <mcp address>` and the topology's `[mcp_server] args`
+/// (the MCP VM's NixOS module passes the same).
 pub fn mcp_command(bins: &Bins, topology: &Topology) -> anyhow::Result<Command> {
     let ep = Endpoints::new(topology)?;
     let mut cmd = Command::new(&bins.mcp);
     cmd.arg("--bind")
         .arg(ep.mcp.to_string())
-        .args(["--profile", "loadtest"]);
+        .args(&topology.mcp_server.args);
     Ok(cmd)
 }
 

@@ -268,14 +268,21 @@ impl Lab {
 
     /// The one results directory a single run left (the one holding summary.json).
     pub fn only_run(&self) -> PathBuf {
-        let dirs: Vec<PathBuf> = std::fs::read_dir(&self.results)
+        let dirs = self.runs();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.into_iter().next().unwrap()
+    }
+
+    /// Every results directory the runs left (those holding summary.json), oldest first.
+    pub fn runs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.results)
             .expect("results dir")
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.join("summary.json").is_file())
             .collect();
-        assert_eq!(dirs.len(), 1, "{dirs:?}");
-        dirs.into_iter().next().unwrap()
+        dirs.sort();
+        dirs
     }
 
     /// A command run inside one of the lab's VM namespaces (`ip netns exec <outer>-<vm>`).

@@ -94,6 +94,9 @@ pub(super) fn sample() -> Summary {
             complete: true,
             incomplete_reason: None,
             late_starts: 0,
+            dropped: 12,
+            grace_s: Some(10.0),
+            unreleased: 0,
             segment: None,
             merged_from: Vec::new(),
         },
@@ -165,6 +168,8 @@ pub(super) fn sample() -> Summary {
             rss_slope_mib_per_min: Some(0.41),
             leak_warning: false,
             error: None,
+            scrape_failures: 0,
+            phases: Vec::new(),
         }),
         thresholds: vec![
             ThresholdResult {
@@ -184,5 +189,8 @@ pub(super) fn sample() -> Summary {
             },
         ],
         baseline: None,
+        notes: vec![
+            "the server held 2 SSH sessions of an earlier run when this one started".into(),
+        ],
     }
 }

@@ -17,6 +17,32 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.filter(|v| v.is_finite()).map_or("n/a".to_owned(), f)
 }
 
+/// New SSH connections, pool hits and the sessions left at the end, per phase.
+fn per_phase(out: &mut String, sv: &ServerReport) {
+    if sv
+        .phases
+        .iter()
+        .all(|p| p.new_connections.is_none() && p.pool_hits.is_none())
+    {
+        return;
+    }
+    let num = |v: Option<f64>| opt(v, |v| format!("{v:.0}"));
+    out.push_str("<table><tr><th>phase</th><th>new SSH connections</th><th>pool hits</th><th>sessions left at its end</th></tr>");
+    for p in &sv.phases {
+        let left = p.sessions_at_end.filter(|v| v.is_finite()).unwrap_or(0.0);
+        let _ = write!(
+            out,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td></tr>"#,
+            escape(&p.phase),
+            num(p.new_connections),
+            num(p.pool_hits),
+            if left > 0.0 { "fail" } else { "" },
+            num(p.sessions_at_end)
+        );
+    }
+    out.push_str("</table>");
+}
+
 pub(super) fn server(out: &mut String, s: &Summary) {
     out.push_str("<section><h2>Server metrics</h2>");
     let Some(sv) = &s.server else {
@@ -89,6 +115,7 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
         );
     }
     out.push_str("</div>");
+    per_phase(out, sv);
     if sv.leak_warning {
         out.push_str(r#"<div class="warnbox">⚠ Possible memory leak: resident memory rose steadily over the run (slope above 1 MiB/min and at least 10% overall).</div>"#);
     }

@@ -44,10 +44,11 @@ pub(super) fn header(out: &mut String, s: &Summary) {
     out.push_str("</h1>");
     let model = match r.target_rate {
         Some(rate) => format!(
-            "open model, {:.1}/s target, {} workers, {} late starts",
+            "open model, {:.1}/s target, {} workers, {} late starts, {} dropped",
             fin(rate),
             r.workers,
-            r.late_starts
+            thousands(r.late_starts),
+            thousands(r.dropped)
         ),
         None if r.model.is_empty() => format!("{} workers", r.workers),
         None => format!("{} model, {} workers", r.model, r.workers),
@@ -76,6 +77,23 @@ pub(super) fn header(out: &mut String, s: &Summary) {
             r#"<div class="reason">The run did not finish as planned: {}. Everything measured until then is included.</div>"#,
             escape(r.incomplete_reason.as_deref().unwrap_or("still running"))
         );
+    }
+    if r.dropped > 0 {
+        let _ = write!(
+            out,
+            r#"<div class="warnbox">{} arrivals were never sent: their phase ended before a worker was free to start them.</div>"#,
+            thousands(r.dropped)
+        );
+    }
+    if r.unreleased > 0 {
+        let _ = write!(
+            out,
+            r#"<div class="warnbox">{} SSH sessions could not be released on the server at the end.</div>"#,
+            thousands(r.unreleased)
+        );
+    }
+    for n in &s.notes {
+        let _ = write!(out, r#"<div class="warnbox">{}</div>"#, escape(n));
     }
     out.push_str("</header>");
 }
