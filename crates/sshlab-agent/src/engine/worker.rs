@@ -448,9 +448,15 @@ impl Worker {
     }
 
     /// Give back every handle this worker still holds, unmeasured: the next phase, scenario
-    /// and run start clean. Bounded by the grace period's end (at least [`MIN_RELEASE`]).
+    /// and run start clean. Bounded by the grace period's end (at least [`MIN_RELEASE`]), or,
+    /// after Ctrl-C, by [`MIN_RELEASE`] alone.
     async fn release_all(&self, st: &mut State) {
-        let until = (self.deadline + self.grace).max(Instant::now() + MIN_RELEASE);
+        let now = Instant::now();
+        let until = if self.cancel.is_cancelled() {
+            now + MIN_RELEASE
+        } else {
+            (self.deadline + self.grace).max(now + MIN_RELEASE)
+        };
         let all: Vec<String> = st
             .handles
             .drain(..)
