@@ -237,6 +237,7 @@ mod tests {
             "mcp_rate_limited_total",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
+            "process_start_time_seconds",
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),

@@ -1,6 +1,8 @@
 //! The process's own metrics, read at each scrape: `process_cpu_seconds_total` (user + system
 //! time from `getrusage`, microsecond resolution), `process_resident_memory_bytes` (`VmRSS` of
-//! `/proc/self/status`), `process_open_fds` and `process_max_fds`.
+//! `/proc/self/status`), `process_open_fds`, `process_max_fds` and
+//! `process_start_time_seconds` (unix time the server started: a scraper that sees it change
+//! knows the server restarted and its counters started again from zero).
 //!
 //! Not the `prometheus` crate's process collector: it divides clock ticks by the tick rate in
 //! integers, so its CPU counter moves in whole seconds and any run shorter than minutes reads
@@ -17,6 +19,7 @@ pub struct ProcessMetrics {
     rss: Gauge,
     open_fds: IntGauge,
     max_fds: IntGauge,
+    start_time: Gauge,
 }
 
 impl ProcessMetrics {
@@ -41,6 +44,19 @@ impl ProcessMetrics {
                 "Maximum number of open file descriptors.",
             )
             .expect("valid metric"),
+            start_time: {
+                let g = Gauge::new(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                )
+                .expect("valid metric");
+                g.set(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
+                g
+            },
         }
     }
 
@@ -80,6 +96,7 @@ impl Collector for ProcessMetrics {
             self.rss.desc(),
             self.open_fds.desc(),
             self.max_fds.desc(),
+            self.start_time.desc(),
         ]
         .concat()
     }
@@ -91,6 +108,7 @@ impl Collector for ProcessMetrics {
             self.rss.collect(),
             self.open_fds.collect(),
             self.max_fds.collect(),
+            self.start_time.collect(),
         ]
         .concat()
     }

@@ -402,6 +402,7 @@ impl RunArgs {
             server_cpus_shared: self.server_cpus_shared,
             dir: None,
             notes: Vec::new(),
+            faults: Default::default(),
         })
     }
 }
@@ -457,6 +458,16 @@ async fn run_cmd(args: RunArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let mut code = EXIT_OK;
+    for req in &requests {
+        if !req.scenario.faults.is_empty() {
+            eprintln!(
+                "sshlab-agent: {}: its {} [[fault]](s) are executed by the lab's host \
+                 (`sshlab run`), which controls the VMs; this run has none",
+                req.scenario.name,
+                req.scenario.faults.len()
+            );
+        }
+    }
     for req in requests {
         let name = req.scenario.name.clone();
         match run::run(req, cancel.clone()).await {

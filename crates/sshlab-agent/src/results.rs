@@ -214,6 +214,39 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Every record of a results dir, file by file (in no particular order across files); lines
+/// that are not records are skipped.
+fn each_record(dir: &Path, mut f: impl FnMut(&Record)) -> Result<(), ResultsError> {
+    for file in record_files(dir)? {
+        let lines = BufReader::new(File::open(&file).map_err(io(&file))?).lines();
+        for line in lines.map_while(Result::ok) {
+            if let Ok(rec) = serde_json::from_str::<Record>(&line) {
+                f(&rec);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Judges each executed fault from the run's records (two passes over the record files: the
+/// baseline and the faults' windows, then the recovery counters), filling their `analysis`.
+pub fn analyse_faults(
+    dir: &Path,
+    faults: &mut [sshlab_core::faults::FaultRecord],
+    run_end: f64,
+) -> Result<(), ResultsError> {
+    if faults.is_empty() {
+        return Ok(());
+    }
+    let mut a = sshlab_core::faults::recovery::Analyser::new(faults, run_end);
+    each_record(dir, |r| a.first_pass(r))?;
+    each_record(dir, |r| a.second_pass(r))?;
+    for (f, analysis) in faults.iter_mut().zip(a.finish()) {
+        f.analysis = analysis;
+    }
+    Ok(())
+}
+
 /// Rebuild the summary of a results dir from its `w<N>.jsonl` files, merged in completion
 /// order (each file is already in completion order).
 pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
@@ -242,6 +275,9 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ResultsError> {
     if let Some(old) = old {
         summary.server = old.server;
         summary.thresholds = old.thresholds;
+        summary.notes = old.notes;
+        summary.faults = old.faults;
+        analyse_faults(dir, &mut summary.faults, summary.run.ended_at)?;
     }
     Ok(Rebuilt {
         summary,

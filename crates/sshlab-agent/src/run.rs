@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sshlab_core::faults::FaultRecord;
 use sshlab_core::results::{RunInfo, ServerReport, Summary};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -54,9 +55,14 @@ pub struct RunRequest {
     /// What the caller (the host, for a job) knows about the run that the records will not
     /// say: kept in the summary's `notes`.
     pub notes: Vec<String>,
+    /// Faults the host executes during the run, as it reports them (`serve`'s job API).
+    pub faults: FaultLog,
     /// Unix time to start at (the agents of a split test start together).
     pub start_at: Option<f64>,
 }
+
+/// The faults of a run as the host reports them while it runs.
+pub type FaultLog = Arc<std::sync::Mutex<Vec<FaultRecord>>>;
 
 /// Why a run could not produce results at all.
 #[derive(Debug, thiserror::Error)]
@@ -203,9 +209,18 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     let mut summary = Summary::build(run_info, &agg);
     summary.server = Some(server_report(&req, &scraped));
     summary.notes.clone_from(&req.notes);
+    summary.faults = faults(&req.faults);
+    results::analyse_faults(&dir, &mut summary.faults, summary.run.ended_at)?;
     summary.thresholds = thresholds.iter().map(|t| t.evaluate(&summary)).collect();
     results::write_all(&dir, &summary)?;
     Ok(Finished { dir, summary })
+}
+
+/// The faults reported so far, by their index.
+fn faults(log: &FaultLog) -> Vec<FaultRecord> {
+    let mut v = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    v.sort_by_key(|f| f.index);
+    v
 }
 
 /// The request's thresholds and the scenario's own, parsed.

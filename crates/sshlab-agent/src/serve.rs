@@ -21,7 +21,8 @@ use axum::{Json, Router};
 use clap::Args;
 use serde_json::json;
 use sshlab_core::job::{
-    ApiError, JOBS_PATH, Job, JobAccepted, JobCancelling, JobState, JobStatus, job_path,
+    ApiError, FaultRecord, JOBS_PATH, Job, JobAccepted, JobCancelling, JobState, JobStatus,
+    faults_path, job_path,
 };
 use sshlab_core::results::{Summary, Verdict};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +86,7 @@ struct Current {
     dir: PathBuf,
     state: Progress,
     cancel: CancellationToken,
+    faults: crate::run::FaultLog,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +204,7 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
             dir: dir.clone(),
             state: Progress::Running,
             cancel: cancel.clone(),
+            faults: req.faults.clone(),
         });
         (id, dir)
     };
@@ -268,6 +271,42 @@ async fn get_job(State(srv): State<Server>, Path(id): Path<String>) -> Response 
     Json(status).into_response()
 }
 
+/// The host reports a fault it executed (at its start, and again at its end).
+async fn post_fault(
+    State(srv): State<Server>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let fault: FaultRecord = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad fault: {e}")),
+    };
+    let jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(job) = jobs.iter().find(|j| j.test_id == id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+    };
+    if !matches!(job.state, Progress::Running) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("job {id} has finished; its faults are final"),
+        );
+    }
+    let mut log = job.faults.lock().unwrap_or_else(|p| p.into_inner());
+    const MAX_FAULTS: usize = 1024;
+    let len = log.len();
+    match log.iter_mut().find(|f| f.index == fault.index) {
+        Some(f) => *f = fault,
+        None if len < MAX_FAULTS => log.push(fault),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("at most {MAX_FAULTS} faults per job"),
+            );
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
     let jobs = srv.jobs.lock().unwrap_or_else(|p| p.into_inner());
     match jobs.iter().find(|j| j.test_id == id) {
@@ -299,6 +338,7 @@ pub fn router(results: PathBuf) -> Router {
         )
         .route(JOBS_PATH, axum::routing::post(post_job))
         .route(&job_path("{id}"), get(get_job).delete(delete_job))
+        .route(&faults_path("{id}"), axum::routing::post(post_fault))
         .with_state(srv)
 }
 

@@ -12,6 +12,11 @@
 //!   `error_rate` is always percent; `success_rate` percent.
 //! - `rps` (average operations per second, unit optional `/s`), `rps_peak` (whole run only),
 //!   `requests` / `count`, `successes`, `late_starts` (whole run only): plain numbers.
+//! - faults (the prefix, when given, is a fault kind, not an operation): `recovery` is the
+//!   longest recovery time of the run's faults (`recovery<30s`, `sshd-kill.recovery<5s`; unit
+//!   `s` (the default) or `ms`), a fault that never recovered counting as no value, so the
+//!   threshold fails; `fault_errors` the failures from the faults' starts until their
+//!   recovery (a plain number). A run without such faults has no value for them: they fail.
 //!
 //! Metric names are checked when parsing ([`Threshold::validate`]), so a typo fails before a
 //! run starts. Operation names are free-form: one that never ran evaluates to no value and
@@ -20,6 +25,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sshlab_core::faults::FaultKind;
 use sshlab_core::results::{GroupSummary, LatencyStats, Summary, ThresholdResult, Totals};
 
 /// Why a threshold expression was rejected.
@@ -36,7 +42,7 @@ pub enum ThresholdError {
     MissingMetric(String),
     /// The metric (without an operation prefix) is not one we know.
     #[error(
-        "threshold `{expr}`: unknown metric `{metric}` (known: errors, error_rate, success_rate, rps, rps_peak, requests, count, successes, late_starts, p50, p90, p95, p99, p999, min, max, mean, or <op>.<stat>)"
+        "threshold `{expr}`: unknown metric `{metric}` (known: errors, error_rate, success_rate, rps, rps_peak, requests, count, successes, late_starts, p50, p90, p95, p99, p999, min, max, mean, recovery, fault_errors, or <op>.<stat>)"
     )]
     UnknownMetric {
         /// The expression.
@@ -138,6 +144,11 @@ enum Metric {
     Rps,
     RpsPeak,
     LateStarts,
+    /// The longest recovery of the faults (of the kind the prefix names); `scale` s per unit.
+    Recovery {
+        scale: f64,
+    },
+    FaultErrors,
 }
 
 const LATENCY_STATS: [(&str, &str); 11] = [
@@ -155,7 +166,8 @@ const LATENCY_STATS: [(&str, &str); 11] = [
 ];
 
 /// Every statistic name, longest first (so `p99.9` wins over `9`-less prefixes).
-const STAT_NAMES: [&str; 22] = [
+const STAT_NAMES: [&str; 24] = [
+    "fault_errors",
     "p99.9_uncorrected",
     "p999_uncorrected",
     "mean_uncorrected",
@@ -172,6 +184,7 @@ const STAT_NAMES: [&str; 22] = [
     "error_rate",
     "successes",
     "rps_peak",
+    "recovery",
     "requests",
     "errors",
     "count",
@@ -354,7 +367,68 @@ impl Threshold {
                 _ => Err(bad_unit("a plain number or /s")),
             },
             ("late_starts", false) => plain(Metric::LateStarts).and_then(whole_run_only),
+            ("recovery", false) => {
+                self.fault_kind()?;
+                match unit {
+                    "" | "s" => Ok(Metric::Recovery { scale: 1.0 }),
+                    "ms" => Ok(Metric::Recovery { scale: 0.001 }),
+                    _ => Err(bad_unit("s or ms")),
+                }
+            }
+            ("fault_errors", false) => {
+                self.fault_kind()?;
+                plain(Metric::FaultErrors)
+            }
             _ => Err(self.unknown(stat)),
+        }
+    }
+
+    /// The fault kind a fault metric's prefix names (`None`: every fault); an unknown one is
+    /// refused up front.
+    fn fault_kind(&self) -> Result<Option<FaultKind>, ThresholdError> {
+        match &self.op {
+            None => Ok(None),
+            Some(k) => {
+                FaultKind::from_name(k)
+                    .map(Some)
+                    .ok_or_else(|| ThresholdError::UnknownStat {
+                        expr: self.expr.clone(),
+                        op: k.clone(),
+                        stat: format!(
+                            "{} (a fault metric's prefix is a fault kind: {})",
+                            self.stat,
+                            FaultKind::ALL.map(FaultKind::name).join(", ")
+                        ),
+                    })
+            }
+        }
+    }
+
+    /// A fault metric's value: the worst recovery (seconds, `None` when a fault never
+    /// recovered or none ran), or the failures until recovery, over the faults of the kind.
+    fn fault_actual(&self, metric: &Metric, s: &Summary) -> Option<f64> {
+        let kind = self.fault_kind().ok()?;
+        let judged: Vec<_> = s
+            .faults
+            .iter()
+            .filter(|f| kind.is_none_or(|k| f.spec.kind == k))
+            .map(|f| f.analysis.as_ref())
+            .collect();
+        if judged.is_empty() {
+            return None;
+        }
+        match metric {
+            Metric::Recovery { scale } => judged
+                .iter()
+                .map(|a| a.and_then(|a| a.recovery_s))
+                .try_fold(0.0f64, |worst, r| r.map(|r| worst.max(r)))
+                .map(|v| v / scale),
+            _ => Some(
+                judged
+                    .iter()
+                    .map(|a| a.map_or(0, |a| a.failures_until_recovered))
+                    .sum::<u64>() as f64,
+            ),
         }
     }
 
@@ -376,6 +450,9 @@ impl Threshold {
     /// (an operation that never ran, a latency with no completed operation).
     pub fn actual(&self, s: &Summary) -> Option<f64> {
         let metric = self.metric().ok()?;
+        if matches!(metric, Metric::Recovery { .. } | Metric::FaultErrors) {
+            return self.fault_actual(&metric, s);
+        }
         let group: Option<(&Totals, &LatencyStats, &LatencyStats)> = match &self.op {
             Some(op) => s
                 .op(op)
@@ -405,6 +482,7 @@ impl Threshold {
             Metric::Rps => Some(totals.rps_avg),
             Metric::RpsPeak => Some(totals.rps_peak),
             Metric::LateStarts => Some(s.run.late_starts as f64),
+            Metric::Recovery { .. } | Metric::FaultErrors => None,
         }
     }
 
@@ -571,6 +649,53 @@ mod tests {
 
     fn eval(expr: &str) -> ThresholdResult {
         t(expr).evaluate(&summary())
+    }
+
+    #[test]
+    fn fault_thresholds_judge_recovery_by_kind() {
+        use sshlab_core::faults::FaultRecord;
+        use sshlab_core::faults::recovery::FaultAnalysis;
+        let fault = |spec: &str, recovery: Option<f64>, failures: u64| FaultRecord {
+            index: 0,
+            spec: spec.parse().expect("spec"),
+            started_at: Some(1.0),
+            ended_at: Some(2.0),
+            error: None,
+            analysis: Some(FaultAnalysis {
+                recovery_s: recovery,
+                failures_until_recovered: failures,
+                ..FaultAnalysis::default()
+            }),
+        };
+        let mut s = summary();
+        s.faults = vec![
+            fault("sshd-kill:2222@1s+1s", Some(1.5), 12),
+            fault("mcp-pause@5s+1s", Some(0.4), 3),
+        ];
+        let ev = |e: &str| t(e).evaluate(&s);
+        assert_eq!(ev("recovery<30s").actual, Some(1.5));
+        assert!(ev("recovery<2").passed);
+        assert!(!ev("recovery<1s").passed);
+        assert_eq!(ev("recovery<1000ms").actual, Some(1500.0));
+        assert_eq!(ev("mcp-pause.recovery<1s").actual, Some(0.4));
+        assert!(ev("mcp-pause.recovery<1s").passed);
+        assert_eq!(ev("fault_errors<20").actual, Some(15.0));
+        assert_eq!(ev("sshd-kill.fault_errors<20").actual, Some(12.0));
+        // A kind that did not run, and a fault that never recovered: no value, so it fails.
+        assert_eq!(ev("partition.recovery<30s").actual, None);
+        s.faults.push(fault("partition:target@9s+1s", None, 40));
+        let r = t("recovery<30s").evaluate(&s);
+        assert_eq!((r.actual, r.passed), (None, false));
+        assert!(
+            !t("fault_errors<20").evaluate(&summary()).passed,
+            "no faults ran"
+        );
+        // A prefix that is no fault kind is refused before any run.
+        let e = "kill-all.recovery<1s"
+            .parse::<Threshold>()
+            .expect_err("unknown kind");
+        assert!(e.to_string().contains("fault kind"), "{e}");
+        assert!("recovery<5%".parse::<Threshold>().is_err());
     }
 
     #[test]

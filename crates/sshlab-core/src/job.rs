@@ -5,6 +5,10 @@
 //! - `POST /jobs` with a [`Job`] → 202 [`JobAccepted`] (400/409/500: [`ApiError`])
 //! - `GET /jobs/{test_id}` → 200 [`JobStatus`] (404: [`ApiError`])
 //! - `DELETE /jobs/{test_id}` → 202 [`JobCancelling`]: partial results are written
+//! - `POST /jobs/{test_id}/faults` with a [`FaultRecord`] → 204: what the host executed (sent at
+//!   a fault's start and again at its end, the same `index` each time); the agent keeps the
+//!   latest of each in the summary's `faults`, judged from the records at the run's end
+//!   (409 when the job is no longer running)
 //! - `GET /health` → 200 `{"status": "healthy"}`
 
 use std::path::PathBuf;
@@ -20,6 +24,13 @@ pub const JOBS_PATH: &str = "/jobs";
 pub fn job_path(test_id: &str) -> String {
     format!("{JOBS_PATH}/{test_id}")
 }
+
+/// Where the host posts job `test_id`'s faults.
+pub fn faults_path(test_id: &str) -> String {
+    format!("{JOBS_PATH}/{test_id}/faults")
+}
+
+pub use crate::faults::FaultRecord;
 
 /// A job: `sshlab-agent run`'s settings (all optional but `scenario`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod faults;
 pub mod guest_kernel;
 pub mod job;
 pub mod lab;

@@ -23,6 +23,8 @@ use crate::error::{self, Error};
 
 /// The VM that runs the sshd instances; [`Topology::validate`] requires it.
 pub const TARGET_VM: &str = "target";
+/// The VM that runs the system under test, mcp-ssh-server.
+pub const MCP_VM: &str = "mcp";
 
 /// Linux's `IFNAMSIZ` (16) minus the terminating NUL: the longest interface name.
 pub const MAX_IFNAME_LEN: usize = 15;

@@ -86,6 +86,12 @@ pub enum Command {
         /// Seconds a job may take before it is cancelled.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// A fault during the run, `KIND:TARGET@START+DURATION` (repeatable): `sshd-kill:2222`,
+        /// `partition:target`, `mcp-pause`, `mcp-restart`, `netem:2322:delay=200ms,loss=5%`;
+        /// START and DURATION like `20s`, `500ms`, `1m`. Reverted at its end, on Ctrl-C and on
+        /// any error; recorded and judged in the results (FAULTS, recovery time).
+        #[arg(long = "fault")]
+        faults: Vec<sshlab_core::faults::FaultSpec>,
         /// Where and how.
         #[command(flatten)]
         opts: VmOpts,
@@ -375,6 +381,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             thresholds,
             keep,
             timeout,
+            faults,
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
@@ -388,6 +395,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 thresholds,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
+                faults,
             };
             enter(opts.netns.as_deref())?;
             let code = runjob::run(&spec, &cfg, &lab.topology, opts.netns.as_deref())?;

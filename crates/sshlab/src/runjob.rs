@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sshlab_core::Topology;
-use sshlab_core::job::{ApiError, JOBS_PATH, Job, JobAccepted, JobState, JobStatus, job_path};
+use sshlab_core::job::{
+    ApiError, JOBS_PATH, Job, JobAccepted, JobState, JobStatus, faults_path, job_path,
+};
 use sshlab_core::scenario::{self, Scenario};
 
 use crate::http;
-use crate::vm::{self, Endpoints, LabNetem, VmConfig};
+use crate::vm::{self, Endpoints, LabNetem, VmConfig, faults};
 
 pub use sshlab_core::results::verdict::{EXIT_INTERRUPTED, EXIT_RUN_ERROR, EXIT_THRESHOLDS};
 
@@ -50,6 +52,38 @@ pub struct RunSpec {
     pub keep: bool,
     /// Overall timeout per job.
     pub timeout: Duration,
+    /// Faults to execute during each scenario's run (`--fault`), on top of the scenario's own
+    /// `[[fault]]`s.
+    pub faults: Vec<sshlab_core::faults::FaultSpec>,
+}
+
+impl RunSpec {
+    /// The faults of `scenario`'s run: its own, then `--fault`'s.
+    fn faults_of(&self, scenario: &Scenario) -> Vec<sshlab_core::faults::FaultSpec> {
+        scenario
+            .faults
+            .iter()
+            .chain(&self.faults)
+            .cloned()
+            .collect()
+    }
+
+    /// How long `scenario`'s phases take in all, seconds (one phase per port when `ports`
+    /// says which).
+    fn run_seconds(&self, scenario: &Scenario, ports: Option<&[u16]>) -> f64 {
+        let per = self.duration.unwrap_or(scenario.duration_s) as f64;
+        if let Some(ports) = ports {
+            return per * ports.len().max(1) as f64;
+        }
+        if scenario.phases.is_empty() {
+            return per;
+        }
+        scenario
+            .phases
+            .iter()
+            .map(|p| p.duration_s.map_or(per, |d| d as f64))
+            .sum()
+    }
 }
 
 /// The built-in scenarios `name` runs, in order: [`scenario::FULL`] for `full`, else the one.
@@ -160,6 +194,18 @@ pub fn run(
     outer: Option<&str>,
 ) -> anyhow::Result<u8> {
     let scenarios = scenarios(&spec.scenario)?;
+    // Faults naming a port or VM the lab does not have, or ending after their run, are refused
+    // before anything is booted.
+    for s in &scenarios {
+        let sc = Scenario::builtin(s)?;
+        let faults = spec.faults_of(&sc);
+        sshlab_core::faults::check_overlaps(&faults)?;
+        for f in &faults {
+            // latency_test's ports are known only once the lab is up: judged on its first.
+            f.resolve(topology, spec.run_seconds(&sc, None))
+                .map_err(|e| anyhow::anyhow!("{s}: {e}"))?;
+        }
+    }
     crate::interrupt::install();
     let ep = Endpoints::new(topology)?;
     let started = if vm::State::load(cfg)?.is_none() {
@@ -183,7 +229,17 @@ pub fn run(
         note.server_vcpus = server_vcpus(&state);
         note.server_cpus_shared = state.backend == vm::Backend::Netns;
         note.leftovers = leftovers(&ep);
-        let outcome = one(spec, s, &ep, &results, &note);
+        let sc = Scenario::builtin(s)?;
+        let run_s = spec.run_seconds(&sc, note.ports.as_deref());
+        let planned = match faults::plan(&spec.faults_of(&sc), topology, &state, run_s) {
+            Ok(p) => p,
+            Err(e) => {
+                outcomes.push((s, Err(e.context(format!("{s}: faults")))));
+                break;
+            }
+        };
+        let injector = faults::Injector::new(cfg, topology, planned);
+        let outcome = one(spec, s, &ep, &results, &note, injector);
         // A scenario that failed its thresholds, or in which nothing succeeded, does not stop
         // the others; Ctrl-C, a dead agent or a timeout does.
         let go_on = matches!(&outcome, Ok(o) if matches!(o.code, 0 | EXIT_THRESHOLDS | EXIT_RUN_ERROR) && o.finished);
@@ -309,65 +365,21 @@ fn server_vcpus(state: &vm::State) -> Option<u32> {
         .filter(|n| *n > 0)
 }
 
+/// One job: submitted to the agent, watched (with its faults executed on time), concluded
+/// from the agent's verdict.
 fn one(
     spec: &RunSpec,
     scenario: &str,
     ep: &Endpoints,
     results: &Path,
     note: &LabNote,
+    mut injector: faults::Injector,
 ) -> anyhow::Result<Outcome> {
     let began = Instant::now();
-    let cut_short = |code: u8, why: &str| Outcome {
-        code,
-        finished: false,
-        problem: Some(why.to_owned()),
-        totals: None,
-        took: began.elapsed().as_secs_f64(),
-    };
-    let job = Job {
-        scenario: scenario.to_owned(),
-        duration: spec.duration,
-        workers: spec.workers,
-        rate: spec.rate,
-        mcp_url: Some(format!("http://{}/mcp", ep.mcp)),
-        target_host: Some(ep.target.to_string()),
-        target_port: Some(ep.baseline),
-        thresholds: spec.thresholds.clone(),
-        ports: note.ports.clone(),
-        server_vcpus: note.server_vcpus,
-        server_cpus_shared: note.server_cpus_shared,
-        notes: note
-            .skipped
-            .iter()
-            .chain(&note.leftovers)
-            .cloned()
-            .collect(),
-        ..Job::default()
-    };
     if let Some(line) = note.line() {
         println!("{line}");
     }
-    let t = Duration::from_secs(10);
-    let body = serde_json::to_string(&job)?;
-    let r = http::request("POST", ep.agent, JOBS_PATH, Some(&body), t)
-        .context("cannot reach the agent's control API")?;
-    if r.status != 202 {
-        let why = serde_json::from_str::<ApiError>(&r.body).map_or(r.body, |e| e.error);
-        bail!("the agent refused the job ({}): {why}", r.status);
-    }
-    let accepted: JobAccepted =
-        serde_json::from_str(&r.body).context("the agent's answer to the job")?;
-    let id = accepted.test_id;
-    // The id names a directory under the host's results: one plain path component only.
-    if id.is_empty()
-        || id.starts_with('.')
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-        bail!("the agent named its job {id:?}, which is not a plain directory name");
-    }
+    let id = submit(spec, scenario, ep, note)?;
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
     // Best effort: the results stand without it, the printed lines already said it.
@@ -377,65 +389,30 @@ fn one(
     if let Err(e) = written {
         eprintln!("run: cannot write {}: {e:#}", LabNote::FILE);
     }
-    let deadline = Instant::now() + spec.timeout;
-    let mut cancelled = false;
-    let mut progress = Progress::new();
-    let status = loop {
-        std::thread::sleep(Duration::from_millis(500));
-        if crate::interrupt::requested() && !cancelled {
-            eprintln!("run: interrupted; cancelling job {id} (partial results are kept)");
-            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-            cancelled = true;
-        }
-        let r = match http::request("GET", ep.agent, &job_path(&id), None, t) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!(
-                    "run: the agent stopped answering ({e:#}); partial results in {}",
-                    dir.display()
-                );
-                return Ok(cut_short(EXIT_RUN_ERROR, "the agent stopped answering"));
-            }
-        };
-        let status = match job_status(&r) {
-            Ok(s) => s,
-            Err(why) => {
-                eprintln!(
-                    "run: the agent's status for job {id} ({}) is not one: {why}; cancelling, \
-                     partial results in {}",
-                    r.status,
-                    dir.display()
-                );
-                let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-                return Ok(cut_short(
-                    EXIT_RUN_ERROR,
-                    "the agent's status was unreadable",
-                ));
-            }
-        };
-        if status.state != JobState::Running {
-            if let Some(e) = &status.error {
-                eprintln!("run: job failed: {e}");
-            }
-            break status;
-        }
-        if let Some(s) = &status.summary {
-            progress.show(&format!(
-                "run: {scenario}: {} requests so far",
-                s.totals.requests
-            ));
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "\nrun: timed out after {} s; cancelling, partial results in {}",
-                spec.timeout.as_secs(),
-                dir.display()
-            );
-            let _ = http::request("DELETE", ep.agent, &job_path(&id), None, t);
-            return Ok(cut_short(EXIT_RUN_ERROR, "timed out"));
+    let watched = watch(spec, scenario, ep, &id, &mut injector);
+    // Whatever ended the watch, no fault stays in effect.
+    let late = injector.revert_all();
+    if !late.is_empty() {
+        eprintln!(
+            "run: {} fault(s) were still in effect when the job ended; reverted (not in the \
+             results)",
+            late.len()
+        );
+    }
+    let cut_short = |code: u8, why: String| Outcome {
+        code,
+        finished: false,
+        problem: Some(why),
+        totals: None,
+        took: began.elapsed().as_secs_f64(),
+    };
+    let (status, cancelled) = match watched {
+        Watched::Ended { status, cancelled } => (status, cancelled),
+        Watched::CutShort(why) => {
+            eprintln!("run: {why}; partial results in {}", dir.display());
+            return Ok(cut_short(EXIT_RUN_ERROR, why));
         }
     };
-    progress.finish();
     match std::fs::read_to_string(dir.join("report.txt")) {
         Ok(text) => println!("{text}"),
         Err(_) => eprintln!("run: no report.txt in {}", dir.display()),
@@ -473,6 +450,196 @@ fn one(
         totals,
         took: began.elapsed().as_secs_f64(),
     })
+}
+
+/// The HTTP timeout of one control-API request.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Posts the job; its id (checked to be one plain directory name).
+fn submit(
+    spec: &RunSpec,
+    scenario: &str,
+    ep: &Endpoints,
+    note: &LabNote,
+) -> anyhow::Result<String> {
+    let job = Job {
+        scenario: scenario.to_owned(),
+        duration: spec.duration,
+        workers: spec.workers,
+        rate: spec.rate,
+        mcp_url: Some(format!("http://{}/mcp", ep.mcp)),
+        target_host: Some(ep.target.to_string()),
+        target_port: Some(ep.baseline),
+        thresholds: spec.thresholds.clone(),
+        ports: note.ports.clone(),
+        server_vcpus: note.server_vcpus,
+        server_cpus_shared: note.server_cpus_shared,
+        notes: note
+            .skipped
+            .iter()
+            .chain(&note.leftovers)
+            .cloned()
+            .collect(),
+        ..Job::default()
+    };
+    let body = serde_json::to_string(&job)?;
+    let r = http::request("POST", ep.agent, JOBS_PATH, Some(&body), API_TIMEOUT)
+        .context("cannot reach the agent's control API")?;
+    if r.status != 202 {
+        let why = serde_json::from_str::<ApiError>(&r.body).map_or(r.body, |e| e.error);
+        bail!("the agent refused the job ({}): {why}", r.status);
+    }
+    let accepted: JobAccepted =
+        serde_json::from_str(&r.body).context("the agent's answer to the job")?;
+    let id = accepted.test_id;
+    if id.is_empty()
+        || id.starts_with('.')
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        let _ = http::request("DELETE", ep.agent, &job_path(&id), None, API_TIMEOUT);
+        bail!("the agent named its job {id:?}, which is not a plain directory name");
+    }
+    Ok(id)
+}
+
+/// How long the agent may stay out of reach, once no fault is pending, before `run` gives up.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
+
+/// Hands the agent the fault records in `unsent`, keeping those it did not take (out of reach)
+/// for the next try.
+fn deliver(
+    ep: &Endpoints,
+    id: &str,
+    unsent: &mut Vec<sshlab_core::faults::FaultRecord>,
+    t: Duration,
+) {
+    unsent.retain(|rec| {
+        let Ok(body) = serde_json::to_string(rec) else {
+            return false;
+        };
+        match http::request("POST", ep.agent, &faults_path(id), Some(&body), t) {
+            Ok(r) if r.status == 204 => false,
+            Ok(r) => {
+                eprintln!(
+                    "run: the agent refused fault {} ({}): {}",
+                    rec.spec, r.status, r.body
+                );
+                false
+            }
+            Err(_) => true,
+        }
+    });
+}
+
+/// How watching a job ended.
+enum Watched {
+    /// The agent finished it (`cancelled`: after Ctrl-C here).
+    Ended { status: JobStatus, cancelled: bool },
+    /// It ended here without the agent's verdict (the agent died, timed out, talked nonsense).
+    CutShort(String),
+}
+
+/// Polls job `id` until it is no longer running, showing progress, executing `injector`'s
+/// faults on time and reporting each to the agent; cancels it on Ctrl-C (reverting the faults
+/// first) and on timeout.
+fn watch(
+    spec: &RunSpec,
+    scenario: &str,
+    ep: &Endpoints,
+    id: &str,
+    injector: &mut faults::Injector,
+) -> Watched {
+    let started = Instant::now();
+    let deadline = started + spec.timeout;
+    let mut cancelled = false;
+    let mut progress = Progress::new();
+    let mut next_poll = started;
+    // Fault records the agent has not taken yet (a partition of the agent's VM cuts the
+    // control API too): sent again at every step until it takes them.
+    let mut unsent: Vec<sshlab_core::faults::FaultRecord> = Vec::new();
+    // The agent may be out of reach while a fault lasts; only this long without an answer,
+    // after the faults are over, means it stopped answering.
+    let mut unreachable_since: Option<Instant> = None;
+    let status = loop {
+        // Faults are due to the tenth of a second; the job is polled every half second.
+        std::thread::sleep(if injector.pending() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(100)
+        });
+        if crate::interrupt::requested() && !cancelled {
+            eprintln!(
+                "run: interrupted; reverting faults, cancelling job {id} (partial results are kept)"
+            );
+            unsent.extend(injector.revert_all());
+            deliver(ep, id, &mut unsent, API_TIMEOUT);
+            let _ = http::request("DELETE", ep.agent, &job_path(id), None, API_TIMEOUT);
+            cancelled = true;
+        }
+        if !cancelled {
+            unsent.extend(injector.tick(started.elapsed().as_secs_f64()));
+        }
+        if Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = Instant::now() + Duration::from_millis(500);
+        // Short timeouts while faults are due: an agent out of reach must not hold them up.
+        let timeout = if injector.pending() {
+            Duration::from_millis(300)
+        } else {
+            API_TIMEOUT
+        };
+        deliver(ep, id, &mut unsent, timeout);
+        let r = match http::request("GET", ep.agent, &job_path(id), None, timeout) {
+            Ok(r) => {
+                unreachable_since = None;
+                r
+            }
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if injector.pending() || since.elapsed() < UNREACHABLE_GRACE {
+                    continue;
+                }
+                return Watched::CutShort(format!("the agent stopped answering ({e:#})"));
+            }
+        };
+        let status = match job_status(&r) {
+            Ok(s) => s,
+            Err(why) => {
+                let _ = http::request("DELETE", ep.agent, &job_path(id), None, API_TIMEOUT);
+                return Watched::CutShort(format!(
+                    "the agent's status for job {id} ({}) is not one: {why}",
+                    r.status
+                ));
+            }
+        };
+        if status.state != JobState::Running {
+            if let Some(e) = &status.error {
+                eprintln!("run: job failed: {e}");
+            }
+            if !unsent.is_empty() {
+                eprintln!(
+                    "run: {} fault record(s) never reached the agent (not in the results)",
+                    unsent.len()
+                );
+            }
+            break status;
+        }
+        if let Some(s) = &status.summary {
+            progress.show(&format!(
+                "run: {scenario}: {} requests so far",
+                s.totals.requests
+            ));
+        }
+        if Instant::now() >= deadline {
+            let _ = http::request("DELETE", ep.agent, &job_path(id), None, API_TIMEOUT);
+            return Watched::CutShort(format!("timed out after {} s", spec.timeout.as_secs()));
+        }
+    };
+    progress.finish();
+    Watched::Ended { status, cancelled }
 }
 
 /// The progress line: rewritten in place on a terminal; in a log (CI, a test's captured

@@ -345,9 +345,67 @@ mod tests {
         assert_root_namespace_clean();
     }
 
+    /// The `unstable` role (2227) drops its connections, as its description says: a real
+    /// OpenSSH session on it running `sleep 60` ends when the sshd is restarted (every 3 s
+    /// here), because the restart kills the sessions too, not only the listener.
+    #[test]
+    fn the_unstable_port_drops_its_connections() {
+        let Some(lab) = Lab::new("unst") else {
+            return;
+        };
+        if !have_ssh() {
+            return;
+        }
+        let out = lab.sshlab(&["vm", "up", "--unstable-every", "3"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let (out, lasted) = ssh(&lab, &askpass(&lab), 2227, "sleep 60");
+        assert!(
+            lasted < Duration::from_secs(20),
+            "the session outlived the sshd's restart: {lasted:?} {}",
+            text(&out)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "dropped, not finished: {}",
+            text(&out)
+        );
+        let out = lab.sshlab(&["vm", "down"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_root_namespace_clean();
+        eprintln!("unstable: the session was dropped after {lasted:?}");
+    }
+
+    /// Whether an OpenSSH client is installed (outside CI a test without it is skipped; in CI
+    /// its absence is a failure).
+    fn have_ssh() -> bool {
+        if Command::new("ssh").arg("-V").output().is_ok() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ssh (openssh-client) missing"
+        );
+        eprintln!("skipped: no ssh client (openssh-client)");
+        false
+    }
+
+    /// An SSH_ASKPASS script that answers the lab's password.
+    fn askpass(lab: &Lab) -> PathBuf {
+        let askpass: PathBuf = lab.results.join("askpass");
+        std::fs::write(&askpass, "#!/bin/sh\necho testpass\n").unwrap();
+        std::fs::set_permissions(
+            &askpass,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        askpass
+    }
+
     /// A real OpenSSH client in the MCP VM's namespace logging in by password (given by an
-    /// SSH_ASKPASS script, so no sshpass is needed). Returns the output and the wall time.
-    fn ssh(lab: &Lab, askpass: &Path, port: u16) -> (Output, Duration) {
+    /// SSH_ASKPASS script, so no sshpass is needed) and running `command`. Returns the output
+    /// and the wall time.
+    fn ssh(lab: &Lab, askpass: &Path, port: u16, command: &str) -> (Output, Duration) {
         let started = Instant::now();
         let out = lab
             .exec("mcp", "ssh")
@@ -356,7 +414,7 @@ mod tests {
             .args(["-o", "PubkeyAuthentication=no"])
             .args(["-o", "PreferredAuthentications=password"])
             .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
-            .args(["-p", &port.to_string(), "testuser@10.178.0.20", "hostname"])
+            .args(["-p", &port.to_string(), "testuser@10.178.0.20", command])
             .env("SSH_ASKPASS", askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .stdin(Stdio::null())
@@ -373,12 +431,7 @@ mod tests {
         let Some(lab) = Lab::new("tgt") else {
             return;
         };
-        if Command::new("ssh").arg("-V").output().is_err() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "ssh (openssh-client) missing"
-            );
-            eprintln!("skipped: no ssh client (openssh-client)");
+        if !have_ssh() {
             return;
         }
         let missing = lab.ns.missing_qdisc_modules();
@@ -415,24 +468,17 @@ mod tests {
             .unwrap();
         assert_eq!(target["netem"]["applied"], missing.is_empty(), "{js:#}");
 
-        let askpass: PathBuf = lab.results.join("askpass");
-        std::fs::write(&askpass, "#!/bin/sh\necho testpass\n").unwrap();
-        std::fs::set_permissions(
-            &askpass,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-
-        let (ok, fast) = ssh(&lab, &askpass, 2222);
+        let askpass = askpass(&lab);
+        let (ok, fast) = ssh(&lab, &askpass, 2222, "hostname");
         assert!(ok.status.success(), "2222: {}", text(&ok));
         assert!(!ok.stdout.is_empty(), "hostname printed: {}", text(&ok));
 
-        let (slow_out, slow) = ssh(&lab, &askpass, 2225);
+        let (slow_out, slow) = ssh(&lab, &askpass, 2225, "hostname");
         assert!(slow_out.status.success(), "2225: {}", text(&slow_out));
         assert!(slow >= Duration::from_secs(2), "slow-auth took {slow:?}");
         assert!(fast < Duration::from_secs(2), "standard took {fast:?}");
 
-        let (denied, _) = ssh(&lab, &askpass, 2226);
+        let (denied, _) = ssh(&lab, &askpass, 2226, "hostname");
         assert_eq!(denied.status.code(), Some(255), "2226: {}", text(&denied));
         assert!(
             String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),

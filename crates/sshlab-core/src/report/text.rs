@@ -109,14 +109,15 @@ fn error_messages(out: &mut String, s: &Summary) {
     }
     let _ = writeln!(
         out,
-        "\n  What failed (most frequent first; count, first at, operation):"
+        "\n  What failed (most frequent first; count, first and last at, operation):"
     );
     for m in s.error_messages.iter().take(SHOWN) {
         let _ = writeln!(
             out,
-            "  {:>10}  {:>7.1}s  {} [{}]\n              {}",
+            "  {:>10}  {:>7.1}s to {:.1}s  {} [{}]\n              {}",
             thousands(m.count),
             m.first_s,
+            m.last_s.max(m.first_s),
             m.op,
             m.kind,
             m.example.replace(['\n', '\r'], " ")
@@ -156,6 +157,7 @@ pub fn render(s: &Summary) -> String {
     );
     throughput_and_latency(&mut out, s);
     groups(&mut out, s);
+    faults(&mut out, s);
     errors(&mut out, s);
     pool(&mut out, s);
     limits(&mut out, s);
@@ -172,8 +174,130 @@ pub fn render(s: &Summary) -> String {
         out.push_str(&b.render_rows());
     }
     thresholds(&mut out, s);
+    timeline(&mut out, s);
     rule(&mut out, '=');
     out
+}
+
+/// Each fault as executed, what completed while it lasted, and how the run recovered.
+fn faults(out: &mut String, s: &Summary) {
+    if s.faults.is_empty() {
+        return;
+    }
+    section(
+        out,
+        &format!(
+            "FAULTS (recovery: back within the pre-fault error rate and p99 for {:.0} s)",
+            crate::faults::recovery::HOLD_S
+        ),
+    );
+    let t0 = s.run.started_at;
+    for f in &s.faults {
+        let when = match (f.started_at, f.ended_at) {
+            (Some(a), Some(b)) => format!("{:.1} s to {:.1} s", a - t0, b - t0),
+            (Some(a), None) => format!("from {:.1} s, never reverted", a - t0),
+            _ => format!("planned at {:.1} s, never started", f.spec.start_s),
+        };
+        let _ = writeln!(out, "  {:<24}{when}", f.label());
+        if let Some(e) = &f.error {
+            let _ = writeln!(out, "  {:<24}error: {e}", "");
+        }
+        if let Some(a) = &f.analysis {
+            let d = &a.during;
+            let _ = writeln!(
+                out,
+                "  {:<24}while it lasted: {} calls, {} failed, p50 {:.1} ms, p99 {:.1} ms",
+                "",
+                thousands(d.requests),
+                thousands(d.failures),
+                d.p50_ms,
+                d.p99_ms
+            );
+            let _ = writeln!(
+                out,
+                "  {:<24}{}; {} failures until then",
+                "",
+                a.verdict,
+                thousands(a.failures_until_recovered)
+            );
+        }
+    }
+    if let Some(b) = s
+        .faults
+        .iter()
+        .find_map(|f| f.analysis.as_ref()?.baseline.as_ref())
+    {
+        let _ = writeln!(
+            out,
+            "  baseline (before the first fault): {} calls, {:.2}% failed, p99 {:.1} ms, {:.1}/s",
+            thousands(b.requests),
+            b.error_rate_percent,
+            b.p99_ms,
+            b.rate_per_s
+        );
+    }
+}
+
+/// One line per second: completions, failures and the corrected percentiles, with the
+/// seconds a fault was in effect marked; a second in which nothing completed is shown as such.
+fn timeline(out: &mut String, s: &Summary) {
+    let Some(last) = s.timeline.iter().map(|i| i.t).max() else {
+        return;
+    };
+    section(
+        out,
+        "TIMELINE (per second since the start; corrected latency of successes, ms)",
+    );
+    let _ = writeln!(
+        out,
+        "  {:>6}{:>9}{:>8}{:>10}{:>10}{:>10}  fault",
+        "t", "ok", "failed", "p50", "p99", "max"
+    );
+    let t0 = s.run.started_at;
+    let active = |t: u64| -> String {
+        s.faults
+            .iter()
+            .filter(|f| {
+                let (Some(a), end) = (f.started_at, f.ended_at) else {
+                    return false;
+                };
+                let (a, b) = (a - t0, end.map_or(f64::INFINITY, |e| e - t0));
+                (t as f64) < b && (t as f64 + 1.0) > a
+            })
+            .map(|f| f.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let by_t: std::collections::BTreeMap<u64, &crate::results::IntervalStats> =
+        s.timeline.iter().map(|i| (i.t, i)).collect();
+    for t in 0..=last {
+        let f = active(t);
+        match by_t.get(&t) {
+            Some(i) if i.ok > 0 => {
+                let _ = writeln!(
+                    out,
+                    "  {t:>6}{:>9}{:>8}{:>10.1}{:>10.1}{:>10.1}  {f}",
+                    thousands(i.ok),
+                    thousands(i.err),
+                    i.p50,
+                    i.p99,
+                    i.max
+                );
+            }
+            Some(i) => {
+                let _ = writeln!(
+                    out,
+                    "  {t:>6}{:>9}{:>8}{:>30}  {f}",
+                    0,
+                    thousands(i.err),
+                    "(no success)"
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {t:>6}{:>47}  {f}", "(nothing completed)");
+            }
+        }
+    }
 }
 
 fn header(out: &mut String, s: &Summary) {
@@ -381,6 +505,14 @@ fn server_metrics(out: &mut String, s: &Summary) {
             "  {} scrape(s) failed, so these figures have gaps: {}",
             sv.scrape_failures,
             sv.error.as_deref().unwrap_or("?")
+        );
+    }
+    if sv.restarts > 0 {
+        let _ = writeln!(
+            out,
+            "  The server restarted {} time(s) during the run (its process_start_time_seconds \
+             changed); each counter adds up what was counted before and after.",
+            sv.restarts
         );
     }
     for (k, v) in &sv.deltas {

@@ -28,6 +28,9 @@ pub struct ErrorMessage {
     pub count: u64,
     /// Seconds from the run's start to the first of them.
     pub first_s: f64,
+    /// Seconds from the run's start to the last of them.
+    #[serde(default)]
+    pub last_s: f64,
     /// The operation that first failed so.
     pub op: String,
 }
@@ -47,6 +50,7 @@ impl ErrorMessages {
         if let Some(m) = self.by_shape.get_mut(&key) {
             m.count += 1;
             m.first_s = m.first_s.min(t);
+            m.last_s = m.last_s.max(t);
             return;
         }
         if self.by_shape.len() >= MAX_DISTINCT {
@@ -60,6 +64,7 @@ impl ErrorMessages {
                 example: cut(message).to_owned(),
                 count: 1,
                 first_s: t,
+                last_s: t,
                 op: op.to_owned(),
             },
         );
@@ -71,6 +76,7 @@ impl ErrorMessages {
         for (key, m) in &o.by_shape {
             if let Some(mine) = self.by_shape.get_mut(key) {
                 mine.count += m.count;
+                mine.last_s = mine.last_s.max(m.last_s);
                 if m.first_s < mine.first_s {
                     mine.first_s = m.first_s;
                     mine.example.clone_from(&m.example);

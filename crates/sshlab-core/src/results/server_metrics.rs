@@ -168,18 +168,47 @@ fn growth(first: f64, last: f64) -> f64 {
     if last >= first { last - first } else { last }
 }
 
-/// Delta of a metric (summed over its series) between the first and last samples that
-/// have it; a metric that appears only later started from zero. `None` when never seen.
+/// Growth of a metric (summed over its series) over the samples: the sum of its growth
+/// between consecutive samples that have it, a drop counting as a reset (a server restart), so
+/// what was counted before a restart is kept. A metric that appears only later started from
+/// zero. `None` when never seen.
 fn metric_delta(samples: &[(f64, Sample)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let last = samples
+    let values: Vec<f64> = samples
         .iter()
-        .rev()
-        .find_map(|(_, s)| s.sum(name, labels))?;
-    let first = samples
-        .first()
-        .and_then(|(_, s)| s.sum(name, labels))
-        .unwrap_or(0.0);
-    Some(growth(first, last))
+        .filter_map(|(_, s)| s.sum(name, labels))
+        .collect();
+    let first_seen = samples
+        .iter()
+        .position(|(_, s)| s.sum(name, labels).is_some())?;
+    // Seen only from a later sample on: it started from zero in between.
+    let base = if first_seen == 0 { values[0] } else { 0.0 };
+    Some(piecewise(base, &values))
+}
+
+/// The growth from `base` through `values`, each drop being a reset.
+fn piecewise(base: f64, values: &[f64]) -> f64 {
+    let mut prev = base;
+    let mut total = 0.0;
+    for v in values {
+        total += growth(prev, *v);
+        prev = *v;
+    }
+    total
+}
+
+/// How many times the server restarted between the samples: its exported start time
+/// (`process_start_time_seconds`) changed.
+fn restarts(samples: &[(f64, Sample)]) -> u32 {
+    let starts: Vec<f64> = samples
+        .iter()
+        .filter_map(|(_, s)| s.get("process_start_time_seconds"))
+        .collect();
+    starts
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() > 0.5)
+        .count()
+        .try_into()
+        .unwrap_or(u32::MAX)
 }
 
 /// Least-squares slope of `points` (y per x unit); `None` with fewer than two distinct x.
@@ -251,19 +280,26 @@ pub fn build_report(samples: &[(f64, Sample)], vcpus: u32) -> ServerReport {
         return report;
     };
 
-    let delta = |key: &str, v_last: f64| growth(first.get(key).unwrap_or(0.0), v_last);
-    for (key, &v_last) in &last.series {
+    let _ = first;
+    // Each series' growth through every sample (a restart's reset kept as a reset).
+    let delta = |key: &str| {
+        let values: Vec<f64> = samples.iter().filter_map(|(_, s)| s.get(key)).collect();
+        let base = samples.first().and_then(|(_, s)| s.get(key)).unwrap_or(0.0);
+        piecewise(base, &values)
+    };
+    report.restarts = restarts(samples);
+    for key in last.series.keys() {
         let name = series_name(key);
         if name.ends_with("_total") {
-            let d = delta(key, v_last);
+            let d = delta(key);
             if d.is_finite() {
                 report.deltas.insert(key.clone(), d);
             }
         } else if let Some(base) = name.strip_suffix("_count") {
             let labels = &key[name.len()..];
             let sum_key = format!("{base}_sum{labels}");
-            let count = delta(key, v_last);
-            let sum = last.get(&sum_key).map(|s| delta(&sum_key, s));
+            let count = delta(key);
+            let sum = last.get(&sum_key).map(|_| delta(&sum_key));
             if let Some(sum) = sum.filter(|s| s.is_finite())
                 && count.is_finite()
             {
@@ -300,10 +336,11 @@ pub fn build_report(samples: &[(f64, Sample)], vcpus: u32) -> ServerReport {
         .iter()
         .filter_map(|(t, s)| Some((*t, s.sum("process_cpu_seconds_total", &[])?)))
         .collect();
-    if let (Some(&(t0, c0)), Some(&(t1, c1))) = (cpu.first(), cpu.last()) {
+    if let (Some(&(t0, c0)), Some(&(t1, _))) = (cpu.first(), cpu.last()) {
         let wall = t1 - t0;
         if wall > 0.0 && vcpus > 0 {
-            let u = growth(c0, c1) / (wall * f64::from(vcpus)) * 100.0;
+            let used = piecewise(c0, &cpu.iter().map(|c| c.1).collect::<Vec<_>>());
+            let u = used / (wall * f64::from(vcpus)) * 100.0;
             report.cpu_utilisation_percent = u.is_finite().then_some(u);
         }
     }
@@ -543,15 +580,28 @@ nan_metric NaN
         assert_eq!(one.cpu_utilisation_percent, None);
         assert_eq!(one.rss_slope_mib_per_min, None);
 
-        // A counter reset (server restart) counts the growth since the reset.
+        // A counter reset (server restart) counts the growth since the reset, and keeps what
+        // was counted before it.
         let reset = build_report(
             &[
                 (0.0, sample(&[("mcp_rate_limited_total", 50.0)])),
+                (5.0, sample(&[("mcp_rate_limited_total", 60.0)])),
                 (10.0, sample(&[("mcp_rate_limited_total", 7.0)])),
             ],
             1,
         );
-        assert_eq!(reset.rate_limited, Some(7.0));
+        assert_eq!(reset.rate_limited, Some(17.0));
+        assert_eq!(reset.deltas["mcp_rate_limited_total"], 17.0);
+        assert_eq!(reset.restarts, 0, "no start time exported: not counted");
+        let restarted = build_report(
+            &[
+                (0.0, sample(&[("process_start_time_seconds", 1000.0)])),
+                (5.0, sample(&[("process_start_time_seconds", 1000.0)])),
+                (10.0, sample(&[("process_start_time_seconds", 1009.0)])),
+            ],
+            1,
+        );
+        assert_eq!(restarted.restarts, 1);
         // Counters that appear only later started from zero.
         let late = build_report(
             &[

@@ -150,6 +150,10 @@ pub struct ServerReport {
     /// Scrapes that failed (each one a gap in the figures above).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub scrape_failures: u32,
+    /// Times the server restarted during the run (its `process_start_time_seconds` changed);
+    /// the deltas above add up the counts from before and after each restart.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub restarts: u32,
     /// The server's side of each phase, from scrapes at its start and end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseServer>,
@@ -243,6 +247,10 @@ pub struct Summary {
     /// This run set against a baseline run, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::compare::Baseline>,
+    /// Faults the host executed during the run, as executed, each with its judgement
+    /// ([`crate::faults`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::faults::FaultRecord>,
     /// What the lab knew about the run that the records do not say (e.g. the server still
     /// held sessions of an earlier run when it started), one sentence each, shown in every
     /// report.
@@ -332,6 +340,7 @@ impl Summary {
             server: None,
             thresholds: Vec::new(),
             baseline: None,
+            faults: Vec::new(),
             notes: Vec::new(),
             run,
         }

@@ -199,6 +199,11 @@ pub struct Scenario {
     /// `[input_responses."elicitation/create"]` with `action = "accept"` and a `content` table.
     #[serde(default)]
     pub input_responses: BTreeMap<String, toml::Value>,
+    /// Faults the host executes during the run (`sshlab run`; a standalone `sshlab-agent run`
+    /// cannot execute them and says so): `[[fault]]` tables with `kind`, `target`, `start_s`,
+    /// `duration_s` (and `netem` settings), as `--fault KIND:TARGET@START+DURATION` writes them.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<crate::faults::FaultSpec>,
     /// The calls.
     #[serde(rename = "op")]
     pub ops: Vec<OpSpec>,

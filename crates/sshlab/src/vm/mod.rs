@@ -16,6 +16,7 @@
 //! work from another shell, and `down` removes exactly that.
 
 pub mod error;
+pub mod faults;
 pub mod guest;
 pub mod hypervisor;
 pub mod invoker;

@@ -197,6 +197,23 @@ pub async fn del_veth(handle: &Handle, name: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// Sets link `name` (in the current namespace) up or down: a partition fault on a VM's
+/// host-side link.
+pub async fn set_link_state(name: &str, up: bool) -> anyhow::Result<()> {
+    let handle = hostnet::connect()?;
+    let l = link::by_name(&handle, name)
+        .await?
+        .with_context(|| format!("no link {name}"))?;
+    let msg = LinkUnspec::new_with_index(l.index);
+    let msg = if up { msg.up() } else { msg.down() };
+    handle
+        .link()
+        .set(msg.build())
+        .execute()
+        .await
+        .with_context(|| format!("cannot set {name} {}", if up { "up" } else { "down" }))
+}
+
 /// The bridge's index and whether `name` is one of its ports.
 pub async fn is_port_of(handle: &Handle, name: &str, bridge: &str) -> anyhow::Result<bool> {
     let links = link::all(handle).await?;

@@ -197,35 +197,61 @@ fn sshd_config(
     )
 }
 
+/// The file whose presence keeps the sshd of `base` down: the supervisor loop of
+/// [`command`] does not restart it while the file exists (an `sshd-kill` fault makes it, kills
+/// the sshd with its sessions, and removes it at the fault's end).
+pub fn down_flag(dir: &Path, base: u16) -> PathBuf {
+    dir.join(format!("down_{base}"))
+}
+
+/// The `-f` argument that tells the listener of `base` apart (`<dir>/sshd_<base>.conf`).
+pub fn config_path(dir: &Path, base: u16) -> PathBuf {
+    dir.join(format!("sshd_{base}.conf"))
+}
+
 /// The `unshare` command that runs all instances in one private mount + PID namespace.
 /// `unstable_every` is the restart period of the `unstable` instance, in seconds.
+///
+/// Each instance runs under a supervisor loop, as systemd's `Restart=always` would: an sshd
+/// that dies is started again 0.2 s later, unless its [`down_flag`] exists. The `unstable`
+/// instance is killed every `unstable_every` seconds together with every session it serves
+/// (its whole process tree: OpenSSH's per-connection processes would otherwise keep their
+/// connections), so its clients really lose their connections.
 pub fn command(files: &TargetFiles, unstable_every: u64) -> anyhow::Result<Command> {
     let sshd = sshd_binary()?;
     let mut script = String::from(
         "set -e\n\
          mount -t overlay sshlab-etc -o \"lowerdir=$1/etc:/etc\" /etc\n\
          set +e\n\
-         trap 'kill -TERM -1 2>/dev/null; exit 0' TERM\n",
+         trap 'kill -TERM -1 2>/dev/null; exit 0' TERM\n\
+         killtree() { for c in $(pgrep -P \"$1\"); do killtree \"$c\"; done; kill -KILL \"$1\" 2>/dev/null; }\n",
     );
     for (role, base, _) in &files.ports {
         let run = format!("\"$2\" -D -e -f \"$1/sshd_{base}.conf\" 2>>\"$1/sshd_{base}.log\"");
+        let flag = format!("\"$1/down_{base}\"");
         if role == "unstable" {
             let _ = writeln!(
                 script,
-                "( while :; do {run} & p=$!; sleep {unstable_every}; kill $p; wait $p; echo \"sshlab: restarted unstable sshd\" >>\"$1/sshd_{base}.log\"; done ) &"
+                "( while :; do if [ -e {flag} ]; then sleep 0.1; continue; fi; {run} & p=$!; sleep {unstable_every}; killtree $p; wait $p; echo \"sshlab: killed the unstable sshd and its sessions; restarting\" >>\"$1/sshd_{base}.log\"; done ) &"
             );
         } else {
-            let _ = writeln!(script, "{run} &");
+            let _ = writeln!(
+                script,
+                "( while :; do if [ -e {flag} ]; then sleep 0.1; continue; fi; {run}; echo \"sshlab: sshd {base} exited ($?); restarting\" >>\"$1/sshd_{base}.log\"; sleep 0.2; done ) &"
+            );
         }
     }
     script.push_str("wait\n");
     let mut cmd = Command::new("unshare");
+    // --mount-proc: a /proc of the namespace's own, so the script's pids (`$!`) and pgrep's
+    // agree (the unstable role kills its sshd's whole tree with them).
     cmd.args([
         "--mount",
         "--propagation",
         "private",
         "--pid",
         "--fork",
+        "--mount-proc",
         "--kill-child",
         "--",
         "/bin/sh",

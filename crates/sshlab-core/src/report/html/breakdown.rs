@@ -129,14 +129,15 @@ fn messages(out: &mut String, s: &Summary) {
     if s.error_messages.is_empty() {
         return;
     }
-    out.push_str("<h3>What failed</h3><table><tr><th>count</th><th>kind</th><th>first at</th><th>operation</th><th class=\"l\">message (first example)</th></tr>");
+    out.push_str("<h3>What failed</h3><table><tr><th>count</th><th>kind</th><th>first at</th><th>last at</th><th>operation</th><th class=\"l\">message (first example)</th></tr>");
     for m in &s.error_messages {
         let _ = write!(
             out,
-            r#"<tr><td>{}</td><td><code>{}</code></td><td>{:.1} s</td><td>{}</td><td class="l"><code>{}</code></td></tr>"#,
+            r#"<tr><td>{}</td><td><code>{}</code></td><td>{:.1} s</td><td>{:.1} s</td><td>{}</td><td class="l"><code>{}</code></td></tr>"#,
             thousands(m.count),
             escape(&m.kind),
             fin(m.first_s),
+            fin(m.last_s.max(m.first_s)),
             escape(&m.op),
             escape(&m.example),
         );

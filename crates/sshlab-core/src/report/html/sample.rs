@@ -128,6 +128,7 @@ pub(super) fn sample() -> Summary {
                 example: "pool exhausted for testuser@10.178.0.20:2324 (20/20)".into(),
                 count: 22,
                 first_s: 61.4,
+                last_s: 190.2,
                 op: "ssh_connect".into(),
             },
             ErrorMessage {
@@ -135,6 +136,7 @@ pub(super) fn sample() -> Summary {
                 example: "request timed out".into(),
                 count: 20,
                 first_s: 130.2,
+                last_s: 131.9,
                 op: "ssh_run_command".into(),
             },
             ErrorMessage {
@@ -142,6 +144,7 @@ pub(super) fn sample() -> Summary {
                 example: "rate limited (HTTP 429, retry after 1 s): Rate limit exceeded (client); retry after 1 s".into(),
                 count: 3,
                 first_s: 201.0,
+                last_s: 201.0,
                 op: "ssh_run_command".into(),
             },
         ],
@@ -169,6 +172,7 @@ pub(super) fn sample() -> Summary {
             leak_warning: false,
             error: None,
             scrape_failures: 0,
+            restarts: 0,
             phases: Vec::new(),
         }),
         thresholds: vec![
@@ -189,8 +193,40 @@ pub(super) fn sample() -> Summary {
             },
         ],
         baseline: None,
+        faults: vec![sample_fault()],
         notes: vec![
             "the server held 2 SSH sessions of an earlier run when this one started".into(),
         ],
+    }
+}
+
+/// A fault as the sample run executed it, with its judgement.
+fn sample_fault() -> crate::faults::FaultRecord {
+    use crate::faults::recovery::{Baseline, FaultAnalysis, WindowStats};
+    crate::faults::FaultRecord {
+        index: 0,
+        spec: "sshd-kill:2222@120s+10s".parse().expect("a valid spec"),
+        started_at: Some(1_740_838_953.0 + 120.1),
+        ended_at: Some(1_740_838_953.0 + 130.1),
+        error: None,
+        analysis: Some(FaultAnalysis {
+            during: WindowStats {
+                requests: 290,
+                failures: 20,
+                p50_ms: 9.0,
+                p99_ms: 30_000.0,
+                max_ms: 30_001.0,
+            },
+            baseline: Some(Baseline {
+                requests: 3400,
+                error_rate_percent: 0.1,
+                p99_ms: 38.0,
+                rate_per_s: 28.3,
+            }),
+            recovery_s: Some(1.3),
+            held_s: Some(10.0),
+            failures_until_recovered: 22,
+            verdict: "recovered 1.3 s after it ended".into(),
+        }),
     }
 }

@@ -61,8 +61,16 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
     if let Some(e) = &sv.error {
         let _ = write!(
             out,
-            r#"<div class="warnbox">Scraping failed: {}</div>"#,
+            r#"<div class="warnbox">Scraping failed ({} time(s)): {}</div>"#,
+            sv.scrape_failures.max(1),
             escape(e)
+        );
+    }
+    if sv.restarts > 0 {
+        let _ = write!(
+            out,
+            r#"<div class="warnbox">The server restarted {} time(s) during the run (its process_start_time_seconds changed); each counter adds up what was counted before and after.</div>"#,
+            sv.restarts
         );
     }
     // A card only for what the server exports (pool figures are mcp-ssh-server's own).
@@ -127,9 +135,11 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
             label: "RSS (MiB)",
             color: "#7048e8",
             points: sv.rss_mib.clone(),
+            max_step: None,
         }],
         "",
         "RSS samples",
+        &[],
     );
     if let Some(cpu) = sv.cpu_utilisation_percent.filter(|v| v.is_finite())
         && sv.vcpus > 0

@@ -141,15 +141,52 @@ fn legend(out: &mut String, items: &[(&str, &str)]) {
     out.push_str("</div>");
 }
 
+/// A span of time to mark on a chart (a fault), in seconds since the start.
+pub(super) struct Band {
+    pub(super) from: f64,
+    pub(super) to: f64,
+    pub(super) label: String,
+}
+
+/// Shaded bands across the plot area, each labelled at its top.
+fn bands(out: &mut String, f: &Frame, bands: &[Band]) {
+    for b in bands {
+        let (x0, x1) = (f.x(b.from.max(f.x0)), f.x(b.to.min(f.x1)));
+        if x1 <= x0 {
+            continue;
+        }
+        let _ = write!(
+            out,
+            r##"<rect x="{x0:.1}" y="{MT}" width="{w:.1}" height="{h:.1}" fill="#f08c00" fill-opacity="0.14"/><text x="{tx:.1}" y="{ty}" class="lbl">{l}</text>"##,
+            w = x1 - x0,
+            h = f.h - MT - MB,
+            tx = x0 + 3.0,
+            ty = MT + 11.0,
+            l = escape(&b.label)
+        );
+    }
+}
+
 /// One line of a line chart.
 pub(super) struct Line<'a> {
     pub(super) label: &'a str,
     pub(super) color: &'a str,
     pub(super) points: Vec<(f64, f64)>,
+    /// Points further apart than this (in x) are not joined: the line shows a gap where
+    /// nothing was measured instead of drawing straight across it.
+    pub(super) max_step: Option<f64>,
 }
 
-/// Lines over time (x in seconds since the start), `h` units tall, y labels suffixed `unit`.
-pub(super) fn line_chart(out: &mut String, h: f64, lines: &[Line<'_>], unit: &str, what: &str) {
+/// Lines over time (x in seconds since the start), `h` units tall, y labels suffixed `unit`,
+/// with `marks` shaded behind them.
+pub(super) fn line_chart(
+    out: &mut String,
+    h: f64,
+    lines: &[Line<'_>],
+    unit: &str,
+    what: &str,
+    marks: &[Band],
+) {
     let pts = lines.iter().flat_map(|l| l.points.iter());
     let (mut x0, mut x1, mut ymax) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     let mut any = false;
@@ -167,34 +204,54 @@ pub(super) fn line_chart(out: &mut String, h: f64, lines: &[Line<'_>], unit: &st
         out,
         &lines.iter().map(|l| (l.label, l.color)).collect::<Vec<_>>(),
     );
+    for m in marks {
+        x0 = x0.min(fin(m.from));
+        x1 = x1.max(fin(m.to));
+    }
     let f = Frame::new(h, x0, x1, ymax * 1.05);
     f.open(out, what);
     f.y_grid(out, unit);
+    bands(out, &f, marks);
     f.x_time(out);
     for l in lines {
-        if l.points.len() == 1 {
-            let (x, y) = l.points[0];
-            let _ = write!(
-                out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
-                f.x(x),
-                f.y(y),
-                l.color
-            );
-            continue;
+        let mut runs: Vec<&[(f64, f64)]> = Vec::new();
+        let mut from = 0;
+        for i in 1..=l.points.len() {
+            let split = i == l.points.len()
+                || l.max_step
+                    .is_some_and(|step| l.points[i].0 - l.points[i - 1].0 > step + 1e-9);
+            if split {
+                runs.push(&l.points[from..i]);
+                from = i;
+            }
         }
-        let mut d = String::new();
-        for &(x, y) in &l.points {
-            let _ = write!(d, "{:.1},{:.1} ", f.x(x), f.y(y));
+        for run in runs {
+            polyline(out, &f, run, l.color);
         }
-        let _ = write!(
-            out,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.8" stroke-linejoin="round" points="{}"/>"#,
-            l.color,
-            d.trim_end()
-        );
     }
     out.push_str("</svg>");
+}
+
+/// A joined run of points, or a dot for a single one.
+fn polyline(out: &mut String, f: &Frame, points: &[(f64, f64)], color: &str) {
+    if let [(x, y)] = points {
+        let _ = write!(
+            out,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+            f.x(*x),
+            f.y(*y)
+        );
+        return;
+    }
+    let mut d = String::new();
+    for &(x, y) in points {
+        let _ = write!(d, "{:.1},{:.1} ", f.x(x), f.y(y));
+    }
+    let _ = write!(
+        out,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" stroke-linejoin="round" points="{}"/>"#,
+        d.trim_end()
+    );
 }
 
 /// Per-second columns of two stacked counts (the `upper` part drawn on top of the `lower`),
@@ -208,6 +265,8 @@ pub(super) struct Stacked<'a> {
     pub(super) columns: Vec<(u64, u64, u64)>,
     /// A value to mark across the chart, and its label.
     pub(super) mark: Option<(f64, String)>,
+    /// Spans of time to shade behind the columns.
+    pub(super) bands: Vec<Band>,
 }
 
 /// Draw `chart` `h` units tall (labelled `what`), or say there is no `empty` when it has no
@@ -226,10 +285,12 @@ pub(super) fn stacked_chart(
     }
     legend(out, &[chart.lower, chart.upper]);
     let tmax = cols.iter().map(|c| c.0).max().unwrap_or(0) as f64 + 1.0;
+    let tmax = chart.bands.iter().map(|b| fin(b.to)).fold(tmax, f64::max);
     let ymax = cols.iter().map(|c| c.1 + c.2).max().unwrap_or(0) as f64;
     let f = Frame::new(h, 0.0, tmax, ymax * 1.05);
     f.open(out, what);
     f.y_grid(out, "");
+    bands(out, &f, &chart.bands);
     let bw = (f.x(1.0) - f.x(0.0)).max(0.5);
     let gap = if bw > 6.0 { 1.0 } else { 0.0 };
     for &(t, lo, hi) in cols {
