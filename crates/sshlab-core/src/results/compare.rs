@@ -4,7 +4,9 @@
 //! above the baseline's).
 //!
 //! Latency is every completed operation's, failures included (`latency_all`), as thresholds
-//! judge it.
+//! judge it. Runs with faults also compare each fault's recovery time (matched by its position
+//! and kind), and `recovery` bounds the worst of them (`sshd-kill.recovery=+1s`: at most a
+//! second slower to recover from sshd-kill faults; a fault that never recovered fails it).
 
 use std::fmt::Write as _;
 
@@ -59,7 +61,7 @@ fn rise() -> bool {
 /// Why a bound does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max; + bounds a rise, - a fall"
+    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max, or [fault-kind.]recovery; + bounds a rise, - a fall"
 )]
 pub struct BoundError(pub String);
 
@@ -73,7 +75,14 @@ impl std::str::FromStr for Bound {
             Some((op, m)) if !op.is_empty() => (Some(op.to_owned()), m),
             _ => (None, lhs),
         };
-        if !METRICS.contains(&metric) {
+        if !METRICS.contains(&metric) && metric != "recovery" {
+            return Err(bad());
+        }
+        if metric == "recovery"
+            && op
+                .as_deref()
+                .is_some_and(|k| crate::faults::FaultKind::from_name(k).is_none())
+        {
             return Err(bad());
         }
         let rhs = rhs.trim();
@@ -187,12 +196,63 @@ pub fn rows(base: &Summary, cand: &Summary) -> Vec<Row> {
     out
 }
 
+/// The worst recovery of `s`'s faults (of kind `kind`), ms; `None` when one never recovered
+/// or none ran.
+fn worst_recovery_ms(s: &Summary, kind: Option<&str>) -> Option<f64> {
+    let judged: Vec<Option<f64>> = s
+        .faults
+        .iter()
+        .filter(|f| kind.is_none_or(|k| f.spec.kind.name() == k))
+        .map(|f| f.analysis.as_ref().and_then(|a| a.recovery_s))
+        .collect();
+    if judged.is_empty() {
+        return None;
+    }
+    judged
+        .into_iter()
+        .try_fold(0.0f64, |w, r| r.map(|r| w.max(r * 1000.0)))
+}
+
+/// One fault's recovery in both runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryRow {
+    /// `#1 sshd-kill:2222`.
+    pub fault: String,
+    /// Seconds, baseline (`None`: not run there, or never recovered).
+    pub baseline: Option<f64>,
+    /// Seconds, candidate.
+    pub candidate: Option<f64>,
+}
+
+/// Each fault's recovery in both runs, matched by position and kind.
+pub fn recovery_rows(base: &Summary, cand: &Summary) -> Vec<RecoveryRow> {
+    let n = base.faults.len().max(cand.faults.len());
+    let rec = |s: &Summary, i: usize, kind: Option<crate::faults::FaultKind>| {
+        s.faults
+            .get(i)
+            .filter(|f| kind.is_none_or(|k| f.spec.kind == k))
+            .and_then(|f| f.analysis.as_ref()?.recovery_s)
+    };
+    (0..n)
+        .map(|i| {
+            let f = cand.faults.get(i).or_else(|| base.faults.get(i));
+            let kind = f.map(|f| f.spec.kind);
+            RecoveryRow {
+                fault: format!("#{} {}", i + 1, f.map(|f| f.label()).unwrap_or_default()),
+                baseline: rec(base, i, kind),
+                candidate: rec(cand, i, kind),
+            }
+        })
+        .collect()
+}
+
 /// Check `bounds` against the two runs.
 pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict> {
     bounds
         .iter()
         .map(|b| {
             let pick = |s: &Summary| match &b.op {
+                _ if b.metric == "recovery" => worst_recovery_ms(s, b.op.as_deref()),
                 Some(op) => group(&s.ops, op).and_then(|g| value(g, &b.metric)),
                 None => value(&whole(s), &b.metric),
             };
@@ -228,6 +288,9 @@ pub struct Baseline {
     /// The regression bounds, checked.
     #[serde(default)]
     pub verdicts: Vec<Verdict>,
+    /// Each fault's recovery in both runs (runs with faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<RecoveryRow>,
 }
 
 impl Baseline {
@@ -237,6 +300,7 @@ impl Baseline {
             test_id: base.run.test_id.clone(),
             rows: rows(base, cand),
             verdicts: verdicts(base, cand, bounds),
+            recovery: recovery_rows(base, cand),
         }
     }
 
@@ -257,6 +321,22 @@ impl Baseline {
                     fmt(*b),
                     fmt(*c),
                     change(*b, *c)
+                );
+            }
+        }
+        if !self.recovery.is_empty() {
+            let _ = writeln!(
+                out,
+                "  recovery after each fault, s (n/a: never recovered or not run)"
+            );
+            for r in &self.recovery {
+                let _ = writeln!(
+                    out,
+                    "    {:<24}{:>14}{:>14}{:>11}",
+                    r.fault,
+                    fmt(r.baseline),
+                    fmt(r.candidate),
+                    change(r.baseline, r.candidate)
                 );
             }
         }
@@ -306,6 +386,7 @@ pub fn render(base: &Summary, cand: &Summary, verdicts: &[Verdict]) -> String {
         test_id: base.run.test_id.clone(),
         rows: rows(base, cand),
         verdicts: verdicts.to_vec(),
+        recovery: recovery_rows(base, cand),
     };
     out.push_str(&b.render_rows());
     out
@@ -346,6 +427,50 @@ mod tests {
             }],
             ..Summary::default()
         }
+    }
+
+    #[test]
+    fn recovery_is_compared_and_bounded() {
+        use crate::faults::FaultRecord;
+        use crate::faults::recovery::FaultAnalysis;
+        let with = |recovery: Option<f64>| {
+            let mut s = run(100.0, 50.0);
+            s.faults = vec![FaultRecord {
+                index: 0,
+                spec: "sshd-kill:2222@5s+5s".parse().expect("spec"),
+                started_at: Some(5.0),
+                ended_at: Some(10.0),
+                error: None,
+                analysis: Some(FaultAnalysis {
+                    recovery_s: recovery,
+                    ..FaultAnalysis::default()
+                }),
+            }];
+            s
+        };
+        let (base, slower) = (with(Some(1.0)), with(Some(2.5)));
+        let rows = recovery_rows(&base, &slower);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].baseline, rows[0].candidate),
+            (Some(1.0), Some(2.5))
+        );
+        assert_eq!(rows[0].fault, "#1 sshd-kill:2222");
+        let b: Bound = "sshd-kill.recovery=+1s".parse().expect("bound");
+        let v = verdicts(&base, &slower, std::slice::from_ref(&b));
+        assert!(!v[0].passed, "{v:?}");
+        assert_eq!(v[0].candidate, Some(2500.0));
+        assert!(verdicts(&base, &with(Some(1.5)), std::slice::from_ref(&b))[0].passed);
+        assert!(
+            !verdicts(&base, &with(None), &[b])[0].passed,
+            "never recovered"
+        );
+        assert!("explode.recovery=+1s".parse::<Bound>().is_err());
+        let text = Baseline::of(&base, &slower, &[]).render_rows();
+        assert!(
+            text.contains("#1 sshd-kill:2222") && text.contains("+150.0%"),
+            "{text}"
+        );
     }
 
     #[test]
