@@ -212,6 +212,22 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Search for the highest rate that meets the SLO (`--slo`) instead of running the
+    /// scenario's phases: open-model steps of `--duration` seconds each, starting at `--rate`
+    /// (or the scenario's). A scenario with a `[capacity]` table is a search already.
+    #[arg(long)]
+    pub find_capacity: bool,
+    /// An SLO bound of the capacity search, in threshold syntax (`p99<200ms`, `errors<1%`,
+    /// `ssh_run_command.p95<100ms`; repeatable; default: the scenario's `[capacity] slo`).
+    #[arg(long = "slo")]
+    pub slo: Vec<String>,
+    /// The capacity search's most steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// The capacity search stops once the highest passing and the lowest failing rate are
+    /// within this, percent.
+    #[arg(long)]
+    pub precision: Option<f64>,
 }
 
 /// A usage problem: nothing ran.
@@ -362,6 +378,7 @@ impl RunArgs {
             .ok()
             .filter(|g| *g <= Duration::from_secs(3600))
             .ok_or_else(|| UsageError("--grace: seconds, from 0 to 3600".into()))?;
+        let capacity = self.capacity_plan(&scenario)?;
         let iterations = self.iterations.or(scenario.iterations);
         let inputs = InputResponses(scenario.input_responses_json());
         Ok(RunRequest {
@@ -386,6 +403,7 @@ impl RunArgs {
                 inputs,
                 segment,
                 threads: self.threads,
+                capacity,
                 timetable: self.start_at.is_some(),
             },
             test_id: self.test_id.clone(),
@@ -404,6 +422,75 @@ impl RunArgs {
             notes: Vec::new(),
             faults: Default::default(),
         })
+    }
+}
+
+impl RunArgs {
+    /// The capacity search this run is, if any: `--find-capacity`, or a scenario with a
+    /// `[capacity]` table; the SLO from `--slo`, else the scenario's.
+    fn capacity_plan(
+        &self,
+        scenario: &Scenario,
+    ) -> Result<Option<crate::engine::capacity::Plan>, UsageError> {
+        let spec = scenario.capacity.as_ref();
+        if !self.find_capacity && spec.is_none() {
+            if !self.slo.is_empty() || self.max_steps.is_some() || self.precision.is_some() {
+                return Err(UsageError(
+                    "--slo, --max-steps and --precision belong to a capacity search: add \
+                     --find-capacity"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if self.segment.is_some() {
+            return Err(UsageError(
+                "a capacity search runs on one agent: each step's next rate depends on the \
+                 whole step's verdict, which no single segment sees"
+                    .into(),
+            ));
+        }
+        let texts: Vec<String> = if self.slo.is_empty() {
+            spec.map(|c| c.slo.clone()).unwrap_or_default()
+        } else {
+            self.slo.clone()
+        };
+        if texts.is_empty() {
+            return Err(UsageError(
+                "--find-capacity needs an SLO: --slo 'p99<200ms' (repeatable)".into(),
+            ));
+        }
+        let slo = texts
+            .iter()
+            .map(|t| {
+                t.parse::<Threshold>()
+                    .map_err(|e| UsageError(format!("--slo: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let start_rate = self.rate.or(scenario.rate).unwrap_or(10.0);
+        let max_steps = self
+            .max_steps
+            .or(spec.and_then(|c| c.max_steps))
+            .unwrap_or(10);
+        let precision = self
+            .precision
+            .or(spec.and_then(|c| c.precision_percent))
+            .unwrap_or(5.0);
+        if max_steps == 0 || !(precision > 0.0 && precision <= 100.0) || start_rate <= 0.0 {
+            return Err(UsageError(
+                "a capacity search needs --max-steps ≥ 1, --precision in (0, 100] and a rate > 0"
+                    .into(),
+            ));
+        }
+        let warmup = spec.and_then(|c| c.warmup_s).unwrap_or(2.0);
+        Ok(Some(crate::engine::capacity::Plan {
+            slo,
+            start_rate,
+            max_steps,
+            precision: precision / 100.0,
+            warmup: Duration::try_from_secs_f64(warmup)
+                .map_err(|_| UsageError("capacity warmup_s: seconds ≥ 0".into()))?,
+        }))
     }
 }
 

@@ -208,6 +208,16 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     finish_run_info(&mut run_info, &outcome);
     let mut summary = Summary::build(run_info, &agg);
     summary.server = Some(server_report(&req, &scraped));
+    summary.capacity = outcome.as_ref().ok().and_then(|o| o.capacity.clone());
+    if let (Some(c), Some(sv)) = (summary.capacity.as_mut(), summary.server.as_ref()) {
+        for step in &mut c.steps {
+            step.server_cpu_percent = sv
+                .phases
+                .iter()
+                .find(|p| p.phase == step.phase)
+                .and_then(|p| p.cpu_percent);
+        }
+    }
     summary.notes.clone_from(&req.notes);
     summary.faults = faults(&req.faults);
     results::analyse_faults(&dir, &mut summary.faults, summary.run.ended_at)?;
@@ -272,8 +282,14 @@ fn results_dir(req: &RunRequest, clock: &Clock) -> Result<(String, PathBuf), Run
     Ok(results::create_dir(&req.results_root, &name)?)
 }
 
-/// How long the phases take, with the timetable's gaps.
+/// How long the phases take, with the timetable's gaps (a capacity search: its most steps).
 fn planned(req: &RunRequest, phases: &[engine::Phase]) -> Duration {
+    if let Some(c) = &req.settings.capacity {
+        let step = phases
+            .first()
+            .map_or(Duration::from_secs(10), |p| p.duration);
+        return step * u32::try_from(c.max_steps).unwrap_or(u32::MAX);
+    }
     let gaps = if req.settings.timetable {
         engine::PHASE_GAP * u32::try_from(phases.len()).unwrap_or(u32::MAX)
     } else {
@@ -349,7 +365,7 @@ fn server_report(req: &RunRequest, scraped: &Scraped) -> ServerReport {
     server.phases = scraped
         .phases
         .iter()
-        .map(server_metrics::phase_report)
+        .map(|p| server_metrics::phase_report(p, vcpus))
         .collect();
     server
 }

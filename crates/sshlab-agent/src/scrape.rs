@@ -133,19 +133,26 @@ impl Scraped {
         }
     }
 
-    fn mark(&mut self, mark: PhaseMark, sample: Option<Sample>) {
+    fn mark(&mut self, mark: PhaseMark, t: f64, sample: Option<Sample>) {
         match mark {
             PhaseMark::Start(label) => self.phases.push(PhaseSamples {
                 label,
                 start: sample,
                 end: None,
+                start_t: t,
+                end_t: t,
             }),
             PhaseMark::End(label) => match self.phases.last_mut() {
-                Some(p) if p.label == label && p.end.is_none() => p.end = sample,
+                Some(p) if p.label == label && p.end.is_none() => {
+                    p.end = sample;
+                    p.end_t = t;
+                }
                 _ => self.phases.push(PhaseSamples {
                     label,
                     start: None,
                     end: sample,
+                    start_t: t,
+                    end_t: t,
                 }),
             },
         }
@@ -210,14 +217,15 @@ impl ScrapeLoop {
                 let t = started.elapsed().as_secs_f64();
                 let sample = out.take(t, scraper.scrape().await);
                 if let Some((m, done)) = mark {
-                    out.mark(m, sample);
+                    out.mark(m, t, sample);
                     let _ = done.send(());
                 }
             }
             // Marks sent just before the stop, then the final sample, after the load.
             while let Ok((m, done)) = rx.try_recv() {
-                let sample = out.take(started.elapsed().as_secs_f64(), scraper.scrape().await);
-                out.mark(m, sample);
+                let t = started.elapsed().as_secs_f64();
+                let sample = out.take(t, scraper.scrape().await);
+                out.mark(m, t, sample);
                 let _ = done.send(());
             }
             out.take(started.elapsed().as_secs_f64(), scraper.scrape().await);

@@ -140,6 +140,10 @@ impl JobRequest for Job {
             server_cpus_shared: self.server_cpus_shared,
             netem_profiles: None,
             quiet: true,
+            find_capacity: false,
+            slo: Vec::new(),
+            max_steps: None,
+            precision: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //!   `error_rate` is always percent; `success_rate` percent.
 //! - `rps` (average operations per second, unit optional `/s`), `rps_peak` (whole run only),
 //!   `requests` / `count`, `successes`, `late_starts` (whole run only): plain numbers.
+//! - `capacity` (whole run only): the rate a capacity search found, arrivals per second (unit
+//!   optional `/s`); a run that was no search, or found none, has no value: it fails.
 //! - faults (the prefix, when given, is a fault kind, not an operation): `recovery` is the
 //!   longest recovery time of the run's faults (`recovery<30s`, `sshd-kill.recovery<5s`; unit
 //!   `s` (the default) or `ms`), a fault that never recovered counting as no value, so the
@@ -42,7 +44,7 @@ pub enum ThresholdError {
     MissingMetric(String),
     /// The metric (without an operation prefix) is not one we know.
     #[error(
-        "threshold `{expr}`: unknown metric `{metric}` (known: errors, error_rate, success_rate, rps, rps_peak, requests, count, successes, late_starts, p50, p90, p95, p99, p999, min, max, mean, recovery, fault_errors, or <op>.<stat>)"
+        "threshold `{expr}`: unknown metric `{metric}` (known: errors, error_rate, success_rate, rps, rps_peak, requests, count, successes, late_starts, p50, p90, p95, p99, p999, min, max, mean, recovery, fault_errors, capacity, or <op>.<stat>)"
     )]
     UnknownMetric {
         /// The expression.
@@ -149,6 +151,7 @@ enum Metric {
         scale: f64,
     },
     FaultErrors,
+    Capacity,
 }
 
 const LATENCY_STATS: [(&str, &str); 11] = [
@@ -166,7 +169,7 @@ const LATENCY_STATS: [(&str, &str); 11] = [
 ];
 
 /// Every statistic name, longest first (so `p99.9` wins over `9`-less prefixes).
-const STAT_NAMES: [&str; 24] = [
+const STAT_NAMES: [&str; 25] = [
     "fault_errors",
     "p99.9_uncorrected",
     "p999_uncorrected",
@@ -181,6 +184,7 @@ const STAT_NAMES: [&str; 24] = [
     "avg_uncorrected",
     "success_rate",
     "late_starts",
+    "capacity",
     "error_rate",
     "successes",
     "rps_peak",
@@ -192,6 +196,23 @@ const STAT_NAMES: [&str; 24] = [
     "p999",
     "rps",
 ];
+
+/// The calls a bound allows to break it (see [`Threshold::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// At most `allowed` calls slower than `ms` (corrected).
+    SlowerThan {
+        /// The bound, ms.
+        ms: f64,
+        /// Calls allowed above it.
+        allowed: f64,
+    },
+    /// At most `allowed` failed calls.
+    Failures {
+        /// Failures allowed.
+        allowed: f64,
+    },
+}
 
 /// A parsed threshold.
 #[derive(Debug, Clone, PartialEq)]
@@ -375,11 +396,62 @@ impl Threshold {
                     _ => Err(bad_unit("s or ms")),
                 }
             }
+            ("capacity", false) => match unit {
+                "" | "/s" => whole_run_only(Metric::Capacity),
+                _ => Err(bad_unit("a plain number or /s")),
+            },
             ("fault_errors", false) => {
                 self.fault_kind()?;
                 plain(Metric::FaultErrors)
             }
             _ => Err(self.unknown(stat)),
+        }
+    }
+
+    /// The error rate this bound caps, percent, when it is a whole-run upper bound on the error
+    /// rate (`errors<1%`, `error_rate<=0.5`).
+    pub fn error_rate_cap(&self) -> Option<f64> {
+        if self.op.is_some() || !matches!(self.cmp, Cmp::Lt | Cmp::Le) {
+            return None;
+        }
+        (self.metric().ok()? == Metric::ErrorRate).then_some(self.value)
+    }
+
+    /// What breaks this bound beyond doubt before a run ends, when it is a whole-run upper
+    /// bound on a corrected latency percentile or on failures: the calls allowed to be slower
+    /// than its latency (or to fail) among `expected` calls. A capacity step stops as soon as
+    /// more than that have been seen, whatever the rest of the step would bring.
+    pub fn budget(&self, expected: f64) -> Option<Budget> {
+        if self.op.is_some() || !matches!(self.cmp, Cmp::Lt | Cmp::Le) {
+            return None;
+        }
+        match self.metric().ok()? {
+            Metric::Latency {
+                stat,
+                uncorrected: false,
+                scale,
+            } => {
+                let q = match stat {
+                    "p50" => 0.50,
+                    "p90" => 0.90,
+                    "p95" => 0.95,
+                    "p99" => 0.99,
+                    "p999" => 0.999,
+                    "max" => 1.0,
+                    _ => return None,
+                };
+                Some(Budget::SlowerThan {
+                    ms: self.value * scale,
+                    allowed: (expected * (1.0 - q)).floor(),
+                })
+            }
+            Metric::ErrorRate => Some(Budget::Failures {
+                allowed: (expected * self.value / 100.0).floor(),
+            }),
+            Metric::Failures => Some(Budget::Failures {
+                allowed: self.value.floor(),
+            }),
+            _ => None,
         }
     }
 
@@ -453,6 +525,9 @@ impl Threshold {
         if matches!(metric, Metric::Recovery { .. } | Metric::FaultErrors) {
             return self.fault_actual(&metric, s);
         }
+        if metric == Metric::Capacity {
+            return s.capacity.as_ref().and_then(|c| c.rate_per_s);
+        }
         let group: Option<(&Totals, &LatencyStats, &LatencyStats)> = match &self.op {
             Some(op) => s
                 .op(op)
@@ -482,7 +557,7 @@ impl Threshold {
             Metric::Rps => Some(totals.rps_avg),
             Metric::RpsPeak => Some(totals.rps_peak),
             Metric::LateStarts => Some(s.run.late_starts as f64),
-            Metric::Recovery { .. } | Metric::FaultErrors => None,
+            Metric::Recovery { .. } | Metric::FaultErrors | Metric::Capacity => None,
         }
     }
 
@@ -690,6 +765,18 @@ mod tests {
             !t("fault_errors<20").evaluate(&summary()).passed,
             "no faults ran"
         );
+        // Capacity: the rate a search found.
+        s.capacity = Some(sshlab_core::results::capacity::Capacity {
+            rate_per_s: Some(412.0),
+            ..Default::default()
+        });
+        assert_eq!(t("capacity>300/s").evaluate(&s).actual, Some(412.0));
+        assert!(t("capacity>300").evaluate(&s).passed);
+        assert!(
+            !t("capacity>500/s").evaluate(&summary()).passed,
+            "no search ran"
+        );
+        assert!("ssh_connect.capacity>1".parse::<Threshold>().is_err());
         // A prefix that is no fault kind is refused before any run.
         let e = "kill-all.recovery<1s"
             .parse::<Threshold>()

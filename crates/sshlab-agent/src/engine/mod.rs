@@ -3,6 +3,7 @@
 //! collector. It measures; it does not summarise (that is the collector's and the reports'
 //! job), so the same records can be summarised again later from the saved files.
 
+pub mod capacity;
 pub mod pacer;
 pub mod shards;
 pub mod worker;
@@ -101,6 +102,8 @@ pub struct RunSettings {
     pub segment: Segment,
     /// Threads running the workers ([`Shards`]); `None`: one per core.
     pub threads: Option<usize>,
+    /// A capacity search instead of the scenario's phases ([`capacity`]).
+    pub capacity: Option<capacity::Plan>,
     /// Phases on a fixed timetable (the agents of a split test, started together with
     /// `--start-at`): phase k starts at the run's start + the phases before + (k+1) ×
     /// [`PHASE_GAP`], whatever this agent's share of it.
@@ -243,6 +246,8 @@ pub struct Outcome {
     pub unreleased: u64,
     /// Whether it was cancelled.
     pub cancelled: bool,
+    /// A capacity search's result.
+    pub capacity: Option<sshlab_core::results::capacity::Capacity>,
 }
 
 impl Outcome {
@@ -252,6 +257,7 @@ impl Outcome {
             dropped: counters.dropped.load(Ordering::Relaxed),
             unreleased: counters.unreleased.load(Ordering::Relaxed),
             cancelled,
+            capacity: None,
         }
     }
 }
@@ -340,8 +346,9 @@ pub struct Sinks {
     pub marks: Marks,
 }
 
-/// Run every phase into `sinks`. Each worker, with its connection, runs on shard
-/// `index mod shards`. Fails only when no worker can reach the server.
+/// Run every phase into `sinks` (or, for a capacity search, the steps it decides on). Each
+/// worker, with its connection, runs on shard `index mod shards`. Fails only when no worker
+/// can reach the server.
 pub async fn run(
     s: Arc<Scenario>,
     cfg: &RunSettings,
@@ -351,31 +358,93 @@ pub async fn run(
     sinks: Sinks,
     cancel: CancellationToken,
 ) -> Result<Outcome, McpError> {
-    let Sinks { records: tx, marks } = sinks;
-    let counters = Arc::new(Counters::default());
+    let runner = Runner {
+        target: Arc::new(Target {
+            host: cfg.target_host.clone(),
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+        }),
+        s,
+        cfg,
+        shards,
+        clock,
+        sinks,
+        cancel,
+        counters: Arc::new(Counters::default()),
+    };
     // Taken before prewarming, so that every agent's timetable starts at its clock's start.
     let mut timetable = cfg.timetable.then(|| Timetable::new(clock.start_instant()));
-    if s.prewarm > 0 {
-        prewarm(&s, cfg, s.prewarm).await?;
+    if runner.s.prewarm > 0 {
+        prewarm(&runner.s, cfg, runner.s.prewarm).await?;
     }
-    let target = Arc::new(Target {
-        host: cfg.target_host.clone(),
-        user: cfg.user.clone(),
-        password: cfg.password.clone(),
-    });
-
-    let cancelled = |c: &Counters| Outcome::of(c, true);
+    if let Some(plan) = &cfg.capacity {
+        let template = phases.first().cloned().unwrap_or_else(|| Phase {
+            label: None,
+            workers: 1,
+            duration: Duration::from_secs(10),
+            rate: None,
+            port: cfg.target_port,
+        });
+        let found = capacity::search(&runner, plan, &template).await?;
+        let mut outcome = runner.outcome();
+        outcome.capacity = Some(found);
+        return Ok(outcome);
+    }
     for phase in phases {
-        if cancel.is_cancelled() {
+        if runner.cancel.is_cancelled() {
             break;
         }
         let scheduled = timetable.as_mut().map(|t| t.phase(phase.duration));
+        if runner.phase(phase, scheduled, None).await? == PhaseEnd::Cancelled {
+            break;
+        }
+    }
+    Ok(runner.outcome())
+}
+
+/// How a phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhaseEnd {
+    /// At its deadline (or stopped early by its judge).
+    Done,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// What every phase of a run shares.
+struct Runner<'a> {
+    s: Arc<Scenario>,
+    cfg: &'a RunSettings,
+    shards: &'a Shards,
+    clock: Clock,
+    sinks: Sinks,
+    cancel: CancellationToken,
+    counters: Arc<Counters>,
+    target: Arc<Target>,
+}
+
+impl Runner<'_> {
+    fn outcome(&self) -> Outcome {
+        Outcome::of(&self.counters, self.cancel.is_cancelled())
+    }
+
+    /// Runs one phase: connects its workers, marks its start, runs them until its deadline
+    /// (`scheduled`: its start on a timetable), marks its end. With a `judge`, the workers also
+    /// hand it their records, and it may stop the phase early.
+    async fn phase(
+        &self,
+        phase: &Phase,
+        scheduled: Option<Instant>,
+        judge: Option<Arc<capacity::StepJudge>>,
+    ) -> Result<PhaseEnd, McpError> {
+        let cfg = self.cfg;
         tracing::info!(phase = ?phase.label, workers = phase.workers, port = phase.port, "phase starts");
         // Connect every worker before the clock starts: the handshake is not the load. Each
         // connection is made on the shard that will run its worker.
         let mut clients = Vec::with_capacity(phase.workers);
         for i in 0..phase.workers {
-            let connecting = shards
+            let connecting = self
+                .shards
                 .handle(i)
                 .spawn(McpClient::connect(client_options(cfg, i)));
             tokio::select! {
@@ -383,14 +452,17 @@ pub async fn run(
                     Ok(c) => clients.push(c?),
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     // The shards stopped (they outlive this loop, so only when the run ends).
-                    Err(_) => return Ok(cancelled(&counters)),
+                    Err(_) => return Ok(PhaseEnd::Cancelled),
                 },
-                () = cancel.cancelled() => return Ok(cancelled(&counters)),
+                () = self.cancel.cancelled() => return Ok(PhaseEnd::Cancelled),
             }
         }
         // The server's counters as the phase starts: after its workers connected (the MCP
         // handshake is not the load), before any of them makes a call.
-        marks.mark(PhaseMark::Start(phase.label.clone())).await;
+        self.sinks
+            .marks
+            .mark(PhaseMark::Start(phase.label.clone()))
+            .await;
         let start = match scheduled {
             Some(at) => {
                 let now = Instant::now();
@@ -404,7 +476,7 @@ pub async fn run(
                 } else {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
-                        () = cancel.cancelled() => return Ok(cancelled(&counters)),
+                        () = self.cancel.cancelled() => return Ok(PhaseEnd::Cancelled),
                     }
                 }
                 at
@@ -416,9 +488,9 @@ pub async fn run(
             // No share of this phase: wait it out with the others.
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                () = cancel.cancelled() => return Ok(cancelled(&counters)),
+                () = self.cancel.cancelled() => return Ok(PhaseEnd::Cancelled),
             }
-            continue;
+            return Ok(PhaseEnd::Done);
         }
         let schedule = phase.rate.as_ref().map(|shape| {
             (
@@ -429,39 +501,56 @@ pub async fn run(
                 start,
             )
         });
+        // A judge may stop the phase early: its workers stop as at Ctrl-C, the run goes on.
+        let stop = self.cancel.child_token();
+        if let Some(j) = &judge {
+            j.begin(self.clock.wall(start), stop.clone());
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (index, client) in clients.into_iter().enumerate() {
             let w = Worker {
                 index,
                 client,
-                scenario: s.clone(),
-                target: target.clone(),
+                scenario: self.s.clone(),
+                target: self.target.clone(),
                 port: phase.port,
                 phase: phase.label.clone(),
-                tx: tx.clone(),
+                tx: self.sinks.records.clone(),
                 deadline,
                 grace: cfg.grace,
-                cancel: cancel.clone(),
+                cancel: stop.clone(),
                 schedule: schedule.clone(),
-                counters: counters.clone(),
-                clock,
+                counters: self.counters.clone(),
+                clock: self.clock,
                 iterations: cfg.iterations.filter(|_| schedule.is_none()),
                 label: format!("w{index}"),
                 segment: (cfg.segment != Segment::WHOLE).then_some(cfg.segment),
+                judge: judge.clone(),
             };
-            tasks.spawn_on(w.run(), shards.handle(index));
+            tasks.spawn_on(w.run(), self.shards.handle(index));
         }
+        let watching = judge.clone().map(|j| tokio::spawn(j.watch(deadline)));
         while tasks.join_next().await.is_some() {}
+        if let Some(w) = watching {
+            w.abort();
+        }
         if let Some((schedule, _)) = &schedule
-            && !cancel.is_cancelled()
+            && !stop.is_cancelled()
         {
             // Arrivals of this phase that no worker took before it ended: never sent.
             let rest = schedule.lock().await.drop_rest();
-            counters.dropped.fetch_add(rest, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(rest, Ordering::Relaxed);
         }
-        marks.mark(PhaseMark::End(phase.label.clone())).await;
+        self.sinks
+            .marks
+            .mark(PhaseMark::End(phase.label.clone()))
+            .await;
+        Ok(if self.cancel.is_cancelled() {
+            PhaseEnd::Cancelled
+        } else {
+            PhaseEnd::Done
+        })
     }
-    Ok(Outcome::of(&counters, cancel.is_cancelled()))
 }
 
 #[cfg(test)]
@@ -487,6 +576,7 @@ mod tests {
             inputs: InputResponses::default(),
             segment: Segment::WHOLE,
             threads: None,
+            capacity: None,
             timetable: false,
         }
     }

@@ -98,6 +98,8 @@ pub struct Worker {
     pub label: String,
     /// This agent's segment, when the test is split across agents.
     pub segment: Option<Segment>,
+    /// A capacity step's judge, which sees every record too.
+    pub judge: Option<Arc<super::capacity::StepJudge>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -402,6 +404,9 @@ impl Worker {
             }
         }
         let record = self.record(op, intended, start, end, self.status(&outcome));
+        if let Some(j) = &self.judge {
+            j.add(&record);
+        }
         if self.tx.send(record).await.is_err() {
             return false;
         }

@@ -157,6 +157,7 @@ pub fn render(s: &Summary) -> String {
     );
     throughput_and_latency(&mut out, s);
     groups(&mut out, s);
+    capacity(&mut out, s);
     faults(&mut out, s);
     errors(&mut out, s);
     pool(&mut out, s);
@@ -539,46 +540,176 @@ fn server_metrics(out: &mut String, s: &Summary) {
     }
 }
 
+/// What the run says about the server's capacity, shared by report.txt and report.html:
+/// measured by a capacity search, or, for any other run, only that the offered load was served
+/// (an offered rate is no capacity).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CapacityClaim {
+    /// A capacity search found `rate`/s on `cpus`; `estimate` is the guide's extrapolation of
+    /// it to [`EXTRAPOLATION_CPUS`], with the confidence from the CPU used at that rate.
+    Measured {
+        /// Arrivals per second.
+        rate: f64,
+        /// To 8 CPUs.
+        estimate: f64,
+        /// The guide's confidence word.
+        confidence: &'static str,
+        /// The server's CPU at the capacity step, percent.
+        cpu: Option<f64>,
+    },
+    /// A capacity search that found no rate meeting the SLO.
+    NoneFound,
+    /// Not a capacity search: the rate served and the CPU it took.
+    NotSearched {
+        /// Calls per second served.
+        rps: f64,
+        /// The server's CPU over the run, percent.
+        cpu: Option<f64>,
+    },
+}
+
+/// The run's [`CapacityClaim`] (`None`: the server's vCPUs are unknown, nothing to scale).
+pub fn capacity_claim(s: &Summary) -> Option<CapacityClaim> {
+    let sv = s.server.as_ref()?;
+    if sv.vcpus == 0 {
+        return None;
+    }
+    Some(match &s.capacity {
+        Some(c) => match c.rate_per_s {
+            Some(rate) => {
+                let cpu = c
+                    .steps
+                    .iter()
+                    .find(|st| st.passed && st.rate_per_s == rate)
+                    .and_then(|st| st.server_cpu_percent);
+                CapacityClaim::Measured {
+                    rate,
+                    estimate: extrapolate(rate, sv.vcpus, EXTRAPOLATION_CPUS),
+                    confidence: confidence(cpu),
+                    cpu,
+                }
+            }
+            None => CapacityClaim::NoneFound,
+        },
+        None => CapacityClaim::NotSearched {
+            rps: s.totals.rps_avg,
+            cpu: sv.cpu_utilisation_percent,
+        },
+    })
+}
+
 fn extrapolation(out: &mut String, s: &Summary) {
     let server = s.server.as_ref();
-    let t = &s.totals;
-    let cpus = server.map_or(0, |sv| sv.vcpus);
     let cpus_label = server.map(ServerReport::cpus_label).unwrap_or_default();
-    let util = server.and_then(|sv| sv.cpu_utilisation_percent);
     section(
         out,
         &format!("EXTRAPOLATION (to {EXTRAPOLATION_CPUS} CPU / 16GB RAM)"),
     );
-    if cpus == 0 {
-        let _ = writeln!(
-            out,
-            "  (needs the server's vCPU count: --server-vcpus N; the lab's is known only when the \
-             run targets the lab's MCP VM)"
-        );
-        return;
-    }
-    let est = extrapolate(t.rps_avg, cpus, EXTRAPOLATION_CPUS);
     let source = server
         .and_then(|sv| sv.vcpus_source.as_deref())
         .map_or(String::new(), |from| format!("; the count from {from}"));
+    let cpu = |c: Option<f64>| c.map_or("not measured".to_owned(), |u| format!("{u:.0}%"));
+    match capacity_claim(s) {
+        None => {
+            let _ = writeln!(
+                out,
+                "  (needs the server's vCPU count: --server-vcpus N; the lab's is known only when \
+                 the run targets the lab's MCP VM)"
+            );
+        }
+        Some(CapacityClaim::Measured {
+            rate,
+            estimate,
+            confidence,
+            cpu: used,
+        }) => {
+            let cpus = server.map_or(1, |sv| sv.vcpus);
+            let _ = writeln!(
+                out,
+                "  Measured capacity: {rate:.1}/s (capacity search, on {cpus_label}{source})"
+            );
+            let _ = writeln!(
+                out,
+                "  Estimated:         {estimate:.1}/s (on {EXTRAPOLATION_CPUS} cores)"
+            );
+            let _ = writeln!(
+                out,
+                "  Scaling factor:    {:.2}x",
+                f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
+            );
+            let _ = writeln!(
+                out,
+                "  Confidence:        {confidence} (server CPU at that rate: {})",
+                cpu(used)
+            );
+        }
+        Some(CapacityClaim::NoneFound) => {
+            let _ = writeln!(
+                out,
+                "  No capacity to extrapolate: no rate the search tried met the SLO."
+            );
+        }
+        Some(CapacityClaim::NotSearched { rps, cpu: used }) => {
+            let saturated = used.is_some_and(|u| u > 80.0);
+            let _ = writeln!(
+                out,
+                "  Served {rps:.1}/s, the offered load: that is no capacity. The server used {} \
+                 of {cpus_label}{source}{}.",
+                cpu(used),
+                if saturated {
+                    " (near saturation)"
+                } else {
+                    ", so it was not saturated"
+                }
+            );
+            let _ = writeln!(
+                out,
+                "  Measure capacity with a capacity search: `sshlab-agent run --find-capacity \
+                 --slo 'p99<200ms'`, or `sshlab run capacity`."
+            );
+        }
+    }
+}
+
+/// A capacity search's steps and verdict.
+fn capacity(out: &mut String, s: &Summary) {
+    let Some(c) = &s.capacity else {
+        return;
+    };
+    section(
+        out,
+        &format!("CAPACITY (highest rate meeting {})", c.slo.join(", ")),
+    );
+    let _ = writeln!(out, "  {}", c.verdict);
+    if !c.limited_by.is_empty() {
+        let _ = writeln!(out, "  Limited by: {}", c.limited_by.join("; "));
+    }
     let _ = writeln!(
         out,
-        "  Measured RPS:      {:.1} (on {cpus_label}{source})",
-        t.rps_avg
+        "\n  {:>5}{:>11}{:>11}{:>10}{:>10}{:>9}{:>9}  verdict",
+        "step", "offered/s", "served/s", "p50 ms", "p99 ms", "errors", "cpu %"
     );
-    let _ = writeln!(
-        out,
-        "  Estimated RPS:     {est:.1} (on {EXTRAPOLATION_CPUS} cores)"
-    );
-    let _ = writeln!(
-        out,
-        "  Scaling factor:    {:.2}x",
-        f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
-    );
-    let basis = util.map_or("server CPU not measured".to_owned(), |u| {
-        format!("measured MCP server CPU {u:.0}% of {cpus_label}")
-    });
-    let _ = writeln!(out, "  Confidence:        {} ({basis})", confidence(util));
+    for (i, st) in c.steps.iter().enumerate() {
+        let verdict = if st.passed {
+            "pass".to_owned()
+        } else {
+            let mut why = st.broken.clone();
+            why.extend(st.stopped_early.clone());
+            format!("FAIL: {}", why.join("; "))
+        };
+        let _ = writeln!(
+            out,
+            "  {:>5}{:>11.1}{:>11.1}{:>10.1}{:>10.1}{:>9}{:>9}  {verdict}",
+            i + 1,
+            st.rate_per_s,
+            st.achieved_per_s,
+            st.p50_ms,
+            st.p99_ms,
+            thousands(st.failures),
+            st.server_cpu_percent
+                .map_or("n/a".to_owned(), |u| format!("{u:.0}"))
+        );
+    }
 }
 
 fn thresholds(out: &mut String, s: &Summary) {
@@ -653,9 +784,35 @@ mod tests {
             "LIMIT BEHAVIOR",
             "MCP SERVER METRICS DELTA",
             "EXTRAPOLATION (to 8 CPU",
-            "Estimated RPS:     64.1",
-            "MEDIUM (measured MCP server CPU 63% of 4 vCPUs)",
+            "Served 37.7/s, the offered load: that is no capacity",
+            "The server used 63% of 4 vCPUs, so it was not saturated",
             "INCOMPLETE (interrupted (Ctrl-C))",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("Estimated"),
+            "an offered rate is no capacity:\n{text}"
+        );
+        // A capacity search's rate is what gets extrapolated, with the CPU it took.
+        let mut searched = s.clone();
+        searched.capacity = Some(crate::results::capacity::Capacity {
+            rate_per_s: Some(100.0),
+            steps: vec![crate::results::capacity::CapacityStep {
+                rate_per_s: 100.0,
+                passed: true,
+                server_cpu_percent: Some(85.0),
+                ..Default::default()
+            }],
+            verdict: "capacity 100.0/s".into(),
+            ..Default::default()
+        });
+        let text = render(&searched);
+        for needle in [
+            "CAPACITY (highest rate meeting",
+            "Measured capacity: 100.0/s (capacity search, on 4 vCPUs)",
+            "Estimated:         170.0/s (on 8 cores)",
+            "Confidence:        HIGH (server CPU at that rate: 85%)",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
@@ -678,8 +835,9 @@ mod tests {
         };
         let text = render(&s);
         assert!(
-            text.contains("(on 2 host cores, shared with the load generator and the target)")
-                && text.contains("CPU 40% of 2 host cores, shared"),
+            text.contains(
+                "used 40% of 2 host cores, shared with the load generator and the target"
+            ),
             "{text}"
         );
         assert!(
@@ -689,7 +847,7 @@ mod tests {
         if let Some(sv) = s.server.as_mut() {
             sv.vcpus_shared = false;
         }
-        assert!(render(&s).contains("(on 2 vCPUs)"));
+        assert!(render(&s).contains("used 40% of 2 vCPUs, so it was not saturated"));
     }
 
     /// Against a server that is not the lab's: one port, no pool metrics, no failures, vCPUs

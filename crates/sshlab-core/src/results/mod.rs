@@ -5,6 +5,7 @@
 //! so a report can be rebuilt from saved files on another machine or day.
 
 pub mod aggregate;
+pub mod capacity;
 pub mod compare;
 pub mod messages;
 pub mod record;

@@ -233,11 +233,16 @@ pub struct PhaseSamples {
     pub start: Option<Sample>,
     /// At its end, after its workers released their handles.
     pub end: Option<Sample>,
+    /// When the start and end samples were taken, seconds since the scraping began.
+    pub start_t: f64,
+    /// (The end's.)
+    pub end_t: f64,
 }
 
-/// The server's side of one phase: connections made, pool hits and sessions left, each
-/// `None` when a scrape it needs failed or the server does not export the metric.
-pub fn phase_report(p: &PhaseSamples) -> PhaseServer {
+/// The server's side of one phase: connections made, pool hits, sessions left and CPU (of
+/// `vcpus`; 0: unknown), each `None` when a scrape it needs failed or the server does not
+/// export the metric.
+pub fn phase_report(p: &PhaseSamples, vcpus: u32) -> PhaseServer {
     let delta = |name: &str| {
         let end = p.end.as_ref()?.sum(name, &[])?;
         let start = p.start.as_ref()?.sum(name, &[]).unwrap_or(0.0);
@@ -251,6 +256,12 @@ pub fn phase_report(p: &PhaseSamples) -> PhaseServer {
             .end
             .as_ref()
             .and_then(|s| s.sum("mcp_ssh_sessions_active", &[])),
+        cpu_percent: delta("process_cpu_seconds_total").and_then(|cpu| {
+            let wall = p.end_t - p.start_t;
+            (wall > 0.0 && vcpus > 0)
+                .then(|| cpu / (wall * f64::from(vcpus)) * 100.0)
+                .filter(|u| u.is_finite())
+        }),
     }
 }
 
@@ -545,23 +556,34 @@ nan_metric NaN
                 ("mcp_pool_creates_total", 54.0),
                 ("mcp_pool_hits_total", 10.0),
                 ("mcp_ssh_sessions_active", 0.0),
+                ("process_cpu_seconds_total", 5.0),
             ])),
+            start_t: 10.0,
+            end_t: 20.0,
         };
-        let r = phase_report(&p);
+        let r = phase_report(&p, 2);
+        assert_eq!(
+            r.cpu_percent,
+            Some(25.0),
+            "5 CPU seconds over 10 s of 2 vCPUs"
+        );
         assert_eq!(r.phase, "workers=2");
         assert_eq!(r.new_connections, Some(50.0));
         assert_eq!(r.pool_hits, Some(0.0));
         assert_eq!(r.sessions_at_end, Some(0.0));
-        let failed = phase_report(&PhaseSamples {
-            end: None,
-            ..p.clone()
-        });
+        let failed = phase_report(
+            &PhaseSamples {
+                end: None,
+                ..p.clone()
+            },
+            2,
+        );
         assert_eq!(
             (failed.phase.as_str(), failed.new_connections),
             ("workers=2", None)
         );
         assert_eq!(failed.sessions_at_end, None);
-        let one = phase_report(&PhaseSamples { label: None, ..p });
+        let one = phase_report(&PhaseSamples { label: None, ..p }, 2);
         assert_eq!(one.phase, "all");
     }
 

@@ -171,6 +171,9 @@ pub struct PhaseServer {
     /// SSH sessions the server still held when the phase's workers had stopped
     /// (`mcp_ssh_sessions_active`): anything but 0 is a leak between phases.
     pub sessions_at_end: Option<f64>,
+    /// The server's CPU over the phase, percent of its vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
 }
 
 impl ServerReport {
@@ -247,6 +250,9 @@ pub struct Summary {
     /// This run set against a baseline run, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::compare::Baseline>,
+    /// A capacity search's result, when the run was one ([`super::capacity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<super::capacity::Capacity>,
     /// Faults the host executed during the run, as executed, each with its judgement
     /// ([`crate::faults`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -340,6 +346,7 @@ impl Summary {
             server: None,
             thresholds: Vec::new(),
             baseline: None,
+            capacity: None,
             faults: Vec::new(),
             notes: Vec::new(),
             run,

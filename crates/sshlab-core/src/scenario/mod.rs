@@ -97,6 +97,21 @@ pub struct PhaseSpec {
     pub port: Option<u16>,
 }
 
+/// A scenario that is a capacity search (`[capacity]`): its steps' settings. The first step's
+/// rate is the scenario's `rate`; each step lasts `duration_s`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySpec {
+    /// The SLO, in threshold syntax (`p99<200ms`, `errors<1%`); a step passes when all hold.
+    pub slo: Vec<String>,
+    /// The most steps (default 10).
+    pub max_steps: Option<usize>,
+    /// Done once the highest pass and the lowest fail are within this, percent (default 5).
+    pub precision_percent: Option<f64>,
+    /// The start of each step that is not judged, seconds (default 2, at most half a step).
+    pub warmup_s: Option<f64>,
+}
+
 /// A ramp stage of the open model (k6-style: reach `target` arrivals/s over `duration_s`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +214,8 @@ pub struct Scenario {
     /// `[input_responses."elicitation/create"]` with `action = "accept"` and a `content` table.
     #[serde(default)]
     pub input_responses: BTreeMap<String, toml::Value>,
+    /// A capacity search instead of fixed phases.
+    pub capacity: Option<CapacitySpec>,
     /// Faults the host executes during the run (`sshlab run`; a standalone `sshlab-agent run`
     /// cannot execute them and says so): `[[fault]]` tables with `kind`, `target`, `start_s`,
     /// `duration_s` (and `netem` settings), as `--fault KIND:TARGET@START+DURATION` writes them.
@@ -235,6 +252,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scenarios/exhaustion_test.toml"),
     ),
     ("quick", include_str!("../../scenarios/quick.toml")),
+    ("capacity", include_str!("../../scenarios/capacity.toml")),
 ];
 
 /// The guide's full suite, in order.
@@ -363,6 +381,20 @@ impl Scenario {
                 ));
             }
         }
+        if let Some(c) = &self.capacity {
+            if c.slo.is_empty() {
+                return Err(invalid(
+                    "capacity.slo".into(),
+                    "a capacity search needs at least one SLO bound, e.g. \"p99<200ms\"".into(),
+                ));
+            }
+            if self.rate.is_none() {
+                return Err(invalid(
+                    "rate".into(),
+                    "a capacity search starts at the scenario's rate: give `rate`".into(),
+                ));
+            }
+        }
         for kind in &self.stale_kinds {
             if !self.error_kinds.contains_key(kind) {
                 return Err(invalid(
@@ -438,7 +470,7 @@ mod tests {
     #[test]
     fn every_builtin_parses_with_the_guides_defaults() {
         let names: Vec<_> = builtin_names().collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
         for n in &names {
             Scenario::builtin(n).unwrap_or_else(|e| panic!("{n}: {e}"));
         }

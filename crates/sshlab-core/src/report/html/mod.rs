@@ -17,6 +17,7 @@ use std::fmt::Write;
 use crate::results::Summary;
 
 mod breakdown;
+mod capacity;
 mod faults;
 mod latency;
 mod numbers;
@@ -110,6 +111,7 @@ pub fn render(s: &Summary) -> String {
     }
     timeline::latency_over_time(&mut out, s);
     timeline::throughput(&mut out, s);
+    capacity::capacity(&mut out, s);
     faults::faults(&mut out, s);
     latency::distribution(&mut out, s);
     latency::per_port(&mut out, s);

@@ -193,6 +193,7 @@ pub(super) fn sample() -> Summary {
             },
         ],
         baseline: None,
+        capacity: None,
         faults: vec![sample_fault()],
         notes: vec![
             "the server held 2 SSH sessions of an earlier run when this one started".into(),

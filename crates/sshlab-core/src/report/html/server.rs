@@ -9,7 +9,7 @@ use super::numbers::{fin, tick};
 use super::svg::{Line, line_chart};
 use super::{card, no_data};
 use crate::report::escape::escape;
-use crate::report::text::{EXTRAPOLATION_CPUS, confidence, extrapolate};
+use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim};
 use crate::results::{ServerReport, Summary};
 
 /// `f(v)` for a finite `v`, else "n/a" (the metric was missing or could not be computed).
@@ -141,20 +141,39 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
         "RSS samples",
         &[],
     );
-    if let Some(cpu) = sv.cpu_utilisation_percent.filter(|v| v.is_finite())
-        && sv.vcpus > 0
-    {
-        let est = extrapolate(s.totals.rps_avg, sv.vcpus, EXTRAPOLATION_CPUS);
-        let _ = write!(
-            out,
-            r#"<p class="meta">Extrapolation to {EXTRAPOLATION_CPUS} CPUs: ≈ <b>{est:.0} requests/s</b> (measured on {} × {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {}); confidence <b>{}</b> at {cpu:.0}% measured CPU.</p>"#,
-            sv.cpus_label(),
-            sv.vcpus,
-            escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
-            confidence(Some(cpu))
-        );
-    } else if sv.vcpus == 0 {
-        out.push_str(r#"<p class="meta">No CPU utilisation or extrapolation: the server's vCPU count is unknown (give it with <code>--server-vcpus</code>; the lab's is used only when the run targets the lab's MCP VM).</p>"#);
+    match capacity_claim(s) {
+        Some(CapacityClaim::Measured {
+            rate,
+            estimate,
+            confidence,
+            cpu,
+        }) => {
+            let _ = write!(
+                out,
+                r#"<p class="meta">Measured capacity <b>{rate:.1}/s</b> (capacity search, on {}); extrapolated to {EXTRAPOLATION_CPUS} CPUs ≈ <b>{estimate:.0}/s</b> (× {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {}); confidence <b>{confidence}</b> at {} server CPU.</p>"#,
+                sv.cpus_label(),
+                sv.vcpus,
+                escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
+                opt(cpu, |u| format!("{u:.0}%"))
+            );
+        }
+        Some(CapacityClaim::NoneFound) => {
+            out.push_str(r#"<p class="meta">No capacity to extrapolate: no rate the search tried met the SLO.</p>"#);
+        }
+        Some(CapacityClaim::NotSearched { rps, cpu }) => {
+            let _ = write!(
+                out,
+                r#"<p class="meta">Served {rps:.1}/s, the offered load: that is no capacity. The server used {} of {}{}. A capacity search measures one (<code>sshlab-agent run --find-capacity --slo 'p99&lt;200ms'</code>, or <code>sshlab run capacity</code>).</p>"#,
+                opt(cpu, |u| format!("{u:.0}%")),
+                sv.cpus_label(),
+                if cpu.is_some_and(|u| u > 80.0) {
+                    " (near saturation)"
+                } else {
+                    ", so it was not saturated"
+                }
+            );
+        }
+        None => out.push_str(r#"<p class="meta">No CPU utilisation or extrapolation: the server's vCPU count is unknown (give it with <code>--server-vcpus</code>; the lab's is used only when the run targets the lab's MCP VM).</p>"#),
     }
     if !sv.deltas.is_empty() {
         let _ = write!(

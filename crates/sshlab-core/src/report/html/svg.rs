@@ -232,6 +232,73 @@ pub(super) fn line_chart(
     out.push_str("</svg>");
 }
 
+/// Lines over a quantity other than time: x labelled `x_label` with values suffixed
+/// `x_unit`, y suffixed `y_unit`; `mark` draws a dashed vertical line at an x with its label.
+pub(super) fn xy_chart(
+    out: &mut String,
+    h: f64,
+    lines: &[Line<'_>],
+    (x_label, x_unit): (&str, &str),
+    y_unit: &str,
+    mark: Option<(f64, String)>,
+    what: &str,
+) {
+    let (mut x1, mut ymax) = (0.0f64, 0.0f64);
+    let mut any = false;
+    for &(x, y) in lines.iter().flat_map(|l| l.points.iter()) {
+        any = true;
+        x1 = x1.max(fin(x));
+        ymax = ymax.max(fin(y));
+    }
+    if !any {
+        no_data(out, what);
+        return;
+    }
+    legend(
+        out,
+        &lines.iter().map(|l| (l.label, l.color)).collect::<Vec<_>>(),
+    );
+    let (xtop, xstep) = nice(x1 * 1.05);
+    let f = Frame::new(h, 0.0, xtop, ymax * 1.05);
+    f.open(out, what);
+    f.y_grid(out, y_unit);
+    let mut t = 0.0;
+    while t <= xtop + xstep / 2.0 {
+        let x = f.x(t);
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{y0:.1}" y2="{y1:.1}" stroke="#c5cad3"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle">{l}</text>"##,
+            y0 = f.h - MB,
+            y1 = f.h - MB + 4.0,
+            ty = f.h - MB + 17.0,
+            l = escape(&format!("{}{x_unit}", tick(t)))
+        );
+        t += xstep;
+    }
+    let _ = write!(
+        out,
+        r#"<text x="{x:.1}" y="{y:.1}" text-anchor="end">{l}</text>"#,
+        x = W - MR,
+        y = f.h - 2.0,
+        l = escape(x_label)
+    );
+    if let Some((mx, label)) = mark {
+        let x = f.x(mx);
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{MT}" y2="{y2:.1}" stroke="#1d2330" stroke-dasharray="5 4"/><text x="{tx:.1}" y="{ty}" class="lbl">{l}</text>"##,
+            y2 = f.h - MB,
+            tx = x + 4.0,
+            ty = MT + 11.0,
+            l = escape(&label)
+        );
+    }
+    for l in lines {
+        polyline(out, &f, &l.points, l.color);
+    }
+    out.push_str("</svg>");
+}
+
 /// A joined run of points, or a dot for a single one.
 fn polyline(out: &mut String, f: &Frame, points: &[(f64, f64)], color: &str) {
     if let [(x, y)] = points {

@@ -1,0 +1,270 @@
+//! The capacity search against MCP servers whose capacity is known by construction: a real
+//! Streamable HTTP server (axum, 2026-07-28 stateless) whose one tool takes 10 ms and runs 4
+//! calls at a time, so it serves at most 400 calls/s. Its capacity is also measured directly in
+//! the same test (as many calls as it takes, from 64 callers at once), and the search must land
+//! within ±5% of that in at most 10 steps. A second server fails 1 call in 100: it must fail an
+//! `errors<0.5%` SLO at every rate, however few failures a step happens to see.
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use axum::Json;
+    use axum::extract::State;
+    use axum::routing::post;
+    use serde_json::{Value, json};
+    use sshlab_core::results::Summary;
+    use tokio::sync::Semaphore;
+
+    const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
+
+    /// The server: `work` takes `service` with at most `slots` running; every `fail_every`-th
+    /// call (0: none) is a tool error.
+    #[derive(Clone)]
+    struct Known {
+        slots: Arc<Semaphore>,
+        service: Duration,
+        fail_every: u64,
+        calls: Arc<AtomicU64>,
+    }
+
+    async fn mcp(State(k): State<Known>, Json(req): Json<Value>) -> Json<Value> {
+        let id = req["id"].clone();
+        let result = match req["method"].as_str() {
+            Some("server/discover") => json!({"resultType": "complete",
+                "supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                "serverInfo": {"name": "known-capacity", "version": "1"},
+                "ttlMs": 0, "cacheScope": "public"}),
+            Some("tools/call") => {
+                let permit = k.slots.acquire().await;
+                let started = tokio::time::Instant::now();
+                tokio::time::sleep_until(started + k.service).await;
+                drop(permit);
+                let n = k.calls.fetch_add(1, Ordering::Relaxed) + 1;
+                let failed = k.fail_every > 0 && n % k.fail_every == 0;
+                json!({"resultType": "complete", "isError": failed,
+                       "content": [{"type": "text", "text": if failed { "failed" } else { "ok" }}]})
+            }
+            _ => {
+                return Json(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32601, "message": "method not found"}}));
+            }
+        };
+        Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+
+    async fn known(fail_every: u64) -> SocketAddr {
+        let state = Known {
+            slots: Arc::new(Semaphore::new(4)),
+            service: Duration::from_millis(10),
+            fail_every,
+            calls: Arc::new(AtomicU64::new(0)),
+        };
+        let app = axum::Router::new()
+            .route("/mcp", post(mcp))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    /// The server's real capacity: calls completed per second with 64 callers at once.
+    async fn measured_capacity(addr: SocketAddr) -> f64 {
+        let http = reqwest::Client::new();
+        let done = Arc::new(AtomicU64::new(0));
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (http, done) = (http.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                while tokio::time::Instant::now() < until {
+                    let r = http
+                        .post(format!("http://{addr}/mcp"))
+                        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                      "params": {"name": "work", "arguments": {}}}))
+                        .send()
+                        .await;
+                    if r.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        done.load(Ordering::Relaxed) as f64 / 3.0
+    }
+
+    fn scenario(dir: &Path) -> std::path::PathBuf {
+        let p = dir.join("work.toml");
+        std::fs::write(
+            &p,
+            "name = \"work\"\nduration_s = 6\n[[op]]\ntool = \"work\"\n",
+        )
+        .expect("write");
+        p
+    }
+
+    fn search(addr: SocketAddr, dir: &Path, extra: &[&str]) -> (std::process::Output, Summary) {
+        let out = Command::new(AGENT)
+            .args(["run", "--mcp-url", &format!("http://{addr}/mcp")])
+            .args(["--protocol", "2026-07-28", "--quiet", "--find-capacity"])
+            .args([
+                "--server-vcpus",
+                "1",
+                "--metrics-url",
+                &format!("http://{addr}/metrics"),
+            ])
+            .arg("--scenario-file")
+            .arg(scenario(dir))
+            .arg("--results-dir")
+            .arg(dir)
+            .args(extra)
+            .output()
+            .expect("agent runs");
+        let run = std::fs::read_dir(dir)
+            .expect("results")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.join("summary.json").is_file())
+            .unwrap_or_else(|| panic!("no results: {}", String::from_utf8_lossy(&out.stderr)));
+        let s: Summary =
+            serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("read"))
+                .expect("summary");
+        (out, s)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_search_finds_a_known_capacity_within_five_percent_in_ten_steps() {
+        let addr = known(0).await;
+        let truth = measured_capacity(addr).await;
+        assert!(
+            (300.0..=410.0).contains(&truth),
+            "4 slots of 10 ms serve about 400/s, measured {truth:.1}/s"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().to_owned();
+        let (out, s) = tokio::task::spawn_blocking(move || {
+            search(
+                addr,
+                &path,
+                &[
+                    "--slo",
+                    "p99<200ms",
+                    "--rate",
+                    "50",
+                    "--workers",
+                    "64",
+                    "--threshold",
+                    "capacity>100/s",
+                ],
+            )
+        })
+        .await
+        .expect("join");
+        let c = s.capacity.expect("a capacity search");
+        let found = c.rate_per_s.expect("a capacity");
+        let steps: Vec<String> = c
+            .steps
+            .iter()
+            .map(|st| {
+                format!(
+                    "{:.1}/s served {:.1}/s p99 {:.0} ms {}",
+                    st.rate_per_s,
+                    st.achieved_per_s,
+                    st.p99_ms,
+                    if st.passed { "pass" } else { "FAIL" }
+                )
+            })
+            .collect();
+        assert!(
+            found >= truth * 0.95 && found <= truth * 1.05,
+            "found {found:.1}/s for a measured {truth:.1}/s via\n  {}",
+            steps.join("\n  ")
+        );
+        assert!(c.steps.len() <= 10, "{} steps", c.steps.len());
+        assert!(c.precision_percent.expect("bracketed") <= 5.0);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(s.thresholds[0].passed, "capacity>100/s: {:?}", s.thresholds);
+        let report = std::fs::read_to_string(
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.join("report.txt").is_file())
+                .expect("run dir")
+                .join("report.txt"),
+        )
+        .expect("report");
+        assert!(
+            report.contains("CAPACITY (highest rate meeting p99<200ms)"),
+            "{report}"
+        );
+        eprintln!(
+            "capacity: found {found:.1}/s, measured {truth:.1}/s, {} steps:\n  {}",
+            c.steps.len(),
+            steps.join("\n  ")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_failing_one_call_in_a_hundred_never_shows_errors_under_half_a_percent() {
+        let addr = known(100).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().to_owned();
+        let (out, s) = tokio::task::spawn_blocking(move || {
+            search(
+                addr,
+                &path,
+                &[
+                    "--slo",
+                    "errors<0.5%",
+                    "--rate",
+                    "200",
+                    "--workers",
+                    "32",
+                    "--max-steps",
+                    "3",
+                ],
+            )
+        })
+        .await
+        .expect("join");
+        let c = s.capacity.expect("a capacity search");
+        assert_eq!(c.rate_per_s, None, "{:#?}", c.steps);
+        assert_eq!(c.steps.len(), 3);
+        for st in &c.steps {
+            assert!(!st.passed, "{st:?}");
+            assert!(
+                st.broken
+                    .iter()
+                    .any(|b| b.starts_with("errors<0.5% not shown")),
+                "{st:?}"
+            );
+        }
+        assert!(c.verdict.starts_with("no capacity"), "{}", c.verdict);
+        // Something succeeded: not a run error; the verdict is in the results.
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
