@@ -691,11 +691,9 @@ fn capacity(out: &mut String, s: &Summary) {
     );
     for (i, st) in c.steps.iter().enumerate() {
         let verdict = if st.passed {
-            "pass".to_owned()
+            st.verdict()
         } else {
-            let mut why = st.broken.clone();
-            why.extend(st.stopped_early.clone());
-            format!("FAIL: {}", why.join("; "))
+            format!("FAIL: {}", st.verdict())
         };
         let _ = writeln!(
             out,

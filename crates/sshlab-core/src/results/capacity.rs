@@ -38,6 +38,18 @@ pub struct CapacityStep {
     pub stopped_early: Option<String>,
 }
 
+impl CapacityStep {
+    /// `pass`, or what failed it.
+    pub fn verdict(&self) -> String {
+        if self.passed {
+            return "pass".to_owned();
+        }
+        let mut why = self.broken.clone();
+        why.extend(self.stopped_early.clone());
+        why.join("; ")
+    }
+}
+
 /// The search's result: `capacity` in summary.json.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {

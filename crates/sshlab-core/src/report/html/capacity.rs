@@ -61,13 +61,7 @@ pub(super) fn capacity(out: &mut String, s: &Summary) {
     );
     out.push_str("<table><tr><th>step</th><th>offered/s</th><th>served/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>server CPU</th><th class=\"l\">verdict</th></tr>");
     for (i, st) in c.steps.iter().enumerate() {
-        let verdict = if st.passed {
-            "pass".to_owned()
-        } else {
-            let mut why = st.broken.clone();
-            why.extend(st.stopped_early.clone());
-            why.join("; ")
-        };
+        let verdict = st.verdict();
         let _ = write!(
             out,
             r#"<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td class="l {}">{}</td></tr>"#,

@@ -177,6 +177,18 @@ pub(super) struct Line<'a> {
     pub(super) max_step: Option<f64>,
 }
 
+/// The smallest and largest x and the largest y of `lines`' points (`None`: no point).
+fn extent(lines: &[Line<'_>]) -> Option<(f64, f64, f64)> {
+    lines
+        .iter()
+        .flat_map(|l| l.points.iter())
+        .map(|&(x, y)| (fin(x), fin(y)))
+        .fold(None, |acc, (x, y)| match acc {
+            None => Some((x, x, y.max(0.0))),
+            Some((x0, x1, ym)) => Some((x0.min(x), x1.max(x), ym.max(y))),
+        })
+}
+
 /// Lines over time (x in seconds since the start), `h` units tall, y labels suffixed `unit`,
 /// with `marks` shaded behind them.
 pub(super) fn line_chart(
@@ -187,19 +199,10 @@ pub(super) fn line_chart(
     what: &str,
     marks: &[Band],
 ) {
-    let pts = lines.iter().flat_map(|l| l.points.iter());
-    let (mut x0, mut x1, mut ymax) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    let mut any = false;
-    for &(x, y) in pts {
-        any = true;
-        x0 = x0.min(fin(x));
-        x1 = x1.max(fin(x));
-        ymax = ymax.max(fin(y));
-    }
-    if !any {
+    let Some((mut x0, mut x1, ymax)) = extent(lines) else {
         no_data(out, what);
         return;
-    }
+    };
     legend(
         out,
         &lines.iter().map(|l| (l.label, l.color)).collect::<Vec<_>>(),
@@ -243,17 +246,10 @@ pub(super) fn xy_chart(
     mark: Option<(f64, String)>,
     what: &str,
 ) {
-    let (mut x1, mut ymax) = (0.0f64, 0.0f64);
-    let mut any = false;
-    for &(x, y) in lines.iter().flat_map(|l| l.points.iter()) {
-        any = true;
-        x1 = x1.max(fin(x));
-        ymax = ymax.max(fin(y));
-    }
-    if !any {
+    let Some((_, x1, ymax)) = extent(lines) else {
         no_data(out, what);
         return;
-    }
+    };
     legend(
         out,
         &lines.iter().map(|l| (l.label, l.color)).collect::<Vec<_>>(),
