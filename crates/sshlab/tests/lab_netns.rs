@@ -236,6 +236,40 @@ mod tests {
         eprintln!("run full 3: {took:?}\n  {}", lines.join("\n  "));
     }
 
+    /// `sshlab run capacity` in the lab: a capacity search of ssh_run_command against the lab's
+    /// server (steps of at least 3 s from 200/s), its verdict, steps and the server's CPU per
+    /// step in summary.json and report.txt.
+    #[test]
+    fn run_capacity_searches_in_the_lab() {
+        let Some(lab) = Lab::new("cap") else {
+            return;
+        };
+        let started = Instant::now();
+        let out = lab.sshlab(&["run", "capacity", "3", "--rate", "200"]);
+        let t = text(&out);
+        assert!(out.status.success(), "exit {:?}\n{t}", out.status.code());
+        let s = summary(&lab.only_run());
+        let c = &s["capacity"];
+        let steps = c["steps"].as_array().expect("steps");
+        assert!(!steps.is_empty() && steps.len() <= 10, "{c:#}");
+        for st in steps {
+            assert!(st["server_cpu_percent"].as_f64().is_some(), "{st:#}");
+            assert!(st["requests"].as_u64().unwrap() > 0, "{st:#}");
+        }
+        assert!(c["verdict"].as_str().unwrap().len() > 10, "{c:#}");
+        let report = std::fs::read_to_string(lab.only_run().join("report.txt")).unwrap();
+        assert!(
+            report.contains("CAPACITY (highest rate meeting p99<500ms, errors<1%)"),
+            "{report}"
+        );
+        assert_root_namespace_clean();
+        eprintln!(
+            "run capacity in {:?}: {}",
+            started.elapsed(),
+            c["verdict"].as_str().unwrap()
+        );
+    }
+
     /// A run in which nothing succeeds exits non-zero from `sshlab run` too (as it does from
     /// `sshlab-agent run`): here the target's sshd is stopped before the run.
     #[test]

@@ -61,7 +61,7 @@ fn rise() -> bool {
 /// Why a bound does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max, or [fault-kind.]recovery; + bounds a rise, - a fall"
+    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max, capacity (e.g. capacity=-10%), or [fault-kind.]recovery; + bounds a rise, - a fall"
 )]
 pub struct BoundError(pub String);
 
@@ -75,7 +75,10 @@ impl std::str::FromStr for Bound {
             Some((op, m)) if !op.is_empty() => (Some(op.to_owned()), m),
             _ => (None, lhs),
         };
-        if !METRICS.contains(&metric) && metric != "recovery" {
+        if !METRICS.contains(&metric) && metric != "recovery" && metric != "capacity" {
+            return Err(bad());
+        }
+        if metric == "capacity" && op.is_some() {
             return Err(bad());
         }
         if metric == "recovery"
@@ -253,6 +256,7 @@ pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict
         .map(|b| {
             let pick = |s: &Summary| match &b.op {
                 _ if b.metric == "recovery" => worst_recovery_ms(s, b.op.as_deref()),
+                _ if b.metric == "capacity" => s.capacity.as_ref().and_then(|c| c.rate_per_s),
                 Some(op) => group(&s.ops, op).and_then(|g| value(g, &b.metric)),
                 None => value(&whole(s), &b.metric),
             };
@@ -291,6 +295,15 @@ pub struct Baseline {
     /// Each fault's recovery in both runs (runs with faults).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery: Vec<RecoveryRow>,
+    /// The capacity each run's search found, arrivals/s (capacity searches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<(Option<f64>, Option<f64>)>,
+}
+
+/// The capacity both runs' searches found, when either was a search.
+fn capacities(base: &Summary, cand: &Summary) -> Option<(Option<f64>, Option<f64>)> {
+    let of = |s: &Summary| s.capacity.as_ref().and_then(|c| c.rate_per_s);
+    (base.capacity.is_some() || cand.capacity.is_some()).then(|| (of(base), of(cand)))
 }
 
 impl Baseline {
@@ -301,6 +314,7 @@ impl Baseline {
             rows: rows(base, cand),
             verdicts: verdicts(base, cand, bounds),
             recovery: recovery_rows(base, cand),
+            capacity: capacities(base, cand),
         }
     }
 
@@ -323,6 +337,15 @@ impl Baseline {
                     change(*b, *c)
                 );
             }
+        }
+        if let Some((b, c)) = self.capacity {
+            let _ = writeln!(
+                out,
+                "  capacity/s   {:>14}{:>14}{:>11}",
+                fmt(b),
+                fmt(c),
+                change(b, c)
+            );
         }
         if !self.recovery.is_empty() {
             let _ = writeln!(
@@ -387,6 +410,7 @@ pub fn render(base: &Summary, cand: &Summary, verdicts: &[Verdict]) -> String {
         rows: rows(base, cand),
         verdicts: verdicts.to_vec(),
         recovery: recovery_rows(base, cand),
+        capacity: capacities(base, cand),
     };
     out.push_str(&b.render_rows());
     out
@@ -471,6 +495,33 @@ mod tests {
             text.contains("#1 sshd-kill:2222") && text.contains("+150.0%"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn capacity_is_compared_and_a_fall_bounded() {
+        let with = |rate: Option<f64>| {
+            let mut s = run(100.0, 50.0);
+            s.capacity = Some(crate::results::capacity::Capacity {
+                rate_per_s: rate,
+                ..Default::default()
+            });
+            s
+        };
+        let b: Bound = "capacity=-10%".parse().expect("bound");
+        assert!(!b.rise);
+        let one = std::slice::from_ref(&b);
+        assert!(
+            !verdicts(&with(Some(400.0)), &with(Some(350.0)), one)[0].passed,
+            "fell 12.5%"
+        );
+        assert!(verdicts(&with(Some(400.0)), &with(Some(380.0)), one)[0].passed);
+        assert!(!verdicts(&with(Some(400.0)), &with(None), one)[0].passed);
+        let text = Baseline::of(&with(Some(400.0)), &with(Some(350.0)), &[]).render_rows();
+        assert!(
+            text.contains("capacity/s") && text.contains("-12.5%"),
+            "{text}"
+        );
+        assert!("ssh_connect.capacity=-10%".parse::<Bound>().is_err());
     }
 
     #[test]
