@@ -44,9 +44,12 @@ mod tests {
 
     /// Four kinds in one run of sustained_load (an open model of 40 calls/s over SSH sessions
     /// to 2222): sshd-kill of 2222, a partition of the target, a pause of the MCP server and its
-    /// restart, far enough apart to judge each. Every one starts, ends and recovers; the run's
-    /// report has its FAULTS and TIMELINE; the restarted server is the one the lab's state
-    /// names (`vm status` ready, `vm down` stops it).
+    /// restart, far enough apart to judge each. Every one starts, ends and is judged; the
+    /// system recovers from each (from 3 s after its end until the next fault, every second
+    /// completes calls and none fails: sessions, pool slots and the server come back); the
+    /// run's report has its FAULTS and TIMELINE; the restarted server is the one the lab's
+    /// state names (`vm status` ready, `vm down` stops it). The recovery times are printed;
+    /// they are not asserted, since latency noise on a shared machine moves them.
     #[test]
     fn every_kind_runs_mid_run_and_the_lab_recovers() {
         let Some(lab) = Lab::new("faults") else {
@@ -67,8 +70,6 @@ mod tests {
             "mcp-pause@25s+2s",
             "--fault",
             "mcp-restart@31s+2s",
-            "--threshold",
-            "recovery<15s",
         ]);
         let t = text(&out);
         assert!(out.status.success(), "exit {:?}\n{t}", out.status.code());
@@ -90,13 +91,32 @@ mod tests {
                 b - a
             );
             let an = &f["analysis"];
-            let rec = an["recovery_s"]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{label} never recovered: {an:#}\n{t}"));
+            assert!(an["verdict"].is_string(), "{label} judged: {f:#}");
             lines.push(format!(
-                "{label}: {} calls during ({} failed), recovered {rec:.1} s after it ended ({})",
+                "{label}: {} calls during ({} failed); {}",
                 an["during"]["requests"], an["during"]["failures"], an["verdict"]
             ));
+        }
+        // Functional recovery: no failure from 3 s after each fault's end to the next one.
+        let t0 = s["run"]["started_at"].as_f64().unwrap();
+        let end = s["run"]["ended_at"].as_f64().unwrap() - t0 - 2.0;
+        let timeline = s["timeline"].as_array().unwrap();
+        for (i, f) in faults.iter().enumerate() {
+            let from = f["ended_at"].as_f64().unwrap() - t0 + 3.0;
+            let to = faults
+                .get(i + 1)
+                .and_then(|n| n["started_at"].as_f64())
+                .map_or(end, |n| n - t0 - 1.0);
+            for sec in timeline {
+                let t = sec["t"].as_f64().unwrap();
+                if t >= from && t + 1.0 <= to {
+                    assert_eq!(sec["err"], 0, "fault #{i}: failures at {t} s: {sec}\n{t:?}");
+                    assert!(
+                        sec["ok"].as_u64().unwrap() > 0,
+                        "fault #{i}: nothing done at {t} s"
+                    );
+                }
+            }
         }
         // The kinds that cut calls off show it: sshd-kill's and mcp-restart's calls failed.
         for (i, kind) in [(0, "sshd-kill"), (3, "mcp-restart")] {
@@ -109,7 +129,6 @@ mod tests {
                 faults[i]
             );
         }
-        assert_eq!(s["thresholds"][0]["passed"], true, "{:#}", s["thresholds"]);
         let report = std::fs::read_to_string(lab.only_run().join("report.txt")).unwrap();
         assert!(
             report.contains("FAULTS (recovery:") && report.contains("TIMELINE"),
