@@ -112,9 +112,9 @@ pub fn cut(message: &str) -> &str {
     &message[..end]
 }
 
-/// The message with every number and id-like token (hex digits and dashes, holding a digit)
-/// replaced by `#`, so that failures differing only in a port, count, session or address group
-/// together.
+/// The message with every number and id-like token (a run of letters, digits, `_` and `-`
+/// that holds a digit: `20`, `3fa85f64-5717-…`, `ssh_6GmA7Za5YZoxtE_unkaY2Q`) replaced by `#`,
+/// so that failures differing only in a port, count, session or address group together.
 pub fn shape(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_MESSAGE));
     let mut token = String::new();
@@ -127,7 +127,7 @@ pub fn shape(message: &str) -> String {
         token.clear();
     };
     for c in cut(message).chars() {
-        if c.is_ascii_hexdigit() || (c == '-' && !token.is_empty()) {
+        if c.is_ascii_alphanumeric() || c == '_' || (c == '-' && !token.is_empty()) {
             token.push(c);
         } else {
             flush(&mut token, &mut out);
@@ -154,6 +154,15 @@ mod tests {
         );
         // Hex letters alone are a word ("bad", "face"), not an id.
         assert_eq!(shape("a bad face"), "a bad face");
+        // The server's session handles (base64url) are ids too.
+        assert_eq!(
+            shape("session not found: ssh_6GmA7Za5YZoxtE_unkaY2Q"),
+            shape("session not found: ssh_dAj330jbJXB1-3zfs3zGKA")
+        );
+        assert_eq!(
+            shape("connection to h:22 lost: the SSH server"),
+            "connection to h:# lost: the SSH server"
+        );
     }
 
     #[test]
