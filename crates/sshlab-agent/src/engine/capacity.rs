@@ -1,4 +1,6 @@
-//! The capacity search, a load model of its own: open-model steps at rates the search picks
+//! The capacity search, a load model of its own: after an unjudged warm-up phase at the first
+//! rate (the workers open their sessions, the server fills its pool), open-model steps at
+//! rates the search picks
 //! ([`sshlab_core::results::capacity::Search`]), each a phase of the run (labelled
 //! `step K: R/s`), each judged on its own records after a warm-up ([`StepJudge`]) against the
 //! SLO, never on the run's cumulative histogram. A step stops early once its SLO is broken
@@ -34,6 +36,11 @@ pub const MIN_ACHIEVED: f64 = 0.9;
 pub const BACKLOG_S: f64 = 2.0;
 /// The smallest backlog that counts as running away.
 pub const MIN_BACKLOG: f64 = 20.0;
+/// The unjudged phase before the first step, at its rate.
+pub const WARMUP_PHASE: Duration = Duration::from_secs(5);
+/// The pause between steps, so that a step does not start on what the last one left in the
+/// server (calls a stopped step abandoned, connections being given back).
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// The one-sided 95% normal quantile of the Wilson bound.
 const Z95: f64 = 1.645;
@@ -115,6 +122,8 @@ struct StepState {
     /// Per SLO bound with a budget: (expr, budget, calls used).
     budgets: Vec<(String, Budget, u64)>,
     stopped: Option<String>,
+    /// Unix time it was stopped.
+    stopped_at: Option<f64>,
     stop: Option<CancellationToken>,
 }
 
@@ -137,6 +146,7 @@ impl StepJudge {
                     .filter_map(|t| Some((t.expr.clone(), t.budget(expected)?, 0)))
                     .collect(),
                 stopped: None,
+                stopped_at: None,
                 stop: None,
             }),
         }
@@ -191,6 +201,11 @@ impl StepJudge {
         if st.stopped.is_none() {
             tracing::info!(%why, "capacity step stopped early");
             st.stopped = Some(why);
+            st.stopped_at = Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
             if let Some(s) = &st.stop {
                 s.cancel();
             }
@@ -229,12 +244,21 @@ impl StepJudge {
             .as_ref()
             .map(|agg| Summary::build(RunInfo::default(), agg))
             .unwrap_or_default();
-        let judged_s = (self.duration - self.warmup).as_secs_f64().max(1e-9);
+        // Judged until its end, or until it was stopped.
+        let planned = (self.duration - self.warmup).as_secs_f64();
+        let judged_s = st
+            .stopped_at
+            .map_or(planned, |at| (at - st.judged_from).clamp(0.0, planned))
+            .max(1e-3);
         let achieved = summary.totals.requests as f64 / judged_s;
         let (n, k) = (summary.totals.requests, summary.totals.failures);
         let mut broken: Vec<String> = Vec::new();
         for t in &self.slo {
             if let Some(cap) = t.error_rate_cap() {
+                if st.stopped.is_some() {
+                    // Cut short by another bound: too few calls to show anything.
+                    continue;
+                }
                 let upper = wilson_upper(k, n) * 100.0;
                 if upper > cap {
                     broken.push(format!(
@@ -283,6 +307,17 @@ pub(super) async fn search(
     plan: &Plan,
     template: &Phase,
 ) -> Result<Capacity, McpError> {
+    // Unjudged: the workers open their sessions and the server fills its pool, so the first
+    // step is not judged on connection setup (which would fail a rate the server can serve).
+    let warmup = Phase {
+        label: Some("warm-up".to_owned()),
+        rate: Some(RateShape::Constant(plan.start_rate)),
+        duration: WARMUP_PHASE.max(plan.warmup),
+        ..template.clone()
+    };
+    if runner.phase(&warmup, None, None).await? == super::PhaseEnd::Cancelled {
+        return Ok(Search::new(plan.start_rate, 0, plan.precision).result(Vec::new(), Vec::new()));
+    }
     let mut search = Search::new(plan.start_rate, plan.max_steps, plan.precision);
     let mut steps = Vec::new();
     while let Some(rate) = search.next_rate() {
@@ -305,6 +340,10 @@ pub(super) async fn search(
         tracing::info!(rate, passed = step.passed, broken = ?step.broken, "capacity step");
         search.record(rate, step.passed);
         steps.push(step);
+        tokio::select! {
+            () = tokio::time::sleep(SETTLE) => {}
+            () = runner.cancel.cancelled() => break,
+        }
     }
     Ok(search.result(plan.slo.iter().map(|t| t.expr.clone()).collect(), steps))
 }
