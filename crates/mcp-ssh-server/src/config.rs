@@ -119,6 +119,10 @@ pub struct Opts {
     /// at a time, then are closed on arrival).
     #[arg(long)]
     pub http_max_connections: Option<usize>,
+    /// HTTP connections one remote address (an IPv6 /64) may hold at once, overflow ones
+    /// included.
+    #[arg(long)]
+    pub http_max_connections_per_address: Option<usize>,
     /// Milliseconds a client has to send a request head (also how long an idle kept-alive
     /// connection stays open).
     #[arg(long)]
@@ -158,6 +162,7 @@ struct FileConfig {
     max_mcp_sessions_per_address: Option<usize>,
     max_output_memory_mb: Option<usize>,
     http_max_connections: Option<usize>,
+    http_max_connections_per_address: Option<usize>,
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
     http_write_timeout_ms: Option<u64>,
@@ -205,6 +210,13 @@ impl Profile {
             Profile::Loadtest => 1,
         }
     }
+
+    /// An address's share of a server-wide cap: [`Profile::address_share`] of it, but at
+    /// least 16 (or the whole cap, when that is smaller), so a small server still takes a
+    /// few clients from one address.
+    fn share_of(self, cap: usize) -> usize {
+        (cap / self.address_share()).max(cap.min(16))
+    }
 }
 
 impl Limits {
@@ -232,6 +244,7 @@ impl Limits {
             max_output_memory: crate::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
+                max_per_address: profile.share_of(http),
                 // hyper's own default; it is also how long an idle kept-alive connection
                 // stays open, which a load generator's workers may well be between requests.
                 header_timeout: Duration::from_secs(30),
@@ -309,20 +322,22 @@ impl Config {
         if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
             limits.max_mcp_sessions = n;
         }
-        // Unless given, an address's session cap follows the server's: its share of it, but at
-        // least 16 sessions (or the whole cap, when that is smaller), so a small server still
-        // takes a few clients from one address.
-        let cap = limits.max_mcp_sessions;
+        // Unless given, an address's session cap follows the server's (its share of it).
         limits.max_mcp_sessions_per_address = opts
             .max_mcp_sessions_per_address
             .or(file.max_mcp_sessions_per_address)
-            .unwrap_or_else(|| (cap / profile.address_share()).max(cap.min(16)));
+            .unwrap_or_else(|| profile.share_of(limits.max_mcp_sessions));
         if let Some(mb) = opts.max_output_memory_mb.or(file.max_output_memory_mb) {
             limits.max_output_memory = mb.saturating_mul(1024 * 1024);
         }
         if let Some(n) = opts.http_max_connections.or(file.http_max_connections) {
             limits.http.max_connections = n;
         }
+        // The same for HTTP connections.
+        limits.http.max_per_address = opts
+            .http_max_connections_per_address
+            .or(file.http_max_connections_per_address)
+            .unwrap_or_else(|| profile.share_of(limits.http.max_connections));
         if let Some(ms) = pick(opts.http_header_timeout_ms, file.http_header_timeout_ms) {
             limits.http.header_timeout = Duration::from_millis(ms);
         }
@@ -371,6 +386,10 @@ fn validate(limits: &Limits) -> Result<(), ConfigError> {
         ),
         ("max_output_memory_mb", limits.max_output_memory == 0),
         ("http_max_connections", limits.http.max_connections == 0),
+        (
+            "http_max_connections_per_address",
+            limits.http.max_per_address == 0,
+        ),
         (
             "http_header_timeout_ms",
             limits.http.header_timeout.is_zero(),
@@ -431,12 +450,16 @@ mod tests {
         assert_eq!(normal.limits.address_rate_per_min, Some(200));
         assert_eq!(normal.limits.global_rate_per_min, Some(2000));
         assert_eq!(normal.limits.max_mcp_sessions_per_address, 409);
+        assert_eq!(normal.limits.http.max_per_address, 51);
         assert_eq!(normal.bind, "0.0.0.0:3000".parse().expect("addr"));
         let lt = Config::resolve(&parse(&["--profile", "loadtest"])).expect("resolves");
         assert_eq!(lt.limits.pool_max_per_target, 20);
         assert_eq!(lt.limits.rate_per_min, Some(500));
         assert_eq!(lt.limits.address_rate_per_min, Some(10_000));
         assert_eq!(lt.limits.max_mcp_sessions_per_address, 4096);
+        assert_eq!(lt.limits.http.max_per_address, 2048);
+        let few = Config::resolve(&parse(&["--http-max-connections", "10"])).expect("resolves");
+        assert_eq!(few.limits.http.max_per_address, 10);
         // Turning the server's limits off turns the address's off too, unless it is given.
         let off = Config::resolve(&parse(&[
             "--rate-limit-per-min",

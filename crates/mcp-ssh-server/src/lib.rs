@@ -15,6 +15,7 @@ pub mod http;
 pub mod listener;
 pub mod mcp;
 pub mod metrics;
+pub mod per_key;
 pub mod pool;
 pub mod process_metrics;
 

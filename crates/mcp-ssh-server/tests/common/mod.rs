@@ -2,7 +2,7 @@
 //! ephemeral port, and talk MCP to it over real HTTP in either protocol era.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -22,10 +22,29 @@ pub async fn server(flags: &[&str]) -> Running {
 }
 
 pub fn http() -> reqwest::Client {
+    http_from(None)
+}
+
+/// An HTTP client whose connections come from `local` (a loopback address such as 127.0.0.2:
+/// on Linux all of 127.0.0.0/8 is loopback, so tests can be several remote addresses).
+pub fn http_from(local: Option<IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .local_address(local)
         .build()
         .expect("client")
+}
+
+/// 127.0.0.`n`: one of the distinct client addresses a test may use.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A raw TCP connection to `addr` from the address `local`.
+pub async fn tcp_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 /// A raw HTTP answer.
@@ -38,7 +57,17 @@ pub struct Answer {
 }
 
 pub async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut req = http()
+    post_raw_from(None, addr, headers, body).await
+}
+
+/// [`post_raw`] from the address `local`.
+pub async fn post_raw_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = http_from(local)
         .post(format!("http://{addr}/mcp"))
         .body(body.to_owned());
     for (k, v) in headers {
@@ -84,16 +113,24 @@ pub struct Client {
     pub era: Era,
     pub session: Option<String>,
     pub bearer: Option<String>,
+    /// The address its requests come from (`None`: the system's choice, 127.0.0.1).
+    pub local: Option<IpAddr>,
     next_id: u64,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr, era: Era) -> Self {
+        Self::connect_from(None, addr, era).await
+    }
+
+    /// [`Client::connect`] from the address `local`.
+    pub async fn connect_from(local: Option<IpAddr>, addr: SocketAddr, era: Era) -> Self {
         let mut c = Self {
             addr,
             era,
             session: None,
             bearer: None,
+            local,
             next_id: 1,
         };
         if era == Era::Legacy {
@@ -120,6 +157,7 @@ impl Client {
             era: Era::Legacy,
             session: Some(session_id(initialized)),
             bearer: None,
+            local: None,
             next_id: 2,
         }
     }
@@ -179,7 +217,7 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let a = post_raw(self.addr, &h, &body.to_string()).await;
+        let a = post_raw_from(self.local, self.addr, &h, &body.to_string()).await;
         if a.status == 200 {
             assert_eq!(a.body["id"], id, "response id must echo the request id");
         }
@@ -194,7 +232,7 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        post_raw(self.addr, &h, &body.to_string()).await
+        post_raw_from(self.local, self.addr, &h, &body.to_string()).await
     }
 
     /// tools/call whose HTTP client gives up after `after` and closes its connection, as a
@@ -206,6 +244,7 @@ impl Client {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
         let client = reqwest::Client::builder()
             .timeout(after)
+            .local_address(self.local)
             .build()
             .expect("client");
         let mut req = client
@@ -273,7 +312,7 @@ impl Client {
     }
 
     pub async fn delete(&self) -> u16 {
-        let mut req = http().delete(format!("http://{}/mcp", self.addr));
+        let mut req = http_from(self.local).delete(format!("http://{}/mcp", self.addr));
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
