@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::mcp::legacy::McpSessions;
 use crate::metrics::Metrics;
@@ -31,6 +33,9 @@ pub struct App {
     pub known_hosts: PathBuf,
     /// When the server started.
     pub started: Instant,
+    /// Cancelled when the server stops: the shutdown grace is over, and commands still running
+    /// are stopped.
+    pub stopping: CancellationToken,
 }
 
 impl App {
@@ -71,6 +76,7 @@ impl App {
             metrics,
             known_hosts,
             started: Instant::now(),
+            stopping: CancellationToken::new(),
             config,
         })
     }
@@ -148,10 +154,19 @@ impl App {
         }
     }
 
-    /// Release everything at shutdown: SSH sessions first (their connections return to the
-    /// pool), then every idle connection is closed.
+    /// Release everything at shutdown, after the HTTP side has drained: anything still running
+    /// is stopped ([`App::stopping`]), every SSH session ends and its connection is closed
+    /// (politely, all at once), then every idle pooled connection is.
     pub async fn shutdown(&self) {
+        self.stopping.cancel();
+        let sessions = self.sessions.all();
         let n = self.sessions.clear();
+        let mut closing = tokio::task::JoinSet::new();
+        for s in sessions {
+            let conn = s.lease().conn().clone();
+            closing.spawn(async move { conn.close().await });
+        }
+        closing.join_all().await;
         self.pool.close_idle().await;
         tracing::info!(sessions = n, "SSH sessions and pooled connections closed");
     }

@@ -139,6 +139,11 @@ pub struct Opts {
     /// bound).
     #[arg(long)]
     pub http_min_send_rate_kib: Option<u64>,
+    /// Milliseconds in-flight requests have to finish after SIGTERM/SIGINT; then running
+    /// commands are sent SIGTERM, their calls answered with an error, and every SSH connection
+    /// is closed (default 3000).
+    #[arg(long)]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// The TOML file's schema: every key optional, same meaning as the flag of the same name.
@@ -167,6 +172,7 @@ struct FileConfig {
     http_body_timeout_ms: Option<u64>,
     http_write_timeout_ms: Option<u64>,
     http_min_send_rate_kib: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 /// Pool and rate limits.
@@ -269,7 +275,13 @@ pub struct Config {
     pub known_hosts: Option<PathBuf>,
     /// Extra allowed Origins besides localhost.
     pub allowed_origins: Vec<String>,
+    /// How long in-flight requests may run on after a stop signal before their commands are
+    /// stopped.
+    pub shutdown_grace: Duration,
 }
+
+/// The default of `--shutdown-grace-ms`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 impl Config {
     /// Resolve flags and the optional file into one configuration.
@@ -362,6 +374,8 @@ impl Config {
             limits,
             known_hosts: opts.known_hosts.clone().or(file.known_hosts),
             allowed_origins,
+            shutdown_grace: pick(opts.shutdown_grace_ms, file.shutdown_grace_ms)
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis),
         })
     }
 }

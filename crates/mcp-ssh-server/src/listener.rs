@@ -60,8 +60,20 @@ pub const OVERFLOW_FEW: usize = 2;
 pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// File descriptors kept free for everything but HTTP and SSH (logs, known_hosts, /proc).
 const SPARE_FDS: u64 = 64;
-/// How long shutdown waits for in-flight requests.
-const DRAIN: Duration = Duration::from_secs(30);
+/// How long shutdown waits, once in-flight work is cancelled, for the answers to be written.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// How shutdown treats requests still in flight: they have `grace` to finish on their own;
+/// then `cancel` is cancelled (running commands are stopped and their calls answered with an
+/// error) and the answers have [`ANSWER_WAIT`] to be written; whatever still runs then is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// Time in-flight requests have to finish on their own.
+    pub grace: Duration,
+    /// Cancelled when the grace is over.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
 
 /// The HTTP side's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,14 +183,15 @@ impl Admission {
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown`, then lets in-flight requests
-/// finish (up to 30 s).
+/// Serves `router` on `listener` within `limits` until `shutdown`, then stops accepting and
+/// drains in-flight requests as `drain` says.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Drain,
 ) -> anyhow::Result<()> {
     let admission = Admission {
         regular: Arc::new(Semaphore::new(limits.max_connections)),
@@ -245,11 +258,20 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    let done = graceful.shutdown();
+    tokio::pin!(done);
+    if tokio::time::timeout(drain.grace, done.as_mut())
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+        tracing::info!(
+            grace_ms = drain.grace.as_millis(),
+            "requests still in flight after the grace period: stopping their commands"
+        );
+        drain.cancel.cancel();
+        if tokio::time::timeout(ANSWER_WAIT, done).await.is_err() {
+            tracing::warn!("some responses were not sent in time; stopping anyway");
+        }
     }
     Ok(())
 }

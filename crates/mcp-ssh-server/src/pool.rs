@@ -528,7 +528,8 @@ impl<C: Connector> Pool<C> {
         close_later(expired.into_iter().chain(dead).collect());
     }
 
-    /// Close every idle connection (at shutdown; leased ones close when their lease drops).
+    /// Close every idle connection, all at once (at shutdown; leased ones are closed by their
+    /// sessions).
     pub async fn close_idle(&self) {
         let conns: Vec<_> = {
             let mut st = self.inner.lock();
@@ -541,9 +542,7 @@ impl<C: Connector> Pool<C> {
             self.inner.publish(&st);
             all
         };
-        for c in conns {
-            c.close().await;
-        }
+        join_all(conns.into_iter().map(|c| async move { c.close().await })).await;
     }
 }
 

@@ -12,20 +12,13 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use serde_json::json;
-    use sshlab_testkit::{Sshd, SshdBuilder};
+    use sshlab_testkit::Sshd;
 
-    use super::common::{Client, Era, metric, server};
+    use super::common::{Client, Era, metric, server, sshd_testuser};
 
     /// ssh_run_command's arguments for `hostname` on session `sid`.
     fn hostname(sid: &str) -> serde_json::Value {
         json!({"session_id": sid, "command": "hostname"})
-    }
-
-    fn sshd() -> Sshd {
-        SshdBuilder::new()
-            .password_user("testuser", "testpass")
-            .start()
-            .expect("sshd fixture starts (needs root and openssh-server)")
     }
 
     /// Polls `series` until it reads `want`, for at most `within`; the time it took.
@@ -68,8 +61,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_whose_target_closed_is_ended_and_its_slot_given_back() {
-        let mut first = sshd();
-        let second = sshd();
+        let mut first = sshd_testuser();
+        let second = sshd_testuser();
         // One connection in all: a session that outlives its connection would hold it.
         let srv = server(&[
             "--pool-max-per-target",
@@ -122,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_on_a_lost_connection_says_so_and_ends_the_session_at_once() {
-        let mut target = sshd();
+        let mut target = sshd_testuser();
         let srv = server(&[]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await
@@ -149,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frozen_connection_in_use_is_found_by_the_health_probe() {
-        let target = sshd();
+        let target = sshd_testuser();
         let srv = server(&["--health-check-interval-s", "1"]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await
@@ -185,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn reuse_false_makes_a_new_connection_every_time() {
-        let target = sshd();
+        let target = sshd_testuser();
         let srv = server(&[]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await

@@ -8,22 +8,13 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use serde_json::json;
-    use sshlab_testkit::SshdBuilder;
 
-    use super::common::{Client, Era, server};
+    use super::common::{Client, Era, server, shared_tmp_dir, sshd_testuser};
 
     /// A real sshd with testuser, and a world-readable file of `size` bytes for it to read.
     fn sshd_and_file(size: usize) -> (sshlab_testkit::Sshd, tempfile::TempDir, std::path::PathBuf) {
-        let sshd = SshdBuilder::new()
-            .password_user("testuser", "testpass")
-            .start()
-            .expect("sshd fixture");
-        let dir = tempfile::Builder::new()
-            .prefix("mcp-budget-")
-            .tempdir_in("/tmp")
-            .expect("tmp");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        let sshd = sshd_testuser();
+        let dir = shared_tmp_dir("mcp-budget-");
         let big = dir.path().join("big.txt");
         std::fs::write(&big, "x".repeat(size)).expect("write");
         std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -10,7 +10,7 @@ mod tests {
 
     use std::time::{Duration, Instant};
 
-    use super::common::{Client, Era, metric, server};
+    use super::common::{Client, Era, metric, server, shared_tmp_dir};
     use serde_json::{Value, json};
     use sshlab_testkit::{Sshd, SshdBuilder};
 
@@ -766,15 +766,11 @@ mod tests {
     async fn links_are_judged_by_where_they_lead() {
         use std::os::unix::fs::{PermissionsExt, symlink};
         let sshd = sshd();
-        let dir = tempfile::Builder::new()
-            .prefix("mcp-links-")
-            .tempdir_in("/tmp")
-            .expect("tmp");
+        let dir = shared_tmp_dir("mcp-links-");
         let d = dir.path();
         let open = |p: &std::path::Path, mode| {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
         };
-        open(d, 0o755);
         std::fs::create_dir(d.join(".aws")).expect("mkdir");
         open(&d.join(".aws"), 0o755);
         std::fs::write(d.join(".aws/credentials"), "aws_secret_access_key=SECRET\n").expect("w");

@@ -433,7 +433,19 @@ async fn call_tool(
         return Err(invalid(format!("Unknown tool: {name}")));
     }
     let ctx = tools::CallCtx { app, owner };
-    Ok(tools::result_json(tools::call(&ctx, name, args).await))
+    // Once the server stops, a call still running gets a moment to stop its own command
+    // (which sends it SIGTERM) and answer for itself; anything else (a connect) is dropped,
+    // which gives back what it held, and answered here.
+    let stopped = async {
+        app.stopping.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let outcome = tokio::select! {
+        biased;
+        out = tools::call(&ctx, name, args) => out,
+        () = stopped => Err(tools::ToolError::ShuttingDown),
+    };
+    Ok(tools::result_json(outcome))
 }
 
 /// DELETE: end a 2025-era session and release the SSH sessions it owns.

@@ -276,6 +276,21 @@ impl Connection {
     /// * If the connection drops meanwhile: [`SshError::Disconnected`].
     ///   If the server refuses the channel or command: [`SshError::Channel`].
     pub async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecOutput, SshError> {
+        self.exec_until(command, limits, std::future::pending())
+            .await
+    }
+
+    /// [`Connection::exec`], stopped when `stop` completes (the server is shutting down): the
+    /// command is sent SIGTERM and its channel closed before this returns
+    /// [`SshError::ShuttingDown`], so the signal is on its way before the connection itself is
+    /// closed.
+    pub async fn exec_until(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<ExecOutput, SshError> {
+        tokio::pin!(stop);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let timed_out = || SshError::Timeout {
@@ -288,14 +303,18 @@ impl Connection {
         // the server's MaxSessions) for the life of the connection.
         let inner = Arc::clone(&self.inner);
         let mut open = tokio::spawn(async move { inner.handle.channel_open_session().await });
-        let mut channel = match tokio::time::timeout_at(deadline, &mut open).await {
-            Err(_) => {
+        let opened = tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut open) => r.map_err(|_| timed_out()),
+            () = &mut stop => Err(SshError::ShuttingDown),
+        };
+        let mut channel = match opened {
+            Err(e) => {
                 tokio::spawn(async move {
                     if let Ok(Ok(late)) = open.await {
                         let _ = late.close().await;
                     }
                 });
-                return Err(timed_out());
+                return Err(e);
             }
             Ok(Err(join_error)) => {
                 return Err(SshError::Channel(format!(
@@ -305,10 +324,16 @@ impl Connection {
             Ok(Ok(Err(e))) => return Err(self.lost_or(e)),
             Ok(Ok(Ok(channel))) => ChannelGuard(Some(channel)),
         };
-        match tokio::time::timeout_at(deadline, channel.get().exec(true, command)).await {
-            Err(_) => {
+        let requested = tokio::select! {
+            r = tokio::time::timeout_at(deadline, channel.get().exec(true, command)) => {
+                r.map_err(|_| timed_out())
+            }
+            () = &mut stop => Err(SshError::ShuttingDown),
+        };
+        match requested {
+            Err(e) => {
                 channel.abort().await;
-                return Err(timed_out());
+                return Err(e);
             }
             Ok(Err(e)) => return Err(self.lost_or(e)),
             Ok(Ok(())) => {}
@@ -320,11 +345,15 @@ impl Connection {
         let mut exit_signal = None;
         let mut eof = false;
         loop {
-            let msg = match tokio::time::timeout_at(deadline, channel.get().wait()).await {
-                Err(_) => {
-                    tracing::info!(target = %self.inner.target, command, "command timed out");
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, channel.get().wait()) => r.map_err(|_| timed_out()),
+                () = &mut stop => Err(SshError::ShuttingDown),
+            };
+            let msg = match next {
+                Err(e) => {
+                    tracing::info!(target = %self.inner.target, command, error = %e, "command stopped");
                     channel.abort().await;
-                    return Err(timed_out());
+                    return Err(e);
                 }
                 Ok(None) => {
                     // The channel's sender went away without a Close: the

@@ -46,6 +46,9 @@ pub enum ToolError {
     /// Anything else the tool reports (pool exhausted, ...).
     #[error("{0}")]
     Failed(String),
+    /// The server stopped while the call was still running.
+    #[error("the server is shutting down; the call was stopped")]
+    ShuttingDown,
 }
 
 /// What a successful tool call returns: a human-readable text and the structured result.

@@ -112,7 +112,11 @@ pub(super) async fn exec_remote(
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT),
         max_output: max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
     };
-    let result = session.lease().conn().exec(remote, &limits).await;
+    let result = session
+        .lease()
+        .conn()
+        .exec_until(remote, &limits, ctx.app.stopping.cancelled())
+        .await;
     let status = match &result {
         Ok(o) if o.exit_status == Some(0) => "success",
         Ok(_) => "nonzero",

@@ -21,6 +21,26 @@ pub async fn server(flags: &[&str]) -> Running {
     mcp_ssh_server::start(config).await.expect("server starts")
 }
 
+/// A real sshd with the password user testuser/testpass ([`Client::connect_testuser`]).
+pub fn sshd_testuser() -> sshlab_testkit::Sshd {
+    sshlab_testkit::SshdBuilder::new()
+        .password_user("testuser", "testpass")
+        .start()
+        .expect("sshd fixture starts (needs root and openssh-server)")
+}
+
+/// A fresh directory under /tmp (an allowed root) that the target's users may enter (0755);
+/// removed on drop.
+pub fn shared_tmp_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 pub fn http() -> reqwest::Client {
     http_from(None)
 }
