@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::attempts::ConnectAttempts;
 use crate::config::Config;
 use crate::mcp::legacy::McpSessions;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct App {
     pub mcp_sessions: McpSessions,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// ssh_connect calls in flight, per client and per address.
+    pub connect_attempts: ConnectAttempts,
     /// known_hosts file for host-key checks.
     pub known_hosts: PathBuf,
     /// When the server started.
@@ -71,6 +74,10 @@ impl App {
                 l.rate_per_min,
                 l.address_rate_per_min,
                 l.global_rate_per_min,
+            ),
+            connect_attempts: ConnectAttempts::new(
+                l.connect_attempts_per_client,
+                l.connect_attempts_per_address,
             ),
             pool,
             metrics,

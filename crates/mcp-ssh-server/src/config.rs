@@ -87,6 +87,13 @@ pub struct Opts {
     /// Requests allowed per minute for the whole server (0 = unlimited).
     #[arg(long)]
     pub global_rate_limit_per_min: Option<u32>,
+    /// ssh_connect calls one client (MCP session, bearer token) may have in flight.
+    #[arg(long)]
+    pub connect_attempts_per_client: Option<usize>,
+    /// ssh_connect calls one remote address may have in flight, whatever sessions or tokens
+    /// it uses.
+    #[arg(long)]
+    pub connect_attempts_per_address: Option<usize>,
     /// Seconds an idle pooled connection is kept.
     #[arg(long)]
     pub pool_idle_timeout_s: Option<u64>,
@@ -157,6 +164,8 @@ struct FileConfig {
     rate_limit_per_min: Option<u32>,
     rate_limit_per_address_per_min: Option<u32>,
     global_rate_limit_per_min: Option<u32>,
+    connect_attempts_per_client: Option<usize>,
+    connect_attempts_per_address: Option<usize>,
     pool_idle_timeout_s: Option<u64>,
     health_check_interval_s: Option<u64>,
     pool_wait_ms: Option<u64>,
@@ -188,6 +197,10 @@ pub struct Limits {
     pub address_rate_per_min: Option<u32>,
     /// Requests per minute for the server; `None` = unlimited.
     pub global_rate_per_min: Option<u32>,
+    /// ssh_connect calls in flight per client.
+    pub connect_attempts_per_client: usize,
+    /// ssh_connect calls in flight per address.
+    pub connect_attempts_per_address: usize,
     /// How long ssh_connect waits for a pool slot.
     pub pool_wait: Duration,
     /// Idle pooled connections older than this are closed.
@@ -241,6 +254,8 @@ impl Limits {
             rate_per_min: Some(rate),
             address_rate_per_min: Some(global_rate / address_share as u32),
             global_rate_per_min: Some(global_rate),
+            connect_attempts_per_client: 4,
+            connect_attempts_per_address: profile.share_of(total),
             pool_wait: Duration::from_millis(2000),
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
@@ -319,6 +334,17 @@ impl Config {
                 .global_rate_per_min
                 .map(|g| (g / profile.address_share() as u32).max(1)),
         };
+        if let Some(n) = opts
+            .connect_attempts_per_client
+            .or(file.connect_attempts_per_client)
+        {
+            limits.connect_attempts_per_client = n;
+        }
+        // Unless given, an address's attempts follow the connection cap (its share of it).
+        limits.connect_attempts_per_address = opts
+            .connect_attempts_per_address
+            .or(file.connect_attempts_per_address)
+            .unwrap_or_else(|| profile.share_of(limits.max_connections));
         if let Some(s) = pick(opts.pool_idle_timeout_s, file.pool_idle_timeout_s) {
             limits.pool_idle_timeout = Duration::from_secs(s);
         }
@@ -399,6 +425,14 @@ fn validate(limits: &Limits) -> Result<(), ConfigError> {
             limits.max_mcp_sessions_per_address == 0,
         ),
         ("max_output_memory_mb", limits.max_output_memory == 0),
+        (
+            "connect_attempts_per_client",
+            limits.connect_attempts_per_client == 0,
+        ),
+        (
+            "connect_attempts_per_address",
+            limits.connect_attempts_per_address == 0,
+        ),
         ("http_max_connections", limits.http.max_connections == 0),
         (
             "http_max_connections_per_address",
@@ -465,6 +499,13 @@ mod tests {
         assert_eq!(normal.limits.global_rate_per_min, Some(2000));
         assert_eq!(normal.limits.max_mcp_sessions_per_address, 409);
         assert_eq!(normal.limits.http.max_per_address, 51);
+        assert_eq!(
+            (
+                normal.limits.connect_attempts_per_client,
+                normal.limits.connect_attempts_per_address
+            ),
+            (4, 16)
+        );
         assert_eq!(normal.bind, "0.0.0.0:3000".parse().expect("addr"));
         let lt = Config::resolve(&parse(&["--profile", "loadtest"])).expect("resolves");
         assert_eq!(lt.limits.pool_max_per_target, 20);
@@ -472,6 +513,7 @@ mod tests {
         assert_eq!(lt.limits.address_rate_per_min, Some(10_000));
         assert_eq!(lt.limits.max_mcp_sessions_per_address, 4096);
         assert_eq!(lt.limits.http.max_per_address, 2048);
+        assert_eq!(lt.limits.connect_attempts_per_address, 200);
         let few = Config::resolve(&parse(&["--http-max-connections", "10"])).expect("resolves");
         assert_eq!(few.limits.http.max_per_address, 10);
         // Turning the server's limits off turns the address's off too, unless it is given.

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod attempts;
 pub mod budget;
 pub mod config;
 pub mod http;

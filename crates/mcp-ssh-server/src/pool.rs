@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
-use crate::ssh::{Auth, ConnectOptions, Connection, SshError, Target};
+use crate::ssh::{ConnectOptions, Connection, Credentials, SshError, Target};
 
 /// What the pool needs of a connection.
 pub trait PoolConn: Send + Sync + 'static {
@@ -47,12 +47,12 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> impl Future<Output = Result<Self::Conn, SshError>> + Send;
 }
 
-/// The server's connector: [`Connection::connect`].
+/// The server's connector: [`Connection::connect_with`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SshConnector;
 
@@ -61,10 +61,10 @@ impl Connector for SshConnector {
     fn connect(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> impl Future<Output = Result<Connection, SshError>> + Send {
-        Connection::connect(target, auth, opts)
+        Connection::connect_with(target, auth, opts)
     }
 }
 
@@ -368,7 +368,7 @@ impl<C: Connector> Pool<C> {
     pub async fn acquire(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> Result<Lease<C>, PoolError> {
         self.acquire_with(target, auth, opts, Reuse::Pooled).await
@@ -378,7 +378,7 @@ impl<C: Connector> Pool<C> {
     pub async fn acquire_with(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
         reuse: Reuse,
     ) -> Result<Lease<C>, PoolError> {
@@ -595,10 +595,12 @@ impl<C: Connector> Inner<C> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn auth_tag(&self, auth: &Auth) -> u64 {
+    /// Which credentials a connection was made with: a keyed hash of the password, or of the
+    /// key's public half (whoever decoded the private key holds it).
+    fn auth_tag(&self, auth: &Credentials) -> u64 {
         match auth {
-            Auth::Password(p) => self.hasher.hash_one(("password", p)),
-            Auth::PrivateKey { pem, passphrase } => self.hasher.hash_one(("key", pem, passphrase)),
+            Credentials::Password(p) => self.hasher.hash_one(("password", p)),
+            Credentials::Key(k) => self.hasher.hash_one(("key", k.public_key().key_data())),
         }
     }
 
@@ -754,14 +756,14 @@ mod tests {
         async fn connect(
             &self,
             target: &Target,
-            auth: &Auth,
+            auth: &Credentials,
             _: &ConnectOptions,
         ) -> Result<FakeConn, SshError> {
             match self.delay {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending::<()>().await,
             }
-            if matches!(auth, Auth::Password(p) if p == "wrong") {
+            if matches!(auth, Credentials::Password(p) if p == "wrong") {
                 return Err(SshError::Refused {
                     addr: target.addr(),
                 });
@@ -800,8 +802,8 @@ mod tests {
         ConnectOptions::new(HostKeyPolicy::Insecure)
     }
 
-    fn pw(p: &str) -> Auth {
-        Auth::Password(p.into())
+    fn pw(p: &str) -> Credentials {
+        Credentials::Password(p.into())
     }
 
     fn made(p: &Pool<FakeConnector>) -> usize {

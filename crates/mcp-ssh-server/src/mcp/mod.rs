@@ -326,7 +326,15 @@ pub async fn handle_post(
         (_, "resources/templates/list") => empty_list(era, "resourceTemplates"),
         (_, "resources/read") => Err(resource_not_found(params)),
         (_, "tools/call") => match &owner {
-            Some(owner) => call_tool(app, owner, params).await,
+            Some(owner) => {
+                let ctx = tools::CallCtx {
+                    app,
+                    owner,
+                    client: &bucket,
+                    address,
+                };
+                call_tool(&ctx, params).await
+            }
             None => Err(RpcError::new(
                 StatusCode::BAD_REQUEST,
                 code::SERVER_ERROR,
@@ -411,8 +419,7 @@ fn list_tools(era: Era, params: &Map<String, Value>) -> Result<Value, RpcError> 
 }
 
 async fn call_tool(
-    app: &App,
-    owner: &Owner,
+    ctx: &tools::CallCtx<'_>,
     params: &Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let invalid = |m: String| RpcError::new(StatusCode::OK, code::INVALID_PARAMS, m);
@@ -432,17 +439,16 @@ async fn call_tool(
     if !tools::exists(name) {
         return Err(invalid(format!("Unknown tool: {name}")));
     }
-    let ctx = tools::CallCtx { app, owner };
     // Once the server stops, a call still running gets a moment to stop its own command
     // (which sends it SIGTERM) and answer for itself; anything else (a connect) is dropped,
     // which gives back what it held, and answered here.
     let stopped = async {
-        app.stopping.cancelled().await;
+        ctx.app.stopping.cancelled().await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     let outcome = tokio::select! {
         biased;
-        out = tools::call(&ctx, name, args) => out,
+        out = tools::call(ctx, name, args) => out,
         () = stopped => Err(tools::ToolError::ShuttingDown),
     };
     Ok(tools::result_json(outcome))

@@ -21,6 +21,7 @@ mod known_hosts;
 pub use error::SshError;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,16 +80,6 @@ pub enum Auth {
     },
 }
 
-impl Auth {
-    /// The SSH method name (`"password"` or `"publickey"`).
-    pub fn method(&self) -> &'static str {
-        match self {
-            Auth::Password(_) => "password",
-            Auth::PrivateKey { .. } => "publickey",
-        }
-    }
-}
-
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -98,6 +89,53 @@ impl fmt::Debug for Auth {
                 .field("pem", &"<redacted>")
                 .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
                 .finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// The credentials to authenticate with: the password, or the private key decoded
+    /// ([`key::decode`]: refused at once when it asks for too much work, else decoded off the
+    /// async runtime within `budget`, in `address`'s turn, so addresses share the decoders
+    /// fairly).
+    pub async fn prepare(
+        &self,
+        budget: Duration,
+        address: IpAddr,
+    ) -> Result<Credentials, SshError> {
+        match self {
+            Auth::Password(p) => Ok(Credentials::Password(p.clone())),
+            Auth::PrivateKey { pem, passphrase } => Ok(Credentials::Key(
+                key::decode(pem, passphrase.as_deref(), budget, address).await?,
+            )),
+        }
+    }
+}
+
+/// Credentials ready to authenticate with. `Debug` never prints the secrets.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Password authentication.
+    Password(String),
+    /// Public-key authentication with this (decoded) private key.
+    Key(Arc<PrivateKey>),
+}
+
+impl Credentials {
+    /// The SSH method name (`"password"` or `"publickey"`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credentials::Password(_) => "password",
+            Credentials::Key(_) => "publickey",
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Password(_) => f.debug_tuple("Password").field(&"<redacted>").finish(),
+            Credentials::Key(k) => f.debug_tuple("Key").field(&k.algorithm().as_str()).finish(),
         }
     }
 }
@@ -202,22 +240,28 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Connects, verifies the host key and authenticates.
     ///
-    /// A private key is decoded before any network traffic, so a bad key or
-    /// passphrase fails fast with [`SshError::Key`]; a key that asks for too much work, or
-    /// takes longer than the connect timeout to decode, with [`SshError::KeyPolicy`]
-    /// (`key::decode`: off the async runtime, a few at a time).
+    /// A private key is decoded before any network traffic ([`Auth::prepare`], as this
+    /// machine's own address), so a bad key or passphrase fails fast with [`SshError::Key`];
+    /// a key that asks for too much work, or takes longer than the connect timeout to decode,
+    /// with [`SshError::KeyPolicy`].
     pub async fn connect(
         target: &Target,
         auth: &Auth,
         opts: &ConnectOptions,
     ) -> Result<Connection, SshError> {
+        let credentials = auth
+            .prepare(opts.connect_timeout, IpAddr::from([0, 0, 0, 0]))
+            .await?;
+        Self::connect_with(target, &credentials, opts).await
+    }
+
+    /// Connects, verifies the host key and authenticates with `credentials`.
+    pub async fn connect_with(
+        target: &Target,
+        credentials: &Credentials,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, SshError> {
         let addr = target.addr();
-        let key = match auth {
-            Auth::PrivateKey { pem, passphrase } => {
-                Some(key::decode(pem, passphrase.as_deref(), opts.connect_timeout).await?)
-            }
-            Auth::Password(_) => None,
-        };
 
         let connect_timeout = SshError::ConnectTimeout {
             addr: addr.clone(),
@@ -235,7 +279,7 @@ impl Connection {
 
         let authenticated = tokio::time::timeout(
             opts.auth_timeout,
-            authenticate(&mut handle, target, &addr, auth, key),
+            authenticate(&mut handle, target, &addr, credentials),
         )
         .await;
         let failure = match authenticated {
@@ -253,7 +297,7 @@ impl Connection {
                 .await;
             return Err(e);
         }
-        tracing::info!(target = %target, method = auth.method(), "ssh connection established");
+        tracing::info!(target = %target, method = credentials.method(), "ssh connection established");
         Ok(Connection {
             inner: Arc::new(Inner {
                 handle,
@@ -580,13 +624,12 @@ async fn authenticate(
     handle: &mut client::Handle<ClientHandler>,
     target: &Target,
     addr: &str,
-    auth: &Auth,
-    key: Option<Arc<PrivateKey>>,
+    auth: &Credentials,
 ) -> Result<(), SshError> {
     let user = target.user.as_str();
-    let result = match (auth, key) {
-        (Auth::Password(password), _) => handle.authenticate_password(user, password).await,
-        (Auth::PrivateKey { .. }, Some(key)) => {
+    let result = match auth {
+        Credentials::Password(password) => handle.authenticate_password(user, password).await,
+        Credentials::Key(key) => {
             // RSA keys must sign with a hash the server accepts
             // (rsa-sha2-512/256; plain ssh-rsa/SHA-1 only for old servers).
             let hash = if key.algorithm().is_rsa() {
@@ -599,13 +642,8 @@ async fn authenticate(
                 None
             };
             handle
-                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
                 .await
-        }
-        (Auth::PrivateKey { .. }, None) => {
-            return Err(SshError::Channel(
-                "internal error: key not decoded".to_owned(),
-            ));
         }
     }
     .map_err(|e| SshError::from_russh(e, addr))?;

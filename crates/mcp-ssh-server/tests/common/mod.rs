@@ -364,3 +364,35 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A real `ssh-keygen` key (encrypted, bcrypt) whose rounds field is set to `rounds`.
+pub fn key_with_rounds(rounds: u32) -> String {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("k");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q", "-t", "ed25519", "-N", "pass", "-a", "16", "-C", "", "-f",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(ok.success());
+    let pem = std::fs::read_to_string(&path).expect("key");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut bytes = b64.decode(body).expect("base64");
+    // magic, cipher string, kdf string, then kdfoptions: len, salt string, rounds.
+    let be = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut at = "openssh-key-v1\0".len();
+    at += 4 + be(&bytes, at); // cipher
+    at += 4 + be(&bytes, at); // kdf
+    at += 4; // kdfoptions' length
+    at += 4 + be(&bytes, at); // salt
+    assert_eq!(be(&bytes, at), 16, "the rounds ssh-keygen wrote");
+    bytes[at..at + 4].copy_from_slice(&rounds.to_be_bytes());
+    format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+        b64.encode(bytes)
+    )
+}
