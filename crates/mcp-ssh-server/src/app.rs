@@ -54,6 +54,7 @@ impl App {
                 wait: l.pool_wait,
                 idle_timeout: l.pool_idle_timeout,
                 health_timeout: Duration::from_secs(5),
+                revalidate_after: Duration::from_secs(1),
             },
             metrics.clone(),
         );

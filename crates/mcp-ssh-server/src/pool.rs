@@ -93,7 +93,14 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
     /// Timeout of one health probe.
     pub health_timeout: Duration,
+    /// An idle connection unused for this long is probed before it is handed out again (a
+    /// connection that froze while idle would otherwise be handed out until the next health
+    /// check, up to the check interval plus its timeout).
+    pub revalidate_after: Duration,
 }
+
+/// The longest the probe of an idle connection about to be handed out may take.
+const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why `acquire` failed.
 #[derive(Debug, thiserror::Error)]
@@ -299,9 +306,13 @@ impl<C: Connector> Drop for Lease<C> {
 }
 
 enum Step<T> {
-    Hit(Arc<T>),
+    /// An idle connection, and how long it was idle.
+    Hit(Arc<T>, Duration),
     Connect,
-    Wait { in_use: usize, max: usize },
+    Wait {
+        in_use: usize,
+        max: usize,
+    },
 }
 
 /// A slot [`Inner::step`] reserved (`connecting`, `total`) for a connection being made. It
@@ -391,9 +402,21 @@ impl<C: Connector> Pool<C> {
             let released = self.inner.released.notified();
             let step = self.inner.step(&key, auth_tag, reuse);
             match step {
-                Step::Hit(conn) => {
+                Step::Hit(conn, idle) => {
+                    // Leased before the probe, so a caller that goes away meanwhile gives the
+                    // slot back.
+                    let lease = self.lease(conn, key.clone(), auth_tag, true, reuse);
+                    if idle >= self.inner.limits.revalidate_after
+                        && !lease.conn.check_alive(self.revalidate_timeout()).await
+                    {
+                        // It froze or died while idle: closed, and its slot given back.
+                        lease.mark_broken();
+                        self.inner.metrics.pool_health_fails.inc();
+                        tracing::info!(target = %key, "an idle pooled connection failed its probe; not reused");
+                        continue;
+                    }
                     self.inner.metrics.pool_hits.inc();
-                    return Ok(self.lease(conn, key, auth_tag, true, reuse));
+                    return Ok(lease);
                 }
                 Step::Connect => break,
                 Step::Wait { in_use, max } => {
@@ -434,6 +457,10 @@ impl<C: Connector> Pool<C> {
             reuse,
             pool: Arc::downgrade(&self.inner),
         }
+    }
+
+    fn revalidate_timeout(&self) -> Duration {
+        self.inner.limits.health_timeout.min(REVALIDATE_TIMEOUT)
     }
 
     /// Per-target counts, sorted by key.
@@ -625,7 +652,7 @@ impl<C: Connector> Inner<C> {
             ts.active += 1;
             st.total -= closed;
             self.publish(&st);
-            return Step::Hit(idle.conn);
+            return Step::Hit(idle.conn, idle.since.elapsed());
         }
         // A slot held by an idle connection with other credentials may be reclaimed (with any
         // credentials, for a dedicated connection, which never takes an idle one).
@@ -727,10 +754,11 @@ mod tests {
     use super::*;
     use crate::ssh::HostKeyPolicy;
 
-    /// A connection that is alive until told otherwise.
+    /// A connection that is alive until told otherwise (closed, or frozen: open but silent).
     #[derive(Default)]
     struct FakeConn {
         closed: AtomicBool,
+        frozen: AtomicBool,
     }
 
     impl PoolConn for FakeConn {
@@ -738,7 +766,7 @@ mod tests {
             self.closed.load(Ordering::Relaxed)
         }
         async fn check_alive(&self, _: Duration) -> bool {
-            !self.is_closed()
+            !self.is_closed() && !self.frozen.load(Ordering::Relaxed)
         }
         async fn close(&self) {
             self.closed.store(true, Ordering::Relaxed);
@@ -785,6 +813,7 @@ mod tests {
                 wait: Duration::from_millis(wait_ms),
                 idle_timeout: Duration::from_secs(60),
                 health_timeout: Duration::from_secs(1),
+                revalidate_after: Duration::from_millis(20),
             },
             Metrics::new(),
         )
@@ -919,6 +948,25 @@ mod tests {
         assert!(conn.is_closed(), "closed when its lease ended");
         let again = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
         assert!(!again.was_hit());
+    }
+
+    /// An idle connection that froze is probed before it is handed out again, and replaced;
+    /// one reused at once is not probed (no round trip on a busy pool).
+    #[tokio::test]
+    async fn a_frozen_idle_connection_is_replaced_not_handed_out() {
+        let p = pool(Some(Duration::ZERO), 1, 50);
+        drop(p.acquire(&target(), &pw("x"), &opts()).await.unwrap());
+        let again = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        assert!(again.was_hit(), "reused at once");
+        let frozen = again.conn().clone();
+        drop(again);
+        frozen.frozen.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let fresh = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        assert!(!fresh.was_hit(), "the frozen connection was handed out");
+        assert!(!Arc::ptr_eq(fresh.conn(), &frozen));
+        assert_eq!(p.inner.metrics.pool_health_fails.get(), 1);
+        assert_eq!(p.inner.lock().total, 1, "the frozen one gave its slot back");
     }
 
     #[tokio::test]
