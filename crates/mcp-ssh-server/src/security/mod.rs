@@ -34,21 +34,26 @@
 //!
 //! # Known limit
 //!
-//! Paths are checked lexically: symbolic links live on the remote host and
-//! cannot be resolved here, so a link such as `/tmp/x -> /etc/shadow` is not
-//! detected. The remote account's own permissions remain the last line of
-//! defence.
+//! Paths given to `ssh_run_command` programs are checked lexically: symbolic
+//! links live on the remote host and cannot be resolved here, so a link such as
+//! `/tmp/x -> /etc/shadow` is not detected there. `ssh_cat_file` reads by what
+//! the target opened instead (`opened.rs`). The remote account's own
+//! permissions remain the last line of defence.
 
 mod command;
 mod grammar;
 mod kinds;
 mod matcher;
+mod opened;
 mod path;
 mod quote;
 
 pub use command::{MAX_COMMAND_LEN, allowed_programs, validate_command};
+pub use opened::{
+    HEADER_FIELDS, HEADER_MAX, Opened, check_opened, may_read, open_then_read, parse_header,
+};
 pub use path::{ALLOWED_ROOTS, MAX_PATH_LEN, validate_path, validate_resolved};
-pub use quote::{cat_resolved, to_remote_command};
+pub use quote::to_remote_command;
 
 /// Why a command or path was refused.
 ///

@@ -3,9 +3,9 @@
 //! Paths are checked *lexically*: `.` and empty components are dropped and
 //! `..` removes the previous component (`..` above `/` stays at `/`). The
 //! file lives on the remote host, so symbolic links cannot be resolved here:
-//! `ssh_cat_file` therefore has the target resolve the path (`realpath -e`) in
-//! the same command that reads it, and checks the resolved path again before
-//! anything is returned ([`super::cat_resolved`], [`validate_resolved`]). Callers should pass the
+//! `ssh_cat_file` therefore has the target open the path and say where the open
+//! descriptor leads, and checks that path again before anything is read
+//! ([`super::open_then_read`], [`validate_resolved`]). Callers should pass the
 //! returned normalised path on, so that the path that is used is the one that
 //! was checked.
 

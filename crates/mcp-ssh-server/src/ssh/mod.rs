@@ -179,6 +179,15 @@ impl ConnectOptions {
     }
 }
 
+/// The go-ahead a gated command waits for ([`Connection::exec_gated`]).
+#[derive(Debug)]
+pub struct Gate<F> {
+    /// How many NUL-terminated fields the header has.
+    pub fields: usize,
+    /// Sees the stdout so far (the header, and whatever came with it); `true`: go ahead.
+    pub decide: F,
+}
+
 /// Limits for one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecLimits {
@@ -334,6 +343,32 @@ impl Connection {
         limits: &ExecLimits,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<ExecOutput, SshError> {
+        self.run(command, limits, stop, None::<Gate<fn(&[u8]) -> bool>>)
+            .await
+    }
+
+    /// [`Connection::exec_until`] for a command that prints a header and then waits on its
+    /// stdin for a go-ahead (`read -r go && [ "$go" = y ] && ...`): once `gate.fields`
+    /// NUL-terminated fields are on its stdout, `gate.decide` sees that stdout; `true` sends
+    /// `y` and a newline, `false` nothing; then stdin is closed. The output includes the
+    /// header.
+    pub async fn exec_gated<F: FnOnce(&[u8]) -> bool>(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+        gate: Gate<F>,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, limits, stop, Some(gate)).await
+    }
+
+    async fn run<F: FnOnce(&[u8]) -> bool>(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+        mut gate: Option<Gate<F>>,
+    ) -> Result<ExecOutput, SshError> {
         tokio::pin!(stop);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.timeout;
@@ -425,6 +460,20 @@ impl Connection {
             if let Err(busy) = pushed {
                 channel.abort().await;
                 return Err(busy);
+            }
+            if let Some(g) =
+                gate.take_if(|g| out.stdout.iter().filter(|&&b| b == 0).count() >= g.fields)
+            {
+                let go = (g.decide)(&out.stdout);
+                let answered = async {
+                    if go {
+                        channel.get().data(&b"y\n"[..]).await?;
+                    }
+                    channel.get().eof().await
+                };
+                if let Err(e) = answered.await {
+                    return Err(self.lost_or(e));
+                }
             }
             match msg {
                 ChannelMsg::ExitStatus {
