@@ -5,17 +5,15 @@ mod common;
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use serde_json::{Value, json};
-    use sshlab_testkit::{free_port, wait_until};
+    use sshlab_testkit::wait_until;
 
-    use super::common::{Client, Era, shared_tmp_dir, sshd_testuser};
-
-    const BIN: &str = env!("CARGO_BIN_EXE_mcp-ssh-server");
+    use super::common::{BIN, Client, Era, shared_tmp_dir, sshd_testuser, start_binary};
 
     #[test]
     fn a_bad_config_file_is_a_clear_error() {
@@ -116,39 +114,6 @@ mod tests {
                     })
             })
             .count()
-    }
-
-    /// The server process, killed if a test ends (or panics) before it exits.
-    struct Server(std::process::Child);
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            if matches!(self.0.try_wait(), Ok(None)) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-    }
-
-    /// Starts the binary on a free port with `flags`; returns it and its address once
-    /// `/health` answers.
-    async fn start_binary(flags: &[&str]) -> (Server, std::net::SocketAddr) {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("server starts");
-        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-        wait_until("server /health", Duration::from_secs(10), || async move {
-            reqwest::get(format!("http://{addr}/health")).await.is_ok()
-        })
-        .await
-        .expect("server ready");
-        (Server(child), addr)
     }
 
     /// Issue 25, item 2: SIGTERM while 50 allowed commands block on the target (`cat` of a

@@ -21,6 +21,58 @@ pub async fn server(flags: &[&str]) -> Running {
     mcp_ssh_server::start(config).await.expect("server starts")
 }
 
+/// The real binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-ssh-server");
+
+/// The server binary running as a process, killed if a test ends (or panics) before it exits.
+#[derive(Debug)]
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Its resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib * 1024)
+    }
+}
+
+/// Starts the binary on a free port with `flags`; returns it and its address once `/health`
+/// answers. Its log (RUST_LOG=info) is on its stderr pipe.
+pub async fn start_binary(flags: &[&str]) -> (Server, SocketAddr) {
+    let port = sshlab_testkit::free_port();
+    let child = std::process::Command::new(BIN)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let server = Server(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    sshlab_testkit::wait_until("server /health", Duration::from_secs(10), || async move {
+        reqwest::get(format!("http://{addr}/health")).await.is_ok()
+    })
+    .await
+    .expect("server ready");
+    (server, addr)
+}
+
 /// A real sshd with the password user testuser/testpass ([`Client::connect_testuser`]).
 pub fn sshd_testuser() -> sshlab_testkit::Sshd {
     sshlab_testkit::SshdBuilder::new()
