@@ -453,6 +453,30 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// Issue 25: `ssh_pool_stats` shows a client the targets of its own sessions only. Before,
+    /// every client's `user@host:port` was listed to anyone.
+    #[tokio::test]
+    async fn pool_stats_show_only_the_callers_targets() {
+        let sshd = sshd();
+        let srv = server(&[]).await;
+        let mut alice = Client::connect(srv.addr, Era::Legacy).await;
+        let _sid = connect(&mut alice, &sshd).await;
+        let target = format!("testuser@127.0.0.1:{}", sshd.port);
+        let mut eve = Client::connect(srv.addr, Era::Legacy).await;
+        let mut anonymous = Client::connect(srv.addr, Era::Modern).await;
+        for (who, c) in [("eve", &mut eve), ("a tokenless client", &mut anonymous)] {
+            let r = c.call_ok("ssh_pool_stats", json!({})).await;
+            assert_eq!(
+                r["pools"],
+                json!([]),
+                "{who} sees another client's targets: {r}"
+            );
+        }
+        let r = alice.call_ok("ssh_pool_stats", json!({})).await;
+        assert_eq!(r["pools"][0]["target"], target.as_str(), "{r}");
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn the_allowlist_blocks_and_counts() {
         let sshd = sshd();
