@@ -156,8 +156,8 @@ pub fn validate_path(path: &str) -> Result<String, Blocked> {
     Ok(normal)
 }
 
-/// Check where an allowed path leads on the target (its `realpath`): it must not be a forbidden
-/// file. It may lie outside the allowed roots: system links such as `/etc/os-release ->
+/// Check where an allowed path leads on the target (where the descriptor the target opened
+/// leads): it must not be a forbidden file. It may lie outside the allowed roots: system links such as `/etc/os-release ->
 /// /usr/lib/os-release` are ordinary, and the roots limit what a client may *name*; what must
 /// never be reached, through any link, is a forbidden file.
 pub fn validate_resolved(path: &str) -> Result<(), Blocked> {
