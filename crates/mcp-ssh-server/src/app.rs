@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::attempts::ConnectAttempts;
 use crate::config::Config;
 use crate::mcp::legacy::McpSessions;
 use crate::metrics::Metrics;
@@ -27,10 +30,15 @@ pub struct App {
     pub mcp_sessions: McpSessions,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// ssh_connect calls in flight, per client and per address.
+    pub connect_attempts: ConnectAttempts,
     /// known_hosts file for host-key checks.
     pub known_hosts: PathBuf,
     /// When the server started.
     pub started: Instant,
+    /// Cancelled when the server stops: the shutdown grace is over, and commands still running
+    /// are stopped.
+    pub stopping: CancellationToken,
 }
 
 impl App {
@@ -46,6 +54,7 @@ impl App {
                 wait: l.pool_wait,
                 idle_timeout: l.pool_idle_timeout,
                 health_timeout: Duration::from_secs(5),
+                revalidate_after: Duration::from_secs(1),
             },
             metrics.clone(),
         );
@@ -67,10 +76,15 @@ impl App {
                 l.address_rate_per_min,
                 l.global_rate_per_min,
             ),
+            connect_attempts: ConnectAttempts::new(
+                l.connect_attempts_per_client,
+                l.connect_attempts_per_address,
+            ),
             pool,
             metrics,
             known_hosts,
             started: Instant::now(),
+            stopping: CancellationToken::new(),
             config,
         })
     }
@@ -148,10 +162,19 @@ impl App {
         }
     }
 
-    /// Release everything at shutdown: SSH sessions first (their connections return to the
-    /// pool), then every idle connection is closed.
+    /// Release everything at shutdown, after the HTTP side has drained: anything still running
+    /// is stopped ([`App::stopping`]), every SSH session ends and its connection is closed
+    /// (politely, all at once), then every idle pooled connection is.
     pub async fn shutdown(&self) {
+        self.stopping.cancel();
+        let sessions = self.sessions.all();
         let n = self.sessions.clear();
+        let mut closing = tokio::task::JoinSet::new();
+        for s in sessions {
+            let conn = s.lease().conn().clone();
+            closing.spawn(async move { conn.close().await });
+        }
+        closing.join_all().await;
         self.pool.close_idle().await;
         tracing::info!(sessions = n, "SSH sessions and pooled connections closed");
     }

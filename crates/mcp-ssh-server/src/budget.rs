@@ -5,8 +5,8 @@
 //! channel is closed. Before, 48 concurrent 16 MiB `ssh_cat_file` reads took the server to
 //! 2.8 GB.
 //!
-//! A large response is charged too, from the moment it is encoded until hyper has taken its
-//! last bytes (see `http::ChargedBody`). That charge is forced (it may pass the budget: the
+//! A large response is charged too, from the moment it is encoded, piece by piece, each piece
+//! until hyper has written and dropped it, which frees its memory (see `http::ChargedBody`). That charge is forced (it may pass the budget: the
 //! command already ran, and its result is not thrown away), so while responses are still
 //! being sent, new commands are refused instead of piling up more output. A client that stops
 //! reading is cut off by the write timeout (`--http-write-timeout-ms`), which gives the charge

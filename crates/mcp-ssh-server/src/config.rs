@@ -87,6 +87,13 @@ pub struct Opts {
     /// Requests allowed per minute for the whole server (0 = unlimited).
     #[arg(long)]
     pub global_rate_limit_per_min: Option<u32>,
+    /// ssh_connect calls one client (MCP session, bearer token) may have in flight.
+    #[arg(long)]
+    pub connect_attempts_per_client: Option<usize>,
+    /// ssh_connect calls one remote address may have in flight, whatever sessions or tokens
+    /// it uses.
+    #[arg(long)]
+    pub connect_attempts_per_address: Option<usize>,
     /// Seconds an idle pooled connection is kept.
     #[arg(long)]
     pub pool_idle_timeout_s: Option<u64>,
@@ -119,6 +126,10 @@ pub struct Opts {
     /// at a time, then are closed on arrival).
     #[arg(long)]
     pub http_max_connections: Option<usize>,
+    /// HTTP connections one remote address (an IPv6 /64) may hold at once, overflow ones
+    /// included.
+    #[arg(long)]
+    pub http_max_connections_per_address: Option<usize>,
     /// Milliseconds a client has to send a request head (also how long an idle kept-alive
     /// connection stays open).
     #[arg(long)]
@@ -135,6 +146,11 @@ pub struct Opts {
     /// bound).
     #[arg(long)]
     pub http_min_send_rate_kib: Option<u64>,
+    /// Milliseconds in-flight requests have to finish after SIGTERM/SIGINT; then running
+    /// commands are sent SIGTERM, their calls answered with an error, and every SSH connection
+    /// is closed (default 3000).
+    #[arg(long)]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// The TOML file's schema: every key optional, same meaning as the flag of the same name.
@@ -148,6 +164,8 @@ struct FileConfig {
     rate_limit_per_min: Option<u32>,
     rate_limit_per_address_per_min: Option<u32>,
     global_rate_limit_per_min: Option<u32>,
+    connect_attempts_per_client: Option<usize>,
+    connect_attempts_per_address: Option<usize>,
     pool_idle_timeout_s: Option<u64>,
     health_check_interval_s: Option<u64>,
     pool_wait_ms: Option<u64>,
@@ -158,10 +176,12 @@ struct FileConfig {
     max_mcp_sessions_per_address: Option<usize>,
     max_output_memory_mb: Option<usize>,
     http_max_connections: Option<usize>,
+    http_max_connections_per_address: Option<usize>,
     http_header_timeout_ms: Option<u64>,
     http_body_timeout_ms: Option<u64>,
     http_write_timeout_ms: Option<u64>,
     http_min_send_rate_kib: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 /// Pool and rate limits.
@@ -177,6 +197,10 @@ pub struct Limits {
     pub address_rate_per_min: Option<u32>,
     /// Requests per minute for the server; `None` = unlimited.
     pub global_rate_per_min: Option<u32>,
+    /// ssh_connect calls in flight per client.
+    pub connect_attempts_per_client: usize,
+    /// ssh_connect calls in flight per address.
+    pub connect_attempts_per_address: usize,
     /// How long ssh_connect waits for a pool slot.
     pub pool_wait: Duration,
     /// Idle pooled connections older than this are closed.
@@ -205,6 +229,13 @@ impl Profile {
             Profile::Loadtest => 1,
         }
     }
+
+    /// An address's share of a server-wide cap: [`Profile::address_share`] of it, but at
+    /// least 16 (or the whole cap, when that is smaller), so a small server still takes a
+    /// few clients from one address.
+    fn share_of(self, cap: usize) -> usize {
+        (cap / self.address_share()).max(cap.min(16))
+    }
 }
 
 impl Limits {
@@ -223,6 +254,8 @@ impl Limits {
             rate_per_min: Some(rate),
             address_rate_per_min: Some(global_rate / address_share as u32),
             global_rate_per_min: Some(global_rate),
+            connect_attempts_per_client: 4,
+            connect_attempts_per_address: profile.share_of(total),
             pool_wait: Duration::from_millis(2000),
             pool_idle_timeout: Duration::from_secs(300),
             health_check_interval: Duration::from_secs(30),
@@ -232,6 +265,7 @@ impl Limits {
             max_output_memory: crate::budget::DEFAULT_MAX,
             http: HttpLimits {
                 max_connections: http,
+                max_per_address: profile.share_of(http),
                 // hyper's own default; it is also how long an idle kept-alive connection
                 // stays open, which a load generator's workers may well be between requests.
                 header_timeout: Duration::from_secs(30),
@@ -256,7 +290,13 @@ pub struct Config {
     pub known_hosts: Option<PathBuf>,
     /// Extra allowed Origins besides localhost.
     pub allowed_origins: Vec<String>,
+    /// How long in-flight requests may run on after a stop signal before their commands are
+    /// stopped.
+    pub shutdown_grace: Duration,
 }
+
+/// The default of `--shutdown-grace-ms`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 impl Config {
     /// Resolve flags and the optional file into one configuration.
@@ -294,6 +334,17 @@ impl Config {
                 .global_rate_per_min
                 .map(|g| (g / profile.address_share() as u32).max(1)),
         };
+        if let Some(n) = opts
+            .connect_attempts_per_client
+            .or(file.connect_attempts_per_client)
+        {
+            limits.connect_attempts_per_client = n;
+        }
+        // Unless given, an address's attempts follow the connection cap (its share of it).
+        limits.connect_attempts_per_address = opts
+            .connect_attempts_per_address
+            .or(file.connect_attempts_per_address)
+            .unwrap_or_else(|| profile.share_of(limits.max_connections));
         if let Some(s) = pick(opts.pool_idle_timeout_s, file.pool_idle_timeout_s) {
             limits.pool_idle_timeout = Duration::from_secs(s);
         }
@@ -309,20 +360,22 @@ impl Config {
         if let Some(n) = opts.max_mcp_sessions.or(file.max_mcp_sessions) {
             limits.max_mcp_sessions = n;
         }
-        // Unless given, an address's session cap follows the server's: its share of it, but at
-        // least 16 sessions (or the whole cap, when that is smaller), so a small server still
-        // takes a few clients from one address.
-        let cap = limits.max_mcp_sessions;
+        // Unless given, an address's session cap follows the server's (its share of it).
         limits.max_mcp_sessions_per_address = opts
             .max_mcp_sessions_per_address
             .or(file.max_mcp_sessions_per_address)
-            .unwrap_or_else(|| (cap / profile.address_share()).max(cap.min(16)));
+            .unwrap_or_else(|| profile.share_of(limits.max_mcp_sessions));
         if let Some(mb) = opts.max_output_memory_mb.or(file.max_output_memory_mb) {
             limits.max_output_memory = mb.saturating_mul(1024 * 1024);
         }
         if let Some(n) = opts.http_max_connections.or(file.http_max_connections) {
             limits.http.max_connections = n;
         }
+        // The same for HTTP connections.
+        limits.http.max_per_address = opts
+            .http_max_connections_per_address
+            .or(file.http_max_connections_per_address)
+            .unwrap_or_else(|| profile.share_of(limits.http.max_connections));
         if let Some(ms) = pick(opts.http_header_timeout_ms, file.http_header_timeout_ms) {
             limits.http.header_timeout = Duration::from_millis(ms);
         }
@@ -347,6 +400,8 @@ impl Config {
             limits,
             known_hosts: opts.known_hosts.clone().or(file.known_hosts),
             allowed_origins,
+            shutdown_grace: pick(opts.shutdown_grace_ms, file.shutdown_grace_ms)
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis),
         })
     }
 }
@@ -370,7 +425,19 @@ fn validate(limits: &Limits) -> Result<(), ConfigError> {
             limits.max_mcp_sessions_per_address == 0,
         ),
         ("max_output_memory_mb", limits.max_output_memory == 0),
+        (
+            "connect_attempts_per_client",
+            limits.connect_attempts_per_client == 0,
+        ),
+        (
+            "connect_attempts_per_address",
+            limits.connect_attempts_per_address == 0,
+        ),
         ("http_max_connections", limits.http.max_connections == 0),
+        (
+            "http_max_connections_per_address",
+            limits.http.max_per_address == 0,
+        ),
         (
             "http_header_timeout_ms",
             limits.http.header_timeout.is_zero(),
@@ -431,12 +498,24 @@ mod tests {
         assert_eq!(normal.limits.address_rate_per_min, Some(200));
         assert_eq!(normal.limits.global_rate_per_min, Some(2000));
         assert_eq!(normal.limits.max_mcp_sessions_per_address, 409);
+        assert_eq!(normal.limits.http.max_per_address, 51);
+        assert_eq!(
+            (
+                normal.limits.connect_attempts_per_client,
+                normal.limits.connect_attempts_per_address
+            ),
+            (4, 16)
+        );
         assert_eq!(normal.bind, "0.0.0.0:3000".parse().expect("addr"));
         let lt = Config::resolve(&parse(&["--profile", "loadtest"])).expect("resolves");
         assert_eq!(lt.limits.pool_max_per_target, 20);
         assert_eq!(lt.limits.rate_per_min, Some(500));
         assert_eq!(lt.limits.address_rate_per_min, Some(10_000));
         assert_eq!(lt.limits.max_mcp_sessions_per_address, 4096);
+        assert_eq!(lt.limits.http.max_per_address, 2048);
+        assert_eq!(lt.limits.connect_attempts_per_address, 200);
+        let few = Config::resolve(&parse(&["--http-max-connections", "10"])).expect("resolves");
+        assert_eq!(few.limits.http.max_per_address, 10);
         // Turning the server's limits off turns the address's off too, unless it is given.
         let off = Config::resolve(&parse(&[
             "--rate-limit-per-min",

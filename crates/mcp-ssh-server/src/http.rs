@@ -227,8 +227,8 @@ fn encode(
         None => status.into_response(),
         // SSE only for successful exchanges: an HTTP error status is better read as JSON.
         Some(body) if encoding == Encoding::Sse && status == StatusCode::OK => {
-            let data = format!("event: message\ndata: {body}\n\n");
-            let mut r = (status, ChargedBody::wrap(data.into(), limits, deadline)).into_response();
+            let data = ChargedBody::encode(b"event: message\ndata: ", &body, b"\n\n");
+            let mut r = (status, ChargedBody::wrap(data, limits, deadline)).into_response();
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -239,11 +239,8 @@ fn encode(
             r
         }
         Some(body) => {
-            let mut r = (
-                status,
-                ChargedBody::wrap(body.to_string().into(), limits, deadline),
-            )
-                .into_response();
+            let data = ChargedBody::encode(b"", &body, b"");
+            let mut r = (status, ChargedBody::wrap(data, limits, deadline)).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -329,38 +326,116 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
 
 /// Responses at least this large are charged to the output budget while they are sent.
 const CHARGED_FROM: usize = 64 * 1024;
-/// The piece of a charged response handed to hyper at a time.
+/// The piece of a response handed to hyper at a time, each its own allocation.
 const CHUNK: usize = 64 * 1024;
 
-/// A response body charged to the server's output budget ([`crate::budget`]) until hyper has
-/// taken its last bytes, or until it is dropped (the client went away, or stopped reading and
-/// was cut off by the write timeout). It is handed over in 64 KiB pieces, and each piece's
-/// bytes are given back as hyper takes it; hyper asks for the next piece only once its write
-/// buffer has drained, so the charge follows what is still waiting to be sent.
+/// A response body charged to the server's output budget ([`crate::budget`]) for as long as
+/// its bytes exist. It is serialized straight into 64 KiB pieces, each its own allocation
+/// carrying its own charge ([`Piece`]); hyper takes one at a time and drops it once written,
+/// which frees the memory and gives its charge back, so the charge follows the memory still
+/// held (before, the pieces were slices of one buffer: the charge went back piece by piece
+/// while the whole 32 MiB buffer stayed resident until the last piece was sent). When the
+/// connection is dropped (the client went away, or stopped reading and was cut off by the
+/// write timeout or the send deadline), every piece left goes with it.
 ///
 /// It also arms its connection's send deadline ([`crate::send_deadline`]) until it is done: a
 /// client that reads steadily but slower than `--http-min-send-rate-kib` never trips the write
 /// timeout, and would otherwise hold the charge as long as it liked.
 struct ChargedBody {
-    rest: Bytes,
-    charge: crate::budget::Charge,
+    pieces: std::collections::VecDeque<Bytes>,
+    left: usize,
     _deadline: Option<Armed>,
 }
 
-impl ChargedBody {
-    /// A body for `bytes`: charged and under the send deadline when large, plain otherwise.
-    fn wrap(bytes: Bytes, limits: &HttpLimits, deadline: Option<&SendDeadline>) -> Body {
-        if bytes.len() < CHARGED_FROM {
-            return Body::from(bytes);
+/// One piece of a response and its charge, given back when hyper drops the piece.
+struct Piece {
+    bytes: Vec<u8>,
+    _charge: crate::budget::Charge,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Serializes into pieces of at most [`CHUNK`] bytes.
+#[derive(Default)]
+struct Pieces {
+    done: std::collections::VecDeque<Vec<u8>>,
+    current: Vec<u8>,
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = Vec::with_capacity(CHUNK);
+            }
+            let take = (CHUNK - self.current.len()).min(buf.len());
+            let (now, rest) = buf.split_at(take);
+            self.current.extend_from_slice(now);
+            buf = rest;
+            if self.current.len() == CHUNK {
+                self.done.push_back(std::mem::take(&mut self.current));
+            }
         }
-        let mut charge = crate::budget::SERVER.charge();
-        charge.force(bytes.len());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ChargedBody {
+    /// `prefix`, `body` as JSON, `suffix`, in pieces.
+    fn encode(prefix: &[u8], body: &Value, suffix: &[u8]) -> std::collections::VecDeque<Vec<u8>> {
+        use std::io::Write;
+        let mut out = Pieces::default();
+        // Writing to `Pieces` cannot fail, nor can serializing a `Value`.
+        let written = out
+            .write_all(prefix)
+            .and_then(|()| serde_json::to_writer(&mut out, body).map_err(std::io::Error::other))
+            .and_then(|()| out.write_all(suffix));
+        if let Err(e) = written {
+            tracing::error!(error = %e, "encoding a response failed");
+        }
+        let mut done = out.done;
+        if !out.current.is_empty() {
+            done.push_back(out.current);
+        }
+        done
+    }
+
+    /// A body of `pieces`: charged and under the send deadline when large, plain otherwise.
+    fn wrap(
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        limits: &HttpLimits,
+        deadline: Option<&SendDeadline>,
+    ) -> Body {
+        let len: usize = pieces.iter().map(Vec::len).sum();
+        if len < CHARGED_FROM {
+            return Body::from(pieces.into_iter().flatten().collect::<Vec<u8>>());
+        }
         let armed = deadline
-            .zip(limits.send_deadline(bytes.len()))
+            .zip(limits.send_deadline(len))
             .map(|(d, after)| d.arm(tokio::time::Instant::now() + after));
+        let pieces = pieces
+            .into_iter()
+            .map(|bytes| {
+                let mut charge = crate::budget::SERVER.charge();
+                charge.force(bytes.len());
+                Bytes::from_owner(Piece {
+                    bytes,
+                    _charge: charge,
+                })
+            })
+            .collect();
         Body::new(Self {
-            rest: bytes,
-            charge,
+            pieces,
+            left: len,
             _deadline: armed,
         })
     }
@@ -375,22 +450,19 @@ impl http_body::Body for ChargedBody {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if this.rest.is_empty() {
-            this.charge.release(usize::MAX);
+        let Some(piece) = this.pieces.pop_front() else {
             return std::task::Poll::Ready(None);
-        }
-        let piece = this.rest.split_to(CHUNK.min(this.rest.len()));
-        // What hyper holds is still memory, but it is bounded by its buffer, not by output.
-        this.charge.release(piece.len());
+        };
+        this.left -= piece.len();
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.pieces.is_empty()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.rest.len() as u64)
+        http_body::SizeHint::with_exact(self.left as u64)
     }
 }
 

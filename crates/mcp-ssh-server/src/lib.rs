@@ -9,12 +9,14 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod attempts;
 pub mod budget;
 pub mod config;
 pub mod http;
 pub mod listener;
 pub mod mcp;
 pub mod metrics;
+pub mod per_key;
 pub mod pool;
 pub mod process_metrics;
 
@@ -47,7 +49,8 @@ pub struct Running {
 use app::App;
 
 impl Running {
-    /// Graceful stop: stop accepting, let in-flight requests finish, close SSH connections.
+    /// Graceful stop: stop accepting, give in-flight requests the shutdown grace, then stop
+    /// their commands and answer them with an error, close every SSH connection.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
@@ -85,12 +88,17 @@ async fn serve(
         max_connections: listener::fit_to_open_files(l.http.max_connections, l.max_connections),
         ..l.http
     };
+    let drain = listener::Drain {
+        grace: app.config.shutdown_grace,
+        cancel: app.stopping.clone(),
+    };
     let result = listener::serve(
         listener,
         http::router(app.clone()),
         limits,
         app.metrics.clone(),
         shutdown,
+        drain,
     )
     .await
     .context("HTTP server failed");

@@ -13,10 +13,16 @@
 //!   [`HttpLimits::send_deadline`], if its last piece is not yet handed to the socket, the
 //!   connection is closed ([`crate::send_deadline`]), so a client that reads a few bytes now and
 //!   then cannot hold its charge either;
+//! - one remote address (an IPv6 client's /64, [`crate::ratelimit::network_of`]) holds at most
+//!   [`HttpLimits::max_per_address`] connections, overflow ones included, so a client that
+//!   opens sockets as fast as they are closed (a reconnecting slowloris) keeps only its share;
 //! - past the cap, up to [`OVERFLOW`] more connections are served one request each with a
-//!   one-second head timeout, so a short request such as `GET /health` still gets through
-//!   while idle sockets hold every regular slot; beyond that, a new connection is closed at
-//!   once (counted in `mcp_http_connections_refused_total`);
+//!   one-second head timeout, but only to an address that holds fewer than
+//!   [`OVERFLOW_FEW`] connections: a short request such as `GET /health` from an orchestrator
+//!   still gets through while idle sockets hold every regular slot, and the address that holds
+//!   them cannot take these too (before, a slowloris reconnecting 250 times a second took
+//!   them, and 73% of `/health` probes were refused); beyond that, a new connection is closed
+//!   at once (counted in `mcp_http_connections_refused_total`);
 //! - at start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the cap is lowered (with
 //!   a warning) when the file descriptors would not cover it, the SSH pool and some spare.
 //!
@@ -24,6 +30,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,28 +42,46 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
 use crate::metrics::Metrics;
+use crate::per_key::{Held, PerKey};
+use crate::ratelimit::network_of;
 use crate::send_deadline::SendDeadline;
 
 /// Connections served past the cap, one request each.
 pub const OVERFLOW: usize = 32;
+/// An address that holds this many connections or more gets no overflow slot.
+pub const OVERFLOW_FEW: usize = 2;
 /// The head timeout of an overflow connection.
 pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// File descriptors kept free for everything but HTTP and SSH (logs, known_hosts, /proc).
 const SPARE_FDS: u64 = 64;
-/// How long shutdown waits for in-flight requests.
-const DRAIN: Duration = Duration::from_secs(30);
+/// How long shutdown waits, once in-flight work is cancelled, for the answers to be written.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// How shutdown treats requests still in flight: they have `grace` to finish on their own;
+/// then `cancel` is cancelled (running commands are stopped and their calls answered with an
+/// error) and the answers have [`ANSWER_WAIT`] to be written; whatever still runs then is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// Time in-flight requests have to finish on their own.
+    pub grace: Duration,
+    /// Cancelled when the grace is over.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
 
 /// The HTTP side's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Connections served with keep-alive at once.
     pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold at once, overflow ones included.
+    pub max_per_address: usize,
     /// Time allowed for a request head, and for the next one on a kept-alive connection.
     pub header_timeout: Duration,
     /// Longest pause between a request body's frames.
@@ -105,17 +130,75 @@ pub fn fit_to_open_files(wanted: usize, ssh_connections: usize) -> usize {
     wanted.min(room).max(1)
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown`, then lets in-flight requests
-/// finish (up to 30 s).
+/// Which kind of slot a connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    /// Kept alive, the regular head timeout.
+    Regular,
+    /// One request, a one-second head timeout.
+    Overflow,
+}
+
+/// A connection's place: its slot and its address's count, both given back on drop.
+#[derive(Debug)]
+struct Slot {
+    kind: SlotKind,
+    _permit: OwnedSemaphorePermit,
+    _address: Held<IpAddr>,
+}
+
+/// Who gets a slot: a regular one while the address holds fewer than its cap, else an
+/// overflow one while it holds fewer than [`OVERFLOW_FEW`], else none.
+#[derive(Debug)]
+struct Admission {
+    regular: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+    per_address: PerKey<IpAddr>,
+    max_per_address: usize,
+}
+
+impl Admission {
+    fn admit(&self, network: IpAddr) -> Option<Slot> {
+        // Only the accept loop takes counts, so nothing changes between the check and the take
+        // but releases, which only make room.
+        let held = self.per_address.count(&network);
+        if held >= self.max_per_address {
+            return None;
+        }
+        let (kind, permit) = if let Ok(p) = self.regular.clone().try_acquire_owned() {
+            (SlotKind::Regular, p)
+        } else if held < OVERFLOW_FEW
+            && let Ok(p) = self.overflow.clone().try_acquire_owned()
+        {
+            (SlotKind::Overflow, p)
+        } else {
+            return None;
+        };
+        let address = self.per_address.hold(network, self.max_per_address).ok()?;
+        Some(Slot {
+            kind,
+            _permit: permit,
+            _address: address,
+        })
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`, then stops accepting and
+/// drains in-flight requests as `drain` says.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Drain,
 ) -> anyhow::Result<()> {
-    let regular = Arc::new(Semaphore::new(limits.max_connections));
-    let overflow = Arc::new(Semaphore::new(OVERFLOW));
+    let admission = Admission {
+        regular: Arc::new(Semaphore::new(limits.max_connections)),
+        overflow: Arc::new(Semaphore::new(OVERFLOW)),
+        per_address: PerKey::default(),
+        max_per_address: limits.max_per_address,
+    };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -131,16 +214,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (permit, header_timeout, keep_alive) =
-            if let Ok(p) = regular.clone().try_acquire_owned() {
-                (p, limits.header_timeout, true)
-            } else if let Ok(p) = overflow.clone().try_acquire_owned() {
-                (p, OVERFLOW_HEADER_TIMEOUT, false)
-            } else {
-                metrics.http_connections_refused.inc();
-                drop(stream);
-                continue;
-            };
+        let Some(slot) = admission.admit(network_of(peer.ip())) else {
+            metrics.http_connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let (header_timeout, keep_alive) = match slot.kind {
+            SlotKind::Regular => (limits.header_timeout, true),
+            SlotKind::Overflow => (OVERFLOW_HEADER_TIMEOUT, false),
+        };
         let router = router.clone();
         let body_timeout = limits.body_timeout;
         let (send_deadline, mut expiry) = SendDeadline::new();
@@ -172,15 +254,24 @@ pub async fn serve(
                      (--http-min-send-rate-kib); connection closed"
                 ),
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    let done = graceful.shutdown();
+    tokio::pin!(done);
+    if tokio::time::timeout(drain.grace, done.as_mut())
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests did not finish within 30 s; stopping anyway");
+        tracing::info!(
+            grace_ms = drain.grace.as_millis(),
+            "requests still in flight after the grace period: stopping their commands"
+        );
+        drain.cancel.cancel();
+        if tokio::time::timeout(ANSWER_WAIT, done).await.is_err() {
+            tracing::warn!("some responses were not sent in time; stopping anyway");
+        }
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// MCP sessions open (2025 era).
     pub mcp_sessions_active: IntGauge,
+    /// Bytes charged to the output budget (set at each scrape).
+    output_memory: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -134,6 +136,14 @@ impl Metrics {
                 &["route"],
             ),
         );
+        let output_memory = register(
+            reg,
+            IntGauge::new(
+                "mcp_output_memory_bytes",
+                "Command output and large responses held now, as charged to \
+                 --max-output-memory-mb",
+            ),
+        );
         reg.register(Box::new(crate::process_metrics::ProcessMetrics::new()))
             .expect("unique");
         Self {
@@ -185,12 +195,15 @@ impl Metrics {
             ),
             http_request_duration,
             mcp_sessions_active,
+            output_memory,
             registry,
         }
     }
 
     /// Render the Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.output_memory
+            .set(i64::try_from(crate::budget::SERVER.used()).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {

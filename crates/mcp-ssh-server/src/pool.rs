@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
-use crate::ssh::{Auth, ConnectOptions, Connection, SshError, Target};
+use crate::ssh::{ConnectOptions, Connection, Credentials, SshError, Target};
 
 /// What the pool needs of a connection.
 pub trait PoolConn: Send + Sync + 'static {
@@ -47,12 +47,12 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> impl Future<Output = Result<Self::Conn, SshError>> + Send;
 }
 
-/// The server's connector: [`Connection::connect`].
+/// The server's connector: [`Connection::connect_with`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SshConnector;
 
@@ -61,10 +61,10 @@ impl Connector for SshConnector {
     fn connect(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> impl Future<Output = Result<Connection, SshError>> + Send {
-        Connection::connect(target, auth, opts)
+        Connection::connect_with(target, auth, opts)
     }
 }
 
@@ -93,7 +93,14 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
     /// Timeout of one health probe.
     pub health_timeout: Duration,
+    /// An idle connection unused for this long is probed before it is handed out again (a
+    /// connection that froze while idle would otherwise be handed out until the next health
+    /// check, up to the check interval plus its timeout).
+    pub revalidate_after: Duration,
 }
+
+/// The longest the probe of an idle connection about to be handed out may take.
+const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why `acquire` failed.
 #[derive(Debug, thiserror::Error)]
@@ -299,9 +306,13 @@ impl<C: Connector> Drop for Lease<C> {
 }
 
 enum Step<T> {
-    Hit(Arc<T>),
+    /// An idle connection, and how long it was idle.
+    Hit(Arc<T>, Duration),
     Connect,
-    Wait { in_use: usize, max: usize },
+    Wait {
+        in_use: usize,
+        max: usize,
+    },
 }
 
 /// A slot [`Inner::step`] reserved (`connecting`, `total`) for a connection being made. It
@@ -368,7 +379,7 @@ impl<C: Connector> Pool<C> {
     pub async fn acquire(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
     ) -> Result<Lease<C>, PoolError> {
         self.acquire_with(target, auth, opts, Reuse::Pooled).await
@@ -378,7 +389,7 @@ impl<C: Connector> Pool<C> {
     pub async fn acquire_with(
         &self,
         target: &Target,
-        auth: &Auth,
+        auth: &Credentials,
         opts: &ConnectOptions,
         reuse: Reuse,
     ) -> Result<Lease<C>, PoolError> {
@@ -391,9 +402,21 @@ impl<C: Connector> Pool<C> {
             let released = self.inner.released.notified();
             let step = self.inner.step(&key, auth_tag, reuse);
             match step {
-                Step::Hit(conn) => {
+                Step::Hit(conn, idle) => {
+                    // Leased before the probe, so a caller that goes away meanwhile gives the
+                    // slot back.
+                    let lease = self.lease(conn, key.clone(), auth_tag, true, reuse);
+                    if idle >= self.inner.limits.revalidate_after
+                        && !lease.conn.check_alive(self.revalidate_timeout()).await
+                    {
+                        // It froze or died while idle: closed, and its slot given back.
+                        lease.mark_broken();
+                        self.inner.metrics.pool_health_fails.inc();
+                        tracing::info!(target = %key, "an idle pooled connection failed its probe; not reused");
+                        continue;
+                    }
                     self.inner.metrics.pool_hits.inc();
-                    return Ok(self.lease(conn, key, auth_tag, true, reuse));
+                    return Ok(lease);
                 }
                 Step::Connect => break,
                 Step::Wait { in_use, max } => {
@@ -434,6 +457,10 @@ impl<C: Connector> Pool<C> {
             reuse,
             pool: Arc::downgrade(&self.inner),
         }
+    }
+
+    fn revalidate_timeout(&self) -> Duration {
+        self.inner.limits.health_timeout.min(REVALIDATE_TIMEOUT)
     }
 
     /// Per-target counts, sorted by key.
@@ -528,7 +555,8 @@ impl<C: Connector> Pool<C> {
         close_later(expired.into_iter().chain(dead).collect());
     }
 
-    /// Close every idle connection (at shutdown; leased ones close when their lease drops).
+    /// Close every idle connection, all at once (at shutdown; leased ones are closed by their
+    /// sessions).
     pub async fn close_idle(&self) {
         let conns: Vec<_> = {
             let mut st = self.inner.lock();
@@ -541,9 +569,7 @@ impl<C: Connector> Pool<C> {
             self.inner.publish(&st);
             all
         };
-        for c in conns {
-            c.close().await;
-        }
+        join_all(conns.into_iter().map(|c| async move { c.close().await })).await;
     }
 }
 
@@ -596,10 +622,12 @@ impl<C: Connector> Inner<C> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn auth_tag(&self, auth: &Auth) -> u64 {
+    /// Which credentials a connection was made with: a keyed hash of the password, or of the
+    /// key's public half (whoever decoded the private key holds it).
+    fn auth_tag(&self, auth: &Credentials) -> u64 {
         match auth {
-            Auth::Password(p) => self.hasher.hash_one(("password", p)),
-            Auth::PrivateKey { pem, passphrase } => self.hasher.hash_one(("key", pem, passphrase)),
+            Credentials::Password(p) => self.hasher.hash_one(("password", p)),
+            Credentials::Key(k) => self.hasher.hash_one(("key", k.public_key().key_data())),
         }
     }
 
@@ -624,7 +652,7 @@ impl<C: Connector> Inner<C> {
             ts.active += 1;
             st.total -= closed;
             self.publish(&st);
-            return Step::Hit(idle.conn);
+            return Step::Hit(idle.conn, idle.since.elapsed());
         }
         // A slot held by an idle connection with other credentials may be reclaimed (with any
         // credentials, for a dedicated connection, which never takes an idle one).
@@ -726,10 +754,11 @@ mod tests {
     use super::*;
     use crate::ssh::HostKeyPolicy;
 
-    /// A connection that is alive until told otherwise.
+    /// A connection that is alive until told otherwise (closed, or frozen: open but silent).
     #[derive(Default)]
     struct FakeConn {
         closed: AtomicBool,
+        frozen: AtomicBool,
     }
 
     impl PoolConn for FakeConn {
@@ -737,7 +766,7 @@ mod tests {
             self.closed.load(Ordering::Relaxed)
         }
         async fn check_alive(&self, _: Duration) -> bool {
-            !self.is_closed()
+            !self.is_closed() && !self.frozen.load(Ordering::Relaxed)
         }
         async fn close(&self) {
             self.closed.store(true, Ordering::Relaxed);
@@ -755,14 +784,14 @@ mod tests {
         async fn connect(
             &self,
             target: &Target,
-            auth: &Auth,
+            auth: &Credentials,
             _: &ConnectOptions,
         ) -> Result<FakeConn, SshError> {
             match self.delay {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending::<()>().await,
             }
-            if matches!(auth, Auth::Password(p) if p == "wrong") {
+            if matches!(auth, Credentials::Password(p) if p == "wrong") {
                 return Err(SshError::Refused {
                     addr: target.addr(),
                 });
@@ -784,6 +813,7 @@ mod tests {
                 wait: Duration::from_millis(wait_ms),
                 idle_timeout: Duration::from_secs(60),
                 health_timeout: Duration::from_secs(1),
+                revalidate_after: Duration::from_millis(20),
             },
             Metrics::new(),
         )
@@ -801,8 +831,8 @@ mod tests {
         ConnectOptions::new(HostKeyPolicy::Insecure)
     }
 
-    fn pw(p: &str) -> Auth {
-        Auth::Password(p.into())
+    fn pw(p: &str) -> Credentials {
+        Credentials::Password(p.into())
     }
 
     fn made(p: &Pool<FakeConnector>) -> usize {
@@ -918,6 +948,25 @@ mod tests {
         assert!(conn.is_closed(), "closed when its lease ended");
         let again = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
         assert!(!again.was_hit());
+    }
+
+    /// An idle connection that froze is probed before it is handed out again, and replaced;
+    /// one reused at once is not probed (no round trip on a busy pool).
+    #[tokio::test]
+    async fn a_frozen_idle_connection_is_replaced_not_handed_out() {
+        let p = pool(Some(Duration::ZERO), 1, 50);
+        drop(p.acquire(&target(), &pw("x"), &opts()).await.unwrap());
+        let again = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        assert!(again.was_hit(), "reused at once");
+        let frozen = again.conn().clone();
+        drop(again);
+        frozen.frozen.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let fresh = p.acquire(&target(), &pw("x"), &opts()).await.unwrap();
+        assert!(!fresh.was_hit(), "the frozen connection was handed out");
+        assert!(!Arc::ptr_eq(fresh.conn(), &frozen));
+        assert_eq!(p.inner.metrics.pool_health_fails.get(), 1);
+        assert_eq!(p.inner.lock().total, 1, "the frozen one gave its slot back");
     }
 
     #[tokio::test]

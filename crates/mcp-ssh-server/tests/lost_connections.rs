@@ -12,20 +12,13 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use serde_json::json;
-    use sshlab_testkit::{Sshd, SshdBuilder};
+    use sshlab_testkit::Sshd;
 
-    use super::common::{Client, Era, metric, server};
+    use super::common::{Client, Era, metric, server, sshd_testuser};
 
     /// ssh_run_command's arguments for `hostname` on session `sid`.
     fn hostname(sid: &str) -> serde_json::Value {
         json!({"session_id": sid, "command": "hostname"})
-    }
-
-    fn sshd() -> Sshd {
-        SshdBuilder::new()
-            .password_user("testuser", "testpass")
-            .start()
-            .expect("sshd fixture starts (needs root and openssh-server)")
     }
 
     /// Polls `series` until it reads `want`, for at most `within`; the time it took.
@@ -68,8 +61,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_whose_target_closed_is_ended_and_its_slot_given_back() {
-        let mut first = sshd();
-        let second = sshd();
+        let mut first = sshd_testuser();
+        let second = sshd_testuser();
         // One connection in all: a session that outlives its connection would hold it.
         let srv = server(&[
             "--pool-max-per-target",
@@ -122,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_on_a_lost_connection_says_so_and_ends_the_session_at_once() {
-        let mut target = sshd();
+        let mut target = sshd_testuser();
         let srv = server(&[]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await
@@ -149,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frozen_connection_in_use_is_found_by_the_health_probe() {
-        let target = sshd();
+        let target = sshd_testuser();
         let srv = server(&["--health-check-interval-s", "1"]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await
@@ -183,9 +176,62 @@ mod tests {
         srv.stop().await.expect("stops");
     }
 
+    /// Issue 25, item 5: a pooled connection that froze while idle (its sshd processes
+    /// stopped; the listener still accepts) is probed before it is handed out again, and a new
+    /// connection is made instead. Before, it was handed out as a pool hit until the next
+    /// health check (up to 35 s), and the next command hung.
+    #[tokio::test]
+    async fn a_frozen_idle_connection_is_not_handed_out_again() {
+        let target = sshd_testuser();
+        // The periodic health check (every 30 s) does not run during the test.
+        let srv = server(&[]).await;
+        let mut c = Client::connect(srv.addr, Era::Modern)
+            .await
+            .with_bearer("frozen-idle");
+        let sid = c.connect_testuser(target.port).await;
+        c.call_ok("ssh_run_command", hostname(&sid)).await;
+        c.call_ok("ssh_disconnect", json!({"session_id": sid}))
+            .await;
+        // The connection's own sshd processes stop; the listener does not.
+        let listener = i32::try_from(target.pid()).expect("pid fits");
+        let pids: Vec<i32> = processes_of(&target)
+            .into_iter()
+            .filter(|p| *p != listener)
+            .collect();
+        assert!(!pids.is_empty(), "no per-connection sshd process");
+        signal_all(&pids, nix::sys::signal::Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let t0 = Instant::now();
+        let args = json!({"host": "127.0.0.1", "port": target.port, "user": "testuser",
+                          "password": "testpass", "insecure_host_key": true});
+        let s = c.call("ssh_connect", args).await;
+        let took = t0.elapsed();
+        let ran = match s["structuredContent"]["session_id"].as_str() {
+            Some(sid) => {
+                let mut cmd = hostname(sid);
+                cmd["timeout_ms"] = json!(5_000);
+                c.call("ssh_run_command", cmd).await
+            }
+            None => s.clone(),
+        };
+        signal_all(&pids, nix::sys::signal::Signal::SIGCONT);
+        eprintln!(
+            "frozen idle connection: ssh_connect took {took:?}, reused {}; the command: {}",
+            s["structuredContent"]["reused"], ran["isError"]
+        );
+        assert_eq!(s["isError"], false, "{s}");
+        assert_eq!(
+            s["structuredContent"]["reused"], false,
+            "the frozen connection was handed out again"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(ran["isError"], false, "{ran}");
+        srv.stop().await.expect("stops");
+    }
+
     #[tokio::test]
     async fn reuse_false_makes_a_new_connection_every_time() {
-        let target = sshd();
+        let target = sshd_testuser();
         let srv = server(&[]).await;
         let mut c = Client::connect(srv.addr, Era::Modern)
             .await

@@ -8,22 +8,13 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use serde_json::json;
-    use sshlab_testkit::SshdBuilder;
 
-    use super::common::{Client, Era, server};
+    use super::common::{Client, Era, metric, server, shared_tmp_dir, sshd_testuser, start_binary};
 
     /// A real sshd with testuser, and a world-readable file of `size` bytes for it to read.
     fn sshd_and_file(size: usize) -> (sshlab_testkit::Sshd, tempfile::TempDir, std::path::PathBuf) {
-        let sshd = SshdBuilder::new()
-            .password_user("testuser", "testpass")
-            .start()
-            .expect("sshd fixture");
-        let dir = tempfile::Builder::new()
-            .prefix("mcp-budget-")
-            .tempdir_in("/tmp")
-            .expect("tmp");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        let sshd = sshd_testuser();
+        let dir = shared_tmp_dir("mcp-budget-");
         let big = dir.path().join("big.txt");
         std::fs::write(&big, "x".repeat(size)).expect("write");
         std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -262,5 +253,99 @@ mod tests {
         // The server serves.
         reads_a_small_file(&mut c, &sid).await;
         srv.stop().await.expect("stops");
+    }
+
+    /// Issue 25, item 5: the server's resident memory follows what the output budget says it
+    /// holds. The real binary (its own allocator settings) sends a 32 MiB response (a 16 MiB
+    /// file, twice in the JSON) in full, then another to a client that reads three quarters
+    /// of it and stops. Once a response is sent, the memory is given back; while one is
+    /// stalled, what is resident beyond a fresh server's size is what the budget holds.
+    /// Before, the budget gave the response's charge back piece by piece while the whole
+    /// 32 MiB buffer stayed resident (the issue: 353 MiB resident once the budget said it
+    /// was free).
+    #[tokio::test]
+    async fn resident_memory_follows_the_output_budget() {
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+        const MIB: u64 = 1024 * 1024;
+        let size = 16 * 1024 * 1024;
+        let (sshd, _dir, big) = sshd_and_file(size);
+        // No send deadline and a long write timeout: the stalled client is not cut off.
+        let (srv, addr) = start_binary(&[
+            "--http-min-send-rate-kib",
+            "0",
+            "--http-write-timeout-ms",
+            "60000",
+        ])
+        .await;
+        let mut c = Client::connect(addr, Era::Legacy).await;
+        let sid = c.connect_testuser(sshd.port).await;
+        let mcp_session = c.session.clone().expect("2025-era session");
+
+        // One read in full first, so the baseline is that of a server that has sent one.
+        let t0 = std::time::Instant::now();
+        let fresh = srv.rss();
+        let mut warm = raw_cat_file(addr, &mcp_session, &sid, &big, size, 1 << 20).await;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < 2 * size {
+            let n = warm.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the response ended after {got} bytes");
+            got += n;
+        }
+        drop(warm);
+        eprintln!("warm read done after {:?}", t0.elapsed());
+        // Settled: two readings half a second apart within 1 MiB.
+        let mut baseline = srv.rss();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = srv.rss();
+            if now.abs_diff(baseline) < MIB {
+                break;
+            }
+            baseline = now;
+        }
+        eprintln!(
+            "baseline settled after {:?}: fresh {} MiB, after one response {} MiB",
+            t0.elapsed(),
+            fresh / MIB,
+            baseline / MIB
+        );
+
+        let mut slow = raw_cat_file(addr, &mcp_session, &sid, &big, size, 64 * 1024).await;
+        let mut got = 0;
+        while got < 3 * size / 2 {
+            let n = slow.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the response ended after {got} bytes");
+            got += n;
+        }
+        eprintln!("three quarters read after {:?}", t0.elapsed());
+        // The server writes what the socket buffers take, then waits for the client.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = metric(addr, "mcp_output_memory_bytes").await as u64;
+        let rss = srv.rss();
+        let grown = rss.saturating_sub(fresh);
+        eprintln!(
+            "resident memory: fresh {} MiB, with the stalled response {} MiB (+{} MiB); the \
+             budget holds {} MiB",
+            fresh / MIB,
+            rss / MIB,
+            grown / MIB,
+            held / MIB
+        );
+        assert!(
+            baseline <= fresh + 8 * MIB,
+            "{} MiB stayed resident after the response was sent ({} MiB fresh)",
+            baseline / MIB,
+            fresh / MIB
+        );
+        assert!(held > 0, "the stalled response is not charged");
+        assert!(
+            grown <= held + 8 * MIB,
+            "resident memory grew {} MiB while the budget holds {} MiB",
+            grown / MIB,
+            held / MIB
+        );
+        drop(slow);
     }
 }

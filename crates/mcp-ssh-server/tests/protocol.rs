@@ -7,7 +7,7 @@ mod common;
 #[cfg(test)]
 mod tests {
 
-    use super::common::{Client, Era, http, metric, metrics_text, post_raw, server};
+    use super::common::{Client, Era, http, loopback, metric, metrics_text, post_raw, server};
     use serde_json::{Value, json};
 
     const JSON_HEADERS: &[(&str, &str)] = &[
@@ -39,9 +39,10 @@ mod tests {
     #[tokio::test]
     async fn mcp_sessions_are_capped() {
         let srv = server(&["--max-mcp-sessions", "3"]).await;
+        // From three addresses: one address holds at most as many as are still free.
         let mut open = Vec::new();
-        for _ in 0..3 {
-            open.push(Client::connect(srv.addr, Era::Legacy).await);
+        for n in 2..5 {
+            open.push(Client::connect_from(Some(loopback(n)), srv.addr, Era::Legacy).await);
         }
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {},

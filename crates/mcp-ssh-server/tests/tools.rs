@@ -10,7 +10,7 @@ mod tests {
 
     use std::time::{Duration, Instant};
 
-    use super::common::{Client, Era, metric, server};
+    use super::common::{Client, Era, key_with_rounds, metric, server, shared_tmp_dir};
     use serde_json::{Value, json};
     use sshlab_testkit::{Sshd, SshdBuilder};
 
@@ -248,39 +248,6 @@ mod tests {
         p
     }
 
-    /// A real `ssh-keygen` key (encrypted, bcrypt) whose rounds field is set to `rounds`.
-    fn key_with_rounds(rounds: u32) -> String {
-        use base64::Engine;
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("k");
-        let ok = std::process::Command::new("ssh-keygen")
-            .args([
-                "-q", "-t", "ed25519", "-N", "pass", "-a", "16", "-C", "", "-f",
-            ])
-            .arg(&path)
-            .status()
-            .expect("ssh-keygen runs");
-        assert!(ok.success());
-        let pem = std::fs::read_to_string(&path).expect("key");
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut bytes = b64.decode(body).expect("base64");
-        // magic, cipher string, kdf string, then kdfoptions: len, salt string, rounds.
-        let be =
-            |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        let mut at = "openssh-key-v1\0".len();
-        at += 4 + be(&bytes, at); // cipher
-        at += 4 + be(&bytes, at); // kdf
-        at += 4; // kdfoptions' length
-        at += 4 + be(&bytes, at); // salt
-        assert_eq!(be(&bytes, at), 16, "the rounds ssh-keygen wrote");
-        bytes[at..at + 4].copy_from_slice(&rounds.to_be_bytes());
-        format!(
-            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
-            b64.encode(bytes)
-        )
-    }
-
     /// A key that names its own absurd work factor is refused before decoding; keys that are
     /// slow to decode are decoded off the async runtime and within the connect budget, so
     /// `/health` keeps answering. Before, two such keys stopped the server for hours.
@@ -483,6 +450,30 @@ mod tests {
             .call_err("ssh_hostname", json!({"session_id": sid2}))
             .await;
         assert!(err.contains("not owned"), "{err}");
+        srv.stop().await.expect("stops");
+    }
+
+    /// Issue 25: `ssh_pool_stats` shows a client the targets of its own sessions only. Before,
+    /// every client's `user@host:port` was listed to anyone.
+    #[tokio::test]
+    async fn pool_stats_show_only_the_callers_targets() {
+        let sshd = sshd();
+        let srv = server(&[]).await;
+        let mut alice = Client::connect(srv.addr, Era::Legacy).await;
+        let _sid = connect(&mut alice, &sshd).await;
+        let target = format!("testuser@127.0.0.1:{}", sshd.port);
+        let mut eve = Client::connect(srv.addr, Era::Legacy).await;
+        let mut anonymous = Client::connect(srv.addr, Era::Modern).await;
+        for (who, c) in [("eve", &mut eve), ("a tokenless client", &mut anonymous)] {
+            let r = c.call_ok("ssh_pool_stats", json!({})).await;
+            assert_eq!(
+                r["pools"],
+                json!([]),
+                "{who} sees another client's targets: {r}"
+            );
+        }
+        let r = alice.call_ok("ssh_pool_stats", json!({})).await;
+        assert_eq!(r["pools"][0]["target"], target.as_str(), "{r}");
         srv.stop().await.expect("stops");
     }
 
@@ -766,15 +757,11 @@ mod tests {
     async fn links_are_judged_by_where_they_lead() {
         use std::os::unix::fs::{PermissionsExt, symlink};
         let sshd = sshd();
-        let dir = tempfile::Builder::new()
-            .prefix("mcp-links-")
-            .tempdir_in("/tmp")
-            .expect("tmp");
+        let dir = shared_tmp_dir("mcp-links-");
         let d = dir.path();
         let open = |p: &std::path::Path, mode| {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
         };
-        open(d, 0o755);
         std::fs::create_dir(d.join(".aws")).expect("mkdir");
         open(&d.join(".aws"), 0o755);
         std::fs::write(d.join(".aws/credentials"), "aws_secret_access_key=SECRET\n").expect("w");

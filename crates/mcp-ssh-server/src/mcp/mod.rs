@@ -16,6 +16,7 @@
 pub mod jsonrpc;
 pub mod legacy;
 pub mod modern;
+mod route;
 pub mod version;
 
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use crate::sessions::Owner;
 use crate::tools;
 use jsonrpc::{Incoming, RpcError, code};
 use legacy::Full;
+use route::Route;
 
 /// Server name in `serverInfo`.
 pub const SERVER_NAME: &str = "mcp-ssh-server";
@@ -159,7 +161,9 @@ fn cacheable(era: Era, mut r: Value) -> Value {
 }
 
 /// Handle one POSTed message from `client` (its identity for the stateless era) at `address`
-/// (its network, [`crate::ratelimit::network_of`]: what per-address limits count).
+/// (its network, [`crate::ratelimit::network_of`]: what per-address limits count): parse it,
+/// route it to an era and an owner ([`route::classify`]), charge its rate limits, then answer
+/// it ([`dispatch`]).
 pub async fn handle_post(
     app: &App,
     headers: &HeaderMap,
@@ -171,144 +175,79 @@ pub async fn handle_post(
         Ok(i) => i,
         Err((id, e)) => return Reply::error(&id, e),
     };
-    let Some(method) = incoming.method().map(str::to_owned) else {
+    let Some(method) = incoming.method() else {
         // A client's response to a server request: this server sends none; accept and drop.
         return Reply::accepted();
     };
     let id = match &incoming {
-        Incoming::Request { id, .. } => Some(id.clone()),
+        Incoming::Request { id, .. } => Some(id),
         _ => None,
     };
-    let null = Value::Null;
-    let id_ref = id.as_ref().unwrap_or(&null);
+    let id_ref = id.unwrap_or(&Value::Null);
     let empty = Map::new();
     let params = incoming.params().unwrap_or(&empty);
-    let session_header = headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-
-    let header_version = headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok());
-    let (era, owner, bucket) = if method == "initialize" && !modern::has_modern_meta(params) {
-        (Era::Legacy, None, format!("client:{client}"))
-    } else if let Some(sid) = session_header {
-        let Ok(session) = app.mcp_sessions.touch(&sid) else {
-            return Reply::error(
-                id_ref,
-                RpcError::new(
-                    StatusCode::NOT_FOUND,
-                    code::SESSION_NOT_FOUND,
-                    "Session not found: the Mcp-Session-Id is unknown or expired; initialize again",
-                ),
-            );
-        };
-        if let Some(h) = headers
-            .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok())
-            && h != session.version
-        {
-            return Reply::error(
-                id_ref,
-                RpcError::new(
-                    StatusCode::BAD_REQUEST,
-                    code::SERVER_ERROR,
-                    format!(
-                        "Bad Request: MCP-Protocol-Version '{h}' is not the version negotiated for this session ('{}')",
-                        session.version
-                    ),
-                ),
-            );
-        }
-        (
-            Era::Legacy,
-            Some(Owner::McpSession(sid.clone())),
-            format!("mcp:{sid}"),
-        )
-    } else if modern::has_modern_meta(params) {
-        if let Err(e) = modern::check(headers, &method, params) {
-            return Reply::error(id_ref, e);
-        }
-        (
-            Era::Modern,
-            Some(Owner::stateless(client)),
-            format!("client:{client}"),
-        )
-    } else if header_version.is_some_and(|v| version::MODERN.contains(&v)) {
-        // A 2026-07-28 request (by its header) without the `_meta` that every such request
-        // carries, or whose `_meta` lacks the protocol version: its params are invalid.
-        return Reply::error(
-            id_ref,
-            RpcError::new(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_PARAMS,
-                format!(
-                    "Invalid params: a {} request carries params._meta with \
-                     \"{}\"",
-                    header_version.unwrap_or_default(),
-                    modern::META_VERSION
-                ),
-            ),
-        );
-    } else if method == "ping" || id.is_none() {
-        // A 2025 client may ping before initialize; stray notifications are harmless.
-        (Era::Legacy, None, format!("client:{client}"))
-    } else {
-        if let Some(v) = headers
-            .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok())
-            && version::legacy(v).is_none()
-            && !version::MODERN.contains(&v)
-        {
-            return Reply::error(
-                id_ref,
-                RpcError::new(
-                    StatusCode::BAD_REQUEST,
-                    code::SERVER_ERROR,
-                    format!("Bad Request: unsupported MCP-Protocol-Version '{v}'"),
-                )
-                .with_data(json!({"supported": version::all(), "requested": v})),
-            );
-        }
-        return Reply::error(
-            id_ref,
-            RpcError::new(
-                StatusCode::BAD_REQUEST,
-                code::SERVER_ERROR,
-                "Bad Request: Mcp-Session-Id header is required (call initialize first), or send \
-                 protocol 2026-07-28 _meta with every request",
-            ),
-        );
+    let route = match route::classify(app, headers, method, id.is_some(), params, client) {
+        Ok(r) => r,
+        Err(e) => return Reply::error(id_ref, e),
     };
-
-    if let Err(limited) = app.rate_limits.check(&bucket, address) {
-        app.metrics.rate_limited.inc();
-        let secs = limited.retry_after_secs();
-        let scope = match limited.scope {
-            LimitScope::Client => "client",
-            LimitScope::Address => "address",
-            LimitScope::Global => "server",
-        };
-        let mut reply = Reply::error(
-            id_ref,
-            RpcError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                code::SERVER_ERROR,
-                format!("Rate limit exceeded ({scope}); retry after {secs} s"),
-            )
-            .with_data(json!({"retryAfterSeconds": secs, "scope": scope})),
-        );
-        reply.retry_after = Some(secs);
+    if let Err(reply) = charge_rate_limits(app, &route.bucket, address, id_ref) {
         return reply;
     }
-
     let Some(id) = id else {
         // Notifications (notifications/initialized, cancelled, ...): accepted, nothing to say.
         return Reply::accepted();
     };
-    let result = match (era, method.as_str()) {
-        (Era::Legacy, "initialize") => return initialize(app, &id, params, address),
+    if route.era == Era::Legacy && method == "initialize" {
+        return initialize(app, id, params, address);
+    }
+    match dispatch(app, &route, address, method, params).await {
+        Ok(mut r) => {
+            if route.era == Era::Modern {
+                r["resultType"] = json!("complete");
+                r["_meta"] = json!({ modern::META_SERVER_INFO: server_info() });
+            }
+            Reply::ok(id, r)
+        }
+        Err(e) => Reply::error(id, e),
+    }
+}
+
+/// Takes a token from each of the message's rate-limit buckets; `Err` is the 429 to answer
+/// with when one is empty.
+fn charge_rate_limits(app: &App, bucket: &str, address: IpAddr, id: &Value) -> Result<(), Reply> {
+    let Err(limited) = app.rate_limits.check(bucket, address) else {
+        return Ok(());
+    };
+    app.metrics.rate_limited.inc();
+    let secs = limited.retry_after_secs();
+    let scope = match limited.scope {
+        LimitScope::Client => "client",
+        LimitScope::Address => "address",
+        LimitScope::Global => "server",
+    };
+    let mut reply = Reply::error(
+        id,
+        RpcError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::SERVER_ERROR,
+            format!("Rate limit exceeded ({scope}); retry after {secs} s"),
+        )
+        .with_data(json!({"retryAfterSeconds": secs, "scope": scope})),
+    );
+    reply.retry_after = Some(secs);
+    Err(reply)
+}
+
+/// The result of a request routed to `route` (anything but a 2025-era `initialize`).
+async fn dispatch(
+    app: &App,
+    route: &Route,
+    address: IpAddr,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Result<Value, RpcError> {
+    let era = route.era;
+    match (era, method) {
         (Era::Legacy, "ping") => Ok(json!({})),
         (Era::Modern, "server/discover") => Ok(cacheable(
             era,
@@ -325,8 +264,16 @@ pub async fn handle_post(
         (_, "resources/list") => empty_list(era, "resources"),
         (_, "resources/templates/list") => empty_list(era, "resourceTemplates"),
         (_, "resources/read") => Err(resource_not_found(params)),
-        (_, "tools/call") => match &owner {
-            Some(owner) => call_tool(app, owner, params).await,
+        (_, "tools/call") => match &route.owner {
+            Some(owner) => {
+                let ctx = tools::CallCtx {
+                    app,
+                    owner,
+                    client: &route.bucket,
+                    address,
+                };
+                call_tool(&ctx, params).await
+            }
             None => Err(RpcError::new(
                 StatusCode::BAD_REQUEST,
                 code::SERVER_ERROR,
@@ -343,16 +290,6 @@ pub async fn handle_post(
             code::METHOD_NOT_FOUND,
             format!("Method not found: {m}"),
         )),
-    };
-    match result {
-        Ok(mut r) => {
-            if era == Era::Modern {
-                r["resultType"] = json!("complete");
-                r["_meta"] = json!({ modern::META_SERVER_INFO: server_info() });
-            }
-            Reply::ok(&id, r)
-        }
-        Err(e) => Reply::error(&id, e),
     }
 }
 
@@ -364,9 +301,14 @@ fn initialize(app: &App, id: &Value, params: &Map<String, Value>, address: IpAdd
         Err(full) => {
             let (open, whose) = match full {
                 Full::Server(n) => (n, "the server's cap (--max-mcp-sessions)"),
-                Full::Address(n) => (
-                    n,
-                    "the cap for one address (--max-mcp-sessions-per-address)",
+                Full::Address { holds, share } => (
+                    holds,
+                    if share < app.config.limits.max_mcp_sessions_per_address {
+                        "this address's share, which shrinks as the server fills \
+                         (--max-mcp-sessions-per-address at most)"
+                    } else {
+                        "the cap for one address (--max-mcp-sessions-per-address)"
+                    },
                 ),
             };
             return Reply::error(
@@ -411,8 +353,7 @@ fn list_tools(era: Era, params: &Map<String, Value>) -> Result<Value, RpcError> 
 }
 
 async fn call_tool(
-    app: &App,
-    owner: &Owner,
+    ctx: &tools::CallCtx<'_>,
     params: &Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let invalid = |m: String| RpcError::new(StatusCode::OK, code::INVALID_PARAMS, m);
@@ -432,8 +373,19 @@ async fn call_tool(
     if !tools::exists(name) {
         return Err(invalid(format!("Unknown tool: {name}")));
     }
-    let ctx = tools::CallCtx { app, owner };
-    Ok(tools::result_json(tools::call(&ctx, name, args).await))
+    // Once the server stops, a call still running gets a moment to stop its own command
+    // (which sends it SIGTERM) and answer for itself; anything else (a connect) is dropped,
+    // which gives back what it held, and answered here.
+    let stopped = async {
+        ctx.app.stopping.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let outcome = tokio::select! {
+        biased;
+        out = tools::call(ctx, name, args) => out,
+        () = stopped => Err(tools::ToolError::ShuttingDown),
+    };
+    Ok(tools::result_json(outcome))
 }
 
 /// DELETE: end a 2025-era session and release the SSH sessions it owns.

@@ -3,9 +3,9 @@
 //! Paths are checked *lexically*: `.` and empty components are dropped and
 //! `..` removes the previous component (`..` above `/` stays at `/`). The
 //! file lives on the remote host, so symbolic links cannot be resolved here:
-//! `ssh_cat_file` therefore has the target resolve the path (`realpath -e`) in
-//! the same command that reads it, and checks the resolved path again before
-//! anything is returned ([`super::cat_resolved`], [`validate_resolved`]). Callers should pass the
+//! `ssh_cat_file` therefore has the target open the path and say where the open
+//! descriptor leads, and checks that path again before anything is read
+//! ([`super::open_then_read`], [`validate_resolved`]). Callers should pass the
 //! returned normalised path on, so that the path that is used is the one that
 //! was checked.
 
@@ -156,8 +156,8 @@ pub fn validate_path(path: &str) -> Result<String, Blocked> {
     Ok(normal)
 }
 
-/// Check where an allowed path leads on the target (its `realpath`): it must not be a forbidden
-/// file. It may lie outside the allowed roots: system links such as `/etc/os-release ->
+/// Check where an allowed path leads on the target (where the descriptor the target opened
+/// leads): it must not be a forbidden file. It may lie outside the allowed roots: system links such as `/etc/os-release ->
 /// /usr/lib/os-release` are ordinary, and the roots limit what a client may *name*; what must
 /// never be reached, through any link, is a forbidden file.
 pub fn validate_resolved(path: &str) -> Result<(), Blocked> {

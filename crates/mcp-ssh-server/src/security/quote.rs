@@ -14,7 +14,7 @@ fn is_safe(c: char) -> bool {
 }
 
 /// Quote one word for a POSIX shell.
-fn quote_word(word: &str) -> String {
+pub(super) fn quote_word(word: &str) -> String {
     if !word.is_empty() && word.chars().all(is_safe) {
         return word.to_owned();
     }
@@ -45,17 +45,6 @@ pub fn to_remote_command(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// Reads the file `path` leads to on the target: the target resolves it (every link followed;
-/// it must exist), prints the resolved path and a NUL, then `cat`s *that* path, so what is
-/// read is what the caller checks (no second lookup of the given path's links):
-/// `p=$(realpath -e -- PATH) && printf '%s\0' "$p" && exec cat -- "$p"`.
-pub fn cat_resolved(path: &str) -> String {
-    format!(
-        "p=$(realpath -e -- {}) && printf '%s\\0' \"$p\" && exec cat -- \"$p\"",
-        quote_word(path)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,14 +53,6 @@ mod tests {
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()
-    }
-
-    #[test]
-    fn the_file_read_is_the_resolved_one() {
-        assert_eq!(
-            cat_resolved("/tmp/a b"),
-            r#"p=$(realpath -e -- '/tmp/a b') && printf '%s\0' "$p" && exec cat -- "$p""#
-        );
     }
 
     #[test]

@@ -142,6 +142,11 @@ pub enum SshError {
     #[error("{0}")]
     Busy(String),
 
+    /// The command was stopped before it finished because the server is shutting down: it
+    /// was sent SIGTERM and its channel closed.
+    #[error("command stopped: the server is shutting down (it was sent SIGTERM)")]
+    ShuttingDown,
+
     /// The private key was refused before decoding (it asks for more work than allowed), or
     /// decoding did not finish within the connect budget.
     #[error("cannot use private key: {0}")]

@@ -4,18 +4,24 @@
 //! to billions makes `decode_secret_key` run for hours. So: the rounds are read from the key and
 //! capped ([`MAX_BCRYPT_ROUNDS`]) before any decoding, and decoding runs on a blocking thread,
 //! at most [`DECODERS`] at a time, within the caller's time budget, so the async runtime (and
-//! `/health`) never waits for it. Formats whose work factor the key sets and that are not read
+//! `/health`) never waits for it. The decoders are shared fairly between remote addresses: an
+//! address decodes one key at a time and queues the rest behind its own, so at most one of its
+//! keys waits for a decoder at once, and a flood of slow keys from one address (each 256
+//! rounds, about a second of CPU) delays another address's key by one decode at most, and
+//! takes one core, not all of them. Formats whose work factor the key sets and that are not read
 //! here are refused: encrypted PKCS#8 (scrypt or PBKDF2; an scrypt `N` of 2^40 makes the
 //! decoder allocate terabytes and abort the process) and encrypted PuTTY keys (Argon2). The
 //! key text is read the way russh reads it (`decode_secret_key`: exact armour lines, and only
 //! the lines made of base64 characters), so an extra line cannot hide the rounds.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use russh::keys::PrivateKey;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::SshError;
 
@@ -28,11 +34,59 @@ pub const DECODERS: usize = 2;
 
 static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(DECODERS));
 
-/// Decodes `pem` (with `passphrase`) within `budget`.
+/// Each address's turn: a semaphore of one, for as long as one of its keys decodes or waits.
+static TURNS: LazyLock<Mutex<HashMap<IpAddr, Arc<Semaphore>>>> = LazyLock::new(Mutex::default);
+
+fn turns() -> std::sync::MutexGuard<'static, HashMap<IpAddr, Arc<Semaphore>>> {
+    TURNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Forgets an address's turn once nobody holds or waits for it (dropped after the permit and
+/// after any wait for it, so the map only holds addresses with a key in progress).
+struct ForgetTurn(IpAddr);
+
+impl Drop for ForgetTurn {
+    fn drop(&mut self) {
+        let mut turns = turns();
+        if turns
+            .get(&self.0)
+            .is_some_and(|t| Arc::strong_count(t) == 1)
+        {
+            turns.remove(&self.0);
+        }
+    }
+}
+
+/// An address's turn to decode. Fields drop in order: the permit, then the map entry.
+struct Turn {
+    _permit: OwnedSemaphorePermit,
+    _forget: ForgetTurn,
+}
+
+/// Waits for `address`'s turn.
+async fn turn_of(address: IpAddr) -> Result<Turn, SshError> {
+    let semaphore = turns()
+        .entry(address)
+        .or_insert_with(|| Arc::new(Semaphore::new(1)))
+        .clone();
+    let forget = ForgetTurn(address);
+    let permit = semaphore
+        .acquire_owned()
+        .await
+        .map_err(|_| SshError::KeyPolicy("key decoding is shut down".into()))?;
+    Ok(Turn {
+        _permit: permit,
+        _forget: forget,
+    })
+}
+
+/// Decodes `pem` (with `passphrase`) within `budget`, in `address`'s turn (its network, as
+/// [`crate::ratelimit::network_of`] draws it).
 pub async fn decode(
     pem: &str,
     passphrase: Option<&str>,
     budget: Duration,
+    address: IpAddr,
 ) -> Result<Arc<PrivateKey>, SshError> {
     if let Some(why) = refused_format(pem) {
         return Err(SshError::KeyPolicy(why.to_owned()));
@@ -46,13 +100,16 @@ pub async fn decode(
         )));
     }
     let work = async {
+        let turn = turn_of(address).await?;
         let permit = PERMITS
             .acquire()
             .await
             .map_err(|_| SshError::KeyPolicy("key decoding is shut down".into()))?;
         let (pem, pass) = (pem.to_owned(), passphrase.map(str::to_owned));
         let decoded = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            // Held until decoding ends, even if the caller gave up meanwhile: the CPU is busy
+            // until then.
+            let _held = (permit, turn);
             russh::keys::decode_secret_key(&pem, pass.as_deref())
         })
         .await
@@ -178,6 +235,29 @@ mod tests {
         assert_eq!(refused_format(&armoured("bcrypt", 16)), None);
     }
 
+    /// An address's turn is forgotten once nobody holds or waits for it, also when a waiter
+    /// gives up.
+    #[tokio::test]
+    async fn turns_are_forgotten_when_done_or_abandoned() {
+        // An address no other test uses (the turns are process-wide).
+        let here = IpAddr::from([192, 0, 2, 25]);
+        let e = decode("not a key", None, Duration::from_secs(5), here).await;
+        assert!(matches!(e, Err(SshError::Key(_))), "{e:?}");
+        assert!(
+            !turns().contains_key(&here),
+            "a finished decode left its turn"
+        );
+        let holder = turn_of(here).await.expect("a turn");
+        let waiter = tokio::time::timeout(Duration::from_millis(20), turn_of(here)).await;
+        assert!(waiter.is_err(), "one turn at a time per address");
+        assert!(turns().contains_key(&here));
+        drop(holder);
+        assert!(
+            !turns().contains_key(&here),
+            "an abandoned wait left its turn"
+        );
+    }
+
     #[tokio::test]
     async fn a_key_asking_for_billions_of_rounds_is_refused_at_once() {
         let started = std::time::Instant::now();
@@ -185,6 +265,7 @@ mod tests {
             &armoured("bcrypt", 2_000_000_000),
             Some("x"),
             Duration::from_secs(5),
+            IpAddr::from([127, 0, 0, 1]),
         )
         .await
         .unwrap_err()

@@ -21,6 +21,7 @@ mod known_hosts;
 pub use error::SshError;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,16 +80,6 @@ pub enum Auth {
     },
 }
 
-impl Auth {
-    /// The SSH method name (`"password"` or `"publickey"`).
-    pub fn method(&self) -> &'static str {
-        match self {
-            Auth::Password(_) => "password",
-            Auth::PrivateKey { .. } => "publickey",
-        }
-    }
-}
-
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -98,6 +89,53 @@ impl fmt::Debug for Auth {
                 .field("pem", &"<redacted>")
                 .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
                 .finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// The credentials to authenticate with: the password, or the private key decoded
+    /// ([`key::decode`]: refused at once when it asks for too much work, else decoded off the
+    /// async runtime within `budget`, in `address`'s turn, so addresses share the decoders
+    /// fairly).
+    pub async fn prepare(
+        &self,
+        budget: Duration,
+        address: IpAddr,
+    ) -> Result<Credentials, SshError> {
+        match self {
+            Auth::Password(p) => Ok(Credentials::Password(p.clone())),
+            Auth::PrivateKey { pem, passphrase } => Ok(Credentials::Key(
+                key::decode(pem, passphrase.as_deref(), budget, address).await?,
+            )),
+        }
+    }
+}
+
+/// Credentials ready to authenticate with. `Debug` never prints the secrets.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Password authentication.
+    Password(String),
+    /// Public-key authentication with this (decoded) private key.
+    Key(Arc<PrivateKey>),
+}
+
+impl Credentials {
+    /// The SSH method name (`"password"` or `"publickey"`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credentials::Password(_) => "password",
+            Credentials::Key(_) => "publickey",
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Password(_) => f.debug_tuple("Password").field(&"<redacted>").finish(),
+            Credentials::Key(k) => f.debug_tuple("Key").field(&k.algorithm().as_str()).finish(),
         }
     }
 }
@@ -139,6 +177,15 @@ impl ConnectOptions {
             keepalive: Some(Duration::from_secs(30)),
         }
     }
+}
+
+/// The go-ahead a gated command waits for ([`Connection::exec_gated`]).
+#[derive(Debug)]
+pub struct Gate<F> {
+    /// How many NUL-terminated fields the header has.
+    pub fields: usize,
+    /// Sees the stdout so far (the header, and whatever came with it); `true`: go ahead.
+    pub decide: F,
 }
 
 /// Limits for one command.
@@ -202,22 +249,28 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Connects, verifies the host key and authenticates.
     ///
-    /// A private key is decoded before any network traffic, so a bad key or
-    /// passphrase fails fast with [`SshError::Key`]; a key that asks for too much work, or
-    /// takes longer than the connect timeout to decode, with [`SshError::KeyPolicy`]
-    /// (`key::decode`: off the async runtime, a few at a time).
+    /// A private key is decoded before any network traffic ([`Auth::prepare`], as this
+    /// machine's own address), so a bad key or passphrase fails fast with [`SshError::Key`];
+    /// a key that asks for too much work, or takes longer than the connect timeout to decode,
+    /// with [`SshError::KeyPolicy`].
     pub async fn connect(
         target: &Target,
         auth: &Auth,
         opts: &ConnectOptions,
     ) -> Result<Connection, SshError> {
+        let credentials = auth
+            .prepare(opts.connect_timeout, IpAddr::from([0, 0, 0, 0]))
+            .await?;
+        Self::connect_with(target, &credentials, opts).await
+    }
+
+    /// Connects, verifies the host key and authenticates with `credentials`.
+    pub async fn connect_with(
+        target: &Target,
+        credentials: &Credentials,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, SshError> {
         let addr = target.addr();
-        let key = match auth {
-            Auth::PrivateKey { pem, passphrase } => {
-                Some(key::decode(pem, passphrase.as_deref(), opts.connect_timeout).await?)
-            }
-            Auth::Password(_) => None,
-        };
 
         let connect_timeout = SshError::ConnectTimeout {
             addr: addr.clone(),
@@ -235,7 +288,7 @@ impl Connection {
 
         let authenticated = tokio::time::timeout(
             opts.auth_timeout,
-            authenticate(&mut handle, target, &addr, auth, key),
+            authenticate(&mut handle, target, &addr, credentials),
         )
         .await;
         let failure = match authenticated {
@@ -253,7 +306,7 @@ impl Connection {
                 .await;
             return Err(e);
         }
-        tracing::info!(target = %target, method = auth.method(), "ssh connection established");
+        tracing::info!(target = %target, method = credentials.method(), "ssh connection established");
         Ok(Connection {
             inner: Arc::new(Inner {
                 handle,
@@ -276,6 +329,47 @@ impl Connection {
     /// * If the connection drops meanwhile: [`SshError::Disconnected`].
     ///   If the server refuses the channel or command: [`SshError::Channel`].
     pub async fn exec(&self, command: &str, limits: &ExecLimits) -> Result<ExecOutput, SshError> {
+        self.exec_until(command, limits, std::future::pending())
+            .await
+    }
+
+    /// [`Connection::exec`], stopped when `stop` completes (the server is shutting down): the
+    /// command is sent SIGTERM and its channel closed before this returns
+    /// [`SshError::ShuttingDown`], so the signal is on its way before the connection itself is
+    /// closed.
+    pub async fn exec_until(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, limits, stop, None::<Gate<fn(&[u8]) -> bool>>)
+            .await
+    }
+
+    /// [`Connection::exec_until`] for a command that prints a header and then waits on its
+    /// stdin for a go-ahead (`read -r go && [ "$go" = y ] && ...`): once `gate.fields`
+    /// NUL-terminated fields are on its stdout, `gate.decide` sees that stdout; `true` sends
+    /// `y` and a newline, `false` nothing; then stdin is closed. The output includes the
+    /// header.
+    pub async fn exec_gated<F: FnOnce(&[u8]) -> bool>(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+        gate: Gate<F>,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, limits, stop, Some(gate)).await
+    }
+
+    async fn run<F: FnOnce(&[u8]) -> bool>(
+        &self,
+        command: &str,
+        limits: &ExecLimits,
+        stop: impl std::future::Future<Output = ()>,
+        mut gate: Option<Gate<F>>,
+    ) -> Result<ExecOutput, SshError> {
+        tokio::pin!(stop);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let timed_out = || SshError::Timeout {
@@ -288,14 +382,18 @@ impl Connection {
         // the server's MaxSessions) for the life of the connection.
         let inner = Arc::clone(&self.inner);
         let mut open = tokio::spawn(async move { inner.handle.channel_open_session().await });
-        let mut channel = match tokio::time::timeout_at(deadline, &mut open).await {
-            Err(_) => {
+        let opened = tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut open) => r.map_err(|_| timed_out()),
+            () = &mut stop => Err(SshError::ShuttingDown),
+        };
+        let mut channel = match opened {
+            Err(e) => {
                 tokio::spawn(async move {
                     if let Ok(Ok(late)) = open.await {
                         let _ = late.close().await;
                     }
                 });
-                return Err(timed_out());
+                return Err(e);
             }
             Ok(Err(join_error)) => {
                 return Err(SshError::Channel(format!(
@@ -305,10 +403,16 @@ impl Connection {
             Ok(Ok(Err(e))) => return Err(self.lost_or(e)),
             Ok(Ok(Ok(channel))) => ChannelGuard(Some(channel)),
         };
-        match tokio::time::timeout_at(deadline, channel.get().exec(true, command)).await {
-            Err(_) => {
+        let requested = tokio::select! {
+            r = tokio::time::timeout_at(deadline, channel.get().exec(true, command)) => {
+                r.map_err(|_| timed_out())
+            }
+            () = &mut stop => Err(SshError::ShuttingDown),
+        };
+        match requested {
+            Err(e) => {
                 channel.abort().await;
-                return Err(timed_out());
+                return Err(e);
             }
             Ok(Err(e)) => return Err(self.lost_or(e)),
             Ok(Ok(())) => {}
@@ -320,11 +424,15 @@ impl Connection {
         let mut exit_signal = None;
         let mut eof = false;
         loop {
-            let msg = match tokio::time::timeout_at(deadline, channel.get().wait()).await {
-                Err(_) => {
-                    tracing::info!(target = %self.inner.target, command, "command timed out");
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, channel.get().wait()) => r.map_err(|_| timed_out()),
+                () = &mut stop => Err(SshError::ShuttingDown),
+            };
+            let msg = match next {
+                Err(e) => {
+                    tracing::info!(target = %self.inner.target, command, error = %e, "command stopped");
                     channel.abort().await;
-                    return Err(timed_out());
+                    return Err(e);
                 }
                 Ok(None) => {
                     // The channel's sender went away without a Close: the
@@ -352,6 +460,20 @@ impl Connection {
             if let Err(busy) = pushed {
                 channel.abort().await;
                 return Err(busy);
+            }
+            if let Some(g) =
+                gate.take_if(|g| out.stdout.iter().filter(|&&b| b == 0).count() >= g.fields)
+            {
+                let go = (g.decide)(&out.stdout);
+                let answered = async {
+                    if go {
+                        channel.get().data(&b"y\n"[..]).await?;
+                    }
+                    channel.get().eof().await
+                };
+                if let Err(e) = answered.await {
+                    return Err(self.lost_or(e));
+                }
             }
             match msg {
                 ChannelMsg::ExitStatus {
@@ -551,13 +673,12 @@ async fn authenticate(
     handle: &mut client::Handle<ClientHandler>,
     target: &Target,
     addr: &str,
-    auth: &Auth,
-    key: Option<Arc<PrivateKey>>,
+    auth: &Credentials,
 ) -> Result<(), SshError> {
     let user = target.user.as_str();
-    let result = match (auth, key) {
-        (Auth::Password(password), _) => handle.authenticate_password(user, password).await,
-        (Auth::PrivateKey { .. }, Some(key)) => {
+    let result = match auth {
+        Credentials::Password(password) => handle.authenticate_password(user, password).await,
+        Credentials::Key(key) => {
             // RSA keys must sign with a hash the server accepts
             // (rsa-sha2-512/256; plain ssh-rsa/SHA-1 only for old servers).
             let hash = if key.algorithm().is_rsa() {
@@ -570,13 +691,8 @@ async fn authenticate(
                 None
             };
             handle
-                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
                 .await
-        }
-        (Auth::PrivateKey { .. }, None) => {
-            return Err(SshError::Channel(
-                "internal error: key not decoded".to_owned(),
-            ));
         }
     }
     .map_err(|e| SshError::from_russh(e, addr))?;

@@ -4,15 +4,17 @@ use base64::Engine;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::run_command::Gate;
 use super::{CallCtx, ToolError, ToolOutput, ToolSpec, run_command, schema_of};
 use crate::security;
 
 pub(super) const SPEC: ToolSpec = ToolSpec {
     name: "ssh_cat_file",
     title: "Read a remote file",
-    description: "Read a file under the allowed roots (/etc, /var/log, /home, /tmp, /opt, \
-                  /usr/share, /proc, /sys, /srv), never secrets such as /etc/shadow or SSH keys. \
-                  Binary content is returned as base64.",
+    description: "Read a regular file under the allowed roots (/etc, /var/log, /home, /tmp, \
+                  /opt, /usr/share, /proc, /sys, /srv), never secrets such as /etc/shadow or SSH \
+                  keys, nor files only their owner may read. Binary content is returned as \
+                  base64.",
     read_only: true,
     input: schema_of::<Args>,
     output: schema_of::<Output>,
@@ -96,36 +98,45 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
             "max_size must be 1..={MAX_SIZE_LIMIT}"
         )));
     }
-    // The allowlist sees `cat PATH` as any client's command; the target then reads the file
-    // the path leads to, printing that resolved path (and a NUL) first, and it is checked
-    // before any content is used.
+    // The allowlist sees `cat PATH` as any client's command; the target then opens the path,
+    // says what it opened, and reads that descriptor only once the server has checked it
+    // (`security::opened`): nothing of a refused file is read.
     run_command::allowed(ctx, &format!("cat {path}"))?;
-    let remote = security::cat_resolved(&path);
+    let remote = security::open_then_read(&path);
+    let gate = Gate {
+        fields: security::HEADER_FIELDS,
+        decide: security::may_read as fn(&[u8]) -> bool,
+    };
     let mut out = run_command::exec_remote(
         ctx,
         &session,
         &remote,
         None,
-        Some(max.saturating_add(RESOLVED_PATH_MAX)),
+        Some(max.saturating_add(security::HEADER_MAX)),
+        Some(gate),
     )
     .await?;
-    if out.exit_status != Some(0) {
-        return Err(ToolError::Failed(format!(
+    let cannot_read = |why: &str| {
+        ToolError::Failed(format!(
             "cannot read {path}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let Some(end) = out.stdout.iter().position(|&b| b == 0) else {
-        return Err(ToolError::Failed(format!(
-            "cannot read {path}: the target did not say where it leads"
-        )));
+            if why.is_empty() {
+                "the target did not say what it opened"
+            } else {
+                why
+            }
+        ))
     };
-    let resolved = String::from_utf8_lossy(&out.stdout[..end]).into_owned();
-    security::validate_resolved(&resolved).map_err(|b| {
+    let Some((opened, header)) = security::parse_header(&out.stdout) else {
+        return Err(cannot_read(String::from_utf8_lossy(&out.stderr).trim()));
+    };
+    security::check_opened(&opened).map_err(|b| {
         ctx.app.metrics.ssh_commands_blocked.inc();
         ToolError::Blocked(format!("{path}: {}", b.reason))
     })?;
-    out.stdout.drain(..=end);
+    if out.exit_status != Some(0) {
+        return Err(cannot_read(String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    out.stdout.drain(..header);
     if out.stdout.len() > max {
         out.stdout.truncate(max);
         out.truncated = true;
@@ -148,9 +159,6 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
     };
     Ok(ToolOutput::new(result.content.clone(), &result))
 }
-
-/// Room in the output for the resolved path the target prints first (PATH_MAX and its NUL).
-const RESOLVED_PATH_MAX: usize = 4097;
 
 #[cfg(test)]
 mod tests {

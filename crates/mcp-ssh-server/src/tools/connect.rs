@@ -136,12 +136,21 @@ pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, To
         port: args.port,
         user: args.user,
     };
+    // The cheap checks are done: the attempt begins (bounded per client and per address),
+    // and the key is decoded (in this address's turn) before a pool slot is reserved, so a
+    // key that cannot be decoded never holds one.
+    let _attempt = ctx
+        .app
+        .connect_attempts
+        .begin(ctx.client, ctx.address)
+        .map_err(|e| ToolError::Failed(e.to_string()))?;
+    let credentials = auth.prepare(timeout, ctx.address).await?;
     let lease = ctx
         .app
         .pool
         .acquire_with(
             &target,
-            &auth,
+            &credentials,
             &opts,
             if args.reuse {
                 Reuse::Pooled

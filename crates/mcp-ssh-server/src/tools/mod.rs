@@ -17,6 +17,7 @@ mod network;
 mod pool_stats;
 mod run_command;
 
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use schemars::JsonSchema;
@@ -46,6 +47,9 @@ pub enum ToolError {
     /// Anything else the tool reports (pool exhausted, ...).
     #[error("{0}")]
     Failed(String),
+    /// The server stopped while the call was still running.
+    #[error("the server is shutting down; the call was stopped")]
+    ShuttingDown,
 }
 
 /// What a successful tool call returns: a human-readable text and the structured result.
@@ -73,6 +77,10 @@ pub struct CallCtx<'a> {
     pub app: &'a App,
     /// The caller, for ownership of SSH sessions.
     pub owner: &'a Owner,
+    /// The caller as per-client limits count it (its MCP session, or its client identity).
+    pub client: &'a str,
+    /// The caller's network ([`crate::ratelimit::network_of`]), as per-address limits count it.
+    pub address: IpAddr,
 }
 
 impl CallCtx<'_> {

@@ -1,15 +1,20 @@
-//! `ssh_pool_stats`: the pool's counters and per-target connection counts.
+//! `ssh_pool_stats`: the pool's counters, and the connection counts of the caller's own
+//! targets (those of the SSH sessions it holds): one client learns nothing of which hosts the
+//! others use (before, every client's `user@host:port` was listed to anyone).
+
+use std::collections::HashSet;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CallCtx, ToolError, ToolOutput, ToolSpec, schema_of};
+use crate::pool::PoolKey;
 
 pub(super) const SPEC: ToolSpec = ToolSpec {
     name: "ssh_pool_stats",
     title: "Connection pool statistics",
-    description: "Pool hits, misses, creates, health-check failures and per-target counts; \
-                  optionally only the targets on one host.",
+    description: "Pool hits, misses, creates, health-check failures, and connection counts \
+                  of the targets of your own sessions; optionally only those on one host.",
     read_only: true,
     input: schema_of::<Args>,
     output: schema_of::<Output>,
@@ -56,11 +61,21 @@ struct Output {
 
 pub(super) async fn call(ctx: &CallCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> {
     let m = &ctx.app.metrics;
+    // A caller without an identity (a stateless client without a token) lists no session, so
+    // it sees no target.
+    let mine: HashSet<PoolKey> = ctx
+        .app
+        .sessions
+        .list(ctx.owner)
+        .iter()
+        .map(|s| s.lease().key().clone())
+        .collect();
     let pools: Vec<TargetInfo> = ctx
         .app
         .pool
         .stats()
         .into_iter()
+        .filter(|(k, _)| mine.contains(k))
         .filter(|(k, _)| args.host.as_ref().is_none_or(|h| &k.host == h))
         .map(|(k, s)| TargetInfo {
             target: k.to_string(),

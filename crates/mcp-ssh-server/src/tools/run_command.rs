@@ -87,6 +87,7 @@ pub(super) async fn exec_checked(
         &security::to_remote_command(&argv),
         timeout,
         max_output,
+        None,
     )
     .await
 }
@@ -99,20 +100,29 @@ pub(super) fn allowed(ctx: &CallCtx<'_>, command: &str) -> Result<Vec<String>, T
     })
 }
 
-/// Run an already checked and rendered remote command, and count it.
+/// A command's go-ahead gate ([`crate::ssh::Connection::exec_gated`]).
+pub(super) type Gate = crate::ssh::Gate<fn(&[u8]) -> bool>;
+
+/// Run an already checked and rendered remote command (behind `gate`, if any), and count it.
 pub(super) async fn exec_remote(
     ctx: &CallCtx<'_>,
     session: &SshSession,
     remote: &str,
     timeout: Option<Duration>,
     max_output: Option<usize>,
+    gate: Option<Gate>,
 ) -> Result<ExecOutput, ToolError> {
     let metrics = &ctx.app.metrics;
     let limits = ExecLimits {
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT),
         max_output: max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
     };
-    let result = session.lease().conn().exec(remote, &limits).await;
+    let conn = session.lease().conn();
+    let stop = ctx.app.stopping.cancelled();
+    let result = match gate {
+        Some(gate) => conn.exec_gated(remote, &limits, stop, gate).await,
+        None => conn.exec_until(remote, &limits, stop).await,
+    };
     let status = match &result {
         Ok(o) if o.exit_status == Some(0) => "success",
         Ok(_) => "nonzero",

@@ -2,7 +2,7 @@
 //! ephemeral port, and talk MCP to it over real HTTP in either protocol era.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -21,11 +21,102 @@ pub async fn server(flags: &[&str]) -> Running {
     mcp_ssh_server::start(config).await.expect("server starts")
 }
 
+/// The real binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-ssh-server");
+
+/// The server binary running as a process, killed if a test ends (or panics) before it exits.
+#[derive(Debug)]
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Its resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib * 1024)
+    }
+}
+
+/// Starts the binary on a free port with `flags`; returns it and its address once `/health`
+/// answers. Its log (RUST_LOG=info) is on its stderr pipe.
+pub async fn start_binary(flags: &[&str]) -> (Server, SocketAddr) {
+    let port = sshlab_testkit::free_port();
+    let child = std::process::Command::new(BIN)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let server = Server(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    sshlab_testkit::wait_until("server /health", Duration::from_secs(10), || async move {
+        reqwest::get(format!("http://{addr}/health")).await.is_ok()
+    })
+    .await
+    .expect("server ready");
+    (server, addr)
+}
+
+/// A real sshd with the password user testuser/testpass ([`Client::connect_testuser`]).
+pub fn sshd_testuser() -> sshlab_testkit::Sshd {
+    sshlab_testkit::SshdBuilder::new()
+        .password_user("testuser", "testpass")
+        .start()
+        .expect("sshd fixture starts (needs root and openssh-server)")
+}
+
+/// A fresh directory under /tmp (an allowed root) that the target's users may enter (0755);
+/// removed on drop.
+pub fn shared_tmp_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 pub fn http() -> reqwest::Client {
+    http_from(None)
+}
+
+/// An HTTP client whose connections come from `local` (a loopback address such as 127.0.0.2:
+/// on Linux all of 127.0.0.0/8 is loopback, so tests can be several remote addresses).
+pub fn http_from(local: Option<IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .local_address(local)
         .build()
         .expect("client")
+}
+
+/// 127.0.0.`n`: one of the distinct client addresses a test may use.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A raw TCP connection to `addr` from the address `local`.
+pub async fn tcp_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 /// A raw HTTP answer.
@@ -38,7 +129,17 @@ pub struct Answer {
 }
 
 pub async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut req = http()
+    post_raw_from(None, addr, headers, body).await
+}
+
+/// [`post_raw`] from the address `local`.
+pub async fn post_raw_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = http_from(local)
         .post(format!("http://{addr}/mcp"))
         .body(body.to_owned());
     for (k, v) in headers {
@@ -84,16 +185,24 @@ pub struct Client {
     pub era: Era,
     pub session: Option<String>,
     pub bearer: Option<String>,
+    /// The address its requests come from (`None`: the system's choice, 127.0.0.1).
+    pub local: Option<IpAddr>,
     next_id: u64,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr, era: Era) -> Self {
+        Self::connect_from(None, addr, era).await
+    }
+
+    /// [`Client::connect`] from the address `local`.
+    pub async fn connect_from(local: Option<IpAddr>, addr: SocketAddr, era: Era) -> Self {
         let mut c = Self {
             addr,
             era,
             session: None,
             bearer: None,
+            local,
             next_id: 1,
         };
         if era == Era::Legacy {
@@ -120,6 +229,7 @@ impl Client {
             era: Era::Legacy,
             session: Some(session_id(initialized)),
             bearer: None,
+            local: None,
             next_id: 2,
         }
     }
@@ -179,7 +289,7 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let a = post_raw(self.addr, &h, &body.to_string()).await;
+        let a = post_raw_from(self.local, self.addr, &h, &body.to_string()).await;
         if a.status == 200 {
             assert_eq!(a.body["id"], id, "response id must echo the request id");
         }
@@ -194,7 +304,7 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        post_raw(self.addr, &h, &body.to_string()).await
+        post_raw_from(self.local, self.addr, &h, &body.to_string()).await
     }
 
     /// tools/call whose HTTP client gives up after `after` and closes its connection, as a
@@ -206,6 +316,7 @@ impl Client {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
         let client = reqwest::Client::builder()
             .timeout(after)
+            .local_address(self.local)
             .build()
             .expect("client");
         let mut req = client
@@ -273,7 +384,7 @@ impl Client {
     }
 
     pub async fn delete(&self) -> u16 {
-        let mut req = http().delete(format!("http://{}/mcp", self.addr));
+        let mut req = http_from(self.local).delete(format!("http://{}/mcp", self.addr));
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
@@ -304,4 +415,36 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// A real `ssh-keygen` key (encrypted, bcrypt) whose rounds field is set to `rounds`.
+pub fn key_with_rounds(rounds: u32) -> String {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("k");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q", "-t", "ed25519", "-N", "pass", "-a", "16", "-C", "", "-f",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(ok.success());
+    let pem = std::fs::read_to_string(&path).expect("key");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut bytes = b64.decode(body).expect("base64");
+    // magic, cipher string, kdf string, then kdfoptions: len, salt string, rounds.
+    let be = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut at = "openssh-key-v1\0".len();
+    at += 4 + be(&bytes, at); // cipher
+    at += 4 + be(&bytes, at); // kdf
+    at += 4; // kdfoptions' length
+    at += 4 + be(&bytes, at); // salt
+    assert_eq!(be(&bytes, at), 16, "the rounds ssh-keygen wrote");
+    bytes[at..at + 4].copy_from_slice(&rounds.to_be_bytes());
+    format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+        b64.encode(bytes)
+    )
 }
