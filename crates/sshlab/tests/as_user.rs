@@ -128,9 +128,18 @@ fn runner(
         // the group; a daemonized httpd would escape it).
         .map(|p| format!("busybox httpd -f -p {ip}:{p} -h {} &\n", www.display()))
         .collect();
+    // vng, which the real runners run, keeps its files under $HOME = the working directory
+    // (`sshlab vm runners`) and opens them by their absolute path: every directory above it
+    // must let the runner's user through.
     script(
         "microvm-run",
-        format!("echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n{serves}exec sleep 1000\n"),
+        format!(
+            "echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n\
+             export HOME=\"$PWD\"\n\
+             mkdir -p \"$HOME/.config/virtme-ng\" && : >\"$HOME/.config/virtme-ng/virtme-ng.conf\" || \
+             {{ echo \"{vm}: cannot reach my working directory $HOME by its path\"; exit 1; }}\n\
+             {serves}exec sleep 1000\n"
+        ),
     );
     r
 }
@@ -216,31 +225,31 @@ fn sshlab_in(
     for (k, v) in env {
         inner.push_str(&format!("{k}='{v}' "));
     }
-    // A copy in the world-readable scratch dir: the checkout (and so target/) may sit in a
-    // directory only root can enter (CI clones into a mktemp dir, mode 0700).
+    inner.push_str(&format!("'{}'", sshlab_copy(dir).display()));
+    for a in args {
+        inner.push_str(&format!(" '{a}'"));
+    }
+    run(&mut in_private_mounts(ns, &inner))
+}
+
+/// A copy of `sshlab` in the world-readable scratch dir `dir`: the checkout (and so target/)
+/// may sit in a directory only root can enter (CI clones into a mktemp dir, mode 0700).
+fn sshlab_copy(dir: &Path) -> PathBuf {
     let bin = dir.join("sshlab");
     if !bin.exists() {
         std::fs::copy(SSHLAB, &bin).expect("copy sshlab");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    inner.push_str(&format!("'{}'", bin.display()));
-    for a in args {
-        inner.push_str(&format!(" '{a}'"));
-    }
-    run(Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &inner,
-        ])
-        .current_dir("/"))
+    bin
+}
+
+/// `sh -c SCRIPT` inside `ns` and a private mount namespace of its own, from `/`.
+fn in_private_mounts(ns: &Netns, script: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "unshare", "--mount"])
+        .args(["--propagation", "private", "sh", "-c", script])
+        .current_dir("/");
+    cmd
 }
 
 #[cfg(test)]
@@ -249,7 +258,7 @@ mod tests {
 
     #[test]
     fn the_results_share_is_handed_over_only_when_safe() {
-        use sshlab::vm::invoker::{Credentials, ensure_runtime_root, prepare_results};
+        use sshlab::vm::invoker::{Credentials, ensure_runtime_dir, prepare_results};
         if !is_root() {
             return;
         }
@@ -301,14 +310,20 @@ mod tests {
         let squatted = dir.path().join("squatted");
         std::fs::create_dir(&squatted).expect("mkdir");
         std::os::unix::fs::chown(&squatted, Some(UID), Some(UID)).expect("chown");
-        let e = ensure_runtime_root(&squatted).expect_err("not ours");
+        let e = ensure_runtime_dir(&squatted).expect_err("not ours");
         assert!(e.to_string().contains("not this user's alone"), "{e:#}");
-        ensure_runtime_root(&dir.path().join("mine")).expect("made here, 0700");
-        let mode = std::fs::metadata(dir.path().join("mine"))
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700);
+        // Root's are made 0755 (the runners' user passes through), and one an older sshlab
+        // left at 0700 is opened to 0755.
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+        let mine = dir.path().join("mine/lab");
+        ensure_runtime_dir(&mine).expect("made here");
+        assert_eq!(
+            (mode(&mine), mode(mine.parent().expect("parent"))),
+            (0o755, 0o755)
+        );
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        ensure_runtime_dir(&mine).expect("root's own");
+        assert_eq!(mode(&mine), 0o755);
     }
 
     #[test]
@@ -508,5 +523,114 @@ mod tests {
             runtime.display()
         );
         assert!(results.join(".virtiofsd-probe").is_file());
+    }
+
+    /// Issue 21: from no state at all (an empty tmpfs over `/run` and `/var/lib` in a private
+    /// mount namespace: no `/run/sshlab`, no `/var/lib/sshlab`), under `umask`, as a user would:
+    /// `sudo sshlab net up --owner` (which makes the results directory), `sudo sshlab vm up
+    /// --backend microvm` for that user (stand-in runners that reach their working directory by
+    /// its absolute path, as vng does), `vm status` as the user (root's lab is found and read),
+    /// then `vm down` and `net down`. Returns each step's exit code and output, and the mode,
+    /// owner and path of every directory the lab made.
+    fn from_no_state(umask: &str) -> (Vec<(String, i32, String)>, Vec<String>) {
+        let dir = scratch(&format!("fresh{umask}"));
+        let ns = Netns::new(&format!("fresh{umask}")).expect("root");
+        ns.ip(&["link", "set", "lo", "up"]);
+        let topology = sshlab_core::Topology::load(Path::new(REPO).join("vms/topology.toml"))
+            .expect("topology");
+        for vm in &topology.vms {
+            ns.ip(&["addr", "add", &format!("{}/32", vm.ip), "dev", "lo"]);
+        }
+        // The compiled-in lab files: the results directory is the real /var/lib/sshlab/results.
+        let runners = runner_flags(dir.path(), Path::new(REPO)).join(" ");
+        let bin = sshlab_copy(dir.path());
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        let (sh, o) = (bin.display(), out.display());
+        let script = format!(
+            r#"set -u
+umask {umask}
+unset SUDO_UID SUDO_GID SUDO_USER SSHLAB_ROOT XDG_RUNTIME_DIR
+mount -t tmpfs -o mode=0755 sshlab-r21-run /run
+mount -t tmpfs -o mode=0755 sshlab-r21-varlib /var/lib
+step() {{ name=$1; shift; "$@" >"{o}/$name.out" 2>&1; echo "$name $?" >>"{o}/rc"; }}
+sudo="env SUDO_UID={UID} SUDO_GID={UID} SUDO_USER={USER}"
+step net-up {sh} net up --no-netem --owner {UID}
+step vm-up $sudo {sh} vm up --backend microvm --ready-timeout 20 {runners}
+step status-as-user setpriv --reuid={UID} --regid={UID} --clear-groups {sh} vm status --json
+for p in /run/sshlab /run/sshlab/default /run/sshlab/default/state.json \
+  /run/sshlab/default/microvm /run/sshlab/default/microvm/* /var/lib/sshlab /var/lib/sshlab/results; do
+  stat -c '%a %u %n' "$p"
+done >"{o}/modes" 2>&1
+step vm-down $sudo {sh} vm down
+step net-down {sh} net down
+"#
+        );
+        let status = in_private_mounts(&ns, &script)
+            .status()
+            .expect("run the script");
+        assert!(status.success(), "the script itself failed: {status}");
+        let rc = std::fs::read_to_string(out.join("rc")).unwrap_or_default();
+        let steps = rc
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, code)| {
+                let text =
+                    std::fs::read_to_string(out.join(format!("{name}.out"))).unwrap_or_default();
+                (name.to_owned(), code.parse().unwrap_or(-1), text)
+            })
+            .collect();
+        let modes = std::fs::read_to_string(out.join("modes"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            leftovers(dir.path()),
+            Vec::<String>::new(),
+            "processes left"
+        );
+        (steps, modes)
+    }
+
+    #[test]
+    fn r21_from_no_state_under_umask_077_and_022() {
+        if !is_root() {
+            return;
+        }
+        for umask in ["077", "022"] {
+            let (steps, modes) = from_no_state(umask);
+            let report = steps
+                .iter()
+                .map(|(n, c, t)| format!("--- {n}: exit {c}\n{t}"))
+                .collect::<String>()
+                + &format!("--- modes\n{}\n", modes.join("\n"));
+            println!("umask {umask}:\n{report}");
+            let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                ["net-up", "vm-up", "status-as-user", "vm-down", "net-down"],
+                "umask {umask}: {report}"
+            );
+            for (name, code, _) in &steps {
+                assert_eq!(*code, 0, "umask {umask}: {name} failed:\n{report}");
+            }
+            // Explicit modes whatever the umask: root's runtime directories let the runners'
+            // user through (and its `vm status` read the state), the runner's working
+            // directory is the user's alone, the results directory and its parent are
+            // reachable, the results directory the user's.
+            let want = [
+                "755 0 /run/sshlab".to_owned(),
+                "755 0 /run/sshlab/default".to_owned(),
+                "644 0 /run/sshlab/default/state.json".to_owned(),
+                "755 0 /run/sshlab/default/microvm".to_owned(),
+                format!("700 {UID} /run/sshlab/default/microvm/agent"),
+                format!("700 {UID} /run/sshlab/default/microvm/mcp"),
+                format!("700 {UID} /run/sshlab/default/microvm/target"),
+                "755 0 /var/lib/sshlab".to_owned(),
+                format!("755 {UID} /var/lib/sshlab/results"),
+            ];
+            assert_eq!(modes, want, "umask {umask}: {report}");
+        }
     }
 }

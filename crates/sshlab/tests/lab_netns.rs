@@ -197,7 +197,7 @@ mod tests {
 
     /// A real OpenSSH client in the MCP VM's namespace logging in by password (given by an
     /// SSH_ASKPASS script, so no sshpass is needed). Returns the output and the wall time.
-    fn ssh(lab: &Lab, askpass: &Path, port: u16) -> (Output, Duration) {
+    fn ssh(lab: &Lab, askpass: &Path, port: u16, command: &str) -> (Output, Duration) {
         let started = Instant::now();
         let out = lab
             .exec("mcp", "ssh")
@@ -206,7 +206,7 @@ mod tests {
             .args(["-o", "PubkeyAuthentication=no"])
             .args(["-o", "PreferredAuthentications=password"])
             .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
-            .args(["-p", &port.to_string(), "testuser@10.178.0.20", "hostname"])
+            .args(["-p", &port.to_string(), "testuser@10.178.0.20", command])
             .env("SSH_ASKPASS", askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .stdin(Stdio::null())
@@ -232,7 +232,9 @@ mod tests {
             return;
         }
         let missing = lab.ns.missing_qdisc_modules();
-        let out = lab.sshlab(&["vm", "up"]);
+        // Started under the strictest umask (sudo passes the caller's on): the target's
+        // accounts must still read its /etc, their homes and the seed's files (issue 21).
+        let out = lab.sshlab_under_umask(Some("077"), &["vm", "up"]);
         assert!(out.status.success(), "{}", text(&out));
 
         let out = lab.sshlab(&["vm", "status"]);
@@ -273,16 +275,34 @@ mod tests {
         )
         .unwrap();
 
-        let (ok, fast) = ssh(&lab, &askpass, 2222);
+        let (ok, fast) = ssh(&lab, &askpass, 2222, "hostname");
         assert!(ok.status.success(), "2222: {}", text(&ok));
         assert!(!ok.stdout.is_empty(), "hostname printed: {}", text(&ok));
+        let (files, _) = ssh(
+            &lab,
+            &askpass,
+            2222,
+            "id -un && cd && pwd && head -1 /etc/test-file.txt && wc -l </etc/large-test-file.txt",
+        );
+        let seen = String::from_utf8_lossy(&files.stdout).into_owned();
+        let lines: Vec<&str> = seen.lines().collect();
+        assert!(
+            files.status.success()
+                && lines.len() == 4
+                && lines[0] == "testuser"
+                && lines[1].ends_with("/target/home/testuser")
+                && lines[2] == "This is a test file for the sshlab target."
+                && lines[3] == "1000",
+            "the target's files as testuser: {}",
+            text(&files)
+        );
 
-        let (slow_out, slow) = ssh(&lab, &askpass, 2225);
+        let (slow_out, slow) = ssh(&lab, &askpass, 2225, "hostname");
         assert!(slow_out.status.success(), "2225: {}", text(&slow_out));
         assert!(slow >= Duration::from_secs(2), "slow-auth took {slow:?}");
         assert!(fast < Duration::from_secs(2), "standard took {fast:?}");
 
-        let (denied, _) = ssh(&lab, &askpass, 2226);
+        let (denied, _) = ssh(&lab, &askpass, 2226, "hostname");
         assert_eq!(denied.status.code(), Some(255), "2226: {}", text(&denied));
         assert!(
             String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),

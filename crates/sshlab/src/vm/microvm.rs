@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
+use super::dirs;
 use super::error::Error;
 use super::guest::GuestReport;
 use super::invoker::prepare_results;
@@ -101,7 +102,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         {
             return Err(e).with_context(|| format!("cannot clear {}", work.display()));
         }
-        std::fs::create_dir_all(&work)
+        // `<lab>/microvm` is root's (0755: the runners' user passes through); each runner's
+        // working directory is the runners' user's alone (0700), whatever the umask.
+        if let Some(parent) = work.parent() {
+            dirs::create_dir_all(parent, 0o755)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        dirs::create_dir_all(&work, 0o700)
             .with_context(|| format!("cannot create {}", work.display()))?;
         if let Some(c) = &cred {
             std::os::unix::fs::chown(&work, Some(c.uid), Some(c.gid))

@@ -15,6 +15,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod dirs;
 pub mod error;
 pub mod guest;
 pub mod hypervisor;
@@ -214,11 +215,17 @@ impl State {
         }
     }
 
-    /// Writes the state file atomically (a temporary file renamed over it).
+    /// Writes the state file atomically (a temporary file renamed over it), mode 0644: a
+    /// user's `vm status` reads root's (it holds pids and paths, nothing secret).
     pub fn save(&self, cfg: &VmConfig) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&cfg.runtime)?;
+        dirs::create_dir_all(
+            &cfg.runtime,
+            invoker::runtime_mode(nix::unistd::geteuid().as_raw()),
+        )
+        .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
         let tmp = cfg.runtime.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        dirs::write_file(&tmp, &serde_json::to_vec_pretty(self)?, 0o644)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, cfg.state_path())?;
         Ok(())
     }
@@ -301,11 +308,11 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             cfg.state_path().display()
         )));
     }
+    // The runtime root, then the lab's directory: root's shared 0755, a user's 0700.
     if let Some(root) = cfg.runtime.parent() {
-        invoker::ensure_runtime_root(root)?;
+        invoker::ensure_runtime_dir(root)?;
     }
-    std::fs::create_dir_all(&cfg.runtime)
-        .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
+    invoker::ensure_runtime_dir(&cfg.runtime)?;
     let mut state = State {
         lab: cfg.lab.clone(),
         backend: cfg.backend,

@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use sshlab_core::Topology;
 use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 
+use super::dirs;
 use super::error::Error;
 use super::guest::GuestReport;
 use super::hypervisor::{self, START_ORDER};
@@ -355,7 +356,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         {
             return Err(e).with_context(|| format!("cannot clear {}", work.display()));
         }
-        std::fs::create_dir_all(&work)
+        // qemu runs as root: its working directories are root's alone.
+        dirs::create_dir_all(&work, 0o700)
             .with_context(|| format!("cannot create {}", work.display()))?;
         let log = cfg.runtime.join(format!("{vm}.log"));
         let spec = GuestSpec {
