@@ -156,6 +156,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         wait_ready(vm, &procs, &log, cfg.ready_timeout(DEFAULT_READY), || {
             hypervisor::ready(vm, topology, &ep)
         })?;
+        hypervisor::record_descendants(state, vm);
+        state.save(cfg)?;
         println!(
             "vm up: {vm} ready after {:.1} s (runner {}, log {})",
             started.elapsed().as_secs_f64(),

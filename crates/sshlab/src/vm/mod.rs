@@ -440,14 +440,13 @@ pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
                     s.backend.as_str()
                 )));
             }
-            if let Some(p) = s
-                .procs
-                .iter()
-                .find(|p| p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
-            {
+            if let Some(p) = s.procs.iter().find(|p| {
+                (p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
+                    || p.members.iter().any(|m| m.alive() && !m.owned_by(uid))
+            }) {
                 bail!(Error::Conflict(format!(
-                    "{} (owned by uid {uid}) names pid {} ({}), which is not that user's own \
-                     process group: refusing to act on it",
+                    "{} (owned by uid {uid}) names pid {} ({}) or one of its processes, which \
+                     is not that user's own: refusing to act on it",
                     cfg.state_path().display(),
                     p.pid,
                     p.what

@@ -380,6 +380,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         wait_ready(vm, std::slice::from_ref(&p), &log, timeout, || {
             hypervisor::ready(vm, topology, &ep)
         })?;
+        hypervisor::record_descendants(state, vm);
+        state.save(cfg)?;
         // The guest's own account of itself, from its console.
         let report = GuestReport::wait_in_log(&log, Duration::from_secs(30)).ok_or_else(|| {
             Error::NotReady(format!(
