@@ -410,4 +410,63 @@ mod tests {
             "vm down returned while pid {child} (outside the runner's process group) still ran: {out:?}"
         );
     }
+
+    /// Issue 21: microvm.nix runs virtiofsd under supervisord, which restarts a virtiofsd
+    /// that exits (then gives up on it) and keeps running itself, so "virtiofsd-run exited"
+    /// never happens there; the stand-in does the same. `vm up` says that virtiofsd-run runs
+    /// but its socket never appeared, with supervisord's log, and starts no microvm-run whose
+    /// qemu would only fail to connect to the socket.
+    #[test]
+    fn r21_a_supervised_virtiofsd_that_never_starts_is_named() {
+        let s = Scratch::new("r21fsd");
+        let order = s.0.join("order");
+        let ((a, m, t), topo) = free_topology(&s.0);
+        let ra = runner(&s.0, "agent", &order, Some(("127.0.0.5", a)));
+        script(
+            &ra.join("bin/virtiofsd-run"),
+            "for i in 1 2 3 4; do\n\
+             echo \"INFO spawned: 'virtiofsd-results' with pid $((100 + i))\"\n\
+             echo \"INFO exited: virtiofsd-results (exit status 1; not expected)\"\n\
+             done\n\
+             echo \"INFO gave up: virtiofsd-results entered FATAL state, too many start retries too quickly\"\n\
+             exec sleep 1000\n",
+        );
+        // qemu's vhost-user-fs chardev connects to the socket when it starts.
+        let agent_run = ra.join("bin/microvm-run");
+        let serve = std::fs::read_to_string(&agent_run).unwrap();
+        script(
+            &agent_run,
+            &format!(
+                "[ -e agent-virtiofs-results.sock ] || {{ echo \"qemu-system-x86_64: -chardev \
+                 socket,id=fs0,path=agent-virtiofs-results.sock: Failed to connect to \
+                 'agent-virtiofs-results.sock': No such file or directory\"; exit 1; }}\n{}",
+                serve.trim_start_matches("#!/bin/sh\n")
+            ),
+        );
+        let rm = runner(&s.0, "mcp", &order, Some(("127.0.0.10", m)));
+        let rt = runner(&s.0, "target", &order, Some(("127.0.0.20", t)));
+        let cfg = config(&s.0, three(rt, rm, ra), 3);
+        let err = vm::up(&cfg, &topo, None).unwrap_err();
+        let e = format!("{err:#}");
+        println!("{e}");
+        assert_eq!(vm::Error::exit_code_of(&err), 3, "not ready: {e}");
+        assert!(
+            e.contains("VM agent: virtiofsd-run (pid")
+                && e.contains("no virtiofsd socket appeared")
+                && e.contains("supervisord")
+                && e.contains("gave up: virtiofsd-results entered FATAL state"),
+            "{e}"
+        );
+        let lines = order_lines(&order);
+        let names: Vec<&str> = lines.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            names,
+            ["target", "mcp"],
+            "the agent's microvm-run must not start"
+        );
+        for (_, pid) in &lines {
+            assert!(gone(*pid), "pid {pid} left running");
+        }
+        assert!(State::load(&cfg).unwrap().is_none());
+    }
 }
