@@ -97,6 +97,7 @@ fn runner(
     std::fs::create_dir_all(r.join("bin")).expect("mkdir");
     std::fs::create_dir_all(r.join("www")).expect("mkdir");
     std::fs::write(r.join("www/health"), "healthy\n").expect("write");
+    std::fs::write(r.join("www/metrics"), "mcp_ssh_stand_in 1\n").expect("write");
     let script = |name: &str, body: String| {
         let p = r.join("bin").join(name);
         std::fs::write(&p, format!("#!/bin/sh\nset -u\n{body}")).expect("write");
@@ -525,14 +526,24 @@ mod tests {
         assert!(results.join(".virtiofsd-probe").is_file());
     }
 
-    /// Issue 21: from no state at all (an empty tmpfs over `/run` and `/var/lib` in a private
-    /// mount namespace: no `/run/sshlab`, no `/var/lib/sshlab`), under `umask`, as a user would:
-    /// `sudo sshlab net up --owner` (which makes the results directory), `sudo sshlab vm up
-    /// --backend microvm` for that user (stand-in runners that reach their working directory by
-    /// its absolute path, as vng does), `vm status` as the user (root's lab is found and read),
-    /// then `vm down` and `net down`. Returns each step's exit code and output, and the mode,
-    /// owner and path of every directory the lab made.
-    fn from_no_state(umask: &str) -> (Vec<(String, i32, String)>, Vec<String>) {
+    /// What a step script of [`from_no_state`] gets: the world-readable scratch dir, `sshlab`
+    /// (a copy in it) and the stand-in runners' `--runner` flags.
+    struct Fresh {
+        dir: PathBuf,
+        sshlab: PathBuf,
+        runners: Vec<String>,
+    }
+
+    /// Issue 21: runs `steps` (shell; `step NAME CMD...` records a step's exit code and
+    /// output, `modes` the mode, owner and path of every directory the lab makes, `$sudo` is
+    /// `env SUDO_UID=.. SUDO_GID=.. SUDO_USER=..` of the runners' user) from no state at all (an
+    /// empty tmpfs over `/run` and `/var/lib` in a private mount namespace: no `/run/sshlab`, no
+    /// `/var/lib/sshlab`), under `umask`, inside a network namespace with the lab's addresses on
+    /// lo, where the stand-in runners listen. Returns the steps and the modes.
+    fn from_no_state(
+        umask: &str,
+        steps: impl Fn(&Fresh) -> String,
+    ) -> (Vec<(String, i32, String)>, Vec<String>) {
         let dir = scratch(&format!("fresh{umask}"));
         let ns = Netns::new(&format!("fresh{umask}")).expect("root");
         ns.ip(&["link", "set", "lo", "up"]);
@@ -542,29 +553,30 @@ mod tests {
             ns.ip(&["addr", "add", &format!("{}/32", vm.ip), "dev", "lo"]);
         }
         // The compiled-in lab files: the results directory is the real /var/lib/sshlab/results.
-        let runners = runner_flags(dir.path(), Path::new(REPO)).join(" ");
-        let bin = sshlab_copy(dir.path());
+        let fresh = Fresh {
+            dir: dir.path().to_owned(),
+            sshlab: sshlab_copy(dir.path()),
+            runners: runner_flags(dir.path(), Path::new(REPO)),
+        };
         let out = dir.path().join("out");
         std::fs::create_dir(&out).expect("mkdir");
-        let (sh, o) = (bin.display(), out.display());
+        let o = out.display();
         let script = format!(
             r#"set -u
 umask {umask}
-unset SUDO_UID SUDO_GID SUDO_USER SSHLAB_ROOT XDG_RUNTIME_DIR
+unset SUDO_UID SUDO_GID SUDO_USER SSHLAB_ROOT XDG_RUNTIME_DIR SSHLAB_VM_BACKEND
 mount -t tmpfs -o mode=0755 sshlab-r21-run /run
 mount -t tmpfs -o mode=0755 sshlab-r21-varlib /var/lib
 step() {{ name=$1; shift; "$@" >"{o}/$name.out" 2>&1; echo "$name $?" >>"{o}/rc"; }}
+modes() {{
+  for p in /run/sshlab /run/sshlab/default /run/sshlab/default/state.json \
+    /run/sshlab/default/microvm /run/sshlab/default/microvm/* /var/lib/sshlab /var/lib/sshlab/results; do
+    stat -c '%a %u %n' "$p"
+  done >"{o}/modes" 2>&1
+}}
 sudo="env SUDO_UID={UID} SUDO_GID={UID} SUDO_USER={USER}"
-step net-up {sh} net up --no-netem --owner {UID}
-step vm-up $sudo {sh} vm up --backend microvm --ready-timeout 20 {runners}
-step status-as-user setpriv --reuid={UID} --regid={UID} --clear-groups {sh} vm status --json
-for p in /run/sshlab /run/sshlab/default /run/sshlab/default/state.json \
-  /run/sshlab/default/microvm /run/sshlab/default/microvm/* /var/lib/sshlab /var/lib/sshlab/results; do
-  stat -c '%a %u %n' "$p"
-done >"{o}/modes" 2>&1
-step vm-down $sudo {sh} vm down
-step net-down {sh} net down
-"#
+{}"#,
+            steps(&fresh)
         );
         let status = in_private_mounts(&ns, &script)
             .status()
@@ -593,18 +605,38 @@ step net-down {sh} net down
         (steps, modes)
     }
 
+    /// The steps and modes as one text, for failure messages.
+    fn report(steps: &[(String, i32, String)], modes: &[String]) -> String {
+        steps
+            .iter()
+            .map(|(n, c, t)| format!("--- {n}: exit {c}\n{t}"))
+            .collect::<String>()
+            + &format!("--- modes\n{}\n", modes.join("\n"))
+    }
+
+    /// `sudo sshlab net up --owner` (which makes the results directory), `sudo sshlab vm up
+    /// --backend microvm` for that user (stand-in runners that reach their working directory
+    /// by its absolute path, as vng does), `vm status` as the user (root's lab is found and
+    /// read), `vm down`, `net down`, from no state under umask 077 and 022.
     #[test]
     fn r21_from_no_state_under_umask_077_and_022() {
         if !is_root() {
             return;
         }
         for umask in ["077", "022"] {
-            let (steps, modes) = from_no_state(umask);
-            let report = steps
-                .iter()
-                .map(|(n, c, t)| format!("--- {n}: exit {c}\n{t}"))
-                .collect::<String>()
-                + &format!("--- modes\n{}\n", modes.join("\n"));
+            let (steps, modes) = from_no_state(umask, |f| {
+                let sh = f.sshlab.display();
+                format!(
+                    "step net-up {sh} net up --no-netem --owner {UID}\n\
+                     step vm-up $sudo {sh} vm up --backend microvm --ready-timeout 20 {}\n\
+                     step status-as-user setpriv --reuid={UID} --regid={UID} --clear-groups {sh} vm status --json\n\
+                     modes\n\
+                     step vm-down $sudo {sh} vm down\n\
+                     step net-down {sh} net down\n",
+                    f.runners.join(" ")
+                )
+            });
+            let report = report(&steps, &modes);
             println!("umask {umask}:\n{report}");
             let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
             assert_eq!(
@@ -632,5 +664,90 @@ step net-down {sh} net down
             ];
             assert_eq!(modes, want, "umask {umask}: {report}");
         }
+    }
+
+    /// Every command of nix/apps.nix that needs no real guest runs here as `nix run` would run
+    /// it: the app's own text (nix/tests/apps.nix, evaluated from nix/apps.nix), the package's
+    /// sshlab and the runners replaced by this build's and the stand-ins, under sudo where the
+    /// README says `sudo`, from no state under umask 077. The `run` apps need real guests and an
+    /// agent: lab_microvm runs `run quick` on the same runner interface.
+    #[test]
+    fn r21_the_apps_commands_run_here() {
+        if !is_root() {
+            return;
+        }
+        let apps = nix_eval(&format!("import {REPO}/nix/tests/apps.nix"));
+        let (steps, modes) = from_no_state("077", |f| {
+            let app_dir = f.dir.join("apps");
+            std::fs::create_dir_all(&app_dir).expect("mkdir");
+            let text_of = |name: &str| -> String {
+                let mut t = apps[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no app {name} in nix/apps.nix"))
+                    .replace(
+                        "/nix/store/stub-sshlab/bin/sshlab",
+                        &f.sshlab.display().to_string(),
+                    );
+                for flag in &f.runners {
+                    let (vm, path) = flag
+                        .trim_start_matches("--runner=")
+                        .split_once('=')
+                        .expect("VM=PATH");
+                    t = t.replace(&format!("/nix/store/stub-runner-{vm}"), path);
+                }
+                assert!(!t.contains("/nix/store"), "{name}: {t}");
+                let p = app_dir.join(name);
+                std::fs::write(&p, t).expect("write");
+                p.display().to_string()
+            };
+            [
+                // README: `sudo nix run .#ssh-network-setup` (--no-netem: no sch_netem here).
+                format!(
+                    "step ssh-network-setup $sudo bash {} --no-netem",
+                    text_of("ssh-network-setup")
+                ),
+                format!(
+                    "step ssh-vm-start-all $sudo bash {} --ready-timeout 20",
+                    text_of("ssh-vm-start-all")
+                ),
+                format!("step ssh-vm-status $sudo bash {}", text_of("ssh-vm-status")),
+                format!(
+                    "step ssh-loadtest-list bash {}",
+                    text_of("ssh-loadtest-list")
+                ),
+                format!(
+                    "step ssh-loadtest-metrics bash {}",
+                    text_of("ssh-loadtest-metrics")
+                ),
+                "modes".to_owned(),
+                format!("step ssh-vm-stop $sudo bash {}", text_of("ssh-vm-stop")),
+                format!(
+                    "step ssh-network-teardown $sudo bash {}",
+                    text_of("ssh-network-teardown")
+                ),
+            ]
+            .join("\n")
+        });
+        let report = report(&steps, &modes);
+        println!("{report}");
+        for (name, code, _) in &steps {
+            assert_eq!(*code, 0, "{name} failed:\n{report}");
+        }
+        assert_eq!(steps.len(), 7, "{report}");
+        let text = |n: &str| &steps.iter().find(|(s, _, _)| s == n).expect("step").2;
+        assert!(
+            text("ssh-vm-start-all").contains("ready; state /run/sshlab/default/state.json"),
+            "{report}"
+        );
+        assert!(text("ssh-loadtest-list").contains("quick"), "{report}");
+        assert_eq!(
+            text("ssh-loadtest-metrics"),
+            "mcp_ssh_stand_in 1\n",
+            "{report}"
+        );
+        assert!(
+            modes.contains(&format!("755 {UID} /var/lib/sshlab/results")),
+            "{report}"
+        );
     }
 }

@@ -165,22 +165,7 @@ mod tests {
             .collect();
         let (out, left) = down(&ns);
         // Issue 21: `down` returns only once none of them runs (zombies aside), checked at once.
-        let running: Vec<String> = state
-            .procs
-            .iter()
-            .flat_map(|p| {
-                let me = sshlab::vm::process::Member {
-                    pid: p.pid,
-                    start_time: p.start_time,
-                };
-                std::iter::once(me).chain(p.members.iter().copied())
-            })
-            .filter(|m| m.alive())
-            .map(|m| {
-                let comm = std::fs::read_to_string(format!("/proc/{}/comm", m.pid));
-                format!("{} {}", m.pid, comm.unwrap_or_default().trim())
-            })
-            .collect();
+        let running = real_vm::still_running(&state);
         let _ = ns.sshlab(&["net", "down"], &[]);
         let _ = std::fs::remove_dir_all(&runtime);
 

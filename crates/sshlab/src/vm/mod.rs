@@ -104,6 +104,8 @@ pub struct VmConfig {
     /// `status` check it against the kernel. `None`: `--no-netem` (the degraded ports stay
     /// unshaped and `run latency_test` covers the baseline only).
     pub netem: Option<NetemProfiles>,
+    /// qemu: guests shaped as the NixOS test driver's nodes (`--test-driver`).
+    pub test_driver: bool,
 }
 
 impl VmConfig {
@@ -134,6 +136,7 @@ impl VmConfig {
             runners: Vec::new(),
             check_taps: true,
             netem: None,
+            test_driver: false,
         }
     }
 

@@ -72,7 +72,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     };
 
     // Target.
-    let files = target::prepare(&cfg.runtime.join("target"), topology, ep.target)?;
+    let files = target::prepare(&cfg.runtime.join("target"), topology)?;
     let log = cfg.runtime.join("target.log");
     let mut p = process::spawn_in(
         "target",

@@ -186,6 +186,7 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
                 socket: &socket,
                 tag: RESULTS_TAG,
             },
+            driver_shell: None,
         };
         let args: Vec<String> = qemu::vng_args(&spec, topology, vm)?
             .iter()

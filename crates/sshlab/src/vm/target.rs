@@ -44,11 +44,7 @@ pub struct TargetFiles {
 }
 
 /// Generates users, keys, configs and the wrapper script.
-pub fn prepare(
-    dir: &Path,
-    topology: &Topology,
-    ip: std::net::Ipv4Addr,
-) -> anyhow::Result<TargetFiles> {
+pub fn prepare(dir: &Path, topology: &Topology) -> anyhow::Result<TargetFiles> {
     // The overlay's /etc, the homes and the seed's files are read by the target's accounts:
     // modes set explicitly, whatever the umask (a 0700 `etc` hides /etc/passwd from them).
     for (d, mode) in [
@@ -125,7 +121,7 @@ pub fn prepare(
     let penalties = supports_keyword(&sshd, PER_SOURCE_PENALTIES);
     let mut ports = Vec::new();
     for TargetPort { role, base, netem } in topology.target_ports() {
-        let cfg = sshd_config(dir, ip, role, base, netem, penalties);
+        let cfg = sshd_config(dir, role, base, netem, penalties);
         write_file(&dir.join(format!("sshd_{base}.conf")), &cfg)?;
         ports.push((role.to_owned(), base, netem));
     }
@@ -181,18 +177,12 @@ pub fn accepts_password_login(role: &str) -> bool {
     b.password && !b.deny_all
 }
 
-fn sshd_config(
-    dir: &Path,
-    ip: std::net::Ipv4Addr,
-    role: &str,
-    base: u16,
-    netem: u16,
-    penalties: bool,
-) -> String {
+fn sshd_config(dir: &Path, role: &str, base: u16, netem: u16, penalties: bool) -> String {
     let b = behaviour(role);
     let extra = if b.deny_all { "DenyUsers *\n" } else { "" };
     let settings = ServerConfig {
-        listen: ip,
+        // Every address, as vms/target.nix's `ListenAddress 0.0.0.0:<port>`.
+        listen: std::net::Ipv4Addr::UNSPECIFIED,
         ports: &[base, netem],
         host_key: &dir.join("ssh_host_ed25519_key"),
         pid_file: &dir.join(format!("sshd_{base}.pid")),
@@ -273,16 +263,13 @@ mod tests {
         .filter(|r| !accepts_password_login(r))
         .collect();
         assert_eq!(refusing, ["key-only", "deny-all"]);
-        let ip = "10.178.0.20".parse().unwrap();
         let d = Path::new("/x");
-        let c = sshd_config(d, ip, "key-only", 2223, 2323, false);
+        let c = sshd_config(d, "key-only", 2223, 2323, false);
         assert!(c.contains("PasswordAuthentication no\n") && c.contains("Port 2323\n"));
-        assert!(sshd_config(d, ip, "deny-all", 2226, 2326, false).contains("DenyUsers *"));
-        assert!(
-            sshd_config(d, ip, "root-login", 2228, 2328, false).contains("PermitRootLogin yes")
-        );
-        assert!(sshd_config(d, ip, "slow-auth", 2225, 2325, true).contains("UsePAM yes"));
-        let std = sshd_config(d, ip, "standard", 2222, 2322, false);
-        assert!(std.contains("ListenAddress 10.178.0.20\n") && std.contains("UsePAM no"));
+        assert!(sshd_config(d, "deny-all", 2226, 2326, false).contains("DenyUsers *"));
+        assert!(sshd_config(d, "root-login", 2228, 2328, false).contains("PermitRootLogin yes"));
+        assert!(sshd_config(d, "slow-auth", 2225, 2325, true).contains("UsePAM yes"));
+        let std = sshd_config(d, "standard", 2222, 2322, false);
+        assert!(std.contains("ListenAddress 0.0.0.0\n") && std.contains("UsePAM no"));
     }
 }
