@@ -12,7 +12,8 @@
 //! Needs root, the VM tools (`scripts/install-deps vm`, `$SSHLAB_TOOLS/bin` on PATH),
 //! nix-instantiate, and release builds of mcp-ssh-server and sshlab-agent (as lab_qemu). Fails
 //! under `CI=true` when it cannot run, skips otherwise. One qemu lab boot plus the script:
-//! about 6 minutes under TCG on 2 cores.
+//! about 21 minutes under TCG on 2 cores (the script's own quick and latency_test runs take
+//! 14 of them).
 
 mod common;
 
