@@ -94,10 +94,19 @@ fn runner(
     share: Option<(&Path, Option<&str>)>,
 ) -> PathBuf {
     let r = dir.join(format!("runner-{vm}"));
-    std::fs::create_dir_all(r.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(r.join("www")).expect("mkdir");
-    std::fs::write(r.join("www/health"), "healthy\n").expect("write");
-    std::fs::write(r.join("www/metrics"), "mcp_ssh_stand_in 1\n").expect("write");
+    // The runners' user runs and reads all of it, whatever the umask.
+    for d in [r.clone(), r.join("bin"), r.join("www")] {
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for (f, text) in [("health", "healthy\n"), ("metrics", "mcp_ssh_stand_in 1\n")] {
+        std::fs::write(r.join("www").join(f), text).expect("write");
+        std::fs::set_permissions(
+            r.join("www").join(f),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+    }
     let script = |name: &str, body: String| {
         let p = r.join("bin").join(name);
         std::fs::write(&p, format!("#!/bin/sh\nset -u\n{body}")).expect("write");
@@ -215,6 +224,7 @@ fn sshlab_in(
         let mut g = std::fs::read_to_string("/etc/group").expect("/etc/group");
         g.push_str(&format!("sshlabtest:x:{EXTRA_GID}:{USER}\n"));
         std::fs::write(&group, g).expect("write");
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     let mut inner = format!("mount --bind '{}' /etc/group && exec ", group.display());
     if as_user {

@@ -146,6 +146,18 @@ pub fn lab_copy(dir: &Path, results: &Path) -> PathBuf {
         dir.join("netem/profiles.toml"),
     )
     .expect("copy");
+    // Readable by the runners' user and a normal user's `sshlab --lab`, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for (p, mode) in [
+        ("", 0o755),
+        ("vms", 0o755),
+        ("netem", 0o755),
+        ("vms/topology.toml", 0o644),
+        ("netem/profiles.toml", 0o644),
+    ] {
+        std::fs::set_permissions(dir.join(p), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
     dir.to_owned()
 }
 
