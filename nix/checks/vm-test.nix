@@ -91,9 +91,13 @@ in {
       with subtest("netem is applied on the target's eth1 egress"):
           # The test driver runs each command as `bash -c "set -euo pipefail; ..."` in /tmp: no
           # pipes into `grep -q` (EPIPE under pipefail), and sshlab finds its lab files itself.
+          # `show` plans what `apply` did only with the same --match (without it, destination
+          # ports); it exits 3 while the plan is not in the kernel, as before `apply`.
+          target.fail("sshlab netem show --dev eth1 --match sport --json", timeout=30)
           target.succeed("sshlab netem apply --dev eth1 --match sport", timeout=30)
-          shown = target.succeed("sshlab netem show --dev eth1", timeout=30)
-          assert "${toString standard.netemPort}" in shown, shown
+          shown = json.loads(target.succeed("sshlab netem show --dev eth1 --match sport --json", timeout=30))
+          assert shown["ready"], shown
+          assert ${toString standard.netemPort} in [r["want"]["port"] for r in shown["rows"]], shown
 
       with subtest("quick scenario passes its thresholds from the agent"):
           agent.succeed("${agentRun "--scenario quick --results-dir /tmp/quick --threshold 'errors<1%'"}", timeout=600)

@@ -15,6 +15,9 @@
 # nothing a test can see of its environment, and the dev build is already there after the
 # test command). Root needed (namespaces, setpriv). Exits non-zero naming the failed binaries.
 set -euo pipefail
+# What this makes for the sandbox user (the chroot's libraries and tools) is readable whatever
+# the caller's umask, as the Nix store is.
+umask 022
 cd "$(dirname "$0")/../.."
 repo=$PWD
 [ "$(id -u)" -eq 0 ] || { echo "check-phase: needs root (namespaces, setpriv)" >&2; exit 1; }
@@ -28,7 +31,7 @@ export NIX_STATE_DIR="${NIX_STATE_DIR:-$(mktemp -d)}" NIX_PATH=
 # What the derivation declares: buildRustPackage's arguments, with just enough lib for the file.
 package_args='import ./nix/package.nix {
   lib = {
-    fileset = { toSource = _: "src"; unions = _: null; };
+    fileset = { toSource = a: a.fileset; unions = map toString; };
     platforms.linux = [];
   };
   rustPlatform.buildRustPackage = args: args;
@@ -85,7 +88,20 @@ mapfile -t bins < <(jq -r 'select(.reason == "compiler-artifact" and .profile.te
 
 # Where cargo puts the binaries (inside the repository unless CARGO_TARGET_DIR moves it).
 target=$(cargo metadata --locked --no-deps --format-version 1 | jq -r .target_directory)
-case "$target/" in "$repo/"*) target_outside=0 ;; *) target_outside=1 ;; esac
+
+# The sources as the build has them (nix/package.nix's `src` fileset, owned by the build in
+# the sandbox): copied, readable by the sandbox user whatever modes the checkout has (a clone
+# made under umask 077 is its owner's alone), and mounted at the repository's path. The test
+# binaries likewise, beside them.
+srcs_json=$(nix-instantiate --eval --strict --json -E "($package_args).src")
+mapfile -t srcs < <(jq -r '.[]' <<<"$srcs_json")
+stage="$work/source"
+mkdir -p "$stage/.check-phase-bin"
+for p in "${srcs[@]}"; do
+  git ls-files -z --cached --others --exclude-standard -- "${p#"$repo"/}" | xargs -0 cp --parents -t "$stage"
+done
+for entry in "${bins[@]}"; do cp "${entry#*$'\t'}" "$stage/.check-phase-bin/"; done
+chmod -R a+rX "$stage"
 
 # The sandbox user must reach the sources and binaries: open the directories above the
 # repository for traversal while this runs (restored on exit).
@@ -119,15 +135,11 @@ for entry in "${bins[@]}"; do
       mount --bind -o ro /usr/lib '$root/usr/lib'
       mount --bind -o ro /usr/lib64 '$root/usr/lib64'
       mkdir -p '$root$repo'
-      mount --bind '$repo' '$root$repo'
-      if [ '$target_outside' = 1 ]; then
-        mkdir -p '$root$target'
-        mount --bind '$target' '$root$target'
-      fi
+      mount --bind -o ro '$stage' '$root$repo'
       cd '$pkgdir'
       exec chroot '$root' /.sandbox/setpriv --reuid=$SANDBOX_UID --regid=$SANDBOX_GID \
         --clear-groups /.sandbox/env -i HOME=/homeless-shelter TMPDIR=/build PATH=/bin \
-        CARGO_MANIFEST_DIR='$pkgdir' RUST_BACKTRACE=0 sh -c 'cd \"\$CARGO_MANIFEST_DIR\" && exec \"\$0\" --test-threads=2' '$exe'
+        CARGO_MANIFEST_DIR='$pkgdir' RUST_BACKTRACE=0 sh -c 'cd \"\$CARGO_MANIFEST_DIR\" && exec \"\$0\" --test-threads=2' '$repo/.check-phase-bin/$(basename "$exe")'
     " 2>&1); then
     n=$(grep -oE '^test result: ok\. [0-9]+ passed' <<<"$out" | grep -oE '[0-9]+' | head -1)
     total_pass=$((total_pass + ${n:-0}))

@@ -203,6 +203,17 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
 /// `uid:uid`: home 0755 (the caller's directory must stay traversable for the user's shell),
 /// `.ssh` 0700, `authorized_keys` 0600. Needs root (chown).
 pub fn install_home(home: &Path, uid: u32, authorized_keys: &str) -> Result<(), Error> {
+    // The folders above the home that this makes (`<dir>/home`) must let the user through,
+    // whatever the caller's umask (under 077 sshd could not read authorized_keys).
+    let missing: Vec<&Path> = home
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
+    for d in missing.into_iter().rev() {
+        fs::create_dir(d).map_err(|e| io_error("create", d, e))?;
+        set_mode(d, 0o755)?;
+    }
     let ssh_dir = home.join(".ssh");
     fs::create_dir_all(&ssh_dir).map_err(|e| io_error("create", &ssh_dir, e))?;
     let keys_file = ssh_dir.join("authorized_keys");

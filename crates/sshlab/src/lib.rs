@@ -121,6 +121,12 @@ pub enum Command {
         /// Mount the virtiofs share with this tag on `--results` first (microvm runners).
         #[arg(long, value_name = "TAG")]
         virtiofs: Option<String>,
+        /// The name the lab's NIC gets.
+        #[arg(long, default_value = vm::net::INNER_IFNAME)]
+        ifname: String,
+        /// Serve the NixOS test driver's root shell on the virtio port `sshlab.shell`.
+        #[arg(long)]
+        shell: bool,
     },
     /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json,
     /// optionally against a baseline run (exit 99 when a regression bound is crossed).
@@ -212,6 +218,12 @@ pub struct VmOpts {
     /// target's link otherwise); `run latency_test` then covers the baseline port only.
     #[arg(long, global = true)]
     pub no_netem: bool,
+    /// qemu: guests shaped as the NixOS test driver's nodes, so that nix/checks/vm-test.nix's
+    /// own script runs against them (crates/sshlab/tests/nixos_vm_test.rs): the lab's NIC is
+    /// `eth1` (the test's VLAN 1), and each guest serves the driver's root shell on a virtio
+    /// port, at `<runtime>/qemu/<vm>/shell.sock` (root's alone).
+    #[arg(long, global = true, hide = true)]
+    pub test_driver: bool,
 }
 
 impl VmOpts {
@@ -235,6 +247,7 @@ impl VmOpts {
         c.backend = self.backend;
         c.runners.clone_from(&self.runners);
         c.netem = (!self.no_netem).then(|| profiles.clone());
+        c.test_driver = self.test_driver;
         c
     }
 }
@@ -420,6 +433,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             unstable_every,
             netem,
             virtiofs,
+            ifname,
+            shell,
         } => {
             let g = vm::guest::GuestOpts {
                 vm,
@@ -428,6 +443,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 unstable_every,
                 netem: netem.then(|| lab.netem.clone()),
                 virtiofs,
+                ifname,
+                shell,
             };
             Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
         }

@@ -94,9 +94,19 @@ fn runner(
     share: Option<(&Path, Option<&str>)>,
 ) -> PathBuf {
     let r = dir.join(format!("runner-{vm}"));
-    std::fs::create_dir_all(r.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(r.join("www")).expect("mkdir");
-    std::fs::write(r.join("www/health"), "healthy\n").expect("write");
+    // The runners' user runs and reads all of it, whatever the umask.
+    for d in [r.clone(), r.join("bin"), r.join("www")] {
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for (f, text) in [("health", "healthy\n"), ("metrics", "mcp_ssh_stand_in 1\n")] {
+        std::fs::write(r.join("www").join(f), text).expect("write");
+        std::fs::set_permissions(
+            r.join("www").join(f),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+    }
     let script = |name: &str, body: String| {
         let p = r.join("bin").join(name);
         std::fs::write(&p, format!("#!/bin/sh\nset -u\n{body}")).expect("write");
@@ -128,9 +138,18 @@ fn runner(
         // the group; a daemonized httpd would escape it).
         .map(|p| format!("busybox httpd -f -p {ip}:{p} -h {} &\n", www.display()))
         .collect();
+    // vng, which the real runners run, keeps its files under $HOME = the working directory
+    // (`sshlab vm runners`) and opens them by their absolute path: every directory above it
+    // must let the runner's user through.
     script(
         "microvm-run",
-        format!("echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n{serves}exec sleep 1000\n"),
+        format!(
+            "echo \"{vm}: uid=$(id -u) groups=$(id -G)\"\n\
+             export HOME=\"$PWD\"\n\
+             mkdir -p \"$HOME/.config/virtme-ng\" && : >\"$HOME/.config/virtme-ng/virtme-ng.conf\" || \
+             {{ echo \"{vm}: cannot reach my working directory $HOME by its path\"; exit 1; }}\n\
+             {serves}exec sleep 1000\n"
+        ),
     );
     r
 }
@@ -205,6 +224,7 @@ fn sshlab_in(
         let mut g = std::fs::read_to_string("/etc/group").expect("/etc/group");
         g.push_str(&format!("sshlabtest:x:{EXTRA_GID}:{USER}\n"));
         std::fs::write(&group, g).expect("write");
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     let mut inner = format!("mount --bind '{}' /etc/group && exec ", group.display());
     if as_user {
@@ -216,31 +236,31 @@ fn sshlab_in(
     for (k, v) in env {
         inner.push_str(&format!("{k}='{v}' "));
     }
-    // A copy in the world-readable scratch dir: the checkout (and so target/) may sit in a
-    // directory only root can enter (CI clones into a mktemp dir, mode 0700).
+    inner.push_str(&format!("'{}'", sshlab_copy(dir).display()));
+    for a in args {
+        inner.push_str(&format!(" '{a}'"));
+    }
+    run(&mut in_private_mounts(ns, &inner))
+}
+
+/// A copy of `sshlab` in the world-readable scratch dir `dir`: the checkout (and so target/)
+/// may sit in a directory only root can enter (CI clones into a mktemp dir, mode 0700).
+fn sshlab_copy(dir: &Path) -> PathBuf {
     let bin = dir.join("sshlab");
     if !bin.exists() {
         std::fs::copy(SSHLAB, &bin).expect("copy sshlab");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    inner.push_str(&format!("'{}'", bin.display()));
-    for a in args {
-        inner.push_str(&format!(" '{a}'"));
-    }
-    run(Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &inner,
-        ])
-        .current_dir("/"))
+    bin
+}
+
+/// `sh -c SCRIPT` inside `ns` and a private mount namespace of its own, from `/`.
+fn in_private_mounts(ns: &Netns, script: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "unshare", "--mount"])
+        .args(["--propagation", "private", "sh", "-c", script])
+        .current_dir("/");
+    cmd
 }
 
 #[cfg(test)]
@@ -249,7 +269,7 @@ mod tests {
 
     #[test]
     fn the_results_share_is_handed_over_only_when_safe() {
-        use sshlab::vm::invoker::{Credentials, ensure_runtime_root, prepare_results};
+        use sshlab::vm::invoker::{Credentials, ensure_runtime_dir, prepare_results};
         if !is_root() {
             return;
         }
@@ -301,14 +321,20 @@ mod tests {
         let squatted = dir.path().join("squatted");
         std::fs::create_dir(&squatted).expect("mkdir");
         std::os::unix::fs::chown(&squatted, Some(UID), Some(UID)).expect("chown");
-        let e = ensure_runtime_root(&squatted).expect_err("not ours");
+        let e = ensure_runtime_dir(&squatted).expect_err("not ours");
         assert!(e.to_string().contains("not this user's alone"), "{e:#}");
-        ensure_runtime_root(&dir.path().join("mine")).expect("made here, 0700");
-        let mode = std::fs::metadata(dir.path().join("mine"))
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700);
+        // Root's are made 0755 (the runners' user passes through), and one an older sshlab
+        // left at 0700 is opened to 0755.
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+        let mine = dir.path().join("mine/lab");
+        ensure_runtime_dir(&mine).expect("made here");
+        assert_eq!(
+            (mode(&mine), mode(mine.parent().expect("parent"))),
+            (0o755, 0o755)
+        );
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        ensure_runtime_dir(&mine).expect("root's own");
+        assert_eq!(mode(&mine), 0o755);
     }
 
     #[test]
@@ -508,5 +534,230 @@ mod tests {
             runtime.display()
         );
         assert!(results.join(".virtiofsd-probe").is_file());
+    }
+
+    /// What a step script of [`from_no_state`] gets: the world-readable scratch dir, `sshlab`
+    /// (a copy in it) and the stand-in runners' `--runner` flags.
+    struct Fresh {
+        dir: PathBuf,
+        sshlab: PathBuf,
+        runners: Vec<String>,
+    }
+
+    /// Issue 21: runs `steps` (shell; `step NAME CMD...` records a step's exit code and
+    /// output, `modes` the mode, owner and path of every directory the lab makes, `$sudo` is
+    /// `env SUDO_UID=.. SUDO_GID=.. SUDO_USER=..` of the runners' user) from no state at all (an
+    /// empty tmpfs over `/run` and `/var/lib` in a private mount namespace: no `/run/sshlab`, no
+    /// `/var/lib/sshlab`), under `umask`, inside a network namespace with the lab's addresses on
+    /// lo, where the stand-in runners listen. Returns the steps and the modes.
+    fn from_no_state(
+        umask: &str,
+        steps: impl Fn(&Fresh) -> String,
+    ) -> (Vec<(String, i32, String)>, Vec<String>) {
+        let dir = scratch(&format!("fresh{umask}"));
+        let ns = Netns::new(&format!("fresh{umask}")).expect("root");
+        ns.ip(&["link", "set", "lo", "up"]);
+        let topology = sshlab_core::Topology::load(Path::new(REPO).join("vms/topology.toml"))
+            .expect("topology");
+        for vm in &topology.vms {
+            ns.ip(&["addr", "add", &format!("{}/32", vm.ip), "dev", "lo"]);
+        }
+        // The compiled-in lab files: the results directory is the real /var/lib/sshlab/results.
+        let fresh = Fresh {
+            dir: dir.path().to_owned(),
+            sshlab: sshlab_copy(dir.path()),
+            runners: runner_flags(dir.path(), Path::new(REPO)),
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        let o = out.display();
+        let script = format!(
+            r#"set -u
+umask {umask}
+unset SUDO_UID SUDO_GID SUDO_USER SSHLAB_ROOT XDG_RUNTIME_DIR SSHLAB_VM_BACKEND
+mount -t tmpfs -o mode=0755 sshlab-r21-run /run
+mount -t tmpfs -o mode=0755 sshlab-r21-varlib /var/lib
+step() {{ name=$1; shift; "$@" >"{o}/$name.out" 2>&1; echo "$name $?" >>"{o}/rc"; }}
+modes() {{
+  for p in /run/sshlab /run/sshlab/default /run/sshlab/default/state.json \
+    /run/sshlab/default/microvm /run/sshlab/default/microvm/* /var/lib/sshlab /var/lib/sshlab/results; do
+    stat -c '%a %u %n' "$p"
+  done >"{o}/modes" 2>&1
+}}
+sudo="env SUDO_UID={UID} SUDO_GID={UID} SUDO_USER={USER}"
+{}"#,
+            steps(&fresh)
+        );
+        let status = in_private_mounts(&ns, &script)
+            .status()
+            .expect("run the script");
+        assert!(status.success(), "the script itself failed: {status}");
+        let rc = std::fs::read_to_string(out.join("rc")).unwrap_or_default();
+        let steps = rc
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, code)| {
+                let text =
+                    std::fs::read_to_string(out.join(format!("{name}.out"))).unwrap_or_default();
+                (name.to_owned(), code.parse().unwrap_or(-1), text)
+            })
+            .collect();
+        let modes = std::fs::read_to_string(out.join("modes"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            leftovers(dir.path()),
+            Vec::<String>::new(),
+            "processes left"
+        );
+        (steps, modes)
+    }
+
+    /// The steps and modes as one text, for failure messages.
+    fn report(steps: &[(String, i32, String)], modes: &[String]) -> String {
+        steps
+            .iter()
+            .map(|(n, c, t)| format!("--- {n}: exit {c}\n{t}"))
+            .collect::<String>()
+            + &format!("--- modes\n{}\n", modes.join("\n"))
+    }
+
+    /// `sudo sshlab net up --owner` (which makes the results directory), `sudo sshlab vm up
+    /// --backend microvm` for that user (stand-in runners that reach their working directory
+    /// by its absolute path, as vng does), `vm status` as the user (root's lab is found and
+    /// read), `vm down`, `net down`, from no state under umask 077 and 022.
+    #[test]
+    fn r21_from_no_state_under_umask_077_and_022() {
+        if !is_root() {
+            return;
+        }
+        for umask in ["077", "022"] {
+            let (steps, modes) = from_no_state(umask, |f| {
+                let sh = f.sshlab.display();
+                format!(
+                    "step net-up {sh} net up --no-netem --owner {UID}\n\
+                     step vm-up $sudo {sh} vm up --backend microvm --ready-timeout 20 {}\n\
+                     step status-as-user setpriv --reuid={UID} --regid={UID} --clear-groups {sh} vm status --json\n\
+                     modes\n\
+                     step vm-down $sudo {sh} vm down\n\
+                     step net-down {sh} net down\n",
+                    f.runners.join(" ")
+                )
+            });
+            let report = report(&steps, &modes);
+            println!("umask {umask}:\n{report}");
+            let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                ["net-up", "vm-up", "status-as-user", "vm-down", "net-down"],
+                "umask {umask}: {report}"
+            );
+            for (name, code, _) in &steps {
+                assert_eq!(*code, 0, "umask {umask}: {name} failed:\n{report}");
+            }
+            // Explicit modes whatever the umask: root's runtime directories let the runners'
+            // user through (and its `vm status` read the state), the runner's working
+            // directory is the user's alone, the results directory and its parent are
+            // reachable, the results directory the user's.
+            let want = [
+                "755 0 /run/sshlab".to_owned(),
+                "755 0 /run/sshlab/default".to_owned(),
+                "644 0 /run/sshlab/default/state.json".to_owned(),
+                "755 0 /run/sshlab/default/microvm".to_owned(),
+                format!("700 {UID} /run/sshlab/default/microvm/agent"),
+                format!("700 {UID} /run/sshlab/default/microvm/mcp"),
+                format!("700 {UID} /run/sshlab/default/microvm/target"),
+                "755 0 /var/lib/sshlab".to_owned(),
+                format!("755 {UID} /var/lib/sshlab/results"),
+            ];
+            assert_eq!(modes, want, "umask {umask}: {report}");
+        }
+    }
+
+    /// Every command of nix/apps.nix that needs no real guest runs here as `nix run` would run
+    /// it: the app's own text (nix/tests/apps.nix, evaluated from nix/apps.nix), the package's
+    /// sshlab and the runners replaced by this build's and the stand-ins, under sudo where the
+    /// README says `sudo`, from no state under umask 077. The `run` apps need real guests and an
+    /// agent: lab_microvm runs `run quick` on the same runner interface.
+    #[test]
+    fn r21_the_apps_commands_run_here() {
+        if !is_root() {
+            return;
+        }
+        let apps = nix_eval(&format!("import {REPO}/nix/tests/apps.nix"));
+        let (steps, modes) = from_no_state("077", |f| {
+            let app_dir = f.dir.join("apps");
+            std::fs::create_dir_all(&app_dir).expect("mkdir");
+            let text_of = |name: &str| -> String {
+                let mut t = apps[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no app {name} in nix/apps.nix"))
+                    .replace(
+                        "/nix/store/stub-sshlab/bin/sshlab",
+                        &f.sshlab.display().to_string(),
+                    );
+                for flag in &f.runners {
+                    let (vm, path) = flag
+                        .trim_start_matches("--runner=")
+                        .split_once('=')
+                        .expect("VM=PATH");
+                    t = t.replace(&format!("/nix/store/stub-runner-{vm}"), path);
+                }
+                assert!(!t.contains("/nix/store"), "{name}: {t}");
+                let p = app_dir.join(name);
+                std::fs::write(&p, t).expect("write");
+                p.display().to_string()
+            };
+            [
+                // README: `sudo nix run .#ssh-network-setup` (--no-netem: no sch_netem here).
+                format!(
+                    "step ssh-network-setup $sudo bash {} --no-netem",
+                    text_of("ssh-network-setup")
+                ),
+                format!(
+                    "step ssh-vm-start-all $sudo bash {} --ready-timeout 20",
+                    text_of("ssh-vm-start-all")
+                ),
+                format!("step ssh-vm-status $sudo bash {}", text_of("ssh-vm-status")),
+                format!(
+                    "step ssh-loadtest-list bash {}",
+                    text_of("ssh-loadtest-list")
+                ),
+                format!(
+                    "step ssh-loadtest-metrics bash {}",
+                    text_of("ssh-loadtest-metrics")
+                ),
+                "modes".to_owned(),
+                format!("step ssh-vm-stop $sudo bash {}", text_of("ssh-vm-stop")),
+                format!(
+                    "step ssh-network-teardown $sudo bash {}",
+                    text_of("ssh-network-teardown")
+                ),
+            ]
+            .join("\n")
+        });
+        let report = report(&steps, &modes);
+        println!("{report}");
+        for (name, code, _) in &steps {
+            assert_eq!(*code, 0, "{name} failed:\n{report}");
+        }
+        assert_eq!(steps.len(), 7, "{report}");
+        let text = |n: &str| &steps.iter().find(|(s, _, _)| s == n).expect("step").2;
+        assert!(
+            text("ssh-vm-start-all").contains("ready; state /run/sshlab/default/state.json"),
+            "{report}"
+        );
+        assert!(text("ssh-loadtest-list").contains("quick"), "{report}");
+        assert_eq!(
+            text("ssh-loadtest-metrics"),
+            "mcp_ssh_stand_in 1\n",
+            "{report}"
+        );
+        assert!(
+            modes.contains(&format!("755 {UID} /var/lib/sshlab/results")),
+            "{report}"
+        );
     }
 }

@@ -469,7 +469,9 @@ mod tests {
             return;
         }
         let missing = lab.ns.missing_qdisc_modules();
-        let out = lab.sshlab(&["vm", "up"]);
+        // Started under the strictest umask (sudo passes the caller's on): the target's
+        // accounts must still read its /etc, their homes and the seed's files (issue 21).
+        let out = lab.sshlab_under_umask(Some("077"), &["vm", "up"]);
         assert!(out.status.success(), "{}", text(&out));
 
         let out = lab.sshlab(&["vm", "status"]);
@@ -506,6 +508,24 @@ mod tests {
         let (ok, fast) = ssh(&lab, &askpass, 2222, "hostname");
         assert!(ok.status.success(), "2222: {}", text(&ok));
         assert!(!ok.stdout.is_empty(), "hostname printed: {}", text(&ok));
+        let (files, _) = ssh(
+            &lab,
+            &askpass,
+            2222,
+            "id -un && cd && pwd && head -1 /etc/test-file.txt && wc -l </etc/large-test-file.txt",
+        );
+        let seen = String::from_utf8_lossy(&files.stdout).into_owned();
+        let lines: Vec<&str> = seen.lines().collect();
+        assert!(
+            files.status.success()
+                && lines.len() == 4
+                && lines[0] == "testuser"
+                && lines[1].ends_with("/target/home/testuser")
+                && lines[2] == "This is a test file for the sshlab target."
+                && lines[3] == "1000",
+            "the target's files as testuser: {}",
+            text(&files)
+        );
 
         let (slow_out, slow) = ssh(&lab, &askpass, 2225, "hostname");
         assert!(slow_out.status.success(), "2225: {}", text(&slow_out));

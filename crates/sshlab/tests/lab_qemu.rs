@@ -147,12 +147,41 @@ mod tests {
         let quick_dir = newest_run(&ns.results());
         let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
         let latency_dir = newest_run(&ns.results());
+        // Every process of each guest (vng, virtme-run, qemu), as `vm up` recorded them.
+        let state: sshlab::vm::State =
+            serde_json::from_slice(&std::fs::read(&state_file).expect("state.json"))
+                .expect("state.json parses");
+        // Each guest's recorded processes include its qemu.
+        let without_qemu: Vec<&str> = state
+            .procs
+            .iter()
+            .filter(|p| {
+                !p.members.iter().any(|m| {
+                    std::fs::read_to_string(format!("/proc/{}/comm", m.pid))
+                        .is_ok_and(|c| c.starts_with("qemu-system"))
+                })
+            })
+            .map(|p| p.vm.as_str())
+            .collect();
         let (out, left) = down(&ns);
+        // Issue 21: `down` returns only once none of them runs (zombies aside), checked at once.
+        let running = real_vm::still_running(&state);
         let _ = ns.sshlab(&["net", "down"], &[]);
         let _ = std::fs::remove_dir_all(&runtime);
 
         ok(&quick, "run quick");
         ok(&out, "vm down");
+        assert_eq!(
+            running,
+            Vec::<String>::new(),
+            "guest processes left after vm down"
+        );
+        assert_eq!(
+            without_qemu,
+            Vec::<&str>::new(),
+            "vm up recorded no qemu below these guests' vng: {:?}",
+            state.procs
+        );
         assert_eq!(
             left, "",
             "processes left in the lab's namespace after vm down"

@@ -90,6 +90,25 @@ description = "sshd"
     Topology::from_toml_str(&text, "test-topology.toml").unwrap()
 }
 
+/// Three free ports (agent, mcp, target) and the loopback [`topology`] on them.
+fn free_topology(root: &Path) -> ((u16, u16, u16), Topology) {
+    let ports = (
+        sshlab_testkit::free_port(),
+        sshlab_testkit::free_port(),
+        sshlab_testkit::free_port(),
+    );
+    (ports, topology(root, ports.0, ports.1, ports.2))
+}
+
+/// The three runners as `--runner` pairs, in start order.
+fn three(target: PathBuf, mcp: PathBuf, agent: PathBuf) -> Vec<(String, PathBuf)> {
+    vec![
+        ("target".into(), target),
+        ("mcp".into(), mcp),
+        ("agent".into(), agent),
+    ]
+}
+
 fn script(path: &Path, body: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
@@ -198,12 +217,7 @@ mod tests {
     fn up_status_logs_down() {
         let s = Scratch::new("updown");
         let order = s.0.join("order");
-        let (a, m, t) = (
-            sshlab_testkit::free_port(),
-            sshlab_testkit::free_port(),
-            sshlab_testkit::free_port(),
-        );
-        let topo = topology(&s.0, a, m, t);
+        let ((a, m, t), topo) = free_topology(&s.0);
         let rt = runner(&s.0, "target", &order, Some(("127.0.0.20", t)));
         // The target's share: virtiofsd-run starts first and makes its socket.
         script(
@@ -215,15 +229,7 @@ mod tests {
         );
         let rm = runner(&s.0, "mcp", &order, Some(("127.0.0.10", m)));
         let ra = runner(&s.0, "agent", &order, Some(("127.0.0.5", a)));
-        let cfg = config(
-            &s.0,
-            vec![
-                ("target".into(), rt),
-                ("mcp".into(), rm),
-                ("agent".into(), ra),
-            ],
-            20,
-        );
+        let cfg = config(&s.0, three(rt, rm, ra), 20);
         // A process this test started itself, plus a state entry with its pid but another start
         // time (a reused pid): `down` must leave it alone.
         let mut survivor = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -276,6 +282,7 @@ mod tests {
             log: String::new(),
             term_pid: None,
             pgid: Some(survivor.id()),
+            members: Vec::new(),
         });
         fake.save(&cfg).unwrap();
 
@@ -308,24 +315,11 @@ mod tests {
     fn a_vm_that_never_gets_ready_fails_with_its_log_and_leaves_nothing() {
         let s = Scratch::new("notready");
         let order = s.0.join("order");
-        let (a, m, t) = (
-            sshlab_testkit::free_port(),
-            sshlab_testkit::free_port(),
-            sshlab_testkit::free_port(),
-        );
-        let topo = topology(&s.0, a, m, t);
+        let ((a, _, t), topo) = free_topology(&s.0);
         let rt = runner(&s.0, "target", &order, Some(("127.0.0.20", t)));
         let rm = runner(&s.0, "mcp", &order, None);
         let ra = runner(&s.0, "agent", &order, Some(("127.0.0.5", a)));
-        let cfg = config(
-            &s.0,
-            vec![
-                ("target".into(), rt),
-                ("mcp".into(), rm),
-                ("agent".into(), ra),
-            ],
-            2,
-        );
+        let cfg = config(&s.0, three(rt, rm, ra), 2);
         let err = vm::up(&cfg, &topo, None).unwrap_err();
         assert_eq!(vm::Error::exit_code_of(&err), 3, "not ready: {err:#}");
         let e = format!("{err:#}");
@@ -358,5 +352,121 @@ mod tests {
             "{e}"
         );
         assert!(!order.exists(), "nothing may start");
+    }
+
+    /// Issue 21: `down` returns only when no process the lab started is left, whatever
+    /// process group it ended up in. microvm.nix runs virtiofsd under supervisord, which puts
+    /// each child in a process group of its own and, on SIGTERM, passes the signal on and
+    /// exits; this stand-in `virtiofsd-run` does the same with a child that takes a second to
+    /// stop. Checked at once after `down` returns, without waiting.
+    #[test]
+    fn r21_down_waits_for_processes_outside_the_runners_group() {
+        let s = Scratch::new("r21group");
+        let order = s.0.join("order");
+        let ((a, m, t), topo) = free_topology(&s.0);
+        let ra = runner(&s.0, "agent", &order, Some(("127.0.0.5", a)));
+        script(
+            &ra.join("bin/virtiofsd-run"),
+            &format!(
+                "setsid sh -c 'echo \"virtiofsd $$\" >> {o}; trap \"sleep 1; exit 0\" TERM; \
+                 while :; do sleep 0.1; done' &\n\
+                 child=$!\n\
+                 trap 'kill -TERM $child; exit 0' TERM\n\
+                 touch agent-virtiofs-results.sock\n\
+                 while :; do sleep 0.1; done\n",
+                o = order.display()
+            ),
+        );
+        let rm = runner(&s.0, "mcp", &order, Some(("127.0.0.10", m)));
+        let rt = runner(&s.0, "target", &order, Some(("127.0.0.20", t)));
+        let cfg = config(&s.0, three(rt, rm, ra), 20);
+        vm::up(&cfg, &topo, None).unwrap();
+        let child = order_lines(&order)
+            .into_iter()
+            .find(|(what, _)| what == "virtiofsd")
+            .map(|(_, pid)| pid)
+            .expect("the supervised virtiofsd started");
+        let pgid = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(2)?
+                    .parse::<u32>()
+                    .ok()
+            });
+        assert_eq!(pgid, Some(child), "the child leads a group of its own");
+        let out = vm::down(&cfg).unwrap();
+        let left = process::start_time(child).is_some();
+        if left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child).unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(
+            !left,
+            "vm down returned while pid {child} (outside the runner's process group) still ran: {out:?}"
+        );
+    }
+
+    /// Issue 21: microvm.nix runs virtiofsd under supervisord, which restarts a virtiofsd
+    /// that exits (then gives up on it) and keeps running itself, so "virtiofsd-run exited"
+    /// never happens there; the stand-in does the same. `vm up` says that virtiofsd-run runs
+    /// but its socket never appeared, with supervisord's log, and starts no microvm-run whose
+    /// qemu would only fail to connect to the socket.
+    #[test]
+    fn r21_a_supervised_virtiofsd_that_never_starts_is_named() {
+        let s = Scratch::new("r21fsd");
+        let order = s.0.join("order");
+        let ((a, m, t), topo) = free_topology(&s.0);
+        let ra = runner(&s.0, "agent", &order, Some(("127.0.0.5", a)));
+        script(
+            &ra.join("bin/virtiofsd-run"),
+            "for i in 1 2 3 4; do\n\
+             echo \"INFO spawned: 'virtiofsd-results' with pid $((100 + i))\"\n\
+             echo \"INFO exited: virtiofsd-results (exit status 1; not expected)\"\n\
+             done\n\
+             echo \"INFO gave up: virtiofsd-results entered FATAL state, too many start retries too quickly\"\n\
+             exec sleep 1000\n",
+        );
+        // qemu's vhost-user-fs chardev connects to the socket when it starts.
+        let agent_run = ra.join("bin/microvm-run");
+        let serve = std::fs::read_to_string(&agent_run).unwrap();
+        script(
+            &agent_run,
+            &format!(
+                "[ -e agent-virtiofs-results.sock ] || {{ echo \"qemu-system-x86_64: -chardev \
+                 socket,id=fs0,path=agent-virtiofs-results.sock: Failed to connect to \
+                 'agent-virtiofs-results.sock': No such file or directory\"; exit 1; }}\n{}",
+                serve.trim_start_matches("#!/bin/sh\n")
+            ),
+        );
+        let rm = runner(&s.0, "mcp", &order, Some(("127.0.0.10", m)));
+        let rt = runner(&s.0, "target", &order, Some(("127.0.0.20", t)));
+        let cfg = config(&s.0, three(rt, rm, ra), 3);
+        let err = vm::up(&cfg, &topo, None).unwrap_err();
+        let e = format!("{err:#}");
+        println!("{e}");
+        assert_eq!(vm::Error::exit_code_of(&err), 3, "not ready: {e}");
+        assert!(
+            e.contains("VM agent: virtiofsd-run (pid")
+                && e.contains("no virtiofsd socket appeared")
+                && e.contains("supervisord")
+                && e.contains("gave up: virtiofsd-results entered FATAL state"),
+            "{e}"
+        );
+        let lines = order_lines(&order);
+        let names: Vec<&str> = lines.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            names,
+            ["target", "mcp"],
+            "the agent's microvm-run must not start"
+        );
+        for (_, pid) in &lines {
+            assert!(gone(*pid), "pid {pid} left running");
+        }
+        assert!(State::load(&cfg).unwrap().is_none());
     }
 }

@@ -88,7 +88,16 @@ pub struct GuestOpts {
     /// Mount the virtiofs share with this tag on `results` first (the microvm runners of
     /// `sshlab vm runners`; the qemu backend's share is virtme-ng's 9p, already mounted).
     pub virtiofs: Option<String>,
+    /// The name the lab's NIC gets (`eth0`; `eth1` in a NixOS test driver's node).
+    pub ifname: String,
+    /// Serve the NixOS test driver's root shell on the virtio port [`SHELL_PORT`].
+    pub shell: bool,
 }
+
+/// The virtio port (qemu `virtserialport` name) of the driver's root shell.
+pub const SHELL_PORT: &str = "sshlab.shell";
+/// What the shell prints once it reads commands (the NixOS test driver waits for it).
+pub const SHELL_READY: &str = "Spawning backdoor root shell...";
 
 /// Runs the guest's init; returns the role's exit code (the guest then powers off).
 pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
@@ -117,19 +126,17 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     let prefix = topology.bridge.address.prefix();
     let gateway = topology.bridge.address.addr();
     let ip = vm.ip;
-    let nic = ifname.clone();
+    let (nic, name) = (ifname.clone(), opts.ifname.clone());
     block_on(async move {
         let h = crate::net::connect()?;
-        net::configure_inner(&h, &nic, ip, prefix, gateway).await
+        net::configure_inner(&h, &nic, &name, ip, prefix, gateway).await
     })
     .with_context(|| format!("VM {}: network on {ifname}", opts.vm))?;
     println!(
         "{GUEST_ANNOUNCE}{}: {ip}/{prefix} on {} (was {ifname}, MAC {}), gateway {gateway}",
-        opts.vm,
-        net::INNER_IFNAME,
-        vm.mac
+        opts.vm, opts.ifname, vm.mac
     );
-    let ifname = net::INNER_IFNAME.to_owned();
+    let ifname = opts.ifname.clone();
 
     let mut report = GuestReport {
         vm: opts.vm.clone(),
@@ -152,7 +159,7 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     let log = PathBuf::from(format!("/tmp/sshlab-{}.log", opts.vm));
     let mut child = match opts.vm.as_str() {
         "target" => {
-            let files = target::prepare(Path::new("/tmp/sshlab-target"), topology, ip)?;
+            let files = target::prepare(Path::new("/tmp/sshlab-target"), topology)?;
             let child = spawn(target::command(&files, opts.unstable_every)?, &log)?;
             let ports: Vec<u16> = files.ports.iter().flat_map(|(_, b, n)| [*b, *n]).collect();
             wait_ports(ip, &ports, Duration::from_secs(120))?;
@@ -167,6 +174,21 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
         "agent" => spawn(roles::agent_command(&bins, topology, &opts.results)?, &log)?,
         other => bail!("VM {other} has no role"),
     };
+    if opts.shell {
+        // The target's accounts and files are in its sshd's mount namespace (the child of
+        // `unshare`): the shell joins it, as a NixOS node has them in its only one.
+        let mount_ns = (opts.vm == "target")
+            .then(|| super::process::first_child(child.id()))
+            .flatten();
+        let mut path: Vec<PathBuf> = [&bins.mcp, &bins.agent]
+            .into_iter()
+            .chain(std::env::current_exe().ok().as_ref())
+            .filter_map(|b| b.parent().map(Path::to_path_buf))
+            .collect();
+        path.dedup();
+        spawn_shell(&path, mount_ns)?;
+        println!("{GUEST_ANNOUNCE}{}: root shell on {SHELL_PORT}", opts.vm);
+    }
     println!(
         "{REPORT_MARKER}{}",
         serde_json::to_string(&report).context("report")?
@@ -248,6 +270,63 @@ fn shape_own_nic(topology: &Topology, profiles: &NetemProfiles, ifname: &str) ->
     }
 }
 
+/// The NixOS test driver's backdoor, as nixpkgs `nixos/modules/testing/test-instrumentation.nix`
+/// (`backdoorService`) has it: a root bash in /tmp reading commands from a virtio channel and
+/// writing their output back (stderr to the console), after one line saying it is ready. Here
+/// the channel is the virtio port [`SHELL_PORT`] (no tty, so no `stty raw`; a port opens once,
+/// so bash reads its commands from stdin, one byte at a time as from any pipe), `path` goes first
+/// on `PATH` (a node's system packages: sshlab, sshlab-agent, mcp-ssh-server), and with
+/// `mount_ns` (a pid) it runs in that process's mount namespace.
+fn spawn_shell(path: &[PathBuf], mount_ns: Option<u32>) -> anyhow::Result<std::process::Child> {
+    let _ = Command::new("modprobe").arg("virtio_console").status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let port = loop {
+        match virtio_port(Path::new("/sys/class/virtio-ports"), SHELL_PORT) {
+            Some(dev) => break Path::new("/dev").join(dev),
+            None if Instant::now() >= deadline => {
+                bail!("no virtio port {SHELL_PORT} in this guest (`vm up --test-driver` adds it)")
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let dirs: Vec<String> = path.iter().map(|d| d.display().to_string()).collect();
+    let script = format!(
+        "export USER=root HOME=/root\n\
+         if [ -e /etc/profile ]; then set +u; . /etc/profile; fi\n\
+         export PATH=\"{}:$PATH\" PAGER=\n\
+         cd /tmp\n\
+         exec <>\"$0\" >&0\n\
+         echo \"{SHELL_READY}\"\n\
+         PS1=\"\" exec bash --norc -s\n",
+        dirs.join(":")
+    );
+    let mut cmd = match mount_ns {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--target={pid}"))
+                .args(["--mount", "--", "bash"]);
+            c
+        }
+        None => Command::new("bash"),
+    };
+    cmd.args(["-c", &script])
+        .arg(&port)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd.spawn()
+        .with_context(|| format!("cannot start the root shell on {}", port.display()))
+}
+
+/// The device name (`vport1p2`) of the virtio port called `name`, from `sys_class` (sysfs'
+/// `/sys/class/virtio-ports`, one directory per port with its `name`).
+pub fn virtio_port(sys_class: &Path, name: &str) -> Option<String> {
+    std::fs::read_dir(sys_class)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| std::fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.trim() == name))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
 fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
     let out =
         std::fs::File::create(log).with_context(|| format!("cannot open {}", log.display()))?;
@@ -301,6 +380,20 @@ mod tests {
             e.contains("02:00:00:b2:00:05") && e.contains("enp0s10"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_shell_port_is_found_by_its_name() {
+        let d = tempfile::tempdir().unwrap();
+        for (dev, name) in [("vport1p1", "virtme.stdin"), ("vport2p1", SHELL_PORT)] {
+            std::fs::create_dir_all(d.path().join(dev)).unwrap();
+            std::fs::write(d.path().join(dev).join("name"), format!("{name}\n")).unwrap();
+        }
+        assert_eq!(
+            virtio_port(d.path(), SHELL_PORT).as_deref(),
+            Some("vport2p1")
+        );
+        assert_eq!(virtio_port(d.path(), "nope"), None);
     }
 
     #[test]

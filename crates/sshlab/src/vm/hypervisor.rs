@@ -92,7 +92,16 @@ pub(crate) fn spawn(
         log: log.display().to_string(),
         term_pid: None,
         pgid: Some(pid),
+        members: Vec::new(),
     })
+}
+
+/// Records the descendants of VM `vm`'s processes in `state` once it is up (its hypervisor,
+/// virtiofsd, whatever process group they are in), so `down` waits for each of them.
+pub(crate) fn record_descendants(state: &mut State, vm: &str) {
+    for p in state.procs.iter_mut().filter(|p| p.vm == vm) {
+        p.record_descendants();
+    }
 }
 
 /// Whether VM `vm` answers: the target's sshd base ports accept TCP, mcp's and the agent's

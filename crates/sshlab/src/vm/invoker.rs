@@ -6,6 +6,13 @@
 //!   `/run/sshlab` is root's. `vm status` and `vm down` also look where the other side keeps
 //!   them: root under sudo in the invoking user's `/run/user/<uid>/sshlab`, a user in
 //!   `/run/sshlab`.
+//! - Root's labs stay in `/run/sshlab` when root starts the runners for another user: it
+//!   exists whenever root does (`/run/user/<uid>` needs a logind session, which sudo in CI
+//!   has not), and the user can change nothing in it. `/run/sshlab` and each lab directory are
+//!   root's, mode 0755 ([`runtime_mode`]): the runners' user passes through to its own working
+//!   directory (`<lab>/microvm/<vm>`, 0700, the user's), and a user's `vm status` reads root's
+//!   state file. A user's own runtime directories are 0700. Modes are set explicitly, whatever
+//!   the umask ([`super::dirs`]).
 //! - Under `sudo` (root with `SUDO_UID`), the runners run as the invoking user with *all* of
 //!   that user's groups (`getgrouplist`), as a login would give them: qemu opens `/dev/kvm`
 //!   through group `kvm`, and a dropped supplementary group is a VM that cannot start.
@@ -19,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::dirs;
 use super::error::Error;
 
 /// Root's runtime root.
@@ -147,32 +155,18 @@ fn user_groups(name: &str, gid: u32) -> Option<Vec<u32>> {
 }
 
 /// Makes sure `dir` exists and that the runners' user (`cred`, or this process when `None`)
-/// can write into it, before anything starts. Creates it when missing (as root for `cred`,
-/// then owned by `cred`'s user). Hands over only what it may: a directory this call created,
-/// or an empty root-owned one; never a symlink, never one with files in it or owned by
-/// another user (an error naming the owner). Returns what it did.
+/// can write into it, before anything starts. Creates it when missing, with every missing
+/// folder above it, mode 0755 whatever the umask (as root for `cred`, then owned by `cred`'s
+/// user). Hands over only what it may: a directory this call created, or an empty root-owned
+/// one; never a symlink, never one with files in it or owned by another user (an error naming
+/// the owner). Returns what it did.
 pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result<Vec<String>> {
     // virtiofsd opens the directory by its path as the runners' user: every folder above it
     // must let them through (a 0700 home or temporary folder does not). Checked first, so a
-    // refused directory is neither created nor handed over.
-    if let Some(cred) = cred
-        && let Some(blocker) = dir
-            .ancestors()
-            .skip(1)
-            .find(|a| std::fs::metadata(a).is_ok_and(|m| !searchable_by(&m, cred)))
-    {
-        let m = std::fs::metadata(blocker)
-            .with_context(|| format!("cannot stat {}", blocker.display()))?;
-        bail!(Error::Input(format!(
-            "the results directory {} is out of reach of uid {}, whom the VM runners run as: \
-             {} (owner uid {}, mode {:o}) does not let that user through; use a directory \
-             under one that does (the default /var/lib/sshlab/results)",
-            dir.display(),
-            cred.uid,
-            blocker.display(),
-            m.uid(),
-            m.permissions().mode() & 0o7777
-        )));
+    // refused directory is neither created nor handed over; the folders this call creates
+    // are 0755, and all are checked again once they exist.
+    if let Some(cred) = cred {
+        check_reachable(dir, cred)?;
     }
     let mut done = Vec::new();
     let created = match std::fs::symlink_metadata(dir) {
@@ -186,16 +180,33 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
         ))),
         Ok(_) => false,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                bail!(Error::Input(format!(
+            let made = match dirs::create_dir_all(dir, RESULTS_MODE) {
+                Ok(made) => made,
+                Err(e) => bail!(Error::Input(format!(
                     "the results directory {} does not exist and cannot be created ({e}); \
                      `sudo sshlab net up` creates it for the invoking user, or run \
                      `sudo install -d -o $USER {}`",
                     dir.display(),
                     dir.display()
-                )));
-            }
-            done.push(format!("created results directory {}", dir.display()));
+                ))),
+            };
+            let above: Vec<String> = made
+                .iter()
+                .filter(|d| d.as_path() != dir)
+                .map(|d| d.display().to_string())
+                .collect();
+            done.push(if above.is_empty() {
+                format!(
+                    "created results directory {} (mode {RESULTS_MODE:o})",
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "created results directory {} and {} (mode {RESULTS_MODE:o})",
+                    dir.display(),
+                    above.join(", ")
+                )
+            });
             true
         }
         Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
@@ -220,6 +231,7 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
         }
         return Ok(done);
     };
+    check_reachable(dir, cred)?;
     let empty = || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
     if meta.uid() == 0 && cred.uid != 0 && (created || empty()) {
         std::os::unix::fs::lchown(dir, Some(cred.uid), Some(cred.gid))
@@ -247,38 +259,75 @@ pub fn prepare_results(dir: &Path, cred: Option<&Credentials>) -> anyhow::Result
     Ok(done)
 }
 
-/// Creates this user's runtime root if needed (mode 0700 when it is made here) and checks
-/// that it is safe to keep state in: a real directory (no symlink), owned by this process's
-/// euid, writable by nobody else. A `/tmp/sshlab-<uid>` someone else made first is refused.
-pub fn ensure_runtime_root(root: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root)
-    {
+/// Mode of the results directory and of the folders above it that the lab creates: the
+/// runners' user must pass through each.
+const RESULTS_MODE: u32 = 0o755;
+
+/// Every existing folder above `dir` lets `cred` through; else an error naming the first that
+/// does not.
+fn check_reachable(dir: &Path, cred: &Credentials) -> anyhow::Result<()> {
+    let Some(blocker) = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| !searchable_by(&m, cred)))
+    else {
+        return Ok(());
+    };
+    let m =
+        std::fs::metadata(blocker).with_context(|| format!("cannot stat {}", blocker.display()))?;
+    bail!(Error::Input(format!(
+        "the results directory {} is out of reach of uid {}, whom the VM runners run as: \
+         {} (owner uid {}, mode {:o}) does not let that user through; use a directory \
+         under one that does (the default /var/lib/sshlab/results)",
+        dir.display(),
+        cred.uid,
+        blocker.display(),
+        m.uid(),
+        m.permissions().mode() & 0o7777
+    )))
+}
+
+/// The mode of runtime directories (the runtime root and each lab's) made for user `euid`:
+/// 0755 for root, whose labs' runners may run as another user who must pass through, and whose
+/// state another user's `vm status` reads; 0700 for anyone else.
+pub fn runtime_mode(euid: u32) -> u32 {
+    if euid == 0 { 0o755 } else { 0o700 }
+}
+
+/// Creates a runtime directory of this user (the runtime root or a lab's directory) if needed,
+/// with [`runtime_mode`] whatever the umask, and checks that it is safe to keep state in: a
+/// real directory (no symlink), owned by this process's euid, writable by nobody else. A
+/// `/tmp/sshlab-<uid>` someone else made first is refused. Root's are set to 0755 when they
+/// exist with another mode (made by an older sshlab, 0700, or under another umask).
+pub fn ensure_runtime_dir(dir: &Path) -> anyhow::Result<()> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let mode = runtime_mode(euid);
+    if let Err(e) = dirs::create_dir_all(dir, mode) {
         bail!(Error::Input(format!(
             "cannot create the runtime directory {}: {e}",
-            root.display()
+            dir.display()
         )));
     }
-    let meta = std::fs::symlink_metadata(root)
-        .with_context(|| format!("cannot stat {}", root.display()))?;
-    let euid = nix::unistd::geteuid().as_raw();
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     if meta.file_type().is_symlink() || !meta.is_dir() {
         bail!(Error::Input(format!(
             "the runtime directory {} is not a directory",
-            root.display()
+            dir.display()
         )));
     }
     if meta.uid() != euid || meta.permissions().mode() & 0o022 != 0 {
         bail!(Error::Input(format!(
             "the runtime directory {} (owner uid {}, mode {:o}) is not this user's alone \
              (uid {euid}); remove it or set XDG_RUNTIME_DIR",
-            root.display(),
+            dir.display(),
             meta.uid(),
             meta.permissions().mode() & 0o7777
         )));
+    }
+    if euid == 0 && meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {:o} {}", mode, dir.display()))?;
     }
     Ok(())
 }
@@ -293,7 +342,6 @@ pub fn owned_state(dir: &Path, file: &str, owner: u32) -> bool {
     ok(dir, true) && ok(&dir.join(file), false)
 }
 
-/// Whether `cred` may create files in a directory with `meta` (by its mode bits).
 /// Whether `cred` may pass through the directory `meta` describes (its `x` bit for them).
 fn searchable_by(meta: &std::fs::Metadata, cred: &Credentials) -> bool {
     let mode = meta.permissions().mode();
@@ -308,6 +356,7 @@ fn searchable_by(meta: &std::fs::Metadata, cred: &Credentials) -> bool {
     }
 }
 
+/// Whether `cred` may create files in a directory with `meta` (by its mode bits).
 fn writable_by(meta: &std::fs::Metadata, cred: &Credentials) -> bool {
     let mode = meta.permissions().mode();
     if meta.uid() == cred.uid {
@@ -403,5 +452,11 @@ mod tests {
         assert!(writable_by(&meta(0o770), &member));
         assert!(writable_by(&meta(0o777), &other));
         assert!(!writable_by(&meta(0o776), &other));
+    }
+
+    #[test]
+    fn root_shares_its_runtime_directories_users_keep_theirs() {
+        assert_eq!(runtime_mode(0), 0o755);
+        assert_eq!(runtime_mode(1000), 0o700);
     }
 }

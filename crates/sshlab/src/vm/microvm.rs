@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 
+use super::dirs;
 use super::error::Error;
 use super::guest::GuestReport;
 use super::invoker::prepare_results;
@@ -55,6 +56,47 @@ pub fn runner_dir(
         )));
     }
     Ok(dir)
+}
+
+/// How long virtiofsd-run may take to make its socket (at most; `--ready-timeout` if shorter).
+const SOCKET_WAIT: Duration = Duration::from_secs(30);
+
+/// What happened when virtiofsd-run's socket did not appear within `waited`: it exited (a
+/// runner without a supervisor), or it runs and its virtiofsd does not. microvm.nix 68c9f9c
+/// (`nixos-modules/microvm/virtiofsd/default.nix`) runs each virtiofsd as a supervisord program
+/// with `autorestart = true` and its output to syslog: supervisord stays up while virtiofsd
+/// exits and is restarted (then given up on, FATAL), so the failure shows only as the socket
+/// that never appears (and qemu, started anyway, failing to connect to it). supervisord's own
+/// log (stdout, and `supervisord.log` in the working directory) names the program's exits.
+fn no_socket(vm: &str, procs: &[process::Proc], work: &Path, waited: Duration) -> String {
+    let Some(p) = procs.first() else {
+        return format!("VM {vm}: no virtiofsd socket in {}", work.display());
+    };
+    let log = Path::new(&p.log);
+    if !p.alive() {
+        return format!(
+            "VM {vm}: virtiofsd-run exited at start; tail of {}:\n{}",
+            log.display(),
+            process::log_tail(log, 20)
+        );
+    }
+    let supervisord = work.join("supervisord.log");
+    let supervisord = match process::log_tail(&supervisord, 20) {
+        t if t.is_empty() => String::new(),
+        t => format!("\ntail of {}:\n{t}", supervisord.display()),
+    };
+    format!(
+        "VM {vm}: virtiofsd-run (pid {}) runs, but no virtiofsd socket appeared in {} within \
+         {} s, so its results share cannot start (qemu would fail to connect to it). \
+         microvm.nix runs virtiofsd under supervisord, which restarts a virtiofsd that exits and \
+         keeps running itself: a virtiofsd that cannot start (e.g. a shared directory it may \
+         not open) shows only as this missing socket. Tail of {}:\n{}{supervisord}",
+        p.pid,
+        work.display(),
+        waited.as_secs(),
+        log.display(),
+        process::log_tail(log, 20)
+    )
 }
 
 /// A `*.sock` in `dir` (virtiofsd's socket, relative to the runner's working directory).
@@ -101,7 +143,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         {
             return Err(e).with_context(|| format!("cannot clear {}", work.display()));
         }
-        std::fs::create_dir_all(&work)
+        // `<lab>/microvm` is root's (0755: the runners' user passes through); each runner's
+        // working directory is the runners' user's alone (0700), whatever the umask.
+        if let Some(parent) = work.parent() {
+            dirs::create_dir_all(parent, 0o755)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        dirs::create_dir_all(&work, 0o700)
             .with_context(|| format!("cannot create {}", work.display()))?;
         if let Some(c) = &cred {
             std::os::unix::fs::chown(&work, Some(c.uid), Some(c.gid))
@@ -122,15 +170,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             state.procs.push(p.clone());
             state.save(cfg)?;
             procs.push(p);
-            // microvm-run connects to its socket: give it up to 5 s to appear.
-            let t = cfg.ready_timeout(DEFAULT_READY).min(Duration::from_secs(5));
-            let _ = wait_ready(vm, &procs, &log, t, || has_socket(&work));
-            if let Some(p) = procs.iter().find(|p| !p.alive()) {
-                bail!(Error::NotReady(format!(
-                    "VM {vm}: virtiofsd-run exited at start; tail of {}:\n{}",
-                    p.log,
-                    process::log_tail(Path::new(&p.log), 20)
-                )));
+            // microvm-run's qemu connects to the socket at start: it must be there first.
+            let t = cfg.ready_timeout(DEFAULT_READY).min(SOCKET_WAIT);
+            if let Err(e) = wait_ready(vm, &procs, &log, t, || has_socket(&work)) {
+                if crate::interrupt::requested() {
+                    return Err(e);
+                }
+                bail!(Error::NotReady(no_socket(vm, &procs, &work, t)));
             }
         }
         let log = cfg.runtime.join(format!("{vm}.log"));
@@ -149,6 +195,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         wait_ready(vm, &procs, &log, cfg.ready_timeout(DEFAULT_READY), || {
             hypervisor::ready(vm, topology, &ep)
         })?;
+        hypervisor::record_descendants(state, vm);
+        state.save(cfg)?;
         println!(
             "vm up: {vm} ready after {:.1} s (runner {}, log {})",
             started.elapsed().as_secs_f64(),

@@ -15,6 +15,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod dirs;
 pub mod error;
 pub mod faults;
 pub mod guest;
@@ -104,6 +105,8 @@ pub struct VmConfig {
     /// `status` check it against the kernel. `None`: `--no-netem` (the degraded ports stay
     /// unshaped and `run latency_test` covers the baseline only).
     pub netem: Option<NetemProfiles>,
+    /// qemu: guests shaped as the NixOS test driver's nodes (`--test-driver`).
+    pub test_driver: bool,
 }
 
 impl VmConfig {
@@ -134,6 +137,7 @@ impl VmConfig {
             runners: Vec::new(),
             check_taps: true,
             netem: None,
+            test_driver: false,
         }
     }
 
@@ -215,11 +219,17 @@ impl State {
         }
     }
 
-    /// Writes the state file atomically (a temporary file renamed over it).
+    /// Writes the state file atomically (a temporary file renamed over it), mode 0644: a
+    /// user's `vm status` reads root's (it holds pids and paths, nothing secret).
     pub fn save(&self, cfg: &VmConfig) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&cfg.runtime)?;
+        dirs::create_dir_all(
+            &cfg.runtime,
+            invoker::runtime_mode(nix::unistd::geteuid().as_raw()),
+        )
+        .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
         let tmp = cfg.runtime.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        dirs::write_file(&tmp, &serde_json::to_vec_pretty(self)?, 0o644)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, cfg.state_path())?;
         Ok(())
     }
@@ -302,11 +312,11 @@ pub fn up(cfg: &VmConfig, topology: &Topology, outer: Option<&str>) -> anyhow::R
             cfg.state_path().display()
         )));
     }
+    // The runtime root, then the lab's directory: root's shared 0755, a user's 0700.
     if let Some(root) = cfg.runtime.parent() {
-        invoker::ensure_runtime_root(root)?;
+        invoker::ensure_runtime_dir(root)?;
     }
-    std::fs::create_dir_all(&cfg.runtime)
-        .with_context(|| format!("cannot create {}", cfg.runtime.display()))?;
+    invoker::ensure_runtime_dir(&cfg.runtime)?;
     let mut state = State {
         lab: cfg.lab.clone(),
         backend: cfg.backend,
@@ -434,14 +444,13 @@ pub fn down(cfg: &VmConfig) -> anyhow::Result<Vec<String>> {
                     s.backend.as_str()
                 )));
             }
-            if let Some(p) = s
-                .procs
-                .iter()
-                .find(|p| p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
-            {
+            if let Some(p) = s.procs.iter().find(|p| {
+                (p.alive() && !(p.owned_by(uid) && p.pgid == Some(p.pid)))
+                    || p.members.iter().any(|m| m.alive() && !m.owned_by(uid))
+            }) {
                 bail!(Error::Conflict(format!(
-                    "{} (owned by uid {uid}) names pid {} ({}), which is not that user's own \
-                     process group: refusing to act on it",
+                    "{} (owned by uid {uid}) names pid {} ({}) or one of its processes, which \
+                     is not that user's own: refusing to act on it",
                     cfg.state_path().display(),
                     p.pid,
                     p.what

@@ -119,13 +119,16 @@ pub async fn add_veth(
         .with_context(|| format!("cannot attach {host_name} to {bridge} and set it up"))?;
     let netns_name = netns.to_owned();
     in_netns(&netns_name, move |h| async move {
-        configure_inner(&h, &peer, ip, prefix, gateway).await
+        configure_inner(&h, &peer, INNER_IFNAME, ip, prefix, gateway).await
     })
 }
 
+/// Names the VM's NIC `peer` `name`, gives it `ip/prefix` and a default route via `gateway`,
+/// and sets it and lo up.
 pub(crate) async fn configure_inner(
     h: &Handle,
     peer: &str,
+    name: &str,
     ip: Ipv4Addr,
     prefix: u8,
     gateway: Ipv4Addr,
@@ -142,12 +145,12 @@ pub(crate) async fn configure_inner(
     h.link()
         .set(
             LinkUnspec::new_with_index(eth.index)
-                .name(INNER_IFNAME)
+                .name(name.to_owned())
                 .build(),
         )
         .execute()
         .await
-        .context("cannot rename the VM's veth to eth0")?;
+        .with_context(|| format!("cannot rename the VM's NIC {peer} to {name}"))?;
     h.address()
         .add(eth.index, IpAddr::V4(ip), prefix)
         .execute()
@@ -157,7 +160,7 @@ pub(crate) async fn configure_inner(
         .set(LinkUnspec::new_with_index(eth.index).up().build())
         .execute()
         .await
-        .context("cannot set eth0 up")?;
+        .with_context(|| format!("cannot set {name} up"))?;
     h.route()
         .add(
             RouteMessageBuilder::<Ipv4Addr>::new()

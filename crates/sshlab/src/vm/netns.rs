@@ -22,8 +22,9 @@ const DEFAULT_READY: Duration = Duration::from_secs(30);
 pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::Result<()> {
     // Check the binaries before touching anything.
     let bins = roles::Bins::find(cfg.bin_dir.as_deref())?;
-    // The agent runs as this process (root), on the host's filesystem.
-    std::fs::create_dir_all(&cfg.results)
+    // The agent runs as this process (root), on the host's filesystem; the results are for
+    // anyone to read, whatever the umask.
+    super::dirs::create_dir_all(&cfg.results, 0o755)
         .with_context(|| format!("cannot create {}", cfg.results.display()))?;
     let ep = Endpoints::new(topology)?;
     let plan = crate::net::NetPlan {
@@ -71,7 +72,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     };
 
     // Target.
-    let files = target::prepare(&cfg.runtime.join("target"), topology, ep.target)?;
+    let files = target::prepare(&cfg.runtime.join("target"), topology)?;
     let log = cfg.runtime.join("target.log");
     let mut p = process::spawn_in(
         "target",

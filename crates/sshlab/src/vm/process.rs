@@ -40,6 +40,97 @@ pub struct Proc {
     /// but only while `pid` still has its recorded start time.
     #[serde(default)]
     pub pgid: Option<u32>,
+    /// Its descendants when the VM became ready ([`Proc::record_descendants`]), wherever their
+    /// process group: `stop` waits for each of them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
+
+/// A process `vm up` started indirectly (a runner's qemu or virtiofsd), by pid and start time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time (`/proc/PID/stat` field 22), so a reused pid is never taken for it.
+    pub start_time: u64,
+}
+
+impl Member {
+    /// Still running (not a zombie), and still the process recorded.
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// Whether it belongs to user `uid` (its `/proc` entry's owner).
+    pub fn owned_by(&self, uid: u32) -> bool {
+        owned_by(self.pid, uid)
+    }
+}
+
+/// Every live (non-zombie) descendant of `root`, by the parent pids in `/proc`.
+pub fn descendants(root: u32) -> Vec<Member> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, ppid, start time) of every live process.
+    let table: Vec<(u32, u32, u64)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if matches!(f.first(), Some(&"Z" | &"X")) {
+                return None;
+            }
+            Some((pid, f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
+        })
+        .collect();
+    let mut out: Vec<Member> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid, start_time) in &table {
+            if ppid == parent && pid != root && !out.iter().any(|m| m.pid == pid) {
+                out.push(Member { pid, start_time });
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM to each of `members` still alive, up to `grace` for them to exit, then SIGKILL;
+/// waits until none is left (5 s at most). Returns how many were running.
+fn stop_members(members: &[Member], grace: Duration) -> usize {
+    let running: Vec<Member> = members.iter().copied().filter(Member::alive).collect();
+    let signal = |sig: Signal| {
+        for m in running.iter().filter(|m| m.alive()) {
+            if let Ok(p) = i32::try_from(m.pid) {
+                let _ = kill(Pid::from_raw(p), sig);
+            }
+        }
+    };
+    if running.is_empty() {
+        return 0;
+    }
+    signal(Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while running.iter().any(Member::alive) && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    if running.iter().any(Member::alive) {
+        signal(Signal::SIGKILL);
+        let hard = Instant::now() + Duration::from_secs(5);
+        while running.iter().any(Member::alive) && Instant::now() < hard {
+            sleep(Duration::from_millis(50));
+        }
+    }
+    running.len()
+}
+
+fn owned_by(pid: u32, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
 }
 
 /// Spawns `cmd` inside network namespace `netns_file`, detached, logging to `log`.
@@ -86,6 +177,7 @@ pub fn spawn_in(
         log: log.display().to_string(),
         term_pid: None,
         pgid: None,
+        members: Vec::new(),
     })
 }
 
@@ -194,12 +286,38 @@ impl Proc {
 
     /// Whether the running process belongs to user `uid` (its `/proc` entry's owner).
     pub fn owned_by(&self, uid: u32) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/proc/{}", self.pid)).is_ok_and(|m| m.uid() == uid)
+        owned_by(self.pid, uid)
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns a line for the report.
+    /// Records its current descendants as [`Proc::members`] (called once the VM is up: the
+    /// runner's hypervisor and helpers exist by then).
+    pub fn record_descendants(&mut self) {
+        self.members = descendants(self.pid);
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; then the same for every process it started
+    /// that is left, in its process group or not: its recorded members and its descendants now
+    /// (a supervisor such as microvm.nix's supervisord gives each child a group of its own and
+    /// may exit before its children have). Returns only when none of them runs. Returns a line
+    /// for the report.
     pub fn stop(&self, grace: Duration) -> String {
+        let mut members = self.members.clone();
+        if self.alive() {
+            for m in descendants(self.pid) {
+                if !members.contains(&m) {
+                    members.push(m);
+                }
+            }
+        }
+        let line = self.stop_leader(grace);
+        match stop_members(&members, grace) {
+            0 => line,
+            n => format!("{line}; and {n} of its processes that were left"),
+        }
+    }
+
+    /// [`Proc::stop`] for the process itself and its process group.
+    fn stop_leader(&self, grace: Duration) -> String {
         // Never process group 0 or 1 (the caller's own group, or init's: everything).
         let group = self.pgid.filter(|g| *g > 1);
         if !self.alive() {

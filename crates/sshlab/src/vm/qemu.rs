@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use sshlab_core::Topology;
 use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 
+use super::dirs;
 use super::error::Error;
 use super::guest::GuestReport;
 use super::hypervisor::{self, START_ORDER};
@@ -208,7 +209,14 @@ pub(crate) struct GuestSpec<'a> {
     pub netem_in_guest: bool,
     /// How the Agent guest gets `results`.
     pub share: ResultsShare<'a>,
+    /// `Some(socket)`: shaped as a NixOS test driver's node (`vm up --test-driver`): the lab's
+    /// NIC is `eth1`, and the guest serves the driver's root shell on the virtio port
+    /// [`super::guest::SHELL_PORT`], which qemu connects to a listening unix socket here.
+    pub driver_shell: Option<&'a Path>,
 }
+
+/// The lab NIC's name in a NixOS test driver's node (VLAN 1; eth0 is the driver's own).
+pub const DRIVER_IFNAME: &str = "eth1";
 
 /// A path vng and qemu can take: vng hands its arguments to a shell and to qemu's option
 /// parser unquoted, so it must be plain (absolute; `[A-Za-z0-9/._+-]`).
@@ -289,6 +297,18 @@ pub(crate) fn vng_args(
     if spec.netem_in_guest {
         guest.push_str(" --netem");
     }
+    if let Some(socket) = spec.driver_shell {
+        let socket = plain_path("the shell's socket", socket)?;
+        guest.push_str(&format!(" --ifname {DRIVER_IFNAME} --shell"));
+        // As the test driver's `-chardev socket,id=shell` + virtconsole, but a named virtio
+        // port (no tty in between) on a bus of its own, and qemu listening.
+        qemu_opts.push_str(&format!(
+            " -chardev socket,id=sshlab-shell,path={socket},server=on,wait=off \
+             -device virtio-serial-pci,id=sshlab-serial \
+             -device virtserialport,bus=sshlab-serial.0,chardev=sshlab-shell,name={}",
+            super::guest::SHELL_PORT
+        ));
+    }
     if vm == "agent" {
         match spec.share {
             ResultsShare::NineP => args.push(format!("--rwdir={results}")),
@@ -355,9 +375,11 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         {
             return Err(e).with_context(|| format!("cannot clear {}", work.display()));
         }
-        std::fs::create_dir_all(&work)
+        // qemu runs as root: its working directories are root's alone.
+        dirs::create_dir_all(&work, 0o700)
             .with_context(|| format!("cannot create {}", work.display()))?;
         let log = cfg.runtime.join(format!("{vm}.log"));
+        let shell = work.join("shell.sock");
         let spec = GuestSpec {
             kernel: &tools.kernel,
             accel,
@@ -368,6 +390,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             unstable_every: cfg.unstable_every,
             netem_in_guest: netem_in_guest && vm == "target",
             share: ResultsShare::NineP,
+            driver_shell: cfg.test_driver.then_some(shell.as_path()),
         };
         let mut cmd = Command::new(&tools.vng);
         cmd.args(vng_args(&spec, topology, vm)?);
@@ -378,6 +401,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         wait_ready(vm, std::slice::from_ref(&p), &log, timeout, || {
             hypervisor::ready(vm, topology, &ep)
         })?;
+        hypervisor::record_descendants(state, vm);
+        state.save(cfg)?;
         // The guest's own account of itself, from its console.
         let report = GuestReport::wait_in_log(&log, Duration::from_secs(30)).ok_or_else(|| {
             Error::NotReady(format!(

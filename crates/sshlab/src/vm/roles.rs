@@ -2,6 +2,7 @@
 //! netns backend starts them in a VM's namespace, the qemu backend's guest init
 //! ([`super::guest`]) inside the guest. The target's sshd instances are [`super::target`]'s.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,23 +30,29 @@ impl Bins {
     }
 }
 
-/// The MCP VM: `mcp-ssh-server --bind <mcp address>` and the topology's `[mcp_server] args`
-/// (the MCP VM's NixOS module passes the same).
+/// Every address of the VM, as the NixOS role modules bind (`vms/mcp.nix`, `vms/agent.nix`:
+/// `0.0.0.0:<port>`; the NixOS VM test waits for the ports on localhost).
+fn any_address(port: u16) -> String {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).to_string()
+}
+
+/// The MCP VM: `mcp-ssh-server --bind 0.0.0.0:<mcp port>` and the topology's
+/// `[mcp_server] args` (the MCP VM's NixOS module passes the same).
 pub fn mcp_command(bins: &Bins, topology: &Topology) -> anyhow::Result<Command> {
     let ep = Endpoints::new(topology)?;
     let mut cmd = Command::new(&bins.mcp);
     cmd.arg("--bind")
-        .arg(ep.mcp.to_string())
+        .arg(any_address(ep.mcp.port()))
         .args(&topology.mcp_server.args);
     Ok(cmd)
 }
 
-/// The Agent VM: `sshlab-agent serve --listen <agent address> --results <results>`.
+/// The Agent VM: `sshlab-agent serve --listen 0.0.0.0:<control port> --results <results>`.
 pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow::Result<Command> {
     let ep = Endpoints::new(topology).context("the agent's address")?;
     let mut cmd = Command::new(&bins.agent);
     cmd.args(["serve", "--listen"])
-        .arg(ep.agent.to_string())
+        .arg(any_address(ep.agent.port()))
         .arg("--results")
         .arg(results);
     Ok(cmd)

@@ -61,9 +61,8 @@ fn sh_quote(s: &str) -> String {
 
 /// Writes `text` to `path` with `mode`.
 fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))
+    super::dirs::write_file(path, text.as_bytes(), mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Copies `from` into `dir` as `name` with `mode` (the original may be root's alone, as
@@ -80,17 +79,10 @@ fn install(from: &Path, dir: &Path, name: &str, mode: u32) -> anyhow::Result<Pat
 /// `mkdir -p` with mode 0755 on every directory it makes (whatever the umask; the runners'
 /// user must pass through each), and on `dir` itself.
 fn make_dir(dir: &Path) -> anyhow::Result<()> {
-    let missing: Vec<PathBuf> = dir
-        .ancestors()
-        .take_while(|a| !a.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for d in missing.iter().map(PathBuf::as_path).chain([dir]) {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("cannot chmod {}", d.display()))?;
-    }
-    Ok(())
+    super::dirs::create_dir_all(dir, 0o755)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", dir.display()))
 }
 
 /// `dir` is new, empty, or an earlier runner set (then cleared); anything else is refused.
@@ -194,6 +186,7 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
                 socket: &socket,
                 tag: RESULTS_TAG,
             },
+            driver_shell: None,
         };
         let args: Vec<String> = qemu::vng_args(&spec, topology, vm)?
             .iter()

@@ -21,6 +21,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::Context;
+
 use sshlab_core::{TargetPort, Topology};
 use sshlab_sshd::{
     Account, AccountFiles, FIRST_UID, PER_SOURCE_PENALTIES, ServerConfig, ensure_privsep_dir,
@@ -42,21 +44,25 @@ pub struct TargetFiles {
 }
 
 /// Generates users, keys, configs and the wrapper script.
-pub fn prepare(
-    dir: &Path,
-    topology: &Topology,
-    ip: std::net::Ipv4Addr,
-) -> anyhow::Result<TargetFiles> {
-    fs::create_dir_all(dir.join("etc/pam.d"))?;
-    set_mode(dir, 0o755)?;
+pub fn prepare(dir: &Path, topology: &Topology) -> anyhow::Result<TargetFiles> {
+    // The overlay's /etc, the homes and the seed's files are read by the target's accounts:
+    // modes set explicitly, whatever the umask (a 0700 `etc` hides /etc/passwd from them).
+    for (d, mode) in [
+        (dir.to_path_buf(), 0o755),
+        (dir.join("etc"), 0o755),
+        (dir.join("etc/pam.d"), 0o755),
+        (dir.join("home"), 0o755),
+        (dir.join("keys"), 0o700),
+    ] {
+        fs::create_dir_all(&d)?;
+        set_mode(&d, mode)?;
+    }
     let sshd = sshd_binary()?;
     let host_key = dir.join("ssh_host_ed25519_key");
     if !host_key.exists() {
         ssh_keygen(&host_key, "sshlab-target")?;
     }
     let keys = dir.join("keys");
-    fs::create_dir_all(&keys)?;
-    set_mode(&keys, 0o700)?;
     let hash = hash_password(PASSWORD)?;
     let mut accounts = Vec::new();
     for (uid, user) in (FIRST_UID..).zip(USERS) {
@@ -67,8 +73,8 @@ pub fn prepare(
         }
         install_home(&home, uid, &fs::read_to_string(key.with_extension("pub"))?)?;
         if user == "fancyuser" {
-            fs::write(
-                home.join(".profile"),
+            write_file(
+                &home.join(".profile"),
                 "PS1='\\033[1;32m┌─[\\u@\\h]─[\\w]\\033[0m\\n└─▶ '\nexport PS1\n",
             )?;
         }
@@ -88,8 +94,8 @@ pub fn prepare(
     let etc = dir.join("etc");
     // root's password too: the root-login role logs in as root.
     AccountFiles::new(Some(&hash), &accounts).write(&etc)?;
-    fs::write(
-        etc.join("test-file.txt"),
+    write_file(
+        &etc.join("test-file.txt"),
         "This is a test file for the sshlab target.\nIt has a few lines.\nThe end.\n",
     )?;
     let mut large = String::new();
@@ -99,9 +105,9 @@ pub fn prepare(
             "Line {i}: the quick brown fox jumps over the lazy dog"
         );
     }
-    fs::write(etc.join("large-test-file.txt"), large)?;
-    fs::write(
-        etc.join("pam.d/sshd"),
+    write_file(&etc.join("large-test-file.txt"), &large)?;
+    write_file(
+        &etc.join("pam.d/sshd"),
         "# sshlab slow-auth: every password authentication waits 2 s first.\n\
          auth required pam_exec.so quiet /bin/sleep 2\n\
          auth required pam_unix.so\n\
@@ -115,8 +121,8 @@ pub fn prepare(
     let penalties = supports_keyword(&sshd, PER_SOURCE_PENALTIES);
     let mut ports = Vec::new();
     for TargetPort { role, base, netem } in topology.target_ports() {
-        let cfg = sshd_config(dir, ip, role, base, netem, penalties);
-        fs::write(dir.join(format!("sshd_{base}.conf")), cfg)?;
+        let cfg = sshd_config(dir, role, base, netem, penalties);
+        write_file(&dir.join(format!("sshd_{base}.conf")), &cfg)?;
         ports.push((role.to_owned(), base, netem));
     }
     Ok(TargetFiles {
@@ -171,18 +177,12 @@ pub fn accepts_password_login(role: &str) -> bool {
     b.password && !b.deny_all
 }
 
-fn sshd_config(
-    dir: &Path,
-    ip: std::net::Ipv4Addr,
-    role: &str,
-    base: u16,
-    netem: u16,
-    penalties: bool,
-) -> String {
+fn sshd_config(dir: &Path, role: &str, base: u16, netem: u16, penalties: bool) -> String {
     let b = behaviour(role);
     let extra = if b.deny_all { "DenyUsers *\n" } else { "" };
     let settings = ServerConfig {
-        listen: ip,
+        // Every address, as vms/target.nix's `ListenAddress 0.0.0.0:<port>`.
+        listen: std::net::Ipv4Addr::UNSPECIFIED,
         ports: &[base, netem],
         host_key: &dir.join("ssh_host_ed25519_key"),
         pid_file: &dir.join(format!("sshd_{base}.pid")),
@@ -207,6 +207,12 @@ pub fn down_flag(dir: &Path, base: u16) -> PathBuf {
 /// The `-f` argument that tells the listener of `base` apart (`<dir>/sshd_<base>.conf`).
 pub fn config_path(dir: &Path, base: u16) -> PathBuf {
     dir.join(format!("sshd_{base}.conf"))
+}
+
+/// Writes a file of the target's, readable by its accounts (0644) whatever the umask.
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    super::dirs::write_file(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The `unshare` command that runs all instances in one private mount + PID namespace.
@@ -283,16 +289,13 @@ mod tests {
         .filter(|r| !accepts_password_login(r))
         .collect();
         assert_eq!(refusing, ["key-only", "deny-all"]);
-        let ip = "10.178.0.20".parse().unwrap();
         let d = Path::new("/x");
-        let c = sshd_config(d, ip, "key-only", 2223, 2323, false);
+        let c = sshd_config(d, "key-only", 2223, 2323, false);
         assert!(c.contains("PasswordAuthentication no\n") && c.contains("Port 2323\n"));
-        assert!(sshd_config(d, ip, "deny-all", 2226, 2326, false).contains("DenyUsers *"));
-        assert!(
-            sshd_config(d, ip, "root-login", 2228, 2328, false).contains("PermitRootLogin yes")
-        );
-        assert!(sshd_config(d, ip, "slow-auth", 2225, 2325, true).contains("UsePAM yes"));
-        let std = sshd_config(d, ip, "standard", 2222, 2322, false);
-        assert!(std.contains("ListenAddress 10.178.0.20\n") && std.contains("UsePAM no"));
+        assert!(sshd_config(d, "deny-all", 2226, 2326, false).contains("DenyUsers *"));
+        assert!(sshd_config(d, "root-login", 2228, 2328, false).contains("PermitRootLogin yes"));
+        assert!(sshd_config(d, "slow-auth", 2225, 2325, true).contains("UsePAM yes"));
+        let std = sshd_config(d, "standard", 2222, 2322, false);
+        assert!(std.contains("ListenAddress 0.0.0.0\n") && std.contains("UsePAM no"));
     }
 }

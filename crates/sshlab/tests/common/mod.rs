@@ -146,12 +146,37 @@ pub fn lab_copy(dir: &Path, results: &Path) -> PathBuf {
         dir.join("netem/profiles.toml"),
     )
     .expect("copy");
+    // Readable by the runners' user and a normal user's `sshlab --lab`, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for (p, mode) in [
+        ("", 0o755),
+        ("vms", 0o755),
+        ("netem", 0o755),
+        ("vms/topology.toml", 0o644),
+        ("netem/profiles.toml", 0o644),
+    ] {
+        std::fs::set_permissions(dir.join(p), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
     dir.to_owned()
 }
 
 /// Runs the real `sshlab` binary from the repository root.
 pub fn sshlab(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlab"));
+    sshlab_under_umask(None, args, env)
+}
+
+/// [`sshlab`] under `umask` when given (as `sudo` passes on the caller's), else this process's.
+pub fn sshlab_under_umask(umask: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_sshlab");
+    let mut cmd = match umask {
+        Some(m) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", "umask \"$1\" && shift && exec \"$@\"", "sh", m, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env_remove("SUDO_UID")
@@ -254,9 +279,21 @@ impl Lab {
 
     /// `sshlab --netns NS <args> --results DIR` with the lab's binaries.
     pub fn sshlab(&self, args: &[&str]) -> Output {
+        self.sshlab_under_umask(None, args)
+    }
+
+    /// [`Lab::sshlab`] under `umask` when given.
+    pub fn sshlab_under_umask(&self, umask: Option<&str>, args: &[&str]) -> Output {
         let res = self.results.display().to_string();
-        self.ns.sshlab(
-            &[args, &["--results", &res]].concat(),
+        let lab = self.ns.lab.path().to_str().expect("utf-8 temp path");
+        sshlab_under_umask(
+            umask,
+            &[
+                &["--netns", self.ns.name.as_str(), "--lab", lab],
+                args,
+                &["--results", &res],
+            ]
+            .concat(),
             &[("SSHLAB_BIN_DIR", &self.bins)],
         )
     }

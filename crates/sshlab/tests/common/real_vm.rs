@@ -123,3 +123,24 @@ pub fn release_bins() -> Result<PathBuf, String> {
     }
     Ok(dir)
 }
+
+/// The processes `vm up` recorded for the guests (each runner and everything below it: vng,
+/// virtme-run, qemu) that still run (zombies aside), as "pid comm".
+pub fn still_running(state: &sshlab::vm::State) -> Vec<String> {
+    state
+        .procs
+        .iter()
+        .flat_map(|p| {
+            let me = sshlab::vm::process::Member {
+                pid: p.pid,
+                start_time: p.start_time,
+            };
+            std::iter::once(me).chain(p.members.iter().copied())
+        })
+        .filter(|m| m.alive())
+        .map(|m| {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", m.pid));
+            format!("{} {}", m.pid, comm.unwrap_or_default().trim())
+        })
+        .collect()
+}
