@@ -100,7 +100,7 @@ in {
           assert ${toString standard.netemPort} in [r["want"]["port"] for r in shown["rows"]], shown
 
       with subtest("quick scenario passes its thresholds from the agent"):
-          agent.succeed("${agentRun "--scenario quick --results-dir /tmp/quick --threshold 'errors<1%'"}", timeout=600)
+          agent.succeed("${agentRun "--scenario quick --duration 10 --results-dir /tmp/quick --threshold 'errors<1%'"}", timeout=600)
           agent.succeed("test -s /tmp/quick/*/summary.json")
 
       with subtest("negative: an impossible threshold fails the run with exit code 99"):

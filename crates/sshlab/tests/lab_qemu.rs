@@ -147,6 +147,23 @@ mod tests {
         let quick_dir = newest_run(&ns.results());
         let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
         let latency_dir = newest_run(&ns.results());
+        // The faults the host can execute on real guests: a partition of the target's TAP and
+        // a pause of the MCP guest's whole qemu, during a run.
+        let faults = ns.sshlab(
+            &[
+                "run",
+                "quick",
+                "30",
+                "2",
+                "--fault",
+                "partition:target@6s+3s",
+                "--fault",
+                "mcp-pause@16s+3s",
+            ],
+            &env,
+        );
+        let faults_dir = newest_run(&ns.results());
+        let status_after = ns.sshlab(&["vm", "status"], &[]);
         // Every process of each guest (vng, virtme-run, qemu), as `vm up` recorded them.
         let state: sshlab::vm::State =
             serde_json::from_slice(&std::fs::read(&state_file).expect("state.json"))
@@ -239,5 +256,32 @@ mod tests {
             "netem in the target guest adds only {:.1} ms",
             shaped - base
         );
+
+        // Faults on real guests: both executed and reverted (the lab ready again afterwards),
+        // judged, and the run went on after them.
+        ok(&faults, "run quick with faults");
+        ok(&status_after, "vm status after the faults");
+        let s = summary(&faults_dir);
+        let recorded = s["faults"].as_array().expect("faults");
+        assert_eq!(recorded.len(), 2, "{s:#}");
+        for f in recorded {
+            assert!(f["error"].is_null(), "{f:#}");
+            assert!(f["started_at"].is_f64() && f["ended_at"].is_f64(), "{f:#}");
+            assert!(f["analysis"]["verdict"].is_string(), "{f:#}");
+            println!(
+                "qemu fault {}:{}: {}",
+                f["spec"]["kind"], f["spec"]["target"], f["analysis"]["verdict"]
+            );
+        }
+        let last_end =
+            recorded[1]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
+        let after: u64 = s["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["t"].as_f64().unwrap() > last_end + 2.0)
+            .map(|i| i["ok"].as_u64().unwrap())
+            .sum();
+        assert!(after > 0, "nothing succeeded after the pause ended: {s:#}");
     }
 }
