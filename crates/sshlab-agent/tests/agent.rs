@@ -723,7 +723,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let results = lab.results.path().to_owned();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, sshlab_agent::serve::router(results)).await;
+            let _ = axum::serve(listener, sshlab_agent::serve::router(results, None)).await;
         });
         let http = reqwest::Client::new();
         let base = format!("http://{addr}");

@@ -40,7 +40,11 @@ pub fn mcp_command(bins: &Bins, topology: &Topology) -> anyhow::Result<Command> 
     Ok(cmd)
 }
 
-/// The Agent VM: `sshlab-agent serve --listen <agent address> --results <results>`.
+/// The Agent VM: `sshlab-agent serve --listen <agent address> --results <results>`, and
+/// `--dashboard <agent address>:<dashboard port> --dashboard-public` when the topology gives the
+/// agent a `dashboard` service (the VM's own address is not loopback; only the lab reaches it,
+/// and `sshlab run --dashboard` forwards it to the host). The agent VM's NixOS module passes
+/// the same.
 pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow::Result<Command> {
     let ep = Endpoints::new(topology).context("the agent's address")?;
     let mut cmd = Command::new(&bins.agent);
@@ -48,5 +52,10 @@ pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow
         .arg(ep.agent.to_string())
         .arg("--results")
         .arg(results);
+    if let Some(d) = ep.dashboard {
+        cmd.arg("--dashboard")
+            .arg(d.to_string())
+            .arg(sshlab_core::dashboard::PUBLIC_FLAG);
+    }
     Ok(cmd)
 }
