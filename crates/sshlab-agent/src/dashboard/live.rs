@@ -302,6 +302,7 @@ impl Live {
             phase: cur.and(st.phase.as_deref()),
             running: cur.is_some(),
             elapsed_s: cur.map_or(f.elapsed_s, |c| c.started.elapsed().as_secs_f64()),
+            streams: self.frames.receiver_count(),
         };
         live_metrics::render(&f.metrics, &gauges)
     }

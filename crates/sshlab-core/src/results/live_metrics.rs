@@ -32,6 +32,8 @@ pub const PHASE: &str = "sshlab_agent_phase";
 pub const RUNNING: &str = "sshlab_agent_running";
 /// Gauge: seconds since the run started.
 pub const ELAPSED: &str = "sshlab_agent_elapsed_seconds";
+/// Gauge: dashboard pages connected (their event streams open).
+pub const DASHBOARD_STREAMS: &str = "sshlab_agent_dashboard_streams";
 
 /// The latency histogram's upper bounds, seconds (`+Inf` is added).
 pub const BUCKETS_S: [f64; 15] = [
@@ -152,6 +154,8 @@ pub struct Gauges<'a> {
     pub running: bool,
     /// Seconds since the run started.
     pub elapsed_s: f64,
+    /// Dashboard pages connected.
+    pub streams: usize,
 }
 
 /// A label value, escaped as the text format asks (`\\`, `\"`, `\n`).
@@ -253,6 +257,13 @@ pub fn render(s: &Snapshot, g: &Gauges<'_>) -> String {
         0.0
     };
     let _ = writeln!(out, "{ELAPSED} {elapsed:.3}");
+    head(
+        &mut out,
+        DASHBOARD_STREAMS,
+        "gauge",
+        "Dashboard pages connected (their event streams open).",
+    );
+    let _ = writeln!(out, "{DASHBOARD_STREAMS} {}", g.streams);
     out
 }
 
@@ -305,6 +316,7 @@ mod tests {
                 phase: Some("workers=5"),
                 running: true,
                 elapsed_s: 12.5,
+                streams: 2,
             },
         );
         let s = Sample::parse(&text);
@@ -337,6 +349,7 @@ mod tests {
         assert_eq!(get(r#"sshlab_agent_phase{phase="workers=5"}"#), 1.0);
         assert_eq!(get(RUNNING), 1.0);
         assert_eq!(get(ELAPSED), 12.5);
+        assert_eq!(get(DASHBOARD_STREAMS), 2.0);
         // A label value with a quote and a backslash is escaped, and reads back.
         assert!(
             text.contains(r#"operation="we\"ird\\op""#),

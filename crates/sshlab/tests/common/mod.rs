@@ -79,8 +79,13 @@ impl Netns {
 
     /// Runs `sshlab --netns NS --lab LAB <args>` with `env`.
     pub fn sshlab(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.sshlab_command(args, env).output().expect("run sshlab")
+    }
+
+    /// `sshlab --netns NS --lab LAB <args>` with `env`, to run.
+    pub fn sshlab_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let lab = self.lab.path().to_str().expect("utf-8 temp path");
-        sshlab(
+        sshlab_command(
             &[&["--netns", self.name.as_str(), "--lab", lab], args].concat(),
             env,
         )
@@ -151,6 +156,11 @@ pub fn lab_copy(dir: &Path, results: &Path) -> PathBuf {
 
 /// Runs the real `sshlab` binary from the repository root.
 pub fn sshlab(args: &[&str], env: &[(&str, &str)]) -> Output {
+    sshlab_command(args, env).output().expect("run sshlab")
+}
+
+/// The real `sshlab` binary, from the repository root, with `args` and `env`, to run.
+pub fn sshlab_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlab"));
     cmd.args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -159,7 +169,7 @@ pub fn sshlab(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run sshlab")
+    cmd
 }
 
 /// `ip <args>`, must succeed; returns stdout.
@@ -254,8 +264,13 @@ impl Lab {
 
     /// `sshlab --netns NS <args> --results DIR` with the lab's binaries.
     pub fn sshlab(&self, args: &[&str]) -> Output {
+        self.sshlab_command(args).output().expect("run sshlab")
+    }
+
+    /// `sshlab --netns NS <args> --results DIR` with the lab's binaries, to run.
+    pub fn sshlab_command(&self, args: &[&str]) -> Command {
         let res = self.results.display().to_string();
-        self.ns.sshlab(
+        self.ns.sshlab_command(
             &[args, &["--results", &res]].concat(),
             &[("SSHLAB_BIN_DIR", &self.bins)],
         )
