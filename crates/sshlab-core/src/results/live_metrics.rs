@@ -122,18 +122,29 @@ impl Snapshot {
             .ops
             .iter()
             .map(|(op, g)| {
-                let (all, _) = g.all_latency();
-                // HDR's buckets hold 3 significant digits: a bound is exact to 0.1%.
-                let cumulative = BUCKETS_S
-                    .iter()
-                    .map(|b| all.count_between(0, (b * 1e6) as u64))
-                    .collect();
-                Latency {
+                let mut l = Latency {
                     op: op.clone(),
-                    cumulative,
-                    count: all.len(),
-                    sum_s: all.mean() * all.len() as f64 / 1e6,
+                    cumulative: vec![0; BUCKETS_S.len()],
+                    count: 0,
+                    sum_s: 0.0,
+                };
+                // One walk over the recorded buckets of each histogram (no copy of them; this
+                // runs every second): HDR's buckets hold 3 significant digits, so a bucket
+                // bound is exact to 0.1%.
+                for h in [&g.corrected, &g.failed] {
+                    for v in h.iter_recorded() {
+                        let (value, n) = (v.value_iterated_to(), v.count_at_value());
+                        let low = h.lowest_equivalent(value);
+                        for (b, c) in BUCKETS_S.iter().zip(&mut l.cumulative) {
+                            if low <= (b * 1e6) as u64 {
+                                *c += n;
+                            }
+                        }
+                        l.count += n;
+                        l.sum_s += h.median_equivalent(value) as f64 * n as f64 / 1e6;
+                    }
                 }
+                l
             })
             .collect();
         Self {
