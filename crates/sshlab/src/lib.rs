@@ -94,7 +94,7 @@ pub enum Command {
         #[arg(long = "fault")]
         faults: Vec<sshlab_core::faults::FaultSpec>,
         /// Forward the Agent VM's live dashboard (and its Prometheus /metrics) to ADDR on this
-        /// machine: PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1:5665); the URL is printed
+        /// machine: PORT, IP:PORT or `[IPv6]:PORT` (default 127.0.0.1:5665); the URL is printed
         /// when the run starts. Loopback unless --dashboard-public.
         #[arg(
             long,

@@ -32,7 +32,7 @@ pub use live::Live;
 #[derive(Debug, Clone, Default, Args)]
 pub struct DashboardArgs {
     /// Serve a live dashboard of the run (and its Prometheus /metrics) on ADDR: PORT, IP:PORT
-    /// or [IPv6]:PORT (default 127.0.0.1:5665). Loopback unless --dashboard-public.
+    /// or `[IPv6]:PORT` (default 127.0.0.1:5665). Loopback unless --dashboard-public.
     #[arg(
         long,
         value_name = "ADDR",

@@ -8,7 +8,7 @@
 //! still due in the phase), lets a call in flight finish within the grace period after the
 //! deadline (one still running then is cut off and recorded as such), and then gives back,
 //! unmeasured, every handle it holds. What the server answers decides what happens to a
-//! handle ([`HandleFate`]): a rate-limited call backs off for the server's `Retry-After` and
+//! handle (`HandleFate`): a rate-limited call backs off for the server's `Retry-After` and
 //! keeps it; a tool error that says the handle is no use ([`Scenario::stale_kinds`], or
 //! [`STALE_AFTER`] tool errors in a row) gives it up, and giving up always releases it on the
 //! server, retrying a release the server rate-limits.
