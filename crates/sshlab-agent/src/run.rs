@@ -166,17 +166,6 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
         &clock,
     );
     run_info.mcp_url = secrets.mask_url(&run_info.mcp_url);
-    let in_flight = InFlight::new(shard_count);
-    if let Some(live) = &req.live {
-        live.begin(RunView {
-            info: run_info.clone(),
-            planned: planned(&req, &phases),
-            thresholds: thresholds.clone(),
-            notes: req.notes.clone(),
-            cancel: cancel.clone(),
-            in_flight: in_flight.clone(),
-        });
-    }
     // Fail fast, before anything is measured, when the server can't be reached.
     let probe = engine::connect(&req.settings, 0)
         .await
@@ -186,6 +175,19 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
         })?;
     let protocol = probe.protocol_version().to_owned();
     let _ = probe.close().await;
+    let in_flight = InFlight::new(shard_count);
+    if let Some(live) = &req.live {
+        let mut info = run_info.clone();
+        info.protocol.clone_from(&protocol);
+        live.begin(RunView {
+            info,
+            planned: planned(&req, &phases),
+            thresholds: thresholds.clone(),
+            notes: req.notes.clone(),
+            cancel: cancel.clone(),
+            in_flight: in_flight.clone(),
+        });
+    }
     let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
 
     let metrics_url = req

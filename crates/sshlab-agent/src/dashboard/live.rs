@@ -9,9 +9,11 @@
 //!
 //! A frame carries the same [`Summary`] the reports are made of, built from the collector's
 //! aggregate as `summary.json` is, and the page draws it with the report's own code
-//! ([`sshlab_core::report::html`]). Building the summary costs a few histogram walks, so it is
-//! done only while a page is open; the HTML is rendered once per frame, however many pages
-//! show it. The finished frame holds the very text of `report.html`.
+//! ([`sshlab_core::report::html`]). Building the summary costs a few histogram walks (about
+//! half a millisecond a second; `examples/dashboard_cost.rs`), so every frame has one and a page
+//! opened at any moment shows the run at once; the HTML is rendered only when a page needs it,
+//! once per frame however many pages show it. The finished frame holds the very text of
+//! `report.html`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -74,7 +76,7 @@ pub struct Frame {
     pub remaining_s: f64,
     /// The phase running now (`all` in a run of one phase; `None` between phases).
     pub phase: Option<String>,
-    /// The run's summary so far; `None` when no page was open to need it.
+    /// The run's summary so far (`None` before a run, or once it has ended).
     pub summary: Option<Summary>,
     /// The counters and histograms `/metrics` shows.
     pub metrics: Snapshot,
@@ -159,11 +161,6 @@ impl Live {
         self.frames.borrow().clone()
     }
 
-    /// Whether a page is open (its event stream holds a receiver).
-    fn watched(&self) -> bool {
-        self.frames.receiver_count() > 0
-    }
-
     fn send(&self, mut f: Frame) {
         f.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.frames.send_replace(Arc::new(f));
@@ -171,9 +168,10 @@ impl Live {
 
     /// A run begins.
     pub fn begin(&self, view: RunView) {
-        let summary = self
-            .watched()
-            .then(|| Summary::build(running(&view.info, 0.0), &Aggregate::new(0.0)));
+        let summary = Some(Summary::build(
+            running(&view.info, 0.0),
+            &Aggregate::new(view.info.started_at),
+        ));
         let remaining_s = view.planned.as_secs_f64();
         *self.lock() = State {
             run: Some(Current {
@@ -194,19 +192,15 @@ impl Live {
 
     /// The collector's figures, `elapsed` into the run (about once a second).
     pub fn publish(&self, agg: &Aggregate, counts: &LiveCounts, elapsed: Duration) {
-        let watched = self.watched();
         let st = self.lock();
         let Some(cur) = st.run.as_ref().filter(|c| !c.ended) else {
             return;
         };
         let elapsed_s = elapsed.as_secs_f64();
-        let summary = watched.then(|| {
-            let mut s = Summary::build(running(&cur.view.info, elapsed_s), agg);
-            s.server.clone_from(&st.server);
-            s.notes.clone_from(&cur.view.notes);
-            s.thresholds = cur.view.thresholds.iter().map(|t| t.evaluate(&s)).collect();
-            s
-        });
+        let mut s = Summary::build(running(&cur.view.info, elapsed_s), agg);
+        s.server.clone_from(&st.server);
+        s.notes.clone_from(&cur.view.notes);
+        s.thresholds = cur.view.thresholds.iter().map(|t| t.evaluate(&s)).collect();
         let frame = Frame {
             status: if cur.view.cancel.is_cancelled() {
                 Status::Stopping
@@ -216,7 +210,7 @@ impl Live {
             elapsed_s,
             remaining_s: cur.view.planned.saturating_sub(elapsed).as_secs_f64(),
             phase: st.phase.clone(),
-            summary,
+            summary: Some(s),
             metrics: Snapshot::take(counts, agg),
             ..Frame::waiting()
         };
@@ -391,17 +385,15 @@ mod tests {
         };
         agg.add(&r);
         counts.add(&r);
-        // Nobody watching: counters for /metrics, no summary.
         live.publish(&agg, &counts, Duration::from_secs(3));
         let f = live.frame();
-        assert!(f.summary.is_none());
         assert!((f.remaining_s - 7.0).abs() < 1e-9);
         assert!(live.metrics_text().contains("sshlab_agent_running 1"));
-        // A page open: the summary, with the run's thresholds and notes, drawn live.
+        // The summary, with the run's thresholds and notes, drawn live.
         let rx = live.subscribe();
         live.publish(&agg, &counts, Duration::from_secs(4));
         let f = rx.borrow().clone();
-        let s = f.summary.as_ref().expect("summary while watched");
+        let s = f.summary.as_ref().expect("summary");
         assert_eq!(s.totals.requests, 1);
         assert_eq!(s.notes, ["a note"]);
         assert!(s.thresholds[0].passed);
