@@ -13,6 +13,7 @@
 //! reads frames. `serve` binds it once for all its jobs: a browser keeps its URL from one job
 //! to the next (reloading after each report).
 
+pub mod listener;
 pub mod live;
 pub mod page;
 pub mod routes;
@@ -98,7 +99,7 @@ impl Dashboard {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
+            let served = axum::serve(listener::Capped::new(listener), router)
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await;
             if let Err(e) = served {

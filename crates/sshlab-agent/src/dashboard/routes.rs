@@ -11,6 +11,7 @@
 //! - `GET /report.html`: the last run's report, once there is one.
 //!
 //! Every answer says `Cache-Control: no-store` and carries the page's Content-Security-Policy.
+//! Connections are capped by the listener ([`super::listener`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
