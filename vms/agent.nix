@@ -9,6 +9,9 @@
 }: let
   lab = import ../nix/lib/lab.nix {};
   port = lab.servicePort "agent" "control";
+  # The live dashboard of the job running, on the VM's own address (not loopback, hence
+  # --dashboard-public; only the lab reaches it): `sshlab run --dashboard` forwards it.
+  dashboard = "${(lab.vm "agent").ip}:${toString (lab.servicePort "agent" "dashboard")}";
 in {
   imports = [./common.nix];
 
@@ -22,7 +25,7 @@ in {
       after = ["network-online.target"];
       wants = ["network-online.target"];
       serviceConfig = {
-        ExecStart = "${lib.getExe' config.sshlab.package "sshlab-agent"} serve --listen 0.0.0.0:${toString port} --results ${lab.results.guest}";
+        ExecStart = "${lib.getExe' config.sshlab.package "sshlab-agent"} serve --listen 0.0.0.0:${toString port} --results ${lab.results.guest} --dashboard ${dashboard} --dashboard-public";
         Restart = "on-failure";
         LimitNOFILE = 65536;
       };

@@ -18,7 +18,7 @@ in
     (expect "bridge" lab.bridgeName "sshbr0")
     (expect "address of mcp" (lab.addressOf "mcp") "10.178.0.10/24")
     (expect "mcp port" (lab.servicePort "mcp" "mcp") 3000)
-    (expect "agent ports" (lab.listenPorts "agent") [9100])
+    (expect "agent ports" (lab.listenPorts "agent") [9100 9101])
     (expect "target ports" (lab.listenPorts "target") [2222 2322 2223 2323 2224 2324 2225 2325 2226 2326 2227 2327 2228 2328])
     (expect "sshd units" (map (i: i.unit) lab.sshdInstances) ["sshd-standard" "sshd-key-only" "sshd-fancy-prompt" "sshd-slow-auth" "sshd-deny-all" "sshd-unstable" "sshd-root-login"])
     (expect "netem of 2222" (builtins.head lab.sshdInstances).netem {
@@ -74,7 +74,7 @@ in
     (expect "large file: 1000 newline-terminated lines" (builtins.length (builtins.filter builtins.isList (builtins.split "\n" target.environment.etc."large-test-file.txt".text))) 1000)
     (expect "unstable timer" target.systemd.timers.sshd-unstable-restart.timerConfig.OnUnitActiveSec 20)
     (expect "mcp ExecStart" mods.mcp.systemd.services.mcp-ssh-server.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/mcp-ssh-server --bind 0.0.0.0:3000 --profile loadtest --rate-limit-per-min 0 --global-rate-limit-per-min 0")
-    (expect "agent ExecStart" mods.agent.systemd.services.sshlab-agent.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/sshlab-agent serve --listen 0.0.0.0:9100 --results /results")
+    (expect "agent ExecStart" mods.agent.systemd.services.sshlab-agent.serviceConfig.ExecStart "/nix/store/stub-sshlab/bin/sshlab-agent serve --listen 0.0.0.0:9100 --results /results --dashboard 10.178.0.5:9101 --dashboard-public")
     (expect "vm-test: eth1 of each node carries its topology address" (builtins.mapAttrs (_: n: n.networking.interfaces.eth1.ipv4.addresses) vmTest.nodes) {
       agent = [
         {

@@ -228,6 +228,9 @@ pub struct RunArgs {
     /// within this, percent.
     #[arg(long)]
     pub precision: Option<f64>,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
 }
 
 /// A usage problem: nothing ran.
@@ -421,6 +424,7 @@ impl RunArgs {
             dir: None,
             notes: Vec::new(),
             faults: Default::default(),
+            live: None,
         })
     }
 }
@@ -542,6 +546,51 @@ async fn run_cmd(args: RunArgs) -> ExitCode {
             }
         }
     }
+    let dashboard = match start_dashboard(&args.dashboard).await {
+        Ok(d) => d,
+        Err(code) => return ExitCode::from(code),
+    };
+    if let Some(d) = &dashboard {
+        for r in &mut requests {
+            r.live = Some(d.live());
+        }
+    }
+    let code = run_all(requests).await;
+    if let Some(d) = dashboard {
+        d.close(DASHBOARD_LINGER).await;
+    }
+    code
+}
+
+/// How long a run's end waits for open dashboard pages to receive its report.
+const DASHBOARD_LINGER: Duration = Duration::from_secs(3);
+
+/// The dashboard `args` ask for, listening (and its URL printed), before anything runs; the
+/// exit code when it cannot be: 2 for an address that may not be used, 1 for one that is taken.
+pub async fn start_dashboard(
+    args: &crate::dashboard::DashboardArgs,
+) -> Result<Option<crate::dashboard::Dashboard>, u8> {
+    let addr = match args.addr() {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            eprintln!("sshlab-agent: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
+    match crate::dashboard::Dashboard::bind(addr).await {
+        Ok(d) => {
+            eprintln!("sshlab-agent: dashboard on {}", d.url());
+            Ok(Some(d))
+        }
+        Err(e) => {
+            eprintln!("sshlab-agent: {e}");
+            Err(EXIT_RUN_ERROR)
+        }
+    }
+}
+
+async fn run_all(requests: Vec<RunRequest>) -> ExitCode {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let mut code = EXIT_OK;

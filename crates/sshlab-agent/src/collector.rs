@@ -4,7 +4,8 @@
 //! a crash or Ctrl-C leaves only complete lines), folds it into the [`Aggregate`], hands each
 //! finished one-second interval histogram to the `.hlog` writer thread, prints progress, and
 //! rewrites `summary.json` every few seconds marked incomplete, so even a killed run leaves a
-//! summary of what it measured.
+//! summary of what it measured. With a live dashboard it also counts requests by operation and
+//! port and hands the dashboard its figures every second ([`crate::dashboard::live`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use sshlab_core::results::live_metrics::LiveCounts;
 use sshlab_core::results::{Aggregate, IntervalStats, LatencyStats, Record, RunInfo, Summary};
 use tokio::sync::mpsc;
 
@@ -186,6 +188,8 @@ pub struct CollectorConfig {
     pub planned: Duration,
     /// Progress display.
     pub progress: Progress,
+    /// The live dashboard, when one is served.
+    pub live: Option<std::sync::Arc<crate::dashboard::Live>>,
 }
 
 /// Records taken from the channel at a time.
@@ -210,6 +214,7 @@ pub async fn collect(
     let mut ticks = 0u64;
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut counts = cfg.live.as_ref().map(|_| LiveCounts::default());
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
@@ -234,6 +239,9 @@ pub async fn collect(
                     };
                     w.push(&line)?;
                     hlog.send(agg.add(&rec));
+                    if let Some(c) = counts.as_mut() {
+                        c.add(&rec);
+                    }
                 }
                 if n < BATCH {
                     // Caught up: let records gather instead of being woken by each one (every
@@ -247,6 +255,9 @@ pub async fn collect(
                     f.flush()?;
                 }
                 show(&cfg, &agg, started.elapsed(), ticks);
+                if let (Some(live), Some(c)) = (&cfg.live, &counts) {
+                    live.publish(&agg, c, started.elapsed());
+                }
                 if ticks.is_multiple_of(5) {
                     let mut run = cfg.run.clone();
                     run.ended_at = cfg.run.started_at + started.elapsed().as_secs_f64();
@@ -262,6 +273,10 @@ pub async fn collect(
     }
     for f in files.values_mut() {
         f.flush()?;
+    }
+    // Every record counted: what /metrics says once the run has ended.
+    if let (Some(live), Some(c)) = (&cfg.live, &counts) {
+        live.publish(&agg, c, started.elapsed());
     }
     hlog.send(agg.finish());
     hlog.finish();

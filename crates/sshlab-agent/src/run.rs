@@ -12,13 +12,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{self, CollectorConfig, Progress};
+use crate::dashboard::Live;
+use crate::dashboard::live::{RunView, current_phase};
+use crate::engine::in_flight::InFlight;
 use crate::engine::shards::Shards;
 use crate::engine::{self, Clock, RunSettings, Sinks};
 use crate::mcp::McpError;
 use crate::results::{self, ResultsError};
 use crate::scenario::Scenario;
 use crate::scenario::segment::Segment;
-use crate::scrape::{ScrapeLoop, Scraped, Scraper};
+use crate::scrape::{OnScrape, ScrapeLoop, Scraped, Scraper};
+use crate::secrets::Secrets;
 use crate::thresholds::Threshold;
 use sshlab_core::results::server_metrics;
 
@@ -59,6 +63,8 @@ pub struct RunRequest {
     pub faults: FaultLog,
     /// Unix time to start at (the agents of a split test start together).
     pub start_at: Option<f64>,
+    /// The live dashboard to show the run on.
+    pub live: Option<Arc<Live>>,
 }
 
 /// The faults of a run as the host reports them while it runs.
@@ -123,9 +129,23 @@ pub fn metrics_url_for(mcp_url: &str) -> String {
     format!("{base}/metrics")
 }
 
-/// Run `req` until done or `cancel`; results are written whatever happens.
+/// Run `req` until done or `cancel`; results are written whatever happens. A live dashboard
+/// shows the run and then its report (or why it could not run).
 pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished, RunError> {
+    let live = req.live.clone();
+    let done = run_inner(req, cancel).await;
+    if let Some(live) = live {
+        match &done {
+            Ok(f) => live.finish(&f.summary),
+            Err(e) => live.fail(format!("{e:#}")),
+        }
+    }
+    done
+}
+
+async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finished, RunError> {
     let thresholds = thresholds(&req)?;
+    let secrets = Secrets::of(&req.settings, &req.scenario);
     if let Some(at) = req.start_at {
         wait_until(at, &cancel).await;
     }
@@ -139,12 +159,13 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     })?;
     let clock = Clock::start();
     let (dir_name, dir) = results_dir(&req, &clock)?;
-    let run_info = run_info(
+    let mut run_info = run_info(
         &req,
         &phases,
         req.test_id.clone().unwrap_or(dir_name),
         &clock,
     );
+    run_info.mcp_url = secrets.mask_url(&run_info.mcp_url);
     // Fail fast, before anything is measured, when the server can't be reached.
     let probe = engine::connect(&req.settings, 0)
         .await
@@ -154,13 +175,37 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
         })?;
     let protocol = probe.protocol_version().to_owned();
     let _ = probe.close().await;
+    let in_flight = InFlight::new(shard_count);
+    if let Some(live) = &req.live {
+        let mut info = run_info.clone();
+        info.protocol.clone_from(&protocol);
+        live.begin(RunView {
+            info,
+            planned: planned(&req, &phases),
+            thresholds: thresholds.clone(),
+            notes: req.notes.clone(),
+            cancel: cancel.clone(),
+            in_flight: in_flight.clone(),
+        });
+    }
     let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
 
     let metrics_url = req
         .metrics_url
         .clone()
         .unwrap_or_else(|| metrics_url_for(&req.settings.mcp_url));
-    let scraping = ScrapeLoop::start(Scraper::new(metrics_url, SCRAPE_TIMEOUT), SCRAPE_EVERY);
+    let cpus = (req.server_vcpus.clone(), req.server_cpus_shared);
+    let on_scrape = req.live.clone().map(|live| {
+        let (cpus, secrets) = (cpus.clone(), secrets.clone());
+        Box::new(move |sc: &Scraped| {
+            live.set_server(server_report(&cpus, sc, &secrets), current_phase(sc));
+        }) as OnScrape
+    });
+    let scraping = ScrapeLoop::start(
+        Scraper::new(metrics_url, SCRAPE_TIMEOUT),
+        SCRAPE_EVERY,
+        on_scrape,
+    );
     // Bounded and small: a collector that falls behind slows the workers instead of letting
     // records pile up in memory (the channel is the only unbounded-looking buffer).
     let (tx, rx) = mpsc::channel(4096);
@@ -173,11 +218,13 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
             run: info,
             planned: planned(&req, &phases),
             progress: req.progress,
+            live: req.live.clone(),
         },
     ));
     let sinks = Sinks {
         records: tx,
         marks: scraping.marks(),
+        in_flight,
     };
     let scenario = Arc::new(req.scenario.clone());
     let outcome = engine::run(
@@ -202,12 +249,11 @@ pub async fn run(req: RunRequest, cancel: CancellationToken) -> Result<Finished,
     };
     let scraped = scraping.finish().await;
 
-    let mut run_info = run_info;
     run_info.protocol = protocol;
     run_info.ended_at = clock.wall(tokio::time::Instant::now());
     finish_run_info(&mut run_info, &outcome);
     let mut summary = Summary::build(run_info, &agg);
-    summary.server = Some(server_report(&req, &scraped));
+    summary.server = Some(server_report(&cpus, &scraped, &secrets));
     summary.capacity = outcome.as_ref().ok().and_then(|o| o.capacity.clone());
     if let (Some(c), Some(sv)) = (summary.capacity.as_mut(), summary.server.as_ref()) {
         for step in &mut c.steps {
@@ -349,17 +395,25 @@ fn finish_run_info(info: &mut RunInfo, outcome: &Result<engine::Outcome, McpErro
     }
 }
 
-/// The server's side of the run, from what the scrapes gathered.
-fn server_report(req: &RunRequest, scraped: &Scraped) -> ServerReport {
-    let vcpus = req.server_vcpus.as_ref().map_or(0, |(n, _)| *n);
+/// The server's side of the run, from what the scrapes gathered: `cpus` are the server's
+/// vCPUs (with where that count came from) and whether they are shared; a scrape error's text
+/// is masked (a metrics URL may carry credentials).
+fn server_report(
+    cpus: &(Option<(u32, String)>, bool),
+    scraped: &Scraped,
+    secrets: &Secrets,
+) -> ServerReport {
+    let (vcpus_of, shared) = cpus;
+    let vcpus = vcpus_of.as_ref().map_or(0, |(n, _)| *n);
     let mut server = server_metrics::build_report(&scraped.samples, vcpus);
-    server.vcpus_source = req.server_vcpus.as_ref().map(|(_, from)| from.clone());
-    server.vcpus_shared = req.server_cpus_shared;
+    server.vcpus_source = vcpus_of.as_ref().map(|(_, from)| from.clone());
+    server.vcpus_shared = *shared;
     server.scrape_failures = scraped.failures;
     if scraped.samples.is_empty() || scraped.failures > 0 {
         server.error = scraped
             .last_error
-            .clone()
+            .as_deref()
+            .map(|e| secrets.mask_url(e))
             .or_else(|| scraped.samples.is_empty().then(|| "no samples".into()));
     }
     server.phases = scraped

@@ -181,6 +181,10 @@ impl Marks {
     }
 }
 
+/// Told what the loop has gathered after each scrape and mark during the run (the live
+/// dashboard shows the server's figures and the current phase from it).
+pub type OnScrape = Box<dyn FnMut(&Scraped) + Send>;
+
 /// Scrapes every `every` until stopped, once at each [`PhaseMark`], and once more at the end.
 #[derive(Debug)]
 pub struct ScrapeLoop {
@@ -191,8 +195,12 @@ pub struct ScrapeLoop {
 
 impl ScrapeLoop {
     /// Starts it; `scraper` is `None` when no client could be built (every scrape then counts
-    /// as failed with `why`).
-    pub fn start(scraper: Result<Scraper, ScrapeError>, every: Duration) -> Self {
+    /// as failed with `why`). `on_scrape` is told after every scrape during the run.
+    pub fn start(
+        scraper: Result<Scraper, ScrapeError>,
+        every: Duration,
+        mut on_scrape: Option<OnScrape>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let (marks, mut rx) = mpsc::unbounded_channel();
         let stopped = stop.clone();
@@ -219,6 +227,9 @@ impl ScrapeLoop {
                 if let Some((m, done)) = mark {
                     out.mark(m, t, sample);
                     let _ = done.send(());
+                }
+                if let Some(f) = on_scrape.as_mut() {
+                    f(&out);
                 }
             }
             // Marks sent just before the stop, then the final sample, after the load.

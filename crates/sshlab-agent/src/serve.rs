@@ -7,6 +7,9 @@
 //!   the summary and whether thresholds passed.
 //! - `DELETE /jobs/{test_id}` → cancels it; partial results are written.
 //! - `GET /health`.
+//!
+//! With `--dashboard ADDR`, every job shows on one live dashboard there as it runs
+//! ([`crate::dashboard`]); the host's `sshlab run --dashboard` forwards it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +45,9 @@ pub struct ServeArgs {
     /// vms/topology.toml).
     #[arg(long)]
     pub results: Option<PathBuf>,
+    /// A live dashboard of each job as it runs (one listener for all of them).
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
 }
 
 impl ServeArgs {
@@ -93,6 +99,7 @@ struct Current {
 struct Server {
     results: PathBuf,
     jobs: Arc<Mutex<Vec<Current>>>,
+    live: Option<Arc<crate::dashboard::Live>>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -144,6 +151,7 @@ impl JobRequest for Job {
             slo: Vec::new(),
             max_steps: None,
             precision: None,
+            dashboard: Default::default(),
         }
     }
 
@@ -213,6 +221,7 @@ async fn post_job(State(srv): State<Server>, body: axum::body::Bytes) -> Respons
         (id, dir)
     };
     req.dir = Some((test_id.clone(), dir.clone()));
+    req.live.clone_from(&srv.live);
     let jobs = srv.jobs.clone();
     let id = test_id.clone();
     tokio::spawn(async move {
@@ -329,11 +338,12 @@ async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// The router (for tests).
-pub fn router(results: PathBuf) -> Router {
+/// The router (for tests): jobs write into `results`, and show on `live` when given.
+pub fn router(results: PathBuf, live: Option<Arc<crate::dashboard::Live>>) -> Router {
     let srv = Server {
         results,
         jobs: Arc::new(Mutex::new(Vec::new())),
+        live,
     };
     Router::new()
         .route(
@@ -359,6 +369,10 @@ pub async fn main(args: ServeArgs) -> ExitCode {
         eprintln!("sshlab-agent: cannot create {}: {e}", results.display());
         return ExitCode::from(crate::cli::EXIT_RUN_ERROR);
     }
+    let dashboard = match crate::cli::start_dashboard(&args.dashboard).await {
+        Ok(d) => d,
+        Err(code) => return ExitCode::from(code),
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -372,9 +386,13 @@ pub async fn main(args: ServeArgs) -> ExitCode {
     );
     let stop = CancellationToken::new();
     cancel_on_signals(stop.clone());
-    let served = axum::serve(listener, router(results))
+    let live = dashboard.as_ref().map(crate::dashboard::Dashboard::live);
+    let served = axum::serve(listener, router(results, live))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
+    if let Some(d) = dashboard {
+        d.close(std::time::Duration::from_secs(1)).await;
+    }
     match served {
         Ok(()) => ExitCode::from(crate::cli::EXIT_OK),
         Err(e) => {

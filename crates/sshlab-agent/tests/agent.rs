@@ -8,113 +8,18 @@ mod common;
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use serde_json::{Value, json};
-    use sshlab_core::results::{Record, Summary};
-    use sshlab_testkit::{Sshd, SshdBuilder};
+    use sshlab_testkit::SshdBuilder;
 
-    const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
-
-    struct Lab {
-        sshd: Sshd,
-        server: mcp_ssh_server::Running,
-        results: tempfile::TempDir,
-    }
+    use super::common::{AGENT, Lab, ok, records, summary};
 
     async fn lab(flags: &[&str]) -> Lab {
-        let sshd = SshdBuilder::new()
-            .password_user("testuser", "testpass")
-            .extra_config("MaxStartups 200:30:400")
-            .start()
-            .expect("sshd fixture (root, openssh-server)");
-        let server = super::common::loadtest_server(flags).await;
-        Lab {
-            sshd,
-            server,
-            results: tempfile::tempdir().expect("tmp"),
-        }
-    }
-
-    impl Lab {
-        fn url(&self) -> String {
-            format!("http://{}/mcp", self.server.addr)
-        }
-
-        fn agent(&self, extra: &[&str]) -> Command {
-            let mut c = Command::new(AGENT);
-            c.args([
-                "run",
-                "--mcp-url",
-                &self.url(),
-                "--target-host",
-                "127.0.0.1",
-                "--target-port",
-                &self.sshd.port.to_string(),
-                "--results-dir",
-                self.results.path().to_str().expect("utf8"),
-                "--server-vcpus",
-                "2",
-                "--quiet",
-            ]);
-            c.args(extra);
-            c
-        }
-
-        async fn run(&self, extra: &[&str]) -> (Output, PathBuf) {
-            let mut cmd = self.agent(extra);
-            let out = tokio::task::spawn_blocking(move || cmd.output().expect("agent runs"))
-                .await
-                .expect("join");
-            (out, self.only_dir())
-        }
-
-        /// The newest results dir.
-        fn only_dir(&self) -> PathBuf {
-            let mut dirs: Vec<_> = std::fs::read_dir(self.results.path())
-                .expect("results dir")
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            dirs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-            dirs.pop().unwrap_or_default()
-        }
-    }
-
-    fn summary(dir: &Path) -> Summary {
-        let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
-        serde_json::from_slice(&bytes).expect("summary parses")
-    }
-
-    /// Every line of every w<N>.jsonl parses as a record.
-    fn records(dir: &Path) -> Vec<Record> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "jsonl") {
-                for line in std::fs::read_to_string(&p).expect("read").lines() {
-                    out.push(
-                        serde_json::from_str(line)
-                            .unwrap_or_else(|e| panic!("{}: {e}: {line}", p.display())),
-                    );
-                }
-            }
-        }
-        out
-    }
-
-    fn ok(out: &Output) {
-        assert!(
-            out.status.success(),
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Lab::start(flags, "testpass").await
     }
 
     #[tokio::test]
@@ -723,7 +628,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let results = lab.results.path().to_owned();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, sshlab_agent::serve::router(results)).await;
+            let _ = axum::serve(listener, sshlab_agent::serve::router(results, None)).await;
         });
         let http = reqwest::Client::new();
         let base = format!("http://{addr}");

@@ -15,10 +15,10 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use nix::sys::signal::Signal;
-    use sshlab_core::results::{Aggregate, LatencyStats, Record, Summary};
+    use sshlab_core::results::{Aggregate, LatencyStats, Record};
     use sshlab_testkit::SshdBuilder;
 
-    const AGENT: &str = env!("CARGO_BIN_EXE_sshlab-agent");
+    use super::common::{AGENT, ok, summary};
 
     async fn server() -> mcp_ssh_server::Running {
         super::common::loadtest_server(&[]).await
@@ -33,21 +33,6 @@ mod tests {
                  on PATH, as scripts/test does"
             )
         })
-    }
-
-    fn ok(out: &Output) {
-        assert!(
-            out.status.success(),
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn summary(dir: &Path) -> Summary {
-        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
-            .expect("summary parses")
     }
 
     fn records(dir: &Path) -> Vec<Record> {

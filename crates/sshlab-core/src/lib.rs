@@ -8,9 +8,12 @@
 //! ([`results`]: records, histograms merged by adding, the versioned summary) is shared by the
 //! agent that measures and the reports that read it. The scenario language and the built-in
 //! scenarios ([`scenario`], from `crates/sshlab-core/scenarios/`) are run by the agent and
-//! consulted by the host tool (the `full` suite, which scenarios cover the netem ports).
+//! consulted by the host tool (the `full` suite, which scenarios cover the netem ports). Where the
+//! live dashboard listens ([`dashboard`]) is agreed here by the agent that serves it and the
+//! host tool that forwards it.
 #![deny(missing_docs)]
 
+pub mod dashboard;
 pub mod error;
 pub mod faults;
 pub mod guest_kernel;

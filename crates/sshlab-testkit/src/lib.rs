@@ -1,7 +1,8 @@
 //! Test infrastructure shared by sshlab's integration tests (dev-only).
 //!
 //! This crate owns the *real* OpenSSH server fixture ([`Sshd`], built with
-//! [`SshdBuilder`]) and a couple of small helpers ([`wait_until`],
+//! [`SshdBuilder`]), a real headless browser for the dashboard tests
+//! ([`browser::Browser`]), and a couple of small helpers ([`wait_until`],
 //! [`free_port`]). Tests talk to a genuine `sshd` rather than a mock so that
 //! authentication, host-key checking, channel limits and "server died
 //! mid-command" behave exactly as they do in production.
@@ -52,6 +53,7 @@
 //! of `unsafe` code: a PID namespace only applies to *children* of the
 //! caller, so a `pre_exec` version would need an extra fork anyway.
 
+pub mod browser;
 mod install;
 mod netns;
 mod sshd;

@@ -8,6 +8,7 @@
 //! single-threaded tokio runtime whose netlink socket therefore lives in that namespace.
 #![deny(missing_docs)]
 
+pub mod dashboard;
 pub mod http;
 pub mod interrupt;
 pub mod net;
@@ -92,6 +93,20 @@ pub enum Command {
         /// any error; recorded and judged in the results (FAULTS, recovery time).
         #[arg(long = "fault")]
         faults: Vec<sshlab_core::faults::FaultSpec>,
+        /// Forward the Agent VM's live dashboard (and its Prometheus /metrics) to ADDR on this
+        /// machine: PORT, IP:PORT or `[IPv6]:PORT` (default 127.0.0.1:5665); the URL is printed
+        /// when the run starts. Loopback unless --dashboard-public.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            num_args = 0..=1,
+            default_missing_value = "127.0.0.1:5665"
+        )]
+        dashboard: Option<String>,
+        /// Allow a --dashboard address that is not loopback: anyone who reaches it can watch
+        /// the run and stop it.
+        #[arg(long, requires = "dashboard")]
+        dashboard_public: bool,
         /// Where and how.
         #[command(flatten)]
         opts: VmOpts,
@@ -326,6 +341,9 @@ pub enum Error {
     /// Writing JSON failed.
     #[error("Cannot render JSON")]
     Json(#[from] serde_json::Error),
+    /// The dashboard cannot be forwarded there.
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::Error),
 }
 
 impl Error {
@@ -334,7 +352,7 @@ impl Error {
     /// 130 interrupted), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Dashboard(dashboard::Error::Addr(_)) => 2,
             Self::Vm(e) => vm::Error::exit_code_of(e),
             _ => 1,
         }
@@ -395,6 +413,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             keep,
             timeout,
             faults,
+            dashboard,
+            dashboard_public,
             opts: vopts,
         } => {
             let mut cfg = vopts.config(opts.netns.as_deref(), &lab);
@@ -410,8 +430,12 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 timeout: std::time::Duration::from_secs(timeout),
                 faults,
             };
+            // Listening before entering the lab's namespace: the browser is in this one.
+            let dashboard = dashboard
+                .map(|a| dashboard::bind(&a, dashboard_public))
+                .transpose()?;
             enter(opts.netns.as_deref())?;
-            let code = runjob::run(&spec, &cfg, &lab.topology, opts.netns.as_deref())?;
+            let code = runjob::run(&spec, &cfg, &lab.topology, opts.netns.as_deref(), dashboard)?;
             Ok(ExitCode::from(code))
         }
         Command::List => {

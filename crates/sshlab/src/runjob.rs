@@ -186,12 +186,14 @@ impl LabNote {
     }
 }
 
-/// Runs it; returns the process exit code.
+/// Runs it; returns the process exit code. `dashboard`: a listener (opened in the user's
+/// namespace) to forward the Agent VM's live dashboard to, for the whole run.
 pub fn run(
     spec: &RunSpec,
     cfg: &VmConfig,
     topology: &Topology,
     outer: Option<&str>,
+    dashboard: Option<std::net::TcpListener>,
 ) -> anyhow::Result<u8> {
     let scenarios = scenarios(&spec.scenario)?;
     // Faults naming a port or VM the lab does not have, or ending after their run, are refused
@@ -214,6 +216,10 @@ pub fn run(
     }
     crate::interrupt::install();
     let ep = Endpoints::new(topology)?;
+    let _forwarding = match dashboard {
+        Some(listener) => Some(forward_dashboard(listener, &ep)?),
+        None => None,
+    };
     let started = if vm::State::load(cfg)?.is_none() {
         println!("run: lab {} is not up; booting it", cfg.lab);
         vm::up(cfg, topology, outer)?;
@@ -263,6 +269,23 @@ pub fn run(
         }
     }
     suite_code(outcomes)
+}
+
+/// Forwards the Agent VM's dashboard to `listener` until dropped, and says where to look.
+fn forward_dashboard(
+    listener: std::net::TcpListener,
+    ep: &Endpoints,
+) -> anyhow::Result<crate::dashboard::Forwarder> {
+    let agent = ep.dashboard.context(
+        "--dashboard: the topology gives the agent VM no `dashboard` service to forward",
+    )?;
+    let f = crate::dashboard::Forwarder::start(listener, agent)
+        .context("cannot start forwarding the dashboard")?;
+    println!(
+        "run: dashboard on {} (the Agent VM's {agent}; reload it for each scenario of a suite)",
+        f.url
+    );
+    Ok(f)
 }
 
 /// How one job ended.

@@ -3,8 +3,9 @@
 //! a real virtiofsd) that boot the qemu backend's guests, and `vm up --backend microvm` starts
 //! them through its own code: runner discovery, the unprivileged user from `SUDO_UID` (here
 //! nobody, 65534, with a TAP owned by it), virtiofsd-run before microvm-run, process groups,
-//! readiness, logs. Then `run quick 10 2`: zero errors, a complete summary, and the run's files
-//! owned by that user (the Agent guest wrote them through virtiofsd, which runs as that user;
+//! readiness, logs. Then `run quick 10 2 --dashboard`: zero errors, a complete summary, the
+//! Agent guest's dashboard forwarded to loopback here (its /metrics show the job running), and
+//! the run's files owned by that user (the Agent guest wrote them through virtiofsd, which runs as that user;
 //! 9p from a root qemu or a host-side write would leave root's). `vm down` leaves no process in
 //! the lab's namespace. First, the bad input this path has that the others lack: a results
 //! directory under a folder the runners' user cannot pass (the test's own 0700 temporary
@@ -178,16 +179,22 @@ mod tests {
             })
             .unwrap_or_default();
         let status = sshlab(vec!["vm".into(), "status".into()]);
+        // The Agent guest's dashboard, forwarded to this namespace's loopback while quick runs.
+        let dash = std::net::SocketAddr::from(([127, 0, 0, 1], sshlab_testkit::free_port()));
+        let watching = real_vm::DashboardWatch::start(dash);
         let quick = if up.status.success() {
             Some(sshlab(vec![
                 "run".into(),
                 "quick".into(),
                 "10".into(),
                 "2".into(),
+                "--dashboard".into(),
+                dash.to_string(),
             ]))
         } else {
             None
         };
+        let forwarded = watching.requests_seen();
         let down = sshlab(vec!["vm".into(), "down".into()]);
         let left = pids(&ns);
         // `down` keeps the logs for `vm logs`.
@@ -216,6 +223,10 @@ mod tests {
         let quick = quick.expect("quick ran");
         ok(&quick, "run quick");
         ok(&down, "vm down");
+        assert!(
+            forwarded.is_some_and(|n| n > 0.0),
+            "the Agent guest's dashboard was not forwarded to {dash} while quick ran"
+        );
         assert_eq!(
             left, "",
             "processes left in the lab's namespace after vm down"

@@ -2,7 +2,9 @@
 //! KVM where `/dev/kvm` runs one) on the TAPs of `sshlab net up`, inside a throwaway outer
 //! network namespace. Then `run quick 10 2`: zero errors and a complete summary, the results
 //! written by the Agent guest through the shared directory, and `lab.json` recording each
-//! guest's own kernel (not the host's) and the accelerator. Then `run latency_test` with netem
+//! guest's own kernel (not the host's) and the accelerator; meanwhile `--dashboard` forwards the
+//! Agent guest's live dashboard to loopback here, whose /metrics show the job running. Then
+//! `run latency_test` with netem
 //! applied inside the target guest (this host's kernel has no sch_netem): 2322's p50 exceeds
 //! 2222's by at least 90 ms. `vm down` leaves no guest. Also the bad inputs: a missing TAP, no
 //! virtme-ng on PATH, a guest that does not come up in time, and Ctrl-C during `vm up` (each
@@ -143,7 +145,14 @@ mod tests {
         let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
         println!("{stdout}");
 
-        let quick = ns.sshlab(&["run", "quick", "10", "2"], &env);
+        // The Agent guest's dashboard, forwarded to this namespace's loopback while quick runs.
+        let dash = std::net::SocketAddr::from(([127, 0, 0, 1], sshlab_testkit::free_port()));
+        let watching = real_vm::DashboardWatch::start(dash);
+        let quick = ns.sshlab(
+            &["run", "quick", "10", "2", "--dashboard", &dash.to_string()],
+            &env,
+        );
+        let forwarded = watching.requests_seen();
         let quick_dir = newest_run(&ns.results());
         let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
         let latency_dir = newest_run(&ns.results());
@@ -188,6 +197,10 @@ mod tests {
 
         ok(&quick, "run quick");
         ok(&out, "vm down");
+        assert!(
+            forwarded.is_some_and(|n| n > 0.0),
+            "the Agent guest's dashboard was not forwarded to {dash} while quick ran"
+        );
         assert_eq!(
             running,
             Vec::<String>::new(),

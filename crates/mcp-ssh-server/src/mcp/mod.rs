@@ -162,8 +162,8 @@ fn cacheable(era: Era, mut r: Value) -> Value {
 
 /// Handle one POSTed message from `client` (its identity for the stateless era) at `address`
 /// (its network, [`crate::ratelimit::network_of`]: what per-address limits count): parse it,
-/// route it to an era and an owner ([`route::classify`]), charge its rate limits, then answer
-/// it ([`dispatch`]).
+/// route it to an era and an owner (`route::classify`), charge its rate limits, then answer
+/// it (`dispatch`).
 pub async fn handle_post(
     app: &App,
     headers: &HeaderMap,

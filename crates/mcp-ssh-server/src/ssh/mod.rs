@@ -95,7 +95,7 @@ impl fmt::Debug for Auth {
 
 impl Auth {
     /// The credentials to authenticate with: the password, or the private key decoded
-    /// ([`key::decode`]: refused at once when it asks for too much work, else decoded off the
+    /// (`key::decode`: refused at once when it asks for too much work, else decoded off the
     /// async runtime within `budget`, in `address`'s turn, so addresses share the decoders
     /// fairly).
     pub async fn prepare(

@@ -4,6 +4,7 @@
 //! job), so the same records can be summarised again later from the saved files.
 
 pub mod capacity;
+pub mod in_flight;
 pub mod pacer;
 pub mod shards;
 pub mod worker;
@@ -21,6 +22,7 @@ use crate::mcp::{ClientOptions, InputResponses, McpClient, McpError, Protocol};
 use crate::scenario::segment::Segment;
 use crate::scenario::{Ports, Scenario};
 use crate::scrape::{Marks, PhaseMark};
+use in_flight::InFlight;
 use pacer::{RateShape, Schedule};
 use shards::Shards;
 use worker::{Counters, Target, Worker};
@@ -344,6 +346,8 @@ pub struct Sinks {
     pub records: mpsc::Sender<Record>,
     /// Each phase's start and end (the server-metrics scraper).
     pub marks: Marks,
+    /// The calls in flight, counted by the workers.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// Run every phase into `sinks` (or, for a capacity search, the steps it decides on). Each
@@ -363,6 +367,7 @@ pub async fn run(
             host: cfg.target_host.clone(),
             user: cfg.user.clone(),
             password: cfg.password.clone(),
+            secrets: crate::secrets::Secrets::of(cfg, &s),
         }),
         s,
         cfg,
@@ -526,6 +531,7 @@ impl Runner<'_> {
                 label: format!("w{index}"),
                 segment: (cfg.segment != Segment::WHOLE).then_some(cfg.segment),
                 judge: judge.clone(),
+                in_flight: self.sinks.in_flight.slot(index),
             };
             tasks.spawn_on(w.run(), self.shards.handle(index));
         }
@@ -553,32 +559,38 @@ impl Runner<'_> {
     }
 }
 
+/// Settings for unit tests: an MCP URL nobody serves, `password`, `bearer`.
+#[cfg(test)]
+pub(crate) fn test_settings(password: &str, bearer: Option<&str>) -> RunSettings {
+    RunSettings {
+        mcp_url: "http://x/mcp".into(),
+        protocol: Protocol::Auto,
+        target_host: "h".into(),
+        target_port: 2222,
+        user: "u".into(),
+        password: password.into(),
+        duration_s: None,
+        workers: None,
+        rate: None,
+        request_timeout: Duration::from_secs(5),
+        grace: DEFAULT_GRACE,
+        bearer: bearer.map(Into::into),
+        netem_ports: vec![2322, 2323],
+        iterations: None,
+        inputs: InputResponses::default(),
+        segment: Segment::WHOLE,
+        threads: None,
+        capacity: None,
+        timetable: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings() -> RunSettings {
-        RunSettings {
-            mcp_url: "http://x/mcp".into(),
-            protocol: Protocol::Auto,
-            target_host: "h".into(),
-            target_port: 2222,
-            user: "u".into(),
-            password: "p".into(),
-            duration_s: None,
-            workers: None,
-            rate: None,
-            request_timeout: Duration::from_secs(5),
-            grace: DEFAULT_GRACE,
-            bearer: None,
-            netem_ports: vec![2322, 2323],
-            iterations: None,
-            inputs: InputResponses::default(),
-            segment: Segment::WHOLE,
-            threads: None,
-            capacity: None,
-            timetable: false,
-        }
+        test_settings("p", None)
     }
 
     #[test]

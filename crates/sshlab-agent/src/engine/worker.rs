@@ -8,7 +8,7 @@
 //! still due in the phase), lets a call in flight finish within the grace period after the
 //! deadline (one still running then is cut off and recorded as such), and then gives back,
 //! unmeasured, every handle it holds. What the server answers decides what happens to a
-//! handle ([`HandleFate`]): a rate-limited call backs off for the server's `Retry-After` and
+//! handle (`HandleFate`): a rate-limited call backs off for the server's `Retry-After` and
 //! keeps it; a tool error that says the handle is no use ([`Scenario::stale_kinds`], or
 //! [`STALE_AFTER`] tool errors in a row) gives it up, and giving up always releases it on the
 //! server, retrying a release the server rate-limits.
@@ -42,7 +42,8 @@ const MIN_RELEASE: Duration = Duration::from_secs(2);
 /// One release call's own timeout.
 const RELEASE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// SSH target placeholders.
+/// SSH target placeholders, and the secrets among what the workers send (masked in the
+/// failures they record).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Host.
@@ -51,6 +52,8 @@ pub struct Target {
     pub user: String,
     /// Password.
     pub password: String,
+    /// The run's secrets.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Counters the workers of a run share.
@@ -100,6 +103,8 @@ pub struct Worker {
     pub segment: Option<Segment>,
     /// A capacity step's judge, which sees every record too.
     pub judge: Option<Arc<super::capacity::StepJudge>>,
+    /// Counts this worker's calls in flight.
+    pub in_flight: super::in_flight::Slot,
 }
 
 impl std::fmt::Debug for Worker {
@@ -352,11 +357,13 @@ impl Worker {
         st.counter += 1;
         let start = Instant::now();
         let cut_at = self.deadline + self.grace;
+        let in_flight = self.in_flight.enter();
         let outcome = tokio::select! {
             r = tokio::time::timeout_at(cut_at, self.client.call_tool(&op.tool, args)) => r,
             () = self.cancel.cancelled() => return false,
         };
         let end = Instant::now();
+        drop(in_flight);
         let Ok(outcome) = outcome else {
             // Still running when the grace period ran out: recorded as cut off, and the
             // worker stops (its phase is over).
@@ -495,14 +502,20 @@ impl Worker {
             Ok(r) => (
                 Status::Error,
                 Some(self.scenario.classify_tool_error(&r.text)),
-                Some(messages::cut(&r.text).to_owned()),
+                Some(self.message(&r.text)),
             ),
             Err(e) => (
                 Status::Error,
                 Some(e.kind().to_owned()),
-                Some(messages::cut(&e.to_string()).to_owned()),
+                Some(self.message(&e.to_string())),
             ),
         }
+    }
+
+    /// A failure's message as recorded: cut to length, secrets masked (a server may echo what
+    /// it was sent).
+    fn message(&self, text: &str) -> String {
+        messages::cut(&self.target.secrets.mask(text)).to_owned()
     }
 
     /// A call abandoned at the end of the grace period.

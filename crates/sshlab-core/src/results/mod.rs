@@ -1,5 +1,6 @@
 //! Results: the per-operation [`Record`] stream (`w<N>.jsonl`), the [`Aggregate`] that folds
-//! it into histograms, and the versioned [`Summary`] (`summary.json`) that reports render.
+//! it into histograms, the versioned [`Summary`] (`summary.json`) that reports render, and the
+//! agent's own Prometheus metrics named in [`live_metrics`].
 //!
 //! The load agent produces records and the reports consume them; they share nothing else,
 //! so a report can be rebuilt from saved files on another machine or day.
@@ -7,6 +8,7 @@
 pub mod aggregate;
 pub mod capacity;
 pub mod compare;
+pub mod live_metrics;
 pub mod messages;
 pub mod record;
 pub mod server_metrics;

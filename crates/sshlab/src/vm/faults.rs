@@ -2,7 +2,7 @@
 //! netem on every backend. What a fault is, how it is written and judged is sshlab-core's
 //! ([`sshlab_core::faults`]); this module checks a run's faults against the running lab
 //! ([`plan`], before anything starts) and executes them on time ([`Injector`]), one seam per
-//! backend for each kind ([`begin`] and [`end`] dispatch on backend and kind).
+//! backend for each kind (`begin` and `end` dispatch on backend and kind).
 //!
 //! Every fault reverts itself: at its end, on Ctrl-C (the run's loop calls
 //! [`Injector::revert_all`]) and when the injector is dropped on any error path. Reverting is

@@ -275,6 +275,9 @@ pub struct Endpoints {
     pub target: Ipv4Addr,
     /// The target's clean baseline port: its `standard` sshd (vms/topology.toml).
     pub baseline: u16,
+    /// The agent's live dashboard (`None` when the topology gives the agent VM no
+    /// `dashboard` service).
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl Endpoints {
@@ -296,6 +299,7 @@ impl Endpoints {
             mcp: addr("mcp", "mcp")?,
             target: t.vm("target").context("no VM target")?.ip,
             baseline: addr("target", "standard")?.port(),
+            dashboard: addr("agent", "dashboard").ok(),
         })
     }
 }
@@ -586,5 +590,9 @@ mod tests {
         assert_eq!(e.agent.to_string(), "10.178.0.5:9100");
         assert_eq!(e.mcp.to_string(), "10.178.0.10:3000");
         assert_eq!(e.target.to_string(), "10.178.0.20");
+        assert_eq!(
+            e.dashboard.map(|d| d.to_string()).as_deref(),
+            Some("10.178.0.5:9101")
+        );
     }
 }

@@ -47,7 +47,11 @@ pub fn mcp_command(bins: &Bins, topology: &Topology) -> anyhow::Result<Command> 
     Ok(cmd)
 }
 
-/// The Agent VM: `sshlab-agent serve --listen 0.0.0.0:<control port> --results <results>`.
+/// The Agent VM: `sshlab-agent serve --listen 0.0.0.0:<control port> --results <results>`, and
+/// `--dashboard <agent address>:<dashboard port> --dashboard-public` when the topology gives the
+/// agent a `dashboard` service (the VM's own address is not loopback; only the lab reaches it,
+/// and `sshlab run --dashboard` forwards it to the host). The agent VM's NixOS module passes
+/// the same.
 pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow::Result<Command> {
     let ep = Endpoints::new(topology).context("the agent's address")?;
     let mut cmd = Command::new(&bins.agent);
@@ -55,5 +59,10 @@ pub fn agent_command(bins: &Bins, topology: &Topology, results: &Path) -> anyhow
         .arg(any_address(ep.agent.port()))
         .arg("--results")
         .arg(results);
+    if let Some(d) = ep.dashboard {
+        cmd.arg("--dashboard")
+            .arg(d.to_string())
+            .arg(sshlab_core::dashboard::PUBLIC_FLAG);
+    }
     Ok(cmd)
 }

@@ -79,8 +79,13 @@ impl Netns {
 
     /// Runs `sshlab --netns NS --lab LAB <args>` with `env`.
     pub fn sshlab(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.sshlab_command(args, env).output().expect("run sshlab")
+    }
+
+    /// `sshlab --netns NS --lab LAB <args>` with `env`, to run.
+    pub fn sshlab_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let lab = self.lab.path().to_str().expect("utf-8 temp path");
-        sshlab(
+        sshlab_command(
             &[&["--netns", self.name.as_str(), "--lab", lab], args].concat(),
             env,
         )
@@ -168,6 +173,22 @@ pub fn sshlab(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// [`sshlab`] under `umask` when given (as `sudo` passes on the caller's), else this process's.
 pub fn sshlab_under_umask(umask: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    sshlab_command_under_umask(umask, args, env)
+        .output()
+        .expect("run sshlab")
+}
+
+/// The real `sshlab` binary, from the repository root, with `args` and `env`, to run.
+pub fn sshlab_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    sshlab_command_under_umask(None, args, env)
+}
+
+/// [`sshlab_command`] under `umask` when given, else this process's.
+pub fn sshlab_command_under_umask(
+    umask: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
     let bin = env!("CARGO_BIN_EXE_sshlab");
     let mut cmd = match umask {
         Some(m) => {
@@ -184,7 +205,7 @@ pub fn sshlab_under_umask(umask: Option<&str>, args: &[&str], env: &[(&str, &str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run sshlab")
+    cmd
 }
 
 /// `ip <args>`, must succeed; returns stdout.
@@ -294,6 +315,15 @@ impl Lab {
                 &["--results", &res],
             ]
             .concat(),
+            &[("SSHLAB_BIN_DIR", &self.bins)],
+        )
+    }
+
+    /// `sshlab --netns NS <args> --results DIR` with the lab's binaries, to run.
+    pub fn sshlab_command(&self, args: &[&str]) -> Command {
+        let res = self.results.display().to_string();
+        self.ns.sshlab_command(
+            &[args, &["--results", &res]].concat(),
             &[("SSHLAB_BIN_DIR", &self.bins)],
         )
     }

@@ -1,5 +1,6 @@
-//! Shared by the real-VM tests (netem_vm, lab_qemu, lab_microvm): when they may run, and the
-//! release builds of the lab's binaries they boot guests with.
+//! Shared by the real-VM tests (netem_vm, lab_qemu, lab_microvm): when they may run, the
+//! release builds of the lab's binaries they boot guests with, and a watcher of the Agent
+//! guest's dashboard that `sshlab run --dashboard` forwards.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -143,4 +144,48 @@ pub fn still_running(state: &sshlab::vm::State) -> Vec<String> {
             format!("{} {}", m.pid, comm.unwrap_or_default().trim())
         })
         .collect()
+}
+
+/// Polls the agent's /metrics at `addr` (a dashboard `sshlab run --dashboard` forwards) on a
+/// thread of its own until it shows a job running with requests counted, or until
+/// [`DashboardWatch::requests_seen`].
+#[derive(Debug)]
+pub struct DashboardWatch {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl DashboardWatch {
+    /// Starts watching `addr`.
+    pub fn start(addr: std::net::SocketAddr) -> Self {
+        use sshlab_core::results::live_metrics::{REQUESTS_TOTAL, RUNNING};
+        use sshlab_core::results::server_metrics::Sample;
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let t = std::time::Duration::from_secs(5);
+                if let Ok(r) = sshlab::http::request("GET", addr, "/metrics", None, t)
+                    && r.status == 200
+                {
+                    let m = Sample::parse(&r.body);
+                    let n = m.sum(REQUESTS_TOTAL, &[]).unwrap_or(0.0);
+                    if m.get(RUNNING) == Some(1.0) && n > 0.0 {
+                        return Some(n);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            None
+        });
+        Self { done, thread }
+    }
+
+    /// Stops watching (call it once the run has ended): the requests a running job had
+    /// counted when the watcher saw it, if it did.
+    pub fn requests_seen(self) -> Option<f64> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
 }

@@ -87,8 +87,32 @@ fn card(out: &mut String, class: &str, k: &str, v: &str, sub: &str) {
     );
 }
 
+/// What a page is: the report of a run that ended (`report.html`), or a frame of the live
+/// dashboard while the run goes on. They differ only where a run in progress is not an
+/// unfinished one: a live header says RUNNING instead of INCOMPLETE and gives no reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// `report.html`.
+    Report,
+    /// A frame of the agent's live dashboard.
+    Live,
+}
+
 /// Render `report.html`.
 pub fn render(s: &Summary) -> String {
+    document(s, View::Report, "", "", "")
+}
+
+/// The whole page: `extra_head` goes into `<head>` after the stylesheet, `before_main` and
+/// `after_main` around `<main>` (the live dashboard's status bar and script); `report.html` is
+/// this with all three empty.
+pub fn document(
+    s: &Summary,
+    view: View,
+    extra_head: &str,
+    before_main: &str,
+    after_main: &str,
+) -> String {
     let mut out = String::with_capacity(32 * 1024);
     let title = format!(
         "{} · {}",
@@ -101,34 +125,47 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{CSS}</style></head><body><main>",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{CSS}</style>{extra_head}</head><body>{before_main}<main>",
         escape(&title)
     );
-    verdict::header(&mut out, s);
-    verdict::key_figures(&mut out, s);
+    sections(&mut out, s, view);
+    let _ = writeln!(out, "</main>{after_main}</body></html>");
+    out
+}
+
+/// The content of the page's `<main>`: every section, in order, and the footer (what the live
+/// dashboard replaces every second).
+pub fn main_content(s: &Summary, view: View) -> String {
+    let mut out = String::with_capacity(32 * 1024);
+    sections(&mut out, s, view);
+    out
+}
+
+fn sections(out: &mut String, s: &Summary, view: View) {
+    verdict::header(out, s, view);
+    verdict::key_figures(out, s);
     if !s.thresholds.is_empty() {
-        verdict::thresholds(&mut out, s);
+        verdict::thresholds(out, s);
     }
-    timeline::latency_over_time(&mut out, s);
-    timeline::throughput(&mut out, s);
-    capacity::capacity(&mut out, s);
-    faults::faults(&mut out, s);
-    latency::distribution(&mut out, s);
-    latency::per_port(&mut out, s);
-    breakdown::per_operation(&mut out, s);
-    breakdown::baseline(&mut out, s);
-    breakdown::errors(&mut out, s);
-    server::server(&mut out, s);
+    timeline::latency_over_time(out, s);
+    timeline::throughput(out, s);
+    capacity::capacity(out, s);
+    faults::faults(out, s);
+    latency::distribution(out, s);
+    latency::per_port(out, s);
+    breakdown::per_operation(out, s);
+    breakdown::baseline(out, s);
+    breakdown::errors(out, s);
+    server::server(out, s);
     // With no thresholds given, their section only says so, at the end, out of the way.
     if s.thresholds.is_empty() {
-        verdict::thresholds(&mut out, s);
+        verdict::thresholds(out, s);
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "<footer>sshlab · summary.json schema v{} · latency is corrected for coordinated omission (measured from the intended start) unless marked uncorrected</footer></main></body></html>",
+        "<footer>sshlab · summary.json schema v{} · latency is corrected for coordinated omission (measured from the intended start) unless marked uncorrected</footer>",
         s.schema_version
     );
-    out
 }
 
 #[cfg(test)]
@@ -217,6 +254,44 @@ mod tests {
         let html = render(&s);
         assert_finite_svg(&html);
         assert!(html.contains("<circle"));
+    }
+
+    /// The live dashboard draws a run in progress with the same code: the same sections, a
+    /// RUNNING badge instead of INCOMPLETE and no "did not finish" reason; the page around the
+    /// sections is report.html's with the extras inserted.
+    #[test]
+    fn the_live_view_differs_only_in_the_header_of_a_run_in_progress() {
+        let mut s = sample();
+        s.run.complete = false;
+        s.run.incomplete_reason = Some("still running".into());
+        let report = main_content(&s, View::Report);
+        let live = main_content(&s, View::Live);
+        assert!(report.contains("INCOMPLETE") && report.contains("did not finish as planned"));
+        assert!(live.contains("RUNNING") && !live.contains("INCOMPLETE"));
+        assert!(!live.contains("did not finish as planned"));
+        let cut = |h: &str| h[h.find("</header>").expect("header")..].to_owned();
+        assert_eq!(
+            cut(&report),
+            cut(&live),
+            "every section after the header is the same"
+        );
+        // A finished run reads the same in both views.
+        s.run.complete = true;
+        assert_eq!(main_content(&s, View::Report), main_content(&s, View::Live));
+        // The page: report.html with the extras in their places.
+        let page = document(
+            &s,
+            View::Live,
+            "<style>x</style>",
+            "<div>bar</div>",
+            "<p>end</p>",
+        );
+        assert_eq!(
+            page.replace("<style>x</style>", "")
+                .replace("<div>bar</div>", "")
+                .replace("<p>end</p>", ""),
+            render(&s)
+        );
     }
 
     /// Writes the sample page to `$SSHLAB_SAMPLE_HTML` when set (for looking at it).

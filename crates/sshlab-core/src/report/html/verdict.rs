@@ -6,12 +6,15 @@
 use std::fmt::Write;
 
 use super::numbers::{fin, ms, tick, utc};
-use super::{card, no_data};
+use super::{View, card, no_data};
 use crate::report::escape::escape;
 use crate::report::format::thousands;
 use crate::results::Summary;
 
-pub(super) fn header(out: &mut String, s: &Summary) {
+/// In the [`View::Live`] a run that has not finished is running, not incomplete: RUNNING, and no
+/// reason why it did not finish.
+pub(super) fn header(out: &mut String, s: &Summary, view: View) {
+    let live = view == View::Live && !s.run.complete;
     let r = &s.run;
     let scenario = if r.scenario.is_empty() {
         "load test"
@@ -23,6 +26,8 @@ pub(super) fn header(out: &mut String, s: &Summary) {
     let _ = write!(out, "<h1>{}", escape(scenario));
     if r.complete {
         out.push_str(r#"<span class="badge ok">COMPLETE</span>"#);
+    } else if live {
+        out.push_str(r#"<span class="badge warn">RUNNING</span>"#);
     } else {
         out.push_str(r#"<span class="badge bad">INCOMPLETE</span>"#);
     }
@@ -71,7 +76,7 @@ pub(super) fn header(out: &mut String, s: &Summary) {
             &r.protocol
         }),
     );
-    if !r.complete {
+    if !r.complete && !live {
         let _ = write!(
             out,
             r#"<div class="reason">The run did not finish as planned: {}. Everything measured until then is included.</div>"#,
