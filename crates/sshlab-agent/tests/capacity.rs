@@ -253,14 +253,20 @@ mod tests {
         let c = s.capacity.expect("a capacity search");
         assert_eq!(c.rate_per_s, None, "{:#?}", c.steps);
         assert_eq!(c.steps.len(), 3);
+        // Each step fails on the error bound, one of two ways: judged at its end (not shown
+        // at 95% confidence), or stopped early once the step's error budget was spent (at 1%
+        // errors, the 0.5% budget of a 500-call step is often spent before its end).
         for st in &c.steps {
             assert!(!st.passed, "{st:?}");
-            assert!(
-                st.broken
-                    .iter()
-                    .any(|b| b.starts_with("errors<0.5% not shown")),
-                "{st:?}"
-            );
+            let judged = st
+                .broken
+                .iter()
+                .any(|b| b.starts_with("errors<0.5% not shown"));
+            let spent = st
+                .stopped_early
+                .as_deref()
+                .is_some_and(|w| w.starts_with("errors<0.5% broken beyond doubt"));
+            assert!(judged || spent, "{st:?}");
         }
         assert!(c.verdict.starts_with("no capacity"), "{}", c.verdict);
         // Something succeeded: not a run error; the verdict is in the results.
