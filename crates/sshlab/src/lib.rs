@@ -81,6 +81,12 @@ pub enum Command {
         /// Threshold, e.g. `errors<1%` (repeatable).
         #[arg(long = "threshold")]
         thresholds: Vec<String>,
+        /// The target port the scenario runs against (default: the baseline, 2222): one of
+        /// the lab's target ports, e.g. `--port 2322` for the baseline sshd behind netem's
+        /// 100 ms (`sshlab run capacity --port 2322`). Refused for scenarios that choose their
+        /// own ports (latency_test, and so full).
+        #[arg(long)]
+        port: Option<u16>,
         /// Leave the lab up when this run booted it.
         #[arg(long)]
         keep: bool,
@@ -410,6 +416,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             workers,
             rate,
             thresholds,
+            port,
             keep,
             timeout,
             faults,
@@ -426,6 +433,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 workers,
                 rate,
                 thresholds,
+                port,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
                 faults,

@@ -48,6 +48,8 @@ pub struct RunSpec {
     pub rate: Option<f64>,
     /// Threshold expressions.
     pub thresholds: Vec<String>,
+    /// The target port the scenario runs against (`--port`; default: the baseline).
+    pub port: Option<u16>,
     /// Keep the lab up when this run booted it.
     pub keep: bool,
     /// Overall timeout per job.
@@ -58,6 +60,43 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// Refuses a `--port` the lab does not have, one whose sshd refuses the scenarios'
+    /// password login, or one given to a scenario that chooses its own ports.
+    pub fn check_port(&self, topology: &Topology, scenarios: &[Scenario]) -> anyhow::Result<()> {
+        let Some(port) = self.port else {
+            return Ok(());
+        };
+        let ports = topology.target_ports();
+        let Some(t) = ports.iter().find(|t| t.base == port || t.netem == port) else {
+            let known: Vec<String> = ports
+                .iter()
+                .flat_map(|t| [t.base, t.netem])
+                .map(|p| p.to_string())
+                .collect();
+            bail!(
+                "--port {port}: not one of the lab's target ports ({})",
+                known.join(", ")
+            );
+        };
+        if !vm::target::accepts_password_login(t.role) {
+            bail!(
+                "--port {port}: its sshd ({}) refuses the password login the scenarios use",
+                t.role
+            );
+        }
+        for sc in scenarios {
+            let own = sc.ports.is_some() || sc.phases.iter().any(|p| p.port.is_some());
+            if own {
+                bail!(
+                    "--port {port}: {} chooses its own ports; --port is for scenarios that run \
+                     on one",
+                    sc.name
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The faults of `scenario`'s run: its own, then `--fault`'s.
     fn faults_of(&self, scenario: &Scenario) -> Vec<sshlab_core::faults::FaultSpec> {
         scenario
@@ -196,6 +235,11 @@ pub fn run(
     dashboard: Option<std::net::TcpListener>,
 ) -> anyhow::Result<u8> {
     let scenarios = scenarios(&spec.scenario)?;
+    let builtins = scenarios
+        .iter()
+        .map(|s| Scenario::builtin(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    spec.check_port(topology, &builtins)?;
     // Faults naming a port or VM the lab does not have, or ending after their run, are refused
     // before anything is booted.
     for s in &scenarios {
@@ -498,7 +542,7 @@ fn submit(
         rate: spec.rate,
         mcp_url: Some(format!("http://{}/mcp", ep.mcp)),
         target_host: Some(ep.target.to_string()),
-        target_port: Some(ep.baseline),
+        target_port: Some(spec.port.unwrap_or(ep.baseline)),
         thresholds: spec.thresholds.clone(),
         ports: note.ports.clone(),
         server_vcpus: note.server_vcpus,
@@ -904,6 +948,52 @@ mod tests {
         let b = Endpoints::new(&topology()).expect("endpoints").baseline;
         assert_eq!(b, 2222, "the standard sshd's port in vms/topology.toml");
         b
+    }
+
+    #[test]
+    fn port_is_checked_against_the_lab_and_the_scenarios() {
+        let spec = |port| RunSpec {
+            scenario: "capacity".into(),
+            duration: None,
+            workers: None,
+            rate: None,
+            thresholds: Vec::new(),
+            port,
+            keep: false,
+            timeout: Duration::from_secs(1),
+            faults: Vec::new(),
+        };
+        let t = topology();
+        let on = |names: &[&str]| -> Vec<Scenario> {
+            names
+                .iter()
+                .map(|n| Scenario::builtin(n).unwrap())
+                .collect()
+        };
+        let one = on(&["capacity"]);
+        assert!(spec(None).check_port(&t, &on(&["latency_test"])).is_ok());
+        // The baseline sshd, alone and behind netem.
+        assert!(spec(Some(2222)).check_port(&t, &one).is_ok());
+        assert!(spec(Some(2322)).check_port(&t, &one).is_ok());
+        let e = spec(Some(2400))
+            .check_port(&t, &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not one of the lab's target ports (2222, 2322,"),
+            "{e}"
+        );
+        let e = spec(Some(2323))
+            .check_port(&t, &one)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key-only) refuses the password login"), "{e}");
+        let names = scenarios("full").unwrap();
+        let e = spec(Some(2322))
+            .check_port(&t, &on(&names))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("latency_test chooses its own ports"), "{e}");
     }
 
     #[test]
