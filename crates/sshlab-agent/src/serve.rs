@@ -148,7 +148,7 @@ impl JobRequest for Job {
             netem_profiles: None,
             quiet: true,
             find_capacity: false,
-            slo: Vec::new(),
+            slo: self.slo.clone(),
             max_steps: None,
             precision: None,
             dashboard: Default::default(),
@@ -446,5 +446,35 @@ mod tests {
             assert!(e.starts_with("ports:"), "{e}");
         }
         assert!(serde_json::from_str::<Job>(&format!("{{{base}, \"ports\": \"x\"}}")).is_err());
+    }
+
+    #[test]
+    fn a_jobs_slo_replaces_the_capacity_scenarios_own() {
+        let base = r#""mcp_url": "http://127.0.0.1:1/mcp", "target_host": "127.0.0.1""#;
+        let slo = |body: &str| -> Result<Vec<String>, String> {
+            let req = job(body).request(std::path::Path::new("/nonexistent"))?;
+            Ok(req
+                .settings
+                .capacity
+                .map(|c| c.slo.iter().map(|t| t.expr.clone()).collect())
+                .unwrap_or_default())
+        };
+        let own = slo(&format!("{{\"scenario\": \"capacity\", {base}}}")).unwrap();
+        assert_eq!(own, ["p99<500ms", "errors<1%"]);
+        let given = slo(&format!(
+            "{{\"scenario\": \"capacity\", {base}, \"slo\": [\"p99<1s\"]}}"
+        ))
+        .unwrap();
+        assert_eq!(given, ["p99<1s"]);
+        let e = slo(&format!(
+            "{{\"scenario\": \"quick\", {base}, \"slo\": [\"p99<1s\"]}}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("belong to a capacity search"), "{e}");
+        let e = slo(&format!(
+            "{{\"scenario\": \"capacity\", {base}, \"slo\": [\"p99 under 1s\"]}}"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("--slo: "), "{e}");
     }
 }

@@ -65,6 +65,10 @@ pub struct Job {
     /// Thresholds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thresholds: Vec<String>,
+    /// A capacity search's SLO bounds (the agent's `--slo`), instead of the scenario's
+    /// `[capacity] slo`; only for a scenario that is a capacity search.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<String>,
     /// Protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,

@@ -87,6 +87,10 @@ pub enum Command {
         /// own ports (latency_test, and so full).
         #[arg(long)]
         port: Option<u16>,
+        /// A capacity search's SLO bound, e.g. `p99<1s` (repeatable; instead of the scenario's
+        /// `[capacity] slo`; only for a capacity scenario such as `capacity`).
+        #[arg(long = "slo")]
+        slo: Vec<String>,
         /// Leave the lab up when this run booted it.
         #[arg(long)]
         keep: bool,
@@ -417,6 +421,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             rate,
             thresholds,
             port,
+            slo,
             keep,
             timeout,
             faults,
@@ -434,6 +439,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 rate,
                 thresholds,
                 port,
+                slo,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
                 faults,

@@ -50,6 +50,8 @@ pub struct RunSpec {
     pub thresholds: Vec<String>,
     /// The target port the scenario runs against (`--port`; default: the baseline).
     pub port: Option<u16>,
+    /// A capacity search's SLO (`--slo`; default: the scenario's).
+    pub slo: Vec<String>,
     /// Keep the lab up when this run booted it.
     pub keep: bool,
     /// Overall timeout per job.
@@ -60,6 +62,20 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// Refuses an `--slo` given to a scenario that is no capacity search (its syntax is the
+    /// agent's to judge, as the thresholds' are: a bad one is refused with the job).
+    pub fn check_slo(&self, scenarios: &[Scenario]) -> anyhow::Result<()> {
+        if !self.slo.is_empty() {
+            if let Some(sc) = scenarios.iter().find(|s| s.capacity.is_none()) {
+                bail!(
+                    "--slo: {} is no capacity search (the `capacity` scenario is one)",
+                    sc.name
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a `--port` the lab does not have, one whose sshd refuses the scenarios'
     /// password login, or one given to a scenario that chooses its own ports.
     pub fn check_port(&self, topology: &Topology, scenarios: &[Scenario]) -> anyhow::Result<()> {
@@ -240,6 +256,7 @@ pub fn run(
         .map(|s| Scenario::builtin(s))
         .collect::<Result<Vec<_>, _>>()?;
     spec.check_port(topology, &builtins)?;
+    spec.check_slo(&builtins)?;
     // Faults naming a port or VM the lab does not have, or ending after their run, are refused
     // before anything is booted.
     for s in &scenarios {
@@ -544,6 +561,7 @@ fn submit(
         target_host: Some(ep.target.to_string()),
         target_port: Some(spec.port.unwrap_or(ep.baseline)),
         thresholds: spec.thresholds.clone(),
+        slo: spec.slo.clone(),
         ports: note.ports.clone(),
         server_vcpus: note.server_vcpus,
         server_cpus_shared: note.server_cpus_shared,
@@ -959,6 +977,7 @@ mod tests {
             rate: None,
             thresholds: Vec::new(),
             port,
+            slo: Vec::new(),
             keep: false,
             timeout: Duration::from_secs(1),
             faults: Vec::new(),
@@ -994,6 +1013,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("latency_test chooses its own ports"), "{e}");
+    }
+
+    #[test]
+    fn slo_is_for_capacity_searches() {
+        let spec = |slo: &[&str]| RunSpec {
+            scenario: "capacity".into(),
+            duration: None,
+            workers: None,
+            rate: None,
+            thresholds: Vec::new(),
+            port: None,
+            slo: slo.iter().map(|s| (*s).to_owned()).collect(),
+            keep: false,
+            timeout: Duration::from_secs(1),
+            faults: Vec::new(),
+        };
+        let on = |n: &str| vec![Scenario::builtin(n).unwrap()];
+        assert!(
+            spec(&["p99<1s", "errors<1%"])
+                .check_slo(&on("capacity"))
+                .is_ok()
+        );
+        assert!(spec(&[]).check_slo(&on("quick")).is_ok());
+        let e = spec(&["p99<1s"])
+            .check_slo(&on("quick"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quick is no capacity search"), "{e}");
     }
 
     #[test]

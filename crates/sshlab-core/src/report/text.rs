@@ -23,6 +23,23 @@ pub fn confidence(cpu_percent: Option<f64>) -> &'static str {
     }
 }
 
+/// The server's CPU at a measured capacity below which its CPUs were not what limited it, so
+/// the capacity is not scaled by CPUs (the bound broke elsewhere: the target, the network, the
+/// hypervisor). The guide's MEDIUM confidence starts here.
+pub const CPU_BOUND_PERCENT: f64 = 50.0;
+
+/// Why a measured capacity is not extrapolated, when it is not: the server's CPU at that rate
+/// was under [`CPU_BOUND_PERCENT`].
+pub fn not_cpu_bound(cpu_percent: Option<f64>) -> Option<String> {
+    cpu_percent.filter(|u| *u < CPU_BOUND_PERCENT).map(|u| {
+        format!(
+            "the server used {u:.0}% of its CPUs at that rate, so its CPUs were not what limited \
+             it and more would not raise it (the bound broke elsewhere: the target, the network \
+             or the hypervisor)"
+        )
+    })
+}
+
 /// The guide's formula: measured × (target CPUs / test CPUs) × 0.85.
 pub fn extrapolate(rps: f64, test_cpus: u32, target_cpus: u32) -> f64 {
     if test_cpus == 0 {
@@ -546,12 +563,13 @@ fn server_metrics(out: &mut String, s: &Summary) {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CapacityClaim {
     /// A capacity search found `rate`/s on `cpus`; `estimate` is the guide's extrapolation of
-    /// it to [`EXTRAPOLATION_CPUS`], with the confidence from the CPU used at that rate.
+    /// it to [`EXTRAPOLATION_CPUS`], with the confidence from the CPU used at that rate, or
+    /// `None` when that CPU shows the server's CPUs were not the limit ([`not_cpu_bound`]).
     Measured {
         /// Arrivals per second.
         rate: f64,
         /// To 8 CPUs.
-        estimate: f64,
+        estimate: Option<f64>,
         /// The guide's confidence word.
         confidence: &'static str,
         /// The server's CPU at the capacity step, percent.
@@ -584,7 +602,9 @@ pub fn capacity_claim(s: &Summary) -> Option<CapacityClaim> {
                     .and_then(|st| st.server_cpu_percent);
                 CapacityClaim::Measured {
                     rate,
-                    estimate: extrapolate(rate, sv.vcpus, EXTRAPOLATION_CPUS),
+                    estimate: not_cpu_bound(cpu)
+                        .is_none()
+                        .then(|| extrapolate(rate, sv.vcpus, EXTRAPOLATION_CPUS)),
                     confidence: confidence(cpu),
                     cpu,
                 }
@@ -628,15 +648,23 @@ fn extrapolation(out: &mut String, s: &Summary) {
                 out,
                 "  Measured capacity: {rate:.1}/s (capacity search, on {cpus_label}{source})"
             );
-            let _ = writeln!(
-                out,
-                "  Estimated:         {estimate:.1}/s (on {EXTRAPOLATION_CPUS} cores)"
-            );
-            let _ = writeln!(
-                out,
-                "  Scaling factor:    {:.2}x",
-                f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
-            );
+            match estimate {
+                Some(estimate) => {
+                    let _ = writeln!(
+                        out,
+                        "  Estimated:         {estimate:.1}/s (on {EXTRAPOLATION_CPUS} cores)"
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  Scaling factor:    {:.2}x",
+                        f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
+                    );
+                }
+                None => {
+                    let why = not_cpu_bound(used).unwrap_or_default();
+                    let _ = writeln!(out, "  Not extrapolated:  {why}.");
+                }
+            }
             let _ = writeln!(
                 out,
                 "  Confidence:        {confidence} (server CPU at that rate: {})",
@@ -814,6 +842,20 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        // A capacity the server's CPUs did not limit is not scaled by CPUs.
+        if let Some(c) = searched.capacity.as_mut() {
+            c.steps[0].server_cpu_percent = Some(2.0);
+        }
+        let text = render(&searched);
+        assert!(!text.contains("Estimated"), "{text}");
+        assert!(
+            text.contains("Not extrapolated:  the server used 2% of its CPUs at that rate"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Confidence:        LOW (server CPU at that rate: 2%)"),
+            "{text}"
+        );
     }
 
     #[test]

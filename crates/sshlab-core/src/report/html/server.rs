@@ -9,7 +9,7 @@ use super::numbers::{fin, tick};
 use super::svg::{Line, line_chart};
 use super::{card, no_data};
 use crate::report::escape::escape;
-use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim};
+use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim, not_cpu_bound};
 use crate::results::{ServerReport, Summary};
 
 /// `f(v)` for a finite `v`, else "n/a" (the metric was missing or could not be computed).
@@ -148,12 +148,21 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
             confidence,
             cpu,
         }) => {
+            let scaled = match estimate {
+                Some(estimate) => format!(
+                    "extrapolated to {EXTRAPOLATION_CPUS} CPUs ≈ <b>{estimate:.0}/s</b> (× {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {})",
+                    sv.vcpus,
+                    escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
+                ),
+                None => format!(
+                    "not extrapolated to {EXTRAPOLATION_CPUS} CPUs: {}",
+                    escape(&not_cpu_bound(cpu).unwrap_or_default())
+                ),
+            };
             let _ = write!(
                 out,
-                r#"<p class="meta">Measured capacity <b>{rate:.1}/s</b> (capacity search, on {}); extrapolated to {EXTRAPOLATION_CPUS} CPUs ≈ <b>{estimate:.0}/s</b> (× {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {}); confidence <b>{confidence}</b> at {} server CPU.</p>"#,
+                r#"<p class="meta">Measured capacity <b>{rate:.1}/s</b> (capacity search, on {}); {scaled}; confidence <b>{confidence}</b> at {} server CPU.</p>"#,
                 sv.cpus_label(),
-                sv.vcpus,
-                escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
                 opt(cpu, |u| format!("{u:.0}%"))
             );
         }
