@@ -65,13 +65,13 @@ impl RunSpec {
     /// Refuses an `--slo` given to a scenario that is no capacity search (its syntax is the
     /// agent's to judge, as the thresholds' are: a bad one is refused with the job).
     pub fn check_slo(&self, scenarios: &[Scenario]) -> anyhow::Result<()> {
-        if !self.slo.is_empty() {
-            if let Some(sc) = scenarios.iter().find(|s| s.capacity.is_none()) {
-                bail!(
-                    "--slo: {} is no capacity search (the `capacity` scenario is one)",
-                    sc.name
-                );
-            }
+        if !self.slo.is_empty()
+            && let Some(sc) = scenarios.iter().find(|s| s.capacity.is_none())
+        {
+            bail!(
+                "--slo: {} is no capacity search (the `capacity` scenario is one)",
+                sc.name
+            );
         }
         Ok(())
     }
