@@ -176,6 +176,9 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
     let protocol = probe.protocol_version().to_owned();
     let _ = probe.close().await;
     let in_flight = InFlight::new(shard_count);
+    // A capacity search's steps so far, for the live page.
+    let steps_so_far = (req.live.is_some() && req.settings.capacity.is_some())
+        .then(engine::capacity::SoFar::default);
     if let Some(live) = &req.live {
         let mut info = run_info.clone();
         info.protocol.clone_from(&protocol);
@@ -186,6 +189,7 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
             notes: req.notes.clone(),
             cancel: cancel.clone(),
             in_flight: in_flight.clone(),
+            capacity: steps_so_far.clone(),
         });
     }
     let shards = Shards::start(shard_count).map_err(RunError::Threads)?;
@@ -225,6 +229,7 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
         records: tx,
         marks: scraping.marks(),
         in_flight,
+        capacity: steps_so_far,
     };
     let scenario = Arc::new(req.scenario.clone());
     let outcome = engine::run(
@@ -256,13 +261,7 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
     summary.server = Some(server_report(&cpus, &scraped, &secrets));
     summary.capacity = outcome.as_ref().ok().and_then(|o| o.capacity.clone());
     if let (Some(c), Some(sv)) = (summary.capacity.as_mut(), summary.server.as_ref()) {
-        for step in &mut c.steps {
-            step.server_cpu_percent = sv
-                .phases
-                .iter()
-                .find(|p| p.phase == step.phase)
-                .and_then(|p| p.cpu_percent);
-        }
+        c.fill_server_cpu(sv);
     }
     summary.notes.clone_from(&req.notes);
     summary.faults = faults(&req.faults);

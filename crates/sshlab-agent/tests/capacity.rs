@@ -117,8 +117,13 @@ mod tests {
     }
 
     fn search(addr: SocketAddr, dir: &Path, extra: &[&str]) -> (std::process::Output, Summary) {
-        let out = Command::new(AGENT)
-            .args(["run", "--mcp-url", &format!("http://{addr}/mcp")])
+        let out = command(addr, dir, extra).output().expect("agent runs");
+        (out, summary(dir))
+    }
+
+    fn command(addr: SocketAddr, dir: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(["run", "--mcp-url", &format!("http://{addr}/mcp")])
             .args(["--protocol", "2026-07-28", "--quiet", "--find-capacity"])
             .args([
                 "--server-vcpus",
@@ -130,19 +135,19 @@ mod tests {
             .arg(scenario(dir))
             .arg("--results-dir")
             .arg(dir)
-            .args(extra)
-            .output()
-            .expect("agent runs");
+            .args(extra);
+        cmd
+    }
+
+    fn summary(dir: &Path) -> Summary {
         let run = std::fs::read_dir(dir)
             .expect("results")
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| p.join("summary.json").is_file())
-            .unwrap_or_else(|| panic!("no results: {}", String::from_utf8_lossy(&out.stderr)));
-        let s: Summary =
-            serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("read"))
-                .expect("summary");
-        (out, s)
+            .expect("a results directory with summary.json");
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("read"))
+            .expect("summary")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,25 +236,54 @@ mod tests {
     async fn a_server_failing_one_call_in_a_hundred_never_shows_errors_under_half_a_percent() {
         let addr = known(100).await;
         let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().to_owned();
-        let (out, s) = tokio::task::spawn_blocking(move || {
-            search(
-                addr,
-                &path,
-                &[
-                    "--slo",
-                    "errors<0.5%",
-                    "--rate",
-                    "200",
-                    "--workers",
-                    "32",
-                    "--max-steps",
-                    "3",
-                ],
-            )
-        })
-        .await
-        .expect("join");
+        // Watched live: the dashboard shows the steps judged so far while the search runs.
+        let port = sshlab_testkit::free_port().to_string();
+        let mut child = command(
+            addr,
+            dir.path(),
+            &[
+                "--slo",
+                "errors<0.5%",
+                "--rate",
+                "200",
+                "--workers",
+                "32",
+                "--max-steps",
+                "3",
+                "--dashboard",
+                &port,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent runs");
+        let http = reqwest::Client::new();
+        let mut live = None;
+        while child.try_wait().expect("wait").is_none() {
+            if let Ok(r) = http
+                .get(format!("http://127.0.0.1:{port}/"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && let Ok(page) = r.text().await
+                && page.contains("searching, after step 1:")
+            {
+                live = Some(page);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let page = live.expect("the live page showed step 1 while the search ran");
+        assert!(
+            page.contains("<h2>Capacity</h2>") && page.contains("latency against throughput"),
+            "{page}"
+        );
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("agent exits");
+        let s = summary(dir.path());
         let c = s.capacity.expect("a capacity search");
         assert_eq!(c.rate_per_s, None, "{:#?}", c.steps);
         assert_eq!(c.steps.len(), 3);

@@ -61,6 +61,8 @@ pub struct RunView {
     pub cancel: CancellationToken,
     /// Its calls in flight.
     pub in_flight: Arc<InFlight>,
+    /// A capacity search's steps so far (its CAPACITY section and latency-against-load chart).
+    pub capacity: Option<crate::engine::capacity::SoFar>,
 }
 
 /// One state of the page.
@@ -199,6 +201,10 @@ impl Live {
         let elapsed_s = elapsed.as_secs_f64();
         let mut s = Summary::build(running(&cur.view.info, elapsed_s), agg);
         s.server.clone_from(&st.server);
+        s.capacity = cur.view.capacity.as_ref().and_then(|c| c.get());
+        if let (Some(c), Some(sv)) = (s.capacity.as_mut(), s.server.as_ref()) {
+            c.fill_server_cpu(sv);
+        }
         s.notes.clone_from(&cur.view.notes);
         s.thresholds = cur.view.thresholds.iter().map(|t| t.evaluate(&s)).collect();
         let frame = Frame {
@@ -358,6 +364,7 @@ mod tests {
             notes: vec!["a note".into()],
             cancel: cancel.clone(),
             in_flight: InFlight::new(1),
+            capacity: None,
         }
     }
 

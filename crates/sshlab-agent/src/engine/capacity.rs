@@ -300,6 +300,27 @@ impl StepJudge {
     }
 }
 
+/// A search's result so far, shared with whoever shows it while it runs (the live page).
+#[derive(Debug, Clone, Default)]
+pub struct SoFar(Arc<Mutex<Option<Capacity>>>);
+
+impl SoFar {
+    fn set(&self, c: Capacity) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c);
+    }
+
+    /// The result after the steps judged so far (`None` before the first).
+    pub fn get(&self) -> Option<Capacity> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Runs the search: one step per rate the search picks, each a phase like `template` at that
 /// rate; returns its result.
 pub(super) async fn search(
@@ -340,12 +361,22 @@ pub(super) async fn search(
         tracing::info!(rate, passed = step.passed, broken = ?step.broken, "capacity step");
         search.record(rate, step.passed);
         steps.push(step);
+        if let Some(so_far) = &runner.sinks.capacity {
+            let mut c = search.result(slo(plan), steps.clone());
+            c.verdict = format!("searching, after step {}: {}", steps.len(), c.verdict);
+            so_far.set(c);
+        }
         tokio::select! {
             () = tokio::time::sleep(SETTLE) => {}
             () = runner.cancel.cancelled() => break,
         }
     }
-    Ok(search.result(plan.slo.iter().map(|t| t.expr.clone()).collect(), steps))
+    Ok(search.result(slo(plan), steps))
+}
+
+/// The SLO as written.
+fn slo(plan: &Plan) -> Vec<String> {
+    plan.slo.iter().map(|t| t.expr.clone()).collect()
 }
 
 #[cfg(test)]

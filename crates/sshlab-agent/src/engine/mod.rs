@@ -348,6 +348,8 @@ pub struct Sinks {
     pub marks: Marks,
     /// The calls in flight, counted by the workers.
     pub in_flight: Arc<InFlight>,
+    /// A capacity search's result so far, updated after each step (for the live page).
+    pub capacity: Option<capacity::SoFar>,
 }
 
 /// Run every phase into `sinks` (or, for a capacity search, the steps it decides on). Each

@@ -72,6 +72,20 @@ pub struct Capacity {
     pub verdict: String,
 }
 
+impl Capacity {
+    /// Each step's server CPU, from the scrapes at its start and end (`server.phases`, by the
+    /// step's phase label).
+    pub fn fill_server_cpu(&mut self, server: &super::ServerReport) {
+        for step in &mut self.steps {
+            step.server_cpu_percent = server
+                .phases
+                .iter()
+                .find(|p| p.phase == step.phase)
+                .and_then(|p| p.cpu_percent);
+        }
+    }
+}
+
 /// The rate search: which rate to try next, from the steps so far.
 #[derive(Debug, Clone)]
 pub struct Search {
