@@ -274,7 +274,13 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let page = live.expect("the live page showed step 1 while the search ran");
+        let Some(page) = live else {
+            let out = child.wait_with_output().expect("agent exits");
+            panic!(
+                "the live page never showed step 1 while the search ran: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         assert!(
             page.contains("<h2>Capacity</h2>") && page.contains("latency against throughput"),
             "{page}"
@@ -287,21 +293,25 @@ mod tests {
         let c = s.capacity.expect("a capacity search");
         assert_eq!(c.rate_per_s, None, "{:#?}", c.steps);
         assert_eq!(c.steps.len(), 3);
-        // Each step fails on the error bound, one of two ways: judged at its end (not shown
+        // Every step fails. On the error bound, one of two ways: judged at its end (not shown
         // at 95% confidence), or stopped early once the step's error budget was spent (at 1%
-        // errors, the 0.5% budget of a 500-call step is often spent before its end).
+        // errors, the 0.5% budget of a 500-call step is often spent before its end). A step
+        // on a machine too busy to keep up may stop for its backlog instead, which proves
+        // nothing about errors: at least one step must fail on the error bound.
+        let mut on_errors = 0;
         for st in &c.steps {
             assert!(!st.passed, "{st:?}");
             let judged = st
                 .broken
                 .iter()
                 .any(|b| b.starts_with("errors<0.5% not shown"));
-            let spent = st
-                .stopped_early
-                .as_deref()
-                .is_some_and(|w| w.starts_with("errors<0.5% broken beyond doubt"));
-            assert!(judged || spent, "{st:?}");
+            let stopped = st.stopped_early.as_deref().unwrap_or_default();
+            let spent = stopped.starts_with("errors<0.5% broken beyond doubt");
+            let backlog = stopped.starts_with("the calls in flight ran away");
+            assert!(judged || spent || backlog, "{st:?}");
+            on_errors += usize::from(judged || spent);
         }
+        assert!(on_errors >= 1, "{:#?}", c.steps);
         assert!(c.verdict.starts_with("no capacity"), "{}", c.verdict);
         // Something succeeded: not a run error; the verdict is in the results.
         assert_eq!(

@@ -62,6 +62,21 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// Why `--port` cannot run in a lab whose netem is `netem`: it is a netem port that is not
+    /// shaped there (no `sch_netem`, `--no-netem`), so it would be measured as a plain sshd.
+    pub fn port_unshaped(&self, topology: &Topology, netem: &LabNetem) -> Option<String> {
+        let port = self.port?;
+        let is_netem = topology.target_ports().iter().any(|t| t.netem == port);
+        let shaped = netem.applied && netem.ports.contains(&port);
+        (is_netem && !shaped).then(|| {
+            format!(
+                "--port {port}: its netem profile is not applied in this lab ({}), so it would \
+                 be measured unshaped",
+                netem.why()
+            )
+        })
+    }
+
     /// Refuses an `--slo` given to a scenario that is no capacity search (its syntax is the
     /// agent's to judge, as the thresholds' are: a bad one is refused with the job).
     pub fn check_slo(&self, scenarios: &[Scenario]) -> anyhow::Result<()> {
@@ -294,7 +309,11 @@ pub fn run(
         .map_or_else(|| cfg.results.clone(), |s| s.results.clone());
     let state = state.unwrap_or_default();
     let mut outcomes: Vec<(&str, Result<Outcome, anyhow::Error>)> = Vec::new();
-    for s in &scenarios {
+    let unshaped = spec.port_unshaped(topology, &state.netem);
+    if let (Some(why), Some(first)) = (&unshaped, scenarios.first()) {
+        outcomes.push((first, Err(anyhow::anyhow!("{why}"))));
+    }
+    for s in scenarios.iter().filter(|_| unshaped.is_none()) {
         let mut note = LabNote::new(s, &state.netem, topology, ep.baseline);
         note.backend = Some(state.backend);
         note.accel = state.accel;
@@ -1013,6 +1032,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("latency_test chooses its own ports"), "{e}");
+        // A netem port is measured only where its profile is applied.
+        let e = spec(Some(2322))
+            .port_unshaped(&t, &unshaped())
+            .expect("refused");
+        assert!(
+            e.contains(
+                "--port 2322: its netem profile is not applied in this lab (kernel module \
+                 sch_netem missing)"
+            ),
+            "{e}"
+        );
+        let shaped = LabNetem::on("sshtap2", (2322..=2328).collect());
+        assert_eq!(spec(Some(2322)).port_unshaped(&t, &shaped), None);
+        assert_eq!(spec(Some(2222)).port_unshaped(&t, &unshaped()), None);
+        assert_eq!(spec(None).port_unshaped(&t, &unshaped()), None);
     }
 
     #[test]

@@ -364,6 +364,7 @@ pub(super) async fn search(
         if let Some(so_far) = &runner.sinks.capacity {
             let mut c = search.result(slo(plan), steps.clone());
             c.verdict = format!("searching, after step {}: {}", steps.len(), c.verdict);
+            c.searching = true;
             so_far.set(c);
         }
         tokio::select! {

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use super::format::thousands;
+use crate::results::capacity::Capacity;
 use crate::results::{GroupSummary, LatencyStats, ServerReport, Summary};
 
 const WIDTH: usize = 70;
@@ -18,24 +19,37 @@ pub fn confidence(cpu_percent: Option<f64>) -> &'static str {
     match cpu_percent {
         None => "UNKNOWN",
         Some(u) if u > 80.0 => "HIGH",
-        Some(u) if u >= 50.0 => "MEDIUM",
+        Some(u) if u >= CPU_BOUND_PERCENT => "MEDIUM",
         Some(_) => "LOW",
     }
 }
 
-/// The server's CPU at a measured capacity below which its CPUs were not what limited it, so
-/// the capacity is not scaled by CPUs (the bound broke elsewhere: the target, the network, the
-/// hypervisor). The guide's MEDIUM confidence starts here.
+/// The server's CPU (percent of its own vCPUs) below which they were not what limited a
+/// capacity search. The guide's MEDIUM confidence starts here too.
 pub const CPU_BOUND_PERCENT: f64 = 50.0;
 
-/// Why a measured capacity is not extrapolated, when it is not: the server's CPU at that rate
-/// was under [`CPU_BOUND_PERCENT`].
-pub fn not_cpu_bound(cpu_percent: Option<f64>) -> Option<String> {
-    cpu_percent.filter(|u| *u < CPU_BOUND_PERCENT).map(|u| {
+/// Why a measured capacity is not scaled by CPUs, when it is not: the server has CPUs of its
+/// own (not the host's, shared with the agent and the target), the search found where the SLO
+/// breaks, and the server used under [`CPU_BOUND_PERCENT`] of them both at the capacity and at
+/// the lowest failing rate. Its CPUs then did not limit it, and more would not raise it.
+pub fn not_cpu_bound(c: &Capacity, server: &ServerReport) -> Option<String> {
+    if server.vcpus_shared {
+        return None;
+    }
+    let (rate, failed) = (c.rate_per_s?, c.failed_at_per_s?);
+    let cpu_at = |r: f64| {
+        c.steps
+            .iter()
+            .find(|st| st.rate_per_s == r)
+            .and_then(|st| st.server_cpu_percent)
+    };
+    let (at, broke) = (cpu_at(rate)?, cpu_at(failed)?);
+    (at.max(broke) < CPU_BOUND_PERCENT).then(|| {
         format!(
-            "the server used {u:.0}% of its CPUs at that rate, so its CPUs were not what limited \
-             it and more would not raise it (the bound broke elsewhere: the target, the network \
-             or the hypervisor)"
+            "the server used {at:.0}% of its CPUs at that rate and {broke:.0}% at {failed:.1}/s, \
+             where the SLO broke, so its CPUs did not limit it and more would not raise it (the \
+             limit lies elsewhere: the target, the network, the hypervisor, or the server's own \
+             limits such as its pool or a rate limit)"
         )
     })
 }
@@ -563,13 +577,13 @@ fn server_metrics(out: &mut String, s: &Summary) {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CapacityClaim {
     /// A capacity search found `rate`/s on `cpus`; `estimate` is the guide's extrapolation of
-    /// it to [`EXTRAPOLATION_CPUS`], with the confidence from the CPU used at that rate, or
-    /// `None` when that CPU shows the server's CPUs were not the limit ([`not_cpu_bound`]).
+    /// it to [`EXTRAPOLATION_CPUS`], with the confidence from the CPU used at that rate, or why
+    /// it is not scaled: the server's CPUs were not the limit ([`not_cpu_bound`]).
     Measured {
         /// Arrivals per second.
         rate: f64,
-        /// To 8 CPUs.
-        estimate: Option<f64>,
+        /// To 8 CPUs, or why not.
+        estimate: Result<f64, String>,
         /// The guide's confidence word.
         confidence: &'static str,
         /// The server's CPU at the capacity step, percent.
@@ -577,6 +591,8 @@ pub enum CapacityClaim {
     },
     /// A capacity search that found no rate meeting the SLO.
     NoneFound,
+    /// A capacity search still running (the live page): nothing to claim yet.
+    Searching,
     /// Not a capacity search: the rate served and the CPU it took.
     NotSearched {
         /// Calls per second served.
@@ -593,6 +609,7 @@ pub fn capacity_claim(s: &Summary) -> Option<CapacityClaim> {
         return None;
     }
     Some(match &s.capacity {
+        Some(c) if c.searching => CapacityClaim::Searching,
         Some(c) => match c.rate_per_s {
             Some(rate) => {
                 let cpu = c
@@ -602,9 +619,10 @@ pub fn capacity_claim(s: &Summary) -> Option<CapacityClaim> {
                     .and_then(|st| st.server_cpu_percent);
                 CapacityClaim::Measured {
                     rate,
-                    estimate: not_cpu_bound(cpu)
-                        .is_none()
-                        .then(|| extrapolate(rate, sv.vcpus, EXTRAPOLATION_CPUS)),
+                    estimate: match not_cpu_bound(c, sv) {
+                        Some(why) => Err(why),
+                        None => Ok(extrapolate(rate, sv.vcpus, EXTRAPOLATION_CPUS)),
+                    },
                     confidence: confidence(cpu),
                     cpu,
                 }
@@ -649,7 +667,7 @@ fn extrapolation(out: &mut String, s: &Summary) {
                 "  Measured capacity: {rate:.1}/s (capacity search, on {cpus_label}{source})"
             );
             match estimate {
-                Some(estimate) => {
+                Ok(estimate) => {
                     let _ = writeln!(
                         out,
                         "  Estimated:         {estimate:.1}/s (on {EXTRAPOLATION_CPUS} cores)"
@@ -660,8 +678,7 @@ fn extrapolation(out: &mut String, s: &Summary) {
                         f64::from(EXTRAPOLATION_CPUS) / f64::from(cpus) * 0.85
                     );
                 }
-                None => {
-                    let why = not_cpu_bound(used).unwrap_or_default();
+                Err(why) => {
                     let _ = writeln!(out, "  Not extrapolated:  {why}.");
                 }
             }
@@ -675,6 +692,12 @@ fn extrapolation(out: &mut String, s: &Summary) {
             let _ = writeln!(
                 out,
                 "  No capacity to extrapolate: no rate the search tried met the SLO."
+            );
+        }
+        Some(CapacityClaim::Searching) => {
+            let _ = writeln!(
+                out,
+                "  A capacity search is running: its capacity is extrapolated when it ends."
             );
         }
         Some(CapacityClaim::NotSearched { rps, cpu: used }) => {
@@ -842,18 +865,56 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
-        // A capacity the server's CPUs did not limit is not scaled by CPUs.
-        if let Some(c) = searched.capacity.as_mut() {
+        // A capacity the server's own CPUs did not limit, at the capacity nor where the SLO
+        // broke, is not scaled by CPUs.
+        let mut idle = searched.clone();
+        if let Some(c) = idle.capacity.as_mut() {
+            c.failed_at_per_s = Some(110.0);
             c.steps[0].server_cpu_percent = Some(2.0);
+            c.steps.push(crate::results::capacity::CapacityStep {
+                rate_per_s: 110.0,
+                server_cpu_percent: Some(3.0),
+                ..Default::default()
+            });
         }
-        let text = render(&searched);
+        let text = render(&idle);
         assert!(!text.contains("Estimated"), "{text}");
         assert!(
-            text.contains("Not extrapolated:  the server used 2% of its CPUs at that rate"),
+            text.contains(
+                "Not extrapolated:  the server used 2% of its CPUs at that rate and 3% at 110.0/s"
+            ),
             "{text}"
         );
         assert!(
             text.contains("Confidence:        LOW (server CPU at that rate: 2%)"),
+            "{text}"
+        );
+        // ... but it is when the failing rate took the CPUs, when nothing failed, or when the
+        // CPUs are the host's, shared with the agent and the target.
+        let scaled = |s: &Summary| render(s).contains("Estimated:");
+        let mut busy = idle.clone();
+        if let Some(c) = busy.capacity.as_mut() {
+            c.steps[1].server_cpu_percent = Some(95.0);
+        }
+        assert!(scaled(&busy));
+        let mut unbracketed = idle.clone();
+        if let Some(c) = unbracketed.capacity.as_mut() {
+            c.failed_at_per_s = None;
+        }
+        assert!(scaled(&unbracketed));
+        let mut shared = idle.clone();
+        if let Some(sv) = shared.server.as_mut() {
+            sv.vcpus_shared = true;
+        }
+        assert!(scaled(&shared));
+        // While the search runs (the live page) nothing is claimed.
+        let mut running = idle.clone();
+        if let Some(c) = running.capacity.as_mut() {
+            c.searching = true;
+        }
+        let text = render(&running);
+        assert!(
+            text.contains("A capacity search is running") && !text.contains("Not extrapolated"),
             "{text}"
         );
     }

@@ -70,6 +70,9 @@ pub struct Capacity {
     pub steps: Vec<CapacityStep>,
     /// One sentence for people.
     pub verdict: String,
+    /// The search is still running (the live page's result so far; never in summary.json).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub searching: bool,
 }
 
 impl Capacity {
@@ -189,6 +192,7 @@ impl Search {
             limited_by,
             steps,
             verdict,
+            searching: false,
         }
     }
 }

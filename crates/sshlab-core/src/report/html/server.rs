@@ -9,7 +9,7 @@ use super::numbers::{fin, tick};
 use super::svg::{Line, line_chart};
 use super::{card, no_data};
 use crate::report::escape::escape;
-use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim, not_cpu_bound};
+use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim};
 use crate::results::{ServerReport, Summary};
 
 /// `f(v)` for a finite `v`, else "n/a" (the metric was missing or could not be computed).
@@ -149,14 +149,14 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
             cpu,
         }) => {
             let scaled = match estimate {
-                Some(estimate) => format!(
+                Ok(estimate) => format!(
                     "extrapolated to {EXTRAPOLATION_CPUS} CPUs ≈ <b>{estimate:.0}/s</b> (× {EXTRAPOLATION_CPUS}/{} × 0.85; the count from {})",
                     sv.vcpus,
                     escape(sv.vcpus_source.as_deref().unwrap_or("the run's settings")),
                 ),
-                None => format!(
+                Err(why) => format!(
                     "not extrapolated to {EXTRAPOLATION_CPUS} CPUs: {}",
-                    escape(&not_cpu_bound(cpu).unwrap_or_default())
+                    escape(&why)
                 ),
             };
             let _ = write!(
@@ -165,6 +165,9 @@ fn server_body(out: &mut String, s: &Summary, sv: &ServerReport) {
                 sv.cpus_label(),
                 opt(cpu, |u| format!("{u:.0}%"))
             );
+        }
+        Some(CapacityClaim::Searching) => {
+            out.push_str(r#"<p class="meta">A capacity search is running: its capacity is extrapolated when it ends.</p>"#);
         }
         Some(CapacityClaim::NoneFound) => {
             out.push_str(r#"<p class="meta">No capacity to extrapolate: no rate the search tried met the SLO.</p>"#);
