@@ -12,7 +12,7 @@ use sshlab_core::Topology;
 
 use super::error::Error;
 use super::invoker::Credentials;
-use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, ports_open, process};
+use super::{Endpoints, Proc, State, VmConfig, VmStatus, healthy, process};
 
 /// The order `up` starts the VMs in (`down` stops them in reverse).
 pub const START_ORDER: [&str; 3] = ["target", "mcp", "agent"];
@@ -116,7 +116,7 @@ pub(crate) fn ready(vm: &str, topology: &Topology, ep: &Endpoints) -> bool {
             } else {
                 v.services.iter().map(|s| s.port).collect()
             };
-            ports_open(v.ip, &ports, Duration::from_millis(300))
+            super::target::listening(v.ip, topology, &ports, Duration::from_millis(300))
         }),
     }
 }

@@ -234,7 +234,7 @@ pub fn status(state: &State, topology: &Topology) -> anyhow::Result<Vec<VmStatus
             "mcp" => healthy(ep.mcp),
             _ => {
                 let ports: Vec<u16> = vm.services.iter().map(|s| s.port).collect();
-                ports_open(vm.ip, &ports, Duration::from_millis(500))
+                target::listening(vm.ip, topology, &ports, Duration::from_millis(500))
             }
         };
         out.push(VmStatus {

@@ -169,6 +169,54 @@ fn behaviour(role: &str) -> Behaviour {
     }
 }
 
+/// The role whose sshd is killed and restarted every `unstable_every` seconds ([`command`]).
+pub const UNSTABLE_ROLE: &str = "unstable";
+
+/// How long a readiness check waits for the [`UNSTABLE_ROLE`]'s ports: each of its restarts
+/// closes them for a moment, by design, which does not make the lab "not ready".
+pub const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the target at `ip` listens on every one of `ports`, the unstable role's allowed
+/// [`RESTART_GRACE`] to open again.
+pub fn listening(
+    ip: std::net::Ipv4Addr,
+    topology: &Topology,
+    ports: &[u16],
+    per_port: std::time::Duration,
+) -> bool {
+    let restarting: Vec<u16> = topology
+        .target_ports()
+        .iter()
+        .filter(|t| t.role == UNSTABLE_ROLE)
+        .flat_map(|t| [t.base, t.netem])
+        .collect();
+    open_allowing_restarts(ip, ports, &restarting, per_port, RESTART_GRACE)
+}
+
+/// Every one of `ports` open at `ip`; those in `restarting` may take up to `grace` to open.
+fn open_allowing_restarts(
+    ip: std::net::Ipv4Addr,
+    ports: &[u16],
+    restarting: &[u16],
+    per_port: std::time::Duration,
+    grace: std::time::Duration,
+) -> bool {
+    let (later, now): (Vec<u16>, Vec<u16>) = ports.iter().partition(|p| restarting.contains(p));
+    if !super::ports_open(ip, &now, per_port) {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        if super::ports_open(ip, &later, per_port) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Whether the seed's password login (testuser/testpass) can succeed on a role's sshd: not on
 /// `key-only` (no password authentication) nor on `deny-all` (`DenyUsers *`). Scenarios that
 /// log in with the password skip those ports rather than report every attempt as an error.
@@ -235,7 +283,7 @@ pub fn command(files: &TargetFiles, unstable_every: u64) -> anyhow::Result<Comma
     for (role, base, _) in &files.ports {
         let run = format!("\"$2\" -D -e -f \"$1/sshd_{base}.conf\" 2>>\"$1/sshd_{base}.log\"");
         let flag = format!("\"$1/down_{base}\"");
-        if role == "unstable" {
+        if role == UNSTABLE_ROLE {
             let _ = writeln!(
                 script,
                 "( while :; do if [ -e {flag} ]; then sleep 0.1; continue; fi; {run} & p=$!; sleep {unstable_every}; killtree $p; wait $p; echo \"sshlab: killed the unstable sshd and its sessions; restarting\" >>\"$1/sshd_{base}.log\"; done ) &"
@@ -297,5 +345,51 @@ mod tests {
         assert!(sshd_config(d, "slow-auth", 2225, 2325, true).contains("UsePAM yes"));
         let std = sshd_config(d, "standard", 2222, 2322, false);
         assert!(std.contains("ListenAddress 0.0.0.0\n") && std.contains("UsePAM no"));
+    }
+
+    #[test]
+    fn a_restarting_port_is_given_its_grace_and_no_more() {
+        use std::net::{Ipv4Addr, TcpListener};
+        use std::time::Duration;
+        let ip = Ipv4Addr::LOCALHOST;
+        let steady = TcpListener::bind((ip, 0)).expect("bind");
+        let steady_port = steady.local_addr().expect("addr").port();
+        // A port that is closed now and opens 0.5 s later (a restart).
+        let probe = TcpListener::bind((ip, 0)).expect("bind");
+        let restarting = probe.local_addr().expect("addr").port();
+        drop(probe);
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            TcpListener::bind((ip, restarting)).expect("rebind")
+        });
+        let per = Duration::from_millis(300);
+        let ports = [steady_port, restarting];
+        assert!(open_allowing_restarts(
+            ip,
+            &ports,
+            &[restarting],
+            per,
+            Duration::from_secs(5)
+        ));
+        let reopened = opener.join().expect("opener");
+        // Not restarting: a closed port is not ready, at once.
+        drop(reopened);
+        assert!(!open_allowing_restarts(
+            ip,
+            &ports,
+            &[],
+            per,
+            Duration::from_secs(5)
+        ));
+        // Restarting for longer than its grace: not ready.
+        let started = std::time::Instant::now();
+        assert!(!open_allowing_restarts(
+            ip,
+            &ports,
+            &[restarting],
+            per,
+            Duration::from_millis(400)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
