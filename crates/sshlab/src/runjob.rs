@@ -987,20 +987,25 @@ mod tests {
         b
     }
 
-    #[test]
-    fn port_is_checked_against_the_lab_and_the_scenarios() {
-        let spec = |port| RunSpec {
+    /// `sshlab run capacity` with `--port` and `--slo` as given.
+    fn capacity_spec(port: Option<u16>, slo: &[&str]) -> RunSpec {
+        RunSpec {
             scenario: "capacity".into(),
             duration: None,
             workers: None,
             rate: None,
             thresholds: Vec::new(),
             port,
-            slo: Vec::new(),
+            slo: slo.iter().map(|s| (*s).to_owned()).collect(),
             keep: false,
             timeout: Duration::from_secs(1),
             faults: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn port_is_checked_against_the_lab_and_the_scenarios() {
+        let spec = |port| capacity_spec(port, &[]);
         let t = topology();
         let on = |names: &[&str]| -> Vec<Scenario> {
             names
@@ -1051,18 +1056,7 @@ mod tests {
 
     #[test]
     fn slo_is_for_capacity_searches() {
-        let spec = |slo: &[&str]| RunSpec {
-            scenario: "capacity".into(),
-            duration: None,
-            workers: None,
-            rate: None,
-            thresholds: Vec::new(),
-            port: None,
-            slo: slo.iter().map(|s| (*s).to_owned()).collect(),
-            keep: false,
-            timeout: Duration::from_secs(1),
-            faults: Vec::new(),
-        };
+        let spec = |slo: &[&str]| capacity_spec(None, slo);
         let on = |n: &str| vec![Scenario::builtin(n).unwrap()];
         assert!(
             spec(&["p99<1s", "errors<1%"])
