@@ -447,10 +447,12 @@ impl RunArgs {
             }
             return Ok(None);
         }
-        if self.segment.is_some() {
+        if self.segment.is_some() && (self.test_id.is_none() || self.start_at.is_none()) {
             return Err(UsageError(
-                "a capacity search runs on one agent: each step's next rate depends on the \
-                 whole step's verdict, which no single segment sees"
+                "a split capacity search needs --test-id and --start-at, the same for every \
+                 agent, and one --results-dir they all share: after each step the agents read \
+                 each other's part of it there (<results-dir>/<test-id>-s<I>of<N>/capacity/), \
+                 so all judge the same step and pick the same next rate"
                     .into(),
             ));
         }

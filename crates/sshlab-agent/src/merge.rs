@@ -11,14 +11,21 @@
 //! count, each segment once); a missing or repeated segment, an input that did not complete,
 //! or runs of different tests make the merged result incomplete, and say why. The records are
 //! copied in as `w<N>-<input>.jsonl`, so `sshlab-agent report` can rebuild it.
+//!
+//! A capacity search is judged again from the inputs' step files (`capacity/step-*.json`, each
+//! agent's part of each step): every step from the sum of its parts, the rates in the order
+//! the search must have picked them. The result is the merged `capacity`; where it differs
+//! from what an input's summary says, the merge says so and is incomplete.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sshlab_core::results::Summary;
+use sshlab_core::results::capacity::Capacity;
 
 use crate::collector::{HLOG, HlogWriter};
+use crate::engine::capacity::exchange;
 use crate::results::{self, ResultsError};
 use crate::thresholds::Threshold;
 
@@ -152,9 +159,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
             None => format!("{} (no summary.json)", d.display()),
         })
         .collect();
+    let capacity = capacity(&inputs, &mut warnings);
     run.complete = warnings.is_empty();
     run.incomplete_reason = (!warnings.is_empty()).then(|| warnings.join("; "));
     let mut summary = Summary::build(run, &folded.agg);
+    summary.capacity = capacity;
     summary.notes =
         summaries
             .iter()
@@ -172,6 +181,87 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
         warnings,
         skipped_lines: folded.skipped_lines,
     })
+}
+
+/// The inputs' capacity search, judged again from every input's step files (each step from
+/// the sum of its parts, as the agents judged it together); a warning where that differs from
+/// what an input's summary says, or where it cannot be done.
+fn capacity(inputs: &[(PathBuf, Option<Summary>)], warnings: &mut Vec<String>) -> Option<Capacity> {
+    let searched: Vec<(&PathBuf, &Capacity)> = inputs
+        .iter()
+        .filter_map(|(d, s)| Some((d, s.as_ref()?.capacity.as_ref()?)))
+        .collect();
+    let mut shares = Vec::new();
+    for (d, _) in inputs {
+        match exchange::read_shares(d) {
+            Ok(v) => shares.extend(v),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    if shares.is_empty() {
+        if !searched.is_empty() {
+            warnings.push(
+                "the inputs ran a capacity search but hold no step files (capacity/step-*.json) \
+                 to judge it again from"
+                    .into(),
+            );
+        }
+        return None;
+    }
+    let mut c = match crate::engine::capacity::replay(shares) {
+        Ok(c) => c,
+        Err(e) => {
+            warnings.push(format!("capacity search: {e}"));
+            return None;
+        }
+    };
+    let show = |c: &Capacity| {
+        let steps: Vec<String> = c
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.1}/s {}",
+                    s.rate_per_s,
+                    if s.passed { "pass" } else { "fail" }
+                )
+            })
+            .collect();
+        format!(
+            "{} via [{}]",
+            c.rate_per_s
+                .map_or("no capacity".into(), |r| format!("{r:.1}/s")),
+            steps.join(", ")
+        )
+    };
+    for (d, theirs) in &searched {
+        let same = theirs.rate_per_s == c.rate_per_s
+            && theirs.steps.len() == c.steps.len()
+            && theirs
+                .steps
+                .iter()
+                .zip(&c.steps)
+                .all(|(a, b)| a.passed == b.passed && a.rate_per_s == b.rate_per_s);
+        if !same {
+            warnings.push(format!(
+                "{}: its search found {}, but its steps judged again from every part give {}",
+                d.display(),
+                show(theirs),
+                show(&c)
+            ));
+        }
+    }
+    // Each step's server CPU, as the inputs scraped it (they all scraped the one server).
+    if let Some((_, first)) = searched.first() {
+        for step in &mut c.steps {
+            step.server_cpu_percent = first
+                .steps
+                .iter()
+                .find(|s| s.phase == step.phase)
+                .and_then(|s| s.server_cpu_percent);
+        }
+    }
+    Some(c)
 }
 
 /// What keeps the inputs from being exactly one whole test.

@@ -91,6 +91,12 @@ pub enum RunError {
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Threads(#[source] std::io::Error),
+    /// A split capacity search's results dir exists already (its peers would not find it).
+    #[error(
+        "{0}: exists; the agents of a split capacity search find each other's step files by \
+         test id, so each search needs a --test-id of its own"
+    )]
+    SplitDirTaken(PathBuf),
     /// A scenario threshold does not parse.
     #[error("scenario threshold `{expr}`: {message}")]
     Threshold {
@@ -230,6 +236,14 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
         marks: scraping.marks(),
         in_flight,
         capacity: steps_so_far,
+        step_files: req.settings.capacity.as_ref().map(|_| {
+            engine::capacity::exchange::StepFiles::new(
+                &dir,
+                req.settings.segment,
+                run_info.started_at,
+                peer_dirs(&req, &run_info.test_id),
+            )
+        }),
     };
     let scenario = Arc::new(req.scenario.clone());
     let outcome = engine::run(
@@ -322,9 +336,38 @@ fn results_dir(req: &RunRequest, clock: &Clock) -> Result<(String, PathBuf), Run
     let name = if segment == Segment::WHOLE {
         id
     } else {
-        format!("{id}-s{}of{}", segment.index, segment.count)
+        segment_dir_name(&id, segment)
     };
-    Ok(results::create_dir(&req.results_root, &name)?)
+    let (made, dir) = results::create_dir(&req.results_root, &name)?;
+    if made != name && req.settings.capacity.is_some() && segment != Segment::WHOLE {
+        // Its peers look for its step files under the exact name.
+        let _ = std::fs::remove_dir(&dir);
+        return Err(RunError::SplitDirTaken(req.results_root.join(&name)));
+    }
+    Ok((made, dir))
+}
+
+/// The results dir of segment `segment` of test `id`.
+fn segment_dir_name(id: &str, segment: Segment) -> String {
+    format!("{id}-s{}of{}", segment.index, segment.count)
+}
+
+/// Where the other agents of a split capacity search write their results (none otherwise).
+fn peer_dirs(req: &RunRequest, test_id: &str) -> Vec<(Segment, PathBuf)> {
+    let me = req.settings.segment;
+    if me == Segment::WHOLE || req.dir.is_some() {
+        return Vec::new();
+    }
+    (0..me.count)
+        .filter(|i| *i != me.index)
+        .map(|index| {
+            let seg = Segment {
+                index,
+                count: me.count,
+            };
+            (seg, req.results_root.join(segment_dir_name(test_id, seg)))
+        })
+        .collect()
 }
 
 /// How long the phases take, with the timetable's gaps (a capacity search: its most steps).
@@ -382,6 +425,7 @@ fn run_info(req: &RunRequest, phases: &[engine::Phase], test_id: String, clock: 
 fn finish_run_info(info: &mut RunInfo, outcome: &Result<engine::Outcome, McpError>) {
     let (complete, reason) = match outcome {
         Ok(o) if o.cancelled => (false, Some("interrupted".to_owned())),
+        Ok(o) if o.incomplete.is_some() => (false, o.incomplete.clone()),
         Ok(_) => (true, None),
         Err(e) => (false, Some(format!("run failed: {e}"))),
     };

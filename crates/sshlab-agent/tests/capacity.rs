@@ -321,4 +321,221 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    fn summary_in(dir: &Path) -> Summary {
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
+            .expect("summary")
+    }
+
+    fn unix_now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64()
+    }
+
+    /// One capacity search split across two agents (`--segment 0/2` and `1/2`, two processes,
+    /// one results dir): after every step each reads the other's part, so both judge the same
+    /// whole step and pick the same next rate; both find the same capacity, which is the
+    /// server's (each agent offers half of every rate). `merge` judges the search again from
+    /// the two agents' step files and finds it too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_search_split_across_two_agents_steps_together_and_merge_reproduces_it() {
+        let addr = known(0).await;
+        let before = measured_capacity(addr).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let start_at = format!("{:.3}", unix_now() + 2.0);
+        let spawn = |segment: &str| {
+            command(
+                addr,
+                dir.path(),
+                &[
+                    "--slo",
+                    "p99<200ms",
+                    "--rate",
+                    "50",
+                    "--workers",
+                    "64",
+                    "--segment",
+                    segment,
+                    "--test-id",
+                    "split",
+                    "--start-at",
+                    &start_at,
+                ],
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("agent runs")
+        };
+        let (a, b) = (spawn("0/2"), spawn("1/2"));
+        let (a, b) = tokio::task::spawn_blocking(move || {
+            (
+                a.wait_with_output().expect("agent 0 exits"),
+                b.wait_with_output().expect("agent 1 exits"),
+            )
+        })
+        .await
+        .expect("join");
+        let after = measured_capacity(addr).await;
+        for out in [&a, &b] {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (d0, d1) = (
+            dir.path().join("split-s0of2"),
+            dir.path().join("split-s1of2"),
+        );
+        let (s0, s1) = (summary_in(&d0), summary_in(&d1));
+        let (c0, c1) = (
+            s0.capacity.expect("agent 0 searched"),
+            s1.capacity.expect("agent 1 searched"),
+        );
+        let verdicts = |c: &sshlab_core::results::capacity::Capacity| -> Vec<String> {
+            c.steps
+                .iter()
+                .map(|st| {
+                    format!(
+                        "{:.1}/s served {:.1}/s ({} calls) p99 {:.0} ms {}",
+                        st.rate_per_s,
+                        st.achieved_per_s,
+                        st.requests,
+                        st.p99_ms,
+                        st.verdict()
+                    )
+                })
+                .collect()
+        };
+        // One search: the same steps, at the same rates, with the same verdicts, judged on
+        // the same calls (both agents' together).
+        assert_eq!(verdicts(&c0), verdicts(&c1));
+        assert_eq!(c0.rate_per_s, c1.rate_per_s);
+        let found = c0.rate_per_s.expect("a capacity");
+        let steps = verdicts(&c0).join("\n  ");
+        assert!(
+            found >= before.min(after) * 0.9 && found <= before.max(after) * 1.1,
+            "found {found:.1}/s for a measured {before:.1}/s before and {after:.1}/s after, \
+             via\n  {steps}"
+        );
+        assert!(c0.precision_percent.expect("bracketed") <= 5.0, "{steps}");
+        // Each step's calls are both agents': each made about half of them.
+        for (k, st) in c0.steps.iter().enumerate() {
+            let part = |d: &Path| -> serde_json::Value {
+                serde_json::from_slice(
+                    &std::fs::read(d.join(format!("capacity/step-{:03}.json", k + 1)))
+                        .expect("step file"),
+                )
+                .expect("json")
+            };
+            let (p0, p1) = (part(&d0), part(&d1));
+            let calls = |p: &serde_json::Value| {
+                p["all"]["ok"].as_u64().unwrap_or(0) + p["all"]["err"].as_u64().unwrap_or(0)
+            };
+            assert_eq!(calls(&p0) + calls(&p1), st.requests, "step {}", k + 1);
+            assert!(
+                calls(&p0) > 0 && calls(&p1) > 0,
+                "step {}: {} and {} calls",
+                k + 1,
+                calls(&p0),
+                calls(&p1)
+            );
+            // A step one agent stopped early, the other stopped too (unless its own end came
+            // first): both parts cover the same time.
+            if st.stopped_early.is_some() {
+                let (a, b) = (p0["stopped"]["at"].as_f64(), p1["stopped"]["at"].as_f64());
+                let end = p0["judged_from"].as_f64().unwrap_or(0.0)
+                    + p0["planned_s"].as_f64().unwrap_or(0.0);
+                let stop = a.or(b).unwrap_or(end);
+                assert!(
+                    (a.is_some() && b.is_some()) || end - stop < 0.5,
+                    "step {}: {p0} {p1}",
+                    k + 1
+                );
+            }
+        }
+        let merged = dir.path().join("merged");
+        let out = Command::new(AGENT)
+            .arg("merge")
+            .arg(&d0)
+            .arg(&d1)
+            .arg("--out")
+            .arg(&merged)
+            .output()
+            .expect("merge runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = summary_in(&merged);
+        assert!(m.run.complete, "{:?}", m.run.incomplete_reason);
+        let cm = m.capacity.expect("merge judged the search again");
+        assert_eq!(verdicts(&cm), verdicts(&c0));
+        assert_eq!(cm.rate_per_s, c0.rate_per_s);
+        eprintln!(
+            "split capacity: found {found:.1}/s, measured {before:.1}/s before and \
+             {after:.1}/s after, {} steps:\n  {steps}",
+            c0.steps.len()
+        );
+    }
+
+    /// An agent of a split search whose peer never comes stops after the first step, says
+    /// which segment did not report and where it looked, and marks its results incomplete,
+    /// in the grace it gives its calls plus 20 s, never waiting forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_split_search_without_its_peer_stops_and_says_so() {
+        let addr = known(0).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let start_at = format!("{:.3}", unix_now() + 1.0);
+        let started = std::time::Instant::now();
+        let path = dir.path().to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            command(
+                addr,
+                &path,
+                &[
+                    "--slo",
+                    "p99<200ms",
+                    "--rate",
+                    "50",
+                    "--workers",
+                    "8",
+                    "--duration",
+                    "3",
+                    "--grace",
+                    "1",
+                    "--segment",
+                    "0/2",
+                    "--test-id",
+                    "alone",
+                    "--start-at",
+                    &start_at,
+                ],
+            )
+            .output()
+            .expect("agent runs")
+        })
+        .await
+        .expect("join");
+        let took = started.elapsed();
+        let s = summary_in(&dir.path().join("alone-s0of2"));
+        assert!(!s.run.complete);
+        let reason = s.run.incomplete_reason.unwrap_or_default();
+        assert!(
+            reason.contains("step 1: no result from segment(s) 1/2 within 21 s"),
+            "{reason}"
+        );
+        assert!(took < Duration::from_secs(60), "took {took:?}");
+        assert_ne!(out.status.code(), Some(0));
+        // The step it judged alone is not a verdict on the whole: no capacity is claimed.
+        let c = s.capacity.expect("the search so far");
+        assert!(c.steps.is_empty(), "{:?}", c.steps);
+        assert_eq!(c.rate_per_s, None);
+    }
 }

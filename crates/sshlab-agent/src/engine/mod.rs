@@ -63,6 +63,16 @@ impl Clock {
     pub fn start_instant(&self) -> Instant {
         self.instant
     }
+
+    /// The instant of unix time `unix` (the inverse of [`Clock::wall`]).
+    pub fn instant_at(&self, unix: f64) -> Instant {
+        let d = Duration::try_from_secs_f64((unix - self.unix).abs()).unwrap_or(Duration::ZERO);
+        if unix >= self.unix {
+            self.instant + d
+        } else {
+            self.instant.checked_sub(d).unwrap_or(self.instant)
+        }
+    }
 }
 
 /// Settings of a run besides the scenario (command line or a job).
@@ -250,6 +260,9 @@ pub struct Outcome {
     pub cancelled: bool,
     /// A capacity search's result.
     pub capacity: Option<sshlab_core::results::capacity::Capacity>,
+    /// Why the run could not finish although nobody cancelled it (a split capacity search
+    /// whose agents lost each other).
+    pub incomplete: Option<String>,
 }
 
 impl Outcome {
@@ -260,6 +273,7 @@ impl Outcome {
             unreleased: counters.unreleased.load(Ordering::Relaxed),
             cancelled,
             capacity: None,
+            incomplete: None,
         }
     }
 }
@@ -350,6 +364,9 @@ pub struct Sinks {
     pub in_flight: Arc<InFlight>,
     /// A capacity search's result so far, updated after each step (for the live page).
     pub capacity: Option<capacity::SoFar>,
+    /// A capacity search's step files (each step's part judged here; in a split search, also
+    /// where the other agents' parts are read).
+    pub step_files: Option<capacity::exchange::StepFiles>,
 }
 
 /// Run every phase into `sinks` (or, for a capacity search, the steps it decides on). Each
@@ -392,9 +409,11 @@ pub async fn run(
             rate: None,
             port: cfg.target_port,
         });
-        let found = capacity::search(&runner, plan, &template).await?;
+        let files = runner.sinks.step_files.clone();
+        let found = capacity::search(&runner, plan, &template, timetable, files.as_ref()).await?;
         let mut outcome = runner.outcome();
-        outcome.capacity = Some(found);
+        outcome.capacity = Some(found.capacity);
+        outcome.incomplete = found.incomplete;
         return Ok(outcome);
     }
     for phase in phases {
@@ -442,7 +461,7 @@ impl Runner<'_> {
         &self,
         phase: &Phase,
         scheduled: Option<Instant>,
-        judge: Option<Arc<capacity::StepJudge>>,
+        judge: Option<Arc<capacity::judge::StepJudge>>,
     ) -> Result<PhaseEnd, McpError> {
         let cfg = self.cfg;
         tracing::info!(phase = ?phase.label, workers = phase.workers, port = phase.port, "phase starts");

@@ -102,7 +102,7 @@ pub struct Worker {
     /// This agent's segment, when the test is split across agents.
     pub segment: Option<Segment>,
     /// A capacity step's judge, which sees every record too.
-    pub judge: Option<Arc<super::capacity::StepJudge>>,
+    pub judge: Option<Arc<super::capacity::judge::StepJudge>>,
     /// Counts this worker's calls in flight.
     pub in_flight: super::in_flight::Slot,
 }

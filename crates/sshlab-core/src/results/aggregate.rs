@@ -15,19 +15,25 @@ use super::record::Record;
 use super::stats::{LatencyStats, histogram, record_ms};
 
 /// Counts and histograms of one group of records (an operation, a port, a phase, or all).
-#[derive(Debug, Clone)]
+/// In JSON (a capacity step's share, exchanged between the agents of a split search), the
+/// histograms are HdrHistogram's own encoding ([`super::stats::wire`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {
     /// Successes.
     pub ok: u64,
     /// Failures.
     pub err: u64,
     /// Latency from the intended start (corrected), successes only.
+    #[serde(with = "super::stats::wire")]
     pub corrected: Histogram<u64>,
     /// Latency from the actual send (uncorrected), successes only.
+    #[serde(with = "super::stats::wire")]
     pub service: Histogram<u64>,
     /// Corrected latency of failures (a timeout at 30 s is a 30 s operation).
+    #[serde(with = "super::stats::wire")]
     pub failed: Histogram<u64>,
     /// Uncorrected latency of failures.
+    #[serde(with = "super::stats::wire")]
     pub failed_service: Histogram<u64>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
@@ -67,7 +73,8 @@ impl Group {
         self.span = Some((lo.min(r.intended_ts), hi.max(r.ts)));
     }
 
-    fn merge(&mut self, o: &Group) {
+    /// Add another group's counts and histograms.
+    pub fn merge(&mut self, o: &Group) {
         self.ok += o.ok;
         self.err += o.err;
         // Same bounds everywhere, so adding cannot fail.

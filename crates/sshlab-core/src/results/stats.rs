@@ -27,6 +27,45 @@ pub fn record_ms(h: &mut Histogram<u64>, ms: f64) {
     h.saturating_record(us.clamp(1, MAX_US));
 }
 
+/// A latency histogram in JSON: HdrHistogram's compressed V2 encoding (the one its interval
+/// logs use), in base64, so any HdrHistogram implementation reads it. For
+/// `#[serde(with = "sshlab_core::results::stats::wire")]`. What it reads is added into a
+/// [`histogram()`], so a histogram from a file always merges with ours; one that cannot be
+/// (other bounds, values past an hour) is refused with a clear error.
+pub mod wire {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use hdrhistogram::Histogram;
+    use hdrhistogram::serialization::{
+        Deserializer as HdrReader, Serializer as _, V2DeflateSerializer,
+    };
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+
+    /// Encode.
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(h, &mut bytes)
+            .map_err(|e| S::Error::custom(format!("histogram: {e:?}")))?;
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    /// Decode.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| D::Error::custom(format!("histogram: not base64: {e}")))?;
+        let read: Histogram<u64> = HdrReader::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| D::Error::custom(format!("histogram: {e:?}")))?;
+        let mut h = super::histogram();
+        h.add(&read)
+            .map_err(|e| D::Error::custom(format!("histogram: out of range: {e:?}")))?;
+        Ok(h)
+    }
+}
+
 /// Percentiles of a histogram, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
@@ -88,6 +127,29 @@ impl LatencyStats {
 
 #[cfg(test)]
 mod tests {
+    /// A histogram survives the JSON of a capacity step file exactly; text that is not one
+    /// is refused with a clear error.
+    #[test]
+    fn histograms_round_trip_through_json() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct W {
+            #[serde(with = "super::wire")]
+            h: hdrhistogram::Histogram<u64>,
+        }
+        let mut h = super::histogram();
+        for ms in [0.5, 10.0, 12.5, 250.0, 30_000.0] {
+            super::record_ms(&mut h, ms);
+        }
+        let json = serde_json::to_string(&W { h: h.clone() }).expect("json");
+        let back: W = serde_json::from_str(&json).expect("read");
+        assert_eq!(back.h, h);
+        assert_eq!(back.h.value_at_quantile(0.5), h.value_at_quantile(0.5));
+        for bad in [r#"{"h":"not base64!"}"#, r#"{"h":"SElTVA=="}"#] {
+            let e = serde_json::from_str::<W>(bad).err().expect("refused");
+            assert!(e.to_string().starts_with("histogram: "), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]
