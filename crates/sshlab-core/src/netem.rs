@@ -25,8 +25,40 @@ pub struct NetemProfiles {
     pub profiles: Vec<NetemProfile>,
 }
 
+/// The shape of netem's random delay around `delay_ms`, `jitter_ms` wide: netem's own
+/// uniform one when absent, or one of iproute2's tables (`tc ... distribution normal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// Normal, with `jitter_ms` as its standard deviation.
+    Normal,
+    /// Pareto (a = 3): mostly short, with a long tail of large delays.
+    Pareto,
+}
+
+impl Distribution {
+    /// Its name in profiles.toml and in `tc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Pareto => "pareto",
+        }
+    }
+}
+
+impl std::str::FromStr for Distribution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "pareto" => Ok(Self::Pareto),
+            _ => Err(format!("distribution `{s}`: normal or pareto")),
+        }
+    }
+}
+
 /// The shaping of one netem'd port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetemProfile {
     /// The target's clean sshd port, e.g. 2222.
@@ -45,6 +77,23 @@ pub struct NetemProfile {
     /// Bandwidth limit, kbit/s; absent means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_kbit: Option<u64>,
+    /// The delay's distribution (needs `jitter_ms`); absent means netem's uniform one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    /// Packets sent at once instead of delayed, percent (needs `delay_ms`): they overtake the
+    /// ones before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder_percent: Option<f64>,
+    /// Packets sent twice, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_percent: Option<f64>,
+    /// Packets with one random bit flipped, percent (the receiver's checksum drops most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_percent: Option<f64>,
+    /// The seed of netem's random choices, for runs that repeat exactly (kernels with
+    /// `TCA_NETEM_PRNG_SEED`, Linux 6.6 and later; refused on older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// One line for humans, e.g. `severe: 200ms + 10% loss`.
     #[serde(default)]
     pub description: String,
@@ -104,6 +153,30 @@ impl NetemProfiles {
             if let Some(c) = p.correlation_percent {
                 check_percent(c).or_else(|m| bad("correlation_percent", m))?;
             }
+            for (field, value) in [
+                ("reorder_percent", p.reorder_percent),
+                ("duplicate_percent", p.duplicate_percent),
+                ("corrupt_percent", p.corrupt_percent),
+            ] {
+                if let Some(v) = value {
+                    check_percent(v).or_else(|m| bad(field, m))?;
+                }
+            }
+            if p.distribution.is_some() && p.jitter_ms == 0 {
+                return bad(
+                    "distribution",
+                    "shapes the jitter: give jitter_ms (its width) too".into(),
+                );
+            }
+            if p.reorder_percent.is_some_and(|r| r > 0.0) && p.delay_ms == 0 {
+                return bad(
+                    "reorder_percent",
+                    "reorders by sending some packets without the delay: give delay_ms too".into(),
+                );
+            }
+            if p.duplicate_percent.is_some_and(|d| d > 0.0) && self.profiles.len() > 1 {
+                return bad("duplicate_percent", DUPLICATE_ALONE.into());
+            }
             if p.rate_kbit == Some(0) {
                 return bad(
                     "rate_kbit",
@@ -119,6 +192,13 @@ impl NetemProfiles {
         self.profiles.iter().find(|p| p.port == port)
     }
 }
+
+/// Why a duplicating profile must be the only one: all profiles' netems share one qdisc tree
+/// on the shaped device.
+pub const DUPLICATE_ALONE: &str = "the kernel refuses a duplicating netem beside other netems \
+    in one qdisc tree (\"netem: cannot mix duplicating netems with other netems in tree\", Linux \
+    6.1.y stable and later), and every profile's netem shares the device's tree: a profiles file \
+    with duplicate_percent can hold only that one profile";
 
 fn check_percent(value: f64) -> Result<(), String> {
     if (0.0..=100.0).contains(&value) {
@@ -172,6 +252,59 @@ loss_percent = 2.0
         let prefix = format!("{FILE}: {key}: ");
         assert!(message.starts_with(&prefix), "{message:?} lacks {prefix:?}");
         assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+
+    /// The netem settings beyond delay, jitter and loss parse, and each is checked.
+    #[test]
+    fn distributions_reorder_duplicate_corrupt_and_seed() {
+        let more = VALID.replacen(
+            "rate_kbit = 1000",
+            "rate_kbit = 1000\ndistribution = \"pareto\"\nreorder_percent = 25.0\n\
+             corrupt_percent = 0.1\nseed = 42",
+            1,
+        );
+        let n = NetemProfiles::from_toml_str(&more, FILE).expect("valid");
+        let p = n.for_port(2323).expect("2323");
+        assert_eq!(p.distribution, Some(Distribution::Pareto));
+        assert_eq!(
+            (
+                p.reorder_percent,
+                p.duplicate_percent,
+                p.corrupt_percent,
+                p.seed
+            ),
+            (Some(25.0), None, Some(0.1), Some(42))
+        );
+        let e = error_with("rate_kbit = 1000", "distribution = \"gamma\"");
+        assert!(e.contains("expected `normal` or `pareto`"), "{e}");
+        assert_invalid(
+            "jitter_ms = 5\n",
+            "jitter_ms = 0\ndistribution = \"normal\"\n",
+            "profile[1].distribution",
+            "give jitter_ms",
+        );
+        assert_invalid(
+            "rate_kbit = 1000",
+            "duplicate_percent = 101",
+            "profile[1].duplicate_percent",
+            "outside 0 to 100",
+        );
+        // The kernel refuses a duplicating netem beside others in one tree; alone it is fine.
+        assert_invalid(
+            "rate_kbit = 1000",
+            "duplicate_percent = 5",
+            "profile[1].duplicate_percent",
+            "cannot mix duplicating netems",
+        );
+        let alone = "[[profile]]\nbase = 2223\nport = 2323\ndelay_ms = 10\njitter_ms = 0\n\
+                     loss_percent = 0\nduplicate_percent = 30\n";
+        NetemProfiles::from_toml_str(alone, FILE).expect("one duplicating profile");
+        assert_invalid(
+            "delay_ms = 50\njitter_ms = 5",
+            "delay_ms = 0\njitter_ms = 0\nreorder_percent = 5",
+            "profile[1].reorder_percent",
+            "give delay_ms",
+        );
     }
 
     #[test]

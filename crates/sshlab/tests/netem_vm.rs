@@ -85,14 +85,17 @@ mod tests {
             .1
     }
 
-    fn assert_show_ok(stdout: &str, dev: &str) {
+    fn assert_show_ok(stdout: &str, dev: &str, profiles: usize) {
         let json = stdout
             .lines()
             .find_map(|l| l.strip_prefix(&format!("RESULT show {dev} ")))
             .unwrap_or_else(|| panic!("no `netem show` JSON for {dev}:\n{stdout}"));
         let state: Value = serde_json::from_str(json).expect("netem show --json");
         let rows = state["rows"].as_array().expect("rows");
-        assert!(rows.len() >= 7, "{dev}: expected every profile: {state}");
+        assert!(
+            rows.len() >= profiles,
+            "{dev}: expected every profile: {state}"
+        );
         for row in rows {
             assert_eq!(row["ok"], true, "{dev}: profile not ok: {row}");
         }
@@ -148,8 +151,9 @@ mod tests {
             "the guest script did not finish"
         );
 
-        assert_show_ok(&out.stdout, "default");
-        assert_show_ok(&out.stdout, "tgt0");
+        assert_show_ok(&out.stdout, "default", 7);
+        assert_show_ok(&out.stdout, "tgt0", 7);
+        assert_more_netem(&out.stdout);
 
         let base = field(&result(&out.stdout, "connect 2222 "), "median_ms");
         let slow = field(&result(&out.stdout, "connect 2322 "), "median_ms");
@@ -184,6 +188,75 @@ mod tests {
         if lab_bins.is_some() {
             assert_lab_latency(&out.stdout);
         }
+    }
+
+    /// netem beyond delay and loss, measured with numbered UDP echoes (see the guest script):
+    /// a normal distribution spreads the delay beyond ±jitter where the uniform control does
+    /// not; duplicate, reorder and corrupt do what their percentages say; the kernel reports
+    /// them back (`netem show` ok); a seed this kernel cannot keep is refused and leaves
+    /// nothing behind.
+    fn assert_more_netem(stdout: &str) {
+        assert_show_ok(stdout, "more", 5);
+        assert_show_ok(stdout, "duplicate", 1);
+        let normal = field(&result(stdout, "more-spread 2322 "), "beyond25");
+        let uniform = field(&result(stdout, "more-spread 2326 "), "beyond25");
+        assert!(
+            normal > 0.10 && uniform < 0.05,
+            "RTTs over 25 ms from the median: normal {normal:.3} (about 0.21 expected), \
+             uniform ±20 ms {uniform:.3} (about 0)"
+        );
+        // Jitter alone reorders (netem delays each packet by its own amount, which `apply`
+        // notes); a rate limit queues them in order.
+        let jittered = field(&result(stdout, "more-spread 2326 "), "out_of_order");
+        let rated = field(&result(stdout, "more-spread 2327 "), "out_of_order");
+        assert!(
+            jittered > 100.0 && rated == 0.0,
+            "echoes out of order: jitter alone {jittered}, jitter with rate_kbit {rated}"
+        );
+        let dup = result(stdout, "more-duplicate 2323 ");
+        let extra = field(&dup, "echoes") / field(&dup, "sent") - 1.0;
+        assert!(
+            (0.24..=0.36).contains(&extra),
+            "duplicate 30%: {:.1}% more echoes than probes",
+            extra * 100.0
+        );
+        let re = result(stdout, "more-reorder 2324 ");
+        let undelayed = field(&re, "undelayed");
+        assert!(
+            (0.19..=0.31).contains(&undelayed) && field(&re, "out_of_order") > 0.0,
+            "reorder 25%: {:.1}% came back without the delay, {} out of order",
+            undelayed * 100.0,
+            field(&re, "out_of_order")
+        );
+        let bad = result(stdout, "more-corrupt 2325 ");
+        let lost = field(&bad, "lost") / field(&bad, "sent");
+        assert!(
+            (0.06..=0.14).contains(&lost),
+            "corrupt 10%: {:.1}% of the probes dropped by their checksums",
+            lost * 100.0
+        );
+        let seed = result(stdout, "seed ");
+        assert_ne!(
+            field(&seed, "exit"),
+            0.0,
+            "a seed on Linux 6.1 must be refused"
+        );
+        assert_eq!(
+            field(&seed, "kept_no_seed"),
+            1.0,
+            "the refusal names the port"
+        );
+        assert_eq!(field(&seed, "netem_left"), 0.0, "nothing half-applied");
+        eprintln!(
+            "netem_vm: beyond ±25 ms normal {:.1}% / uniform {:.1}%; out of order: jitter \
+             {jittered}, jitter+rate {rated}; duplicate +{:.1}%; undelayed {:.1}%; corrupt lost \
+             {:.1}%",
+            normal * 100.0,
+            uniform * 100.0,
+            extra * 100.0,
+            undelayed * 100.0,
+            lost * 100.0
+        );
     }
 
     /// The lab's latency_test in the guest: ran to the end, every port that takes the scenario's

@@ -95,12 +95,38 @@ pub struct NetemChange {
     /// Loss, percent.
     #[serde(default)]
     pub loss_percent: f64,
+    /// Bandwidth limit, kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u64>,
+    /// The delay's distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<crate::netem::Distribution>,
+    /// Packets sent without the delay, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder_percent: Option<f64>,
+    /// Packets sent twice, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_percent: Option<f64>,
+    /// Packets with a bit flipped, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_percent: Option<f64>,
 }
 
+/// The keys of a netem fault's settings, as `netem:PORT:KEY=VALUE,...` takes them.
+const NETEM_KEYS: &str = "delay, jitter, loss, rate, distribution, reorder, duplicate, corrupt";
+
 impl NetemChange {
-    /// Parses `delay=200ms,jitter=20ms,loss=5%`.
+    /// Parses `delay=200ms,jitter=20ms,loss=5%` (and `rate=1000kbit`, `distribution=normal`,
+    /// `reorder=25%`, `duplicate=1%`, `corrupt=0.1%`).
     fn parse(text: &str) -> Result<Self, String> {
         let mut c = Self::default();
+        let percent = |key: &str, value: &str| {
+            value
+                .strip_suffix('%')
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| (0.0..=100.0).contains(v))
+                .ok_or_else(|| format!("{key} `{value}`: a percentage, e.g. 5%"))
+        };
         for part in text.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 format!("`{part}`: give KEY=VALUE (delay=200ms, jitter=20ms, loss=5%)")
@@ -114,22 +140,42 @@ impl NetemChange {
                     c.jitter_ms = millis(value)
                         .ok_or_else(|| format!("jitter `{value}`: milliseconds, e.g. 20ms"))?
                 }
-                "loss" => {
-                    c.loss_percent = value
-                        .strip_suffix('%')
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .filter(|v| (0.0..=100.0).contains(v))
-                        .ok_or_else(|| format!("loss `{value}`: a percentage, e.g. 5%"))?;
+                "loss" => c.loss_percent = percent(key, value)?,
+                "reorder" => c.reorder_percent = Some(percent(key, value)?),
+                "duplicate" => c.duplicate_percent = Some(percent(key, value)?),
+                "corrupt" => c.corrupt_percent = Some(percent(key, value)?),
+                "rate" => {
+                    c.rate_kbit = Some(
+                        value
+                            .strip_suffix("kbit")
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .filter(|v| *v > 0)
+                            .ok_or_else(|| format!("rate `{value}`: kbit/s, e.g. 1000kbit"))?,
+                    )
                 }
+                "distribution" => c.distribution = Some(value.parse()?),
                 other => {
                     return Err(format!(
-                        "unknown netem setting `{other}` (known: delay, jitter, loss)"
+                        "unknown netem setting `{other}` (known: {NETEM_KEYS})"
                     ));
                 }
             }
         }
         if c == Self::default() {
-            return Err("netem needs at least one of delay=, jitter=, loss=".into());
+            return Err(format!("netem needs at least one of {NETEM_KEYS}"));
+        }
+        if c.distribution.is_some() && c.jitter_ms == 0 {
+            return Err("distribution= shapes the jitter: give jitter= too".into());
+        }
+        if c.duplicate_percent.is_some_and(|d| d > 0.0) {
+            // The lab's other profiles' netems share the tree.
+            return Err(format!(
+                "duplicate= cannot be a fault in the lab: {}",
+                crate::netem::DUPLICATE_ALONE
+            ));
+        }
+        if c.reorder_percent.is_some_and(|r| r > 0.0) && c.delay_ms == 0 {
+            return Err("reorder= sends some packets without the delay: give delay= too".into());
         }
         Ok(c)
     }
@@ -235,6 +281,21 @@ impl fmt::Display for FaultSpec {
             }
             if n.loss_percent > 0.0 {
                 parts.push(format!("loss={}%", n.loss_percent));
+            }
+            if let Some(r) = n.rate_kbit {
+                parts.push(format!("rate={r}kbit"));
+            }
+            if let Some(d) = n.distribution {
+                parts.push(format!("distribution={}", d.name()));
+            }
+            for (key, p) in [
+                ("reorder", n.reorder_percent),
+                ("duplicate", n.duplicate_percent),
+                ("corrupt", n.corrupt_percent),
+            ] {
+                if let Some(p) = p {
+                    parts.push(format!("{key}={p}%"));
+                }
             }
             write!(f, ":{}", parts.join(","))?;
         }
@@ -410,10 +471,24 @@ mod tests {
             Some(NetemChange {
                 delay_ms: 200,
                 jitter_ms: 0,
-                loss_percent: 5.0
+                loss_percent: 5.0,
+                ..NetemChange::default()
             })
         );
         assert_eq!(n.to_string(), "netem:2322:delay=200ms,loss=5%@60s+10s");
+        let all = "netem:2322:delay=100ms,jitter=20ms,rate=1000kbit,distribution=pareto,\
+                   reorder=25%,corrupt=0.1%@1s+2s";
+        let n: FaultSpec = all.parse().expect("every setting");
+        assert_eq!(n.to_string(), all);
+        let n = n.netem.expect("netem");
+        assert_eq!(
+            (n.rate_kbit, n.distribution, n.reorder_percent),
+            (
+                Some(1000),
+                Some(crate::netem::Distribution::Pareto),
+                Some(25.0)
+            )
+        );
         let part: FaultSpec = "partition:target@5s+10s".parse().expect("ok");
         assert_eq!(
             part.resolve(&topo(), 60.0),
@@ -433,6 +508,17 @@ mod tests {
             ("netem:2322@1s+1s", "netem:PORT:"),
             ("netem:2322:delay=fast@1s+1s", "delay `fast`"),
             ("netem:2322:speed=1@1s+1s", "unknown netem setting `speed`"),
+            ("netem:2322:distribution=normal@1s+1s", "give jitter= too"),
+            (
+                "netem:2322:distribution=gamma,jitter=1ms@1s+1s",
+                "normal or pareto",
+            ),
+            ("netem:2322:reorder=5%@1s+1s", "give delay= too"),
+            ("netem:2322:rate=fast@1s+1s", "rate `fast`"),
+            (
+                "netem:2322:duplicate=1%@1s+1s",
+                "cannot mix duplicating netems",
+            ),
         ] {
             let e = spec.parse::<FaultSpec>().expect_err(spec).to_string();
             assert!(e.contains(says), "{spec}: {e}");

@@ -17,6 +17,7 @@
 //! A kernel without `sch_prio` or `sch_netem` answers the qdisc request with ENOENT ("Specified
 //! qdisc kind is unknown"): that becomes one [`Error::MissingModule`] naming the module.
 
+pub mod dist;
 pub mod sock;
 pub mod tc;
 
@@ -54,6 +55,17 @@ pub enum Error {
         count: usize,
         /// The maximum.
         max: u16,
+    },
+    /// A profile's seed was not kept by the kernel (older than Linux 6.6).
+    #[error(
+        "The kernel's netem on {dev} kept no seed for port {port}: seeds need Linux 6.6 or later \
+         (TCA_NETEM_PRNG_SEED); remove `seed` from that profile"
+    )]
+    SeedNotKept {
+        /// The device.
+        dev: String,
+        /// The profile's port.
+        port: u16,
     },
     /// The device does not exist (in this namespace).
     #[error("No interface {dev} (run `sshlab net up` first, with the same --netns)")]
@@ -199,6 +211,11 @@ impl NetemPlan {
                     loss_percent: p.loss_percent,
                     correlation_percent: p.correlation_percent,
                     rate_kbit: p.rate_kbit,
+                    distribution: p.distribution,
+                    reorder_percent: p.reorder_percent,
+                    duplicate_percent: p.duplicate_percent,
+                    corrupt_percent: p.corrupt_percent,
+                    seed: p.seed,
                 },
             })
             .collect();
@@ -245,16 +262,48 @@ pub struct Row {
     pub ok: bool,
 }
 
-fn same(a: &Netem, b: &Netem) -> bool {
-    let close = |x: f64, y: f64| (x - y).abs() < 1e-3;
-    a.delay_ms == b.delay_ms
-        && a.jitter_ms == b.jitter_ms
-        && close(a.loss_percent, b.loss_percent)
-        && close(
-            a.correlation_percent.unwrap_or(0.0),
-            b.correlation_percent.unwrap_or(0.0),
+/// Whether what the kernel has is what is wanted. The distribution table is not dumped
+/// back by the kernel, so it cannot be compared; a seed is compared when one is wanted (the
+/// kernels that keep one dump a random one otherwise).
+fn same(have: &Netem, want: &Netem) -> bool {
+    let close = |x: Option<f64>, y: Option<f64>| (x.unwrap_or(0.0) - y.unwrap_or(0.0)).abs() < 1e-3;
+    have.delay_ms == want.delay_ms
+        && have.jitter_ms == want.jitter_ms
+        && close(Some(have.loss_percent), Some(want.loss_percent))
+        && close(have.correlation_percent, want.correlation_percent)
+        && have.rate_kbit == want.rate_kbit
+        && close(have.reorder_percent, want.reorder_percent)
+        && close(have.duplicate_percent, want.duplicate_percent)
+        && close(have.corrupt_percent, want.corrupt_percent)
+        && (want.seed.is_none() || have.seed == want.seed)
+}
+
+/// The plan's classes whose jitter will reorder packets: netem gives each packet its own
+/// random delay, so one can overtake another, unless a rate limit queues them in order (or
+/// reordering is what the profile asks for).
+pub fn reordered_by_jitter(plan: &NetemPlan) -> Vec<u16> {
+    plan.classes
+        .iter()
+        .filter(|c| jitter_reorders(&c.netem))
+        .map(|c| c.port)
+        .collect()
+}
+
+fn jitter_reorders(n: &Netem) -> bool {
+    n.jitter_ms > 0 && n.rate_kbit.is_none() && n.reorder_percent.is_none_or(|r| r <= 0.0)
+}
+
+/// The note for [`reordered_by_jitter`], if any class is.
+fn jitter_note(plan: &NetemPlan) -> Option<String> {
+    let ports = reordered_by_jitter(plan);
+    (!ports.is_empty()).then(|| {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "note: jitter without rate_kbit reorders packets on {} (netem delays each packet \
+             by its own random amount); give a profile rate_kbit to keep its packets in order",
+            ports.join(", ")
         )
-        && a.rate_kbit == b.rate_kbit
+    })
 }
 
 fn ifindex(dev: &str) -> Result<i32, Error> {
@@ -374,7 +423,9 @@ pub fn apply(plan: &NetemPlan) -> Result<Vec<String>, Error> {
                 source,
             },
         })?;
-    if let Err(e) = build_children(&mut tc, index, plan) {
+    if let Err(e) =
+        build_children(&mut tc, index, plan).and_then(|()| seeds_kept(&mut tc, index, plan))
+    {
         // Leave nothing half-shaped behind; the first error is the one to report.
         let _ = delete_root(&mut tc, index, &plan.dev);
         return Err(e);
@@ -386,7 +437,28 @@ pub fn apply(plan: &NetemPlan) -> Result<Vec<String>, Error> {
         plan.classes.len(),
         plan.port_match.as_str()
     ));
+    changes.extend(jitter_note(plan));
     Ok(changes)
+}
+
+/// A seed the kernel did not keep (older kernels ignore the attribute) is refused: the runs
+/// would not repeat, whatever the profile says.
+fn seeds_kept(tc: &mut Tc, index: i32, plan: &NetemPlan) -> Result<(), Error> {
+    if plan.classes.iter().all(|c| c.netem.seed.is_none()) {
+        return Ok(());
+    }
+    let now = state(tc, index, plan)?;
+    match now
+        .rows
+        .iter()
+        .find(|r| r.want.netem.seed.is_some() && r.have.and_then(|h| h.seed) != r.want.netem.seed)
+    {
+        Some(r) => Err(Error::SeedNotKept {
+            dev: plan.dev.clone(),
+            port: r.want.port,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// ENOENT or EOPNOTSUPP on a qdisc add whose parent exists: the kernel has no such qdisc.
@@ -462,10 +534,7 @@ pub fn missing_modules(dev: &str) -> Result<Vec<&'static str>, Error> {
     let index = ifindex(dev)?;
     let probe = Netem {
         delay_ms: 1,
-        jitter_ms: 0,
-        loss_percent: 0.0,
-        correlation_percent: None,
-        rate_kbit: None,
+        ..Netem::default()
     };
     let mut lacking = Vec::new();
     for module in ["sch_prio", "sch_netem"] {
@@ -523,6 +592,11 @@ pub fn open(dev: &str) -> Result<(Tc, i32), Error> {
 impl fmt::Display for NetemState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let root = self.root.as_deref().unwrap_or("kernel default");
+        let jitter = self
+            .rows
+            .iter()
+            .filter(|r| jitter_reorders(&r.want.netem))
+            .count();
         writeln!(
             f,
             "{}: root {root}{}; filters match {}",
@@ -552,6 +626,22 @@ impl fmt::Display for NetemState {
                 if r.ok { "ok" } else { "MISSING" }
             )?;
         }
+        if self
+            .rows
+            .iter()
+            .any(|r| r.want.netem.distribution.is_some())
+        {
+            writeln!(
+                f,
+                "distribution: sent with each qdisc; the kernel does not report it back"
+            )?;
+        }
+        if jitter > 0 {
+            writeln!(
+                f,
+                "{jitter} profile(s) with jitter and no rate_kbit: their packets get reordered"
+            )?;
+        }
         write!(
             f,
             "{}",
@@ -577,6 +667,21 @@ fn describe(n: &Netem) -> String {
     }
     if let Some(r) = n.rate_kbit {
         s.push_str(&format!(" {r}kbit"));
+    }
+    if let Some(d) = n.distribution {
+        s.push_str(&format!(" {}", d.name()));
+    }
+    for (name, p) in [
+        ("reorder", n.reorder_percent),
+        ("dup", n.duplicate_percent),
+        ("corrupt", n.corrupt_percent),
+    ] {
+        if let Some(p) = p.filter(|p| *p > 0.0) {
+            s.push_str(&format!(" {name} {}%", (p * 100.0).round() / 100.0));
+        }
+    }
+    if let Some(seed) = n.seed {
+        s.push_str(&format!(" seed {seed}"));
     }
     s
 }

@@ -12,7 +12,9 @@
 //! (family u8 + 3 pad, ifindex i32, handle u32, parent u32, info u32), then attributes
 //! (u16 len, u16 type, value, padded to 4). netem's options are `tc_netem_qopt` {latency, limit,
 //! loss, gap, duplicate, jitter: u32}, latency and jitter in psched ticks (64 ns), probabilities
-//! scaled to u32::MAX, followed by nested attributes (`TCA_NETEM_CORR`, `TCA_NETEM_RATE`).
+//! scaled to u32::MAX, followed by nested attributes (`TCA_NETEM_CORR`, `TCA_NETEM_REORDER`,
+//! `TCA_NETEM_CORRUPT`, `TCA_NETEM_RATE`, `TCA_NETEM_PRNG_SEED`, `TCA_NETEM_DELAY_DIST`: the
+//! last an array of i16, see `super::dist`).
 
 /// `RTM_NEWQDISC` and friends (linux/rtnetlink.h).
 pub const RTM_NEWQDISC: u16 = 36;
@@ -34,9 +36,15 @@ const NLM_F_CREATE: u16 = 0x400;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_NETEM_CORR: u16 = 1;
+const TCA_NETEM_DELAY_DIST: u16 = 2;
+const TCA_NETEM_REORDER: u16 = 3;
+const TCA_NETEM_CORRUPT: u16 = 4;
 const TCA_NETEM_RATE: u16 = 6;
 const TCA_NETEM_LATENCY64: u16 = 10;
 const TCA_NETEM_JITTER64: u16 = 11;
+/// Linux 6.6 and later (after `TCA_NETEM_SLOT` 12 and `TCA_NETEM_SLOT_DIST` 13); older kernels
+/// ignore it, and their dumps lack it.
+const TCA_NETEM_PRNG_SEED: u16 = 14;
 const TCA_U32_CLASSID: u16 = 1;
 const TCA_U32_SEL: u16 = 5;
 const TC_U32_TERMINAL: u8 = 1;
@@ -59,7 +67,7 @@ pub const fn handle(major: u16, minor: u16) -> u32 {
 }
 
 /// netem's settings for one class.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Netem {
     /// Added delay, milliseconds.
     pub delay_ms: u32,
@@ -71,7 +79,19 @@ pub struct Netem {
     pub correlation_percent: Option<f64>,
     /// Bandwidth limit, kbit/s.
     pub rate_kbit: Option<u64>,
+    /// The delay's distribution (a table sent with the qdisc; kernels do not dump it back).
+    pub distribution: Option<Distribution>,
+    /// Packets sent without the delay, percent.
+    pub reorder_percent: Option<f64>,
+    /// Packets sent twice, percent.
+    pub duplicate_percent: Option<f64>,
+    /// Packets with a bit flipped, percent.
+    pub corrupt_percent: Option<f64>,
+    /// The seed of netem's random choices.
+    pub seed: Option<u64>,
 }
+
+pub use sshlab_core::netem::Distribution;
 
 /// Which port of the packet a filter matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -144,15 +164,23 @@ pub fn add_prio_root(seq: u32, ifindex: i32, major: u16, bands: u8) -> Vec<u8> {
     message(RTM_NEWQDISC, CREATE, seq, tcm, ifindex, &attrs)
 }
 
-/// `tc qdisc add dev D parent P handle MAJOR: netem delay .. jitter .. loss .. [rate ..]`.
+/// A percentage that is set and not 0.
+fn some_percent(p: Option<f64>) -> Option<f64> {
+    p.filter(|p| *p > 0.0)
+}
+
+/// `tc qdisc add dev D parent P handle MAJOR: netem delay .. jitter .. loss .. [duplicate ..]
+/// [reorder ..] [corrupt ..] [rate ..] [distribution ..]`, its attributes in tc's order.
 pub fn add_netem(seq: u32, ifindex: i32, parent: u32, major: u16, n: &Netem) -> Vec<u8> {
     let mut opt = Vec::with_capacity(64);
+    let reorder = some_percent(n.reorder_percent);
     let qopt = [
         ms_to_ticks(n.delay_ms),
         NETEM_LIMIT,
         percent_to_prob(n.loss_percent),
-        0, // gap
-        0, // duplicate
+        // The gap: with reordering, tc makes every packet a candidate (gap 1).
+        u32::from(reorder.is_some()),
+        percent_to_prob(some_percent(n.duplicate_percent).unwrap_or(0.0)),
         ms_to_ticks(n.jitter_ms),
     ];
     for v in qopt {
@@ -166,6 +194,19 @@ pub fn add_netem(seq: u32, ifindex: i32, parent: u32, major: u16, n: &Netem) -> 
         }
         put_attr(&mut opt, TCA_NETEM_CORR, &corr);
     }
+    // tc_netem_reorder and tc_netem_corrupt: { probability, correlation }.
+    for (kind, p) in [
+        (TCA_NETEM_REORDER, reorder),
+        (TCA_NETEM_CORRUPT, some_percent(n.corrupt_percent)),
+    ] {
+        if let Some(p) = p {
+            let mut v = Vec::with_capacity(8);
+            for x in [percent_to_prob(p), 0] {
+                v.extend_from_slice(&x.to_ne_bytes());
+            }
+            put_attr(&mut opt, kind, &v);
+        }
+    }
     if let Some(kbit) = n.rate_kbit {
         // tc_netem_rate { rate (bytes/s), packet_overhead, cell_size, cell_overhead }.
         let bytes_per_s = u32::try_from(kbit * 1000 / 8).unwrap_or(u32::MAX);
@@ -174,6 +215,12 @@ pub fn add_netem(seq: u32, ifindex: i32, parent: u32, major: u16, n: &Netem) -> 
             rate.extend_from_slice(&v.to_ne_bytes());
         }
         put_attr(&mut opt, TCA_NETEM_RATE, &rate);
+    }
+    if let Some(seed) = n.seed {
+        put_attr(&mut opt, TCA_NETEM_PRNG_SEED, &seed.to_ne_bytes());
+    }
+    if let Some(d) = n.distribution {
+        put_attr(&mut opt, TCA_NETEM_DELAY_DIST, &super::dist::bytes(d));
     }
     let mut attrs = Vec::new();
     put_attr(&mut attrs, TCA_KIND, b"netem\0");
@@ -311,11 +358,17 @@ pub fn parse_tc(payload: &[u8]) -> Option<TcObject> {
 pub fn parse_netem(options: &[u8]) -> Option<Netem> {
     let ticks_latency = u32_at(options, 0)?;
     let loss = u32_at(options, 8)?;
+    let duplicate = u32_at(options, 16)?;
     let ticks_jitter = u32_at(options, 20)?;
     let mut latency_ns = u64::from(ticks_latency) * 64;
     let mut jitter_ns = u64::from(ticks_jitter) * 64;
     let mut correlation = None;
     let mut rate = None;
+    let (mut reorder, mut corrupt, mut seed) = (None, None, None);
+    let percent = |value: &[u8]| {
+        let p = u32_at(value, 0)?;
+        (p != 0).then(|| prob_to_percent(p))
+    };
     for (kind, value) in attrs(options.get(24..)?) {
         let as_u64 = || Some(u64::from_ne_bytes(value.get(..8)?.try_into().ok()?));
         match kind {
@@ -329,6 +382,10 @@ pub fn parse_netem(options: &[u8]) -> Option<Netem> {
             TCA_NETEM_RATE => {
                 rate = Some(u64::from(u32_at(value, 0)?) * 8 / 1000).filter(|r| *r > 0);
             }
+            // Dumped always, 0 when off.
+            TCA_NETEM_REORDER => reorder = percent(value),
+            TCA_NETEM_CORRUPT => corrupt = percent(value),
+            TCA_NETEM_PRNG_SEED => seed = as_u64(),
             _ => {}
         }
     }
@@ -338,6 +395,11 @@ pub fn parse_netem(options: &[u8]) -> Option<Netem> {
         loss_percent: prob_to_percent(loss),
         correlation_percent: correlation,
         rate_kbit: rate,
+        distribution: None,
+        reorder_percent: reorder,
+        duplicate_percent: (duplicate != 0).then(|| prob_to_percent(duplicate)),
+        corrupt_percent: corrupt,
+        seed,
     })
 }
 
@@ -430,9 +492,42 @@ mod tests {
             delay_ms,
             jitter_ms,
             loss_percent,
-            correlation_percent: None,
-            rate_kbit: None,
+            ..Netem::default()
         }
+    }
+
+    #[test]
+    fn reorder_duplicate_corrupt_and_distributions_are_byte_identical_to_tc() {
+        let mut n = netem(100, 10, 0.0);
+        n.reorder_percent = Some(25.0);
+        n.duplicate_percent = Some(1.0);
+        n.corrupt_percent = Some(0.1);
+        same_as_tc(
+            "qdisc add dev sshtap2 parent 1:4 handle 10: netem delay 100ms 10ms reorder 25% duplicate 1% corrupt 0.1%",
+            |seq| add_netem(seq, IFINDEX, handle(1, 4), 0x10, &n),
+        );
+        let mut n = netem(100, 20, 0.0);
+        n.distribution = Some(Distribution::Normal);
+        same_as_tc(
+            "qdisc add dev sshtap2 parent 1:5 handle 11: netem delay 100ms 20ms distribution normal",
+            |seq| add_netem(seq, IFINDEX, handle(1, 5), 0x11, &n),
+        );
+        let mut n = netem(200, 20, 10.0);
+        n.distribution = Some(Distribution::Pareto);
+        n.rate_kbit = Some(1000);
+        same_as_tc(
+            "qdisc add dev sshtap2 parent 1:6 handle 12: netem delay 200ms 20ms distribution pareto loss 10% rate 1000kbit",
+            |seq| add_netem(seq, IFINDEX, handle(1, 6), 0x12, &n),
+        );
+        let mut n = netem(100, 30, 2.0);
+        n.correlation_percent = Some(25.0);
+        n.duplicate_percent = Some(5.0);
+        n.reorder_percent = Some(10.0);
+        n.corrupt_percent = Some(1.0);
+        same_as_tc(
+            "qdisc add dev sshtap2 parent 1:9 handle 15: netem delay 100ms 30ms 25% loss 2% 25% duplicate 5% reorder 10% corrupt 1%",
+            |seq| add_netem(seq, IFINDEX, handle(1, 9), 0x15, &n),
+        );
     }
 
     #[test]

@@ -511,7 +511,12 @@ fn with_change(
         jitter_ms: c.jitter_ms.min(c.delay_ms),
         loss_percent: c.loss_percent,
         correlation_percent: None,
-        rate_kbit: None,
+        rate_kbit: c.rate_kbit,
+        distribution: c.distribution,
+        reorder_percent: c.reorder_percent,
+        duplicate_percent: c.duplicate_percent,
+        corrupt_percent: c.corrupt_percent,
+        seed: None,
         description: "netem fault".into(),
     };
     match profiles.profiles.iter_mut().find(|p| p.port == port) {
@@ -589,11 +594,20 @@ mod tests {
             delay_ms: 300,
             jitter_ms: 500,
             loss_percent: 2.0,
+            corrupt_percent: Some(1.0),
+            distribution: Some(sshlab_core::netem::Distribution::Normal),
+            ..Default::default()
         };
         let p = with_change(&lab.netem, &lab.topology, 2322, &c);
         assert_eq!(p.profiles.len(), lab.netem.profiles.len());
         let changed = p.profiles.iter().find(|p| p.port == 2322).expect("2322");
         assert_eq!((changed.delay_ms, changed.jitter_ms), (300, 300));
+        assert_eq!(changed.corrupt_percent, Some(1.0));
+        assert_eq!(
+            changed.distribution,
+            Some(sshlab_core::netem::Distribution::Normal)
+        );
+        p.validate("fault").expect("a valid profile");
         let added = with_change(&lab.netem, &lab.topology, 2222, &c);
         assert_eq!(added.profiles.len(), lab.netem.profiles.len() + 1);
         assert_eq!(

@@ -26,7 +26,9 @@ B=${SSHLAB_BIN:?path of the sshlab binary}
 LAB=${SSHLAB_ROOT:?repository root}
 CONNECTS=${CONNECTS:-100}
 UDP_PROBES=${UDP_PROBES:-4000}
+MORE_PROBES=${MORE_PROBES:-2000}
 PY=$(command -v python3 || echo /usr/bin/python3)
+UDP="$LAB/crates/sshlab/tests/vm/udp.py"
 modprobe sch_netem; modprobe sch_prio; modprobe tun
 ip netns add lab; ip netns add target; ip netns add client
 for ns in lab target client; do ip -n $ns link set lo up; done
@@ -92,10 +94,10 @@ done
 # netem dropped. Probes are paced 1 ms apart: ~50 in flight behind the 50 ms delay, far below
 # netem's 1000-packet limit, so no tail drop can add to the loss. The same probe on port 2222
 # (unshaped) is the control: it must lose (almost) nothing.
-ip netns exec client "$PY" - "$CONNECTS" "$UDP_PROBES" <<'EOF'
-import select, socket, statistics, sys, time
+ip netns exec client "$PY" - "$CONNECTS" <<'EOF'
+import socket, statistics, sys, time
 T = "10.178.0.20"
-connects, probes = int(sys.argv[1]), int(sys.argv[2])
+connects = int(sys.argv[1])
 
 def connect_ms(port):
     s = socket.socket(); s.settimeout(5)
@@ -108,37 +110,109 @@ for port in (2222, 2322):
     t = sorted(connect_ms(port) for _ in range(connects))
     print("RESULT connect %d n=%d median_ms=%.3f p10_ms=%.3f p90_ms=%.3f"
           % (port, len(t), statistics.median(t), t[len(t) // 10], t[len(t) * 9 // 10]), flush=True)
-
-def udp_loss(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    s.connect((T, port)); s.setblocking(False)
-    got = set()
-    def drain(timeout):
-        while select.select([s], [], [], timeout)[0]:
-            try:
-                got.add(int.from_bytes(s.recv(64)[:4], "big"))
-            except BlockingIOError:
-                return
-            timeout = 0
-    nxt = time.perf_counter()
-    for i in range(probes):
-        s.send(i.to_bytes(4, "big"))
-        nxt += 0.001
-        drain(max(0.0, nxt - time.perf_counter()))
-    end = time.perf_counter() + 2.0
-    while time.perf_counter() < end:
-        drain(0.1)
-    s.close()
-    lost = probes - len(got & set(range(probes)))
-    print("RESULT udp-loss %d sent=%d received=%d lost=%d" % (port, probes, probes - lost, lost), flush=True)
-
-for port in (2222, 2323):
-    udp_loss(port)
 EOF
+for port in 2222 2323; do
+  ip netns exec client "$PY" "$UDP" probe udp-loss "$port" "$UDP_PROBES"
+done
 # The kernel's own counters (netem's "dropped" on the 2323 class), for the log.
 tc -s -n lab qdisc show dev tgt0
 kill "$server" 2>/dev/null || true
+
+# netem beyond delay and loss, on tgt0, from a lab root whose profiles.toml asks for it:
+#   2322 delay 50 ms, jitter 20 ms, distribution normal   (a spread beyond ±jitter)
+#   2326 delay 50 ms, jitter 20 ms, uniform               (the control: none beyond; and
+#                                                          jitter reorders the echoes)
+#   2327 the same with rate_kbit 100000                   (a rate keeps them in order)
+#   2323 delay 10 ms, duplicate 30%, alone                (30% more echoes than probes)
+#   2324 delay 20 ms, reorder 25%                         (25% come back without the delay)
+#   2325 delay 10 ms, corrupt 10%                         (a flipped bit: the checksum drops it)
+# Each probe is a UDP datagram with its number, echoed by the target; every echo (duplicates
+# too) is timed. A duplicating netem must be the only one in its tree (the kernel refuses it
+# beside others), so 2323 gets a profiles file of its own, applied after the others are
+# probed. Then a profile with a seed, which this kernel (6.1) cannot keep: refused.
+more=$(mktemp -d); mkdir -p "$more/vms" "$more/netem"
+cp "$LAB/vms/topology.toml" "$more/vms/"
+cat > "$more/netem/profiles.toml" <<'TOML'
+[[profile]]
+base = 2222
+port = 2322
+delay_ms = 50
+jitter_ms = 20
+loss_percent = 0.0
+distribution = "normal"
+[[profile]]
+base = 2224
+port = 2324
+delay_ms = 20
+jitter_ms = 0
+loss_percent = 0.0
+reorder_percent = 25.0
+[[profile]]
+base = 2225
+port = 2325
+delay_ms = 10
+jitter_ms = 0
+loss_percent = 0.0
+corrupt_percent = 10.0
+[[profile]]
+base = 2226
+port = 2326
+delay_ms = 50
+jitter_ms = 20
+loss_percent = 0.0
+[[profile]]
+base = 2227
+port = 2327
+delay_ms = 50
+jitter_ms = 20
+loss_percent = 0.0
+rate_kbit = 100000
+TOML
+$B --lab "$more" netem apply --netns lab --dev tgt0
+$B --lab "$more" netem show --netns lab --dev tgt0
+printf 'RESULT show more '
+$B --lab "$more" netem show --netns lab --json --dev tgt0 | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+: > "$ready"
+ip netns exec target "$PY" "$UDP" serve "$ready" 2322 2323 2324 2325 2326 2327 &
+server=$!
+i=0
+until [ -s "$ready" ]; do
+  i=$((i + 1)); [ $i -le 600 ] || { echo "the echo servers never came up" >&2; exit 1; }
+  sleep 0.1
+done
+for port in 2322 2326 2327; do
+  ip netns exec client "$PY" "$UDP" probe more-spread "$port" "$MORE_PROBES"
+done
+ip netns exec client "$PY" "$UDP" probe more-reorder 2324 "$MORE_PROBES"
+ip netns exec client "$PY" "$UDP" probe more-corrupt 2325 "$MORE_PROBES"
+tc -s -n lab qdisc show dev tgt0
+cp "$more/netem/profiles.toml" "$more/four.toml"
+cat > "$more/netem/profiles.toml" <<'TOML'
+[[profile]]
+base = 2223
+port = 2323
+delay_ms = 10
+jitter_ms = 0
+loss_percent = 0.0
+duplicate_percent = 30.0
+TOML
+$B --lab "$more" netem apply --netns lab --dev tgt0
+printf 'RESULT show duplicate '
+$B --lab "$more" netem show --netns lab --json --dev tgt0 | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+ip netns exec client "$PY" "$UDP" probe more-duplicate 2323 "$MORE_PROBES"
+tc -s -n lab qdisc show dev tgt0
+kill "$server" 2>/dev/null || true
+cp "$more/four.toml" "$more/netem/profiles.toml"
+# A seed: this guest's kernel (6.1) has no TCA_NETEM_PRNG_SEED, so the apply must be refused
+# with the reason, and leave no sshlab qdisc behind.
+echo 'seed = 7' >> "$more/netem/profiles.toml"
+set +e
+seed_err=$($B --lab "$more" netem apply --netns lab --dev tgt0 2>&1)
+seed_code=$?
+set -e
+echo "$seed_err"
+echo "RESULT seed exit=$seed_code kept_no_seed=$(echo "$seed_err" | grep -c 'kept no seed for port 2327') netem_left=$(tc -n lab qdisc show dev tgt0 | grep -c -e netem -e prio)"
+rm -rf "$more"
 $B --lab "$LAB" netem clear --netns lab --dev tgt0
 $B --lab "$LAB" net down --netns lab
 for ns in client target lab; do ip netns del $ns; done

@@ -25,6 +25,10 @@ qdisc add dev sshtap2 parent 1:6 handle 12: netem delay 200ms 20ms loss 10%
 qdisc add dev sshtap2 parent 1:9 handle 15: netem delay 100ms 30ms 25% loss 2% 25%
 qdisc add dev sshtap2 parent 1:a handle 16: netem delay 50ms 5ms rate 1000kbit
 qdisc add dev sshtap2 parent 1:4 handle 10: netem delay 100ms
+qdisc add dev sshtap2 parent 1:4 handle 10: netem delay 100ms 10ms reorder 25% duplicate 1% corrupt 0.1%
+qdisc add dev sshtap2 parent 1:5 handle 11: netem delay 100ms 20ms distribution normal
+qdisc add dev sshtap2 parent 1:6 handle 12: netem delay 200ms 20ms distribution pareto loss 10% rate 1000kbit
+qdisc add dev sshtap2 parent 1:9 handle 15: netem delay 100ms 30ms 25% loss 2% 25% duplicate 5% reorder 10% corrupt 1%
 filter add dev sshtap2 parent 1: protocol ip prio 1 u32 match ip dport 2322 0xffff flowid 1:4
 filter add dev sshtap2 parent 1: protocol ip prio 7 u32 match ip sport 2328 0xffff flowid 1:a
 qdisc del dev sshtap2 root handle 1:
