@@ -447,6 +447,21 @@ impl RunArgs {
             }
             return Ok(None);
         }
+        if let Some(seg) = self
+            .segment
+            .as_deref()
+            .and_then(|s| s.parse::<Segment>().ok())
+            && seg.count > 1
+        {
+            let workers = self.workers.unwrap_or(scenario.workers);
+            if workers < seg.count as usize {
+                return Err(UsageError(format!(
+                    "a capacity search split {} ways needs at least {} workers (one per agent, \
+                     to carry its share of every step's arrivals), not {workers}",
+                    seg.count, seg.count
+                )));
+            }
+        }
         if self.segment.is_some() && (self.test_id.is_none() || self.start_at.is_none()) {
             return Err(UsageError(
                 "a split capacity search needs --test-id and --start-at, the same for every \
@@ -471,6 +486,14 @@ impl RunArgs {
             .map(|t| {
                 t.parse::<Threshold>()
                     .map_err(|e| UsageError(format!("--slo: {e}")))
+                    .and_then(|t| match t.judges_a_step() {
+                        true => Ok(t),
+                        false => Err(UsageError(format!(
+                            "--slo `{}`: a whole-run figure cannot judge one step of a search \
+                             (use latency percentiles, errors, rps or requests)",
+                            t.expr
+                        ))),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let start_rate = self.rate.or(scenario.rate).unwrap_or(10.0);

@@ -159,21 +159,22 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
             None => format!("{} (no summary.json)", d.display()),
         })
         .collect();
-    let capacity = capacity(&inputs, &mut warnings);
+    let mut capacity_notes = Vec::new();
+    let capacity = capacity(&inputs, &mut warnings, &mut capacity_notes);
     run.complete = warnings.is_empty();
     run.incomplete_reason = (!warnings.is_empty()).then(|| warnings.join("; "));
     let mut summary = Summary::build(run, &folded.agg);
     summary.capacity = capacity;
-    summary.notes =
-        summaries
-            .iter()
-            .flat_map(|s| s.notes.iter().cloned())
-            .fold(Vec::new(), |mut all, n| {
-                if !all.contains(&n) {
-                    all.push(n);
-                }
-                all
-            });
+    summary.notes = summaries
+        .iter()
+        .flat_map(|s| s.notes.iter().cloned())
+        .chain(capacity_notes)
+        .fold(Vec::new(), |mut all, n| {
+            if !all.contains(&n) {
+                all.push(n);
+            }
+            all
+        });
     summary.thresholds = parsed.iter().map(|t| t.evaluate(&summary)).collect();
     results::write_all(out, &summary)?;
     Ok(Merged {
@@ -186,7 +187,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path, thresholds: &[String]) -> Result<Merg
 /// The inputs' capacity search, judged again from every input's step files (each step from
 /// the sum of its parts, as the agents judged it together); a warning where that differs from
 /// what an input's summary says, or where it cannot be done.
-fn capacity(inputs: &[(PathBuf, Option<Summary>)], warnings: &mut Vec<String>) -> Option<Capacity> {
+fn capacity(
+    inputs: &[(PathBuf, Option<Summary>)],
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<Capacity> {
     let searched: Vec<(&PathBuf, &Capacity)> = inputs
         .iter()
         .filter_map(|(d, s)| Some((d, s.as_ref()?.capacity.as_ref()?)))
@@ -200,9 +205,10 @@ fn capacity(inputs: &[(PathBuf, Option<Summary>)], warnings: &mut Vec<String>) -
     }
     if shares.is_empty() {
         if !searched.is_empty() {
-            warnings.push(
-                "the inputs ran a capacity search but hold no step files (capacity/step-*.json) \
-                 to judge it again from"
+            // Results from before step files existed: the records are still merged.
+            notes.push(
+                "The inputs ran a capacity search but hold no step files (capacity/step-*.json) \
+                 to judge it again from, so the merged results carry no capacity."
                     .into(),
             );
         }
@@ -235,13 +241,17 @@ fn capacity(inputs: &[(PathBuf, Option<Summary>)], warnings: &mut Vec<String>) -
         )
     };
     for (d, theirs) in &searched {
-        let same = theirs.rate_per_s == c.rate_per_s
-            && theirs.steps.len() == c.steps.len()
+        // Rates as computed, within rounding (they went through JSON).
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+        let same = match (theirs.rate_per_s, c.rate_per_s) {
+            (Some(a), Some(b)) => near(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        } && theirs.steps.len() == c.steps.len()
             && theirs
                 .steps
                 .iter()
                 .zip(&c.steps)
-                .all(|(a, b)| a.passed == b.passed && a.rate_per_s == b.rate_per_s);
+                .all(|(a, b)| a.passed == b.passed && near(a.rate_per_s, b.rate_per_s));
         if !same {
             warnings.push(format!(
                 "{}: its search found {}, but its steps judged again from every part give {}",

@@ -97,6 +97,12 @@ pub enum RunError {
          test id, so each search needs a --test-id of its own"
     )]
     SplitDirTaken(PathBuf),
+    /// An agent of a split capacity search started after `--start-at`.
+    #[error(
+        "started {0:.1} s after --start-at: an agent of a split capacity search must start \
+         with the others (its steps would not line up); start every agent before that time"
+    )]
+    LateStart(f64),
     /// A scenario threshold does not parse.
     #[error("scenario threshold `{expr}`: {message}")]
     Threshold {
@@ -154,6 +160,11 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
     let secrets = Secrets::of(&req.settings, &req.scenario);
     if let Some(at) = req.start_at {
         wait_until(at, &cancel).await;
+        let late = unix_now() - at;
+        if req.settings.capacity.is_some() && req.settings.segment != Segment::WHOLE && late > 1.0 {
+            // Its warm-up and first step would not line up with the other agents'.
+            return Err(RunError::LateStart(late));
+        }
     }
     let phases = engine::plan(&req.scenario, &req.settings);
     let workers = phases.iter().map(|p| p.workers).max().unwrap_or(0);
@@ -240,7 +251,8 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
             engine::capacity::exchange::StepFiles::new(
                 &dir,
                 req.settings.segment,
-                run_info.started_at,
+                // The same for every agent of a split search (it needs --start-at).
+                req.start_at.unwrap_or(run_info.started_at),
                 peer_dirs(&req, &run_info.test_id),
             )
         }),
@@ -308,12 +320,15 @@ fn thresholds(req: &RunRequest) -> Result<Vec<Threshold>, RunError> {
     Ok(thresholds)
 }
 
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Sleeps until unix time `at` (a split test's agents start together), or until cancelled.
 async fn wait_until(at: f64, cancel: &CancellationToken) {
-    let wait = at
-        - SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+    let wait = at - unix_now();
     if let Ok(wait) = Duration::try_from_secs_f64(wait) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -408,6 +408,19 @@ impl Threshold {
         }
     }
 
+    /// Whether this bound can judge one capacity step on its own records: not the whole-run
+    /// figures (`rps_peak`, `late_starts`, faults' `recovery` and `fault_errors`, `capacity`).
+    pub fn judges_a_step(&self) -> bool {
+        !matches!(
+            self.metric(),
+            Ok(Metric::RpsPeak
+                | Metric::LateStarts
+                | Metric::Recovery { .. }
+                | Metric::FaultErrors
+                | Metric::Capacity)
+        )
+    }
+
     /// The error rate this bound caps, percent, when it is a whole-run upper bound on the error
     /// rate (`errors<1%`, `error_rate<=0.5`).
     pub fn error_rate_cap(&self) -> Option<f64> {

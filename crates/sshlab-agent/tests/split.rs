@@ -461,6 +461,26 @@ for q in (50, 99, 100):
             "leave this agent none",
         );
         expect(&with(&["--start-at", "1e20"]), 2, "--start-at");
+        // A split capacity search: each agent needs a worker, and the agents a shared id and
+        // start; a whole-run figure cannot judge a step.
+        let search = |extra: &[&'static str]| -> Vec<&'static str> {
+            with(&[["--find-capacity", "--slo", "p99<200ms"].as_slice(), extra].concat())
+        };
+        expect(
+            &search(&["--segment", "0/3", "--workers", "2"]),
+            2,
+            "needs at least 3 workers",
+        );
+        expect(
+            &search(&["--segment", "0/2", "--workers", "4"]),
+            2,
+            "needs --test-id and --start-at",
+        );
+        expect(
+            &with(&["--find-capacity", "--slo", "rps_peak>10"]),
+            2,
+            "a whole-run figure cannot judge one step",
+        );
         expect(&with(&["--test-id", "../up"]), 2, "--test-id");
         expect(
             &["k8s-job", "--segments", "3", "--", "--segment=1/3"],

@@ -177,6 +177,12 @@ impl NetemProfiles {
             if p.duplicate_percent.is_some_and(|d| d > 0.0) && self.profiles.len() > 1 {
                 return bad("duplicate_percent", DUPLICATE_ALONE.into());
             }
+            if p.rate_kbit.is_some_and(|r| r > MAX_RATE_KBIT) {
+                return bad(
+                    "rate_kbit",
+                    format!("at most {MAX_RATE_KBIT} (netem's rate is 32-bit bytes/s)"),
+                );
+            }
             if p.rate_kbit == Some(0) {
                 return bad(
                     "rate_kbit",
@@ -192,6 +198,9 @@ impl NetemProfiles {
         self.profiles.iter().find(|p| p.port == port)
     }
 }
+
+/// The highest rate netem's `tc_netem_rate` holds: u32::MAX bytes/s, in kbit/s.
+pub const MAX_RATE_KBIT: u64 = u32::MAX as u64 * 8 / 1000;
 
 /// Why a duplicating profile must be the only one: all profiles' netems share one qdisc tree
 /// on the shaped device.

@@ -164,9 +164,6 @@ impl NetemChange {
         if c == Self::default() {
             return Err(format!("netem needs at least one of {NETEM_KEYS}"));
         }
-        if c.distribution.is_some() && c.jitter_ms == 0 {
-            return Err("distribution= shapes the jitter: give jitter= too".into());
-        }
         if c.duplicate_percent.is_some_and(|d| d > 0.0) {
             // The lab's other profiles' netems share the tree.
             return Err(format!(
@@ -174,10 +171,32 @@ impl NetemChange {
                 crate::netem::DUPLICATE_ALONE
             ));
         }
-        if c.reorder_percent.is_some_and(|r| r > 0.0) && c.delay_ms == 0 {
-            return Err("reorder= sends some packets without the delay: give delay= too".into());
+        // The profile rules, written once (netem/profiles.toml's): jitter within the delay, a
+        // distribution with a jitter, reordering with a delay.
+        crate::netem::NetemProfiles {
+            profiles: vec![c.to_profile(1, 2)],
         }
+        .validate("netem fault")
+        .map_err(|e| e.to_string())?;
         Ok(c)
+    }
+
+    /// The profile this change puts on `port` (whose sshd's clean port is `base`).
+    pub fn to_profile(&self, base: u16, port: u16) -> crate::netem::NetemProfile {
+        crate::netem::NetemProfile {
+            base,
+            port,
+            delay_ms: self.delay_ms,
+            jitter_ms: self.jitter_ms,
+            loss_percent: self.loss_percent,
+            rate_kbit: self.rate_kbit,
+            distribution: self.distribution,
+            reorder_percent: self.reorder_percent,
+            duplicate_percent: self.duplicate_percent,
+            corrupt_percent: self.corrupt_percent,
+            description: "netem fault".into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -508,12 +527,13 @@ mod tests {
             ("netem:2322@1s+1s", "netem:PORT:"),
             ("netem:2322:delay=fast@1s+1s", "delay `fast`"),
             ("netem:2322:speed=1@1s+1s", "unknown netem setting `speed`"),
-            ("netem:2322:distribution=normal@1s+1s", "give jitter= too"),
+            ("netem:2322:distribution=normal@1s+1s", "give jitter_ms"),
+            ("netem:2322:jitter=20ms@1s+1s", "exceeds delay_ms"),
             (
                 "netem:2322:distribution=gamma,jitter=1ms@1s+1s",
                 "normal or pareto",
             ),
-            ("netem:2322:reorder=5%@1s+1s", "give delay= too"),
+            ("netem:2322:reorder=5%@1s+1s", "give delay_ms"),
             ("netem:2322:rate=fast@1s+1s", "rate `fast`"),
             (
                 "netem:2322:duplicate=1%@1s+1s",

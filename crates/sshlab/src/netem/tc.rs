@@ -209,7 +209,7 @@ pub fn add_netem(seq: u32, ifindex: i32, parent: u32, major: u16, n: &Netem) -> 
     }
     if let Some(kbit) = n.rate_kbit {
         // tc_netem_rate { rate (bytes/s), packet_overhead, cell_size, cell_overhead }.
-        let bytes_per_s = u32::try_from(kbit * 1000 / 8).unwrap_or(u32::MAX);
+        let bytes_per_s = u32::try_from(kbit.saturating_mul(1000) / 8).unwrap_or(u32::MAX);
         let mut rate = Vec::with_capacity(16);
         for v in [bytes_per_s, 0, 0, 0] {
             rate.extend_from_slice(&v.to_ne_bytes());

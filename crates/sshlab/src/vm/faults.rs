@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sshlab_core::faults::{FaultKind, FaultRecord, FaultSpec, Resolved, check_overlaps};
-use sshlab_core::{NetemProfile, NetemProfiles, Topology};
+use sshlab_core::{NetemProfiles, Topology};
 
 use super::{
     Backend, Endpoints, State, VmConfig, healthy, net, ports_open, process, roles, target,
@@ -504,21 +504,7 @@ fn with_change(
         .into_iter()
         .find(|t| t.base == port || t.netem == port)
         .map_or(port, |t| t.base);
-    let fault = NetemProfile {
-        base,
-        port,
-        delay_ms: c.delay_ms,
-        jitter_ms: c.jitter_ms.min(c.delay_ms),
-        loss_percent: c.loss_percent,
-        correlation_percent: None,
-        rate_kbit: c.rate_kbit,
-        distribution: c.distribution,
-        reorder_percent: c.reorder_percent,
-        duplicate_percent: c.duplicate_percent,
-        corrupt_percent: c.corrupt_percent,
-        seed: None,
-        description: "netem fault".into(),
-    };
+    let fault = c.to_profile(base, port);
     match profiles.profiles.iter_mut().find(|p| p.port == port) {
         Some(p) => *p = fault,
         None => profiles.profiles.push(fault),
@@ -592,7 +578,7 @@ mod tests {
         let lab = lab();
         let c = sshlab_core::faults::NetemChange {
             delay_ms: 300,
-            jitter_ms: 500,
+            jitter_ms: 30,
             loss_percent: 2.0,
             corrupt_percent: Some(1.0),
             distribution: Some(sshlab_core::netem::Distribution::Normal),
@@ -601,7 +587,7 @@ mod tests {
         let p = with_change(&lab.netem, &lab.topology, 2322, &c);
         assert_eq!(p.profiles.len(), lab.netem.profiles.len());
         let changed = p.profiles.iter().find(|p| p.port == 2322).expect("2322");
-        assert_eq!((changed.delay_ms, changed.jitter_ms), (300, 300));
+        assert_eq!((changed.delay_ms, changed.jitter_ms), (300, 30));
         assert_eq!(changed.corrupt_percent, Some(1.0));
         assert_eq!(
             changed.distribution,

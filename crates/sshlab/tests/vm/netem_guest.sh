@@ -186,7 +186,7 @@ done
 ip netns exec client "$PY" "$UDP" probe more-reorder 2324 "$MORE_PROBES"
 ip netns exec client "$PY" "$UDP" probe more-corrupt 2325 "$MORE_PROBES"
 tc -s -n lab qdisc show dev tgt0
-cp "$more/netem/profiles.toml" "$more/four.toml"
+cp "$more/netem/profiles.toml" "$more/five.toml"
 cat > "$more/netem/profiles.toml" <<'TOML'
 [[profile]]
 base = 2223
@@ -202,7 +202,7 @@ $B --lab "$more" netem show --netns lab --json --dev tgt0 | "$PY" -c 'import jso
 ip netns exec client "$PY" "$UDP" probe more-duplicate 2323 "$MORE_PROBES"
 tc -s -n lab qdisc show dev tgt0
 kill "$server" 2>/dev/null || true
-cp "$more/four.toml" "$more/netem/profiles.toml"
+cp "$more/five.toml" "$more/netem/profiles.toml"
 # A seed: this guest's kernel (6.1) has no TCA_NETEM_PRNG_SEED, so the apply must be refused
 # with the reason, and leave no sshlab qdisc behind.
 echo 'seed = 7' >> "$more/netem/profiles.toml"

@@ -93,6 +93,13 @@ fn stop_file(dir: &Path, step: usize) -> PathBuf {
     dir.join(format!("step-{step:03}.stop.json"))
 }
 
+/// `step-NNN.stop.json`: an early stop, with the run it belongs to.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StopFile {
+    run_started_at: f64,
+    stopped: Stopped,
+}
+
 /// The directory, under a run's results dir, that holds its step files.
 pub const DIR: &str = "capacity";
 
@@ -162,7 +169,11 @@ impl StepFiles {
 
     /// Says that this agent stopped step `step` early, for the others to follow.
     pub fn publish_stop(&self, step: usize, stopped: &Stopped) -> Result<(), ExchangeError> {
-        let json = serde_json::to_vec(stopped).map_err(|e| ExchangeError::Bad {
+        let file = StopFile {
+            run_started_at: self.run_started_at,
+            stopped: stopped.clone(),
+        };
+        let json = serde_json::to_vec(&file).map_err(|e| ExchangeError::Bad {
             path: stop_file(&self.own, step),
             message: e.to_string(),
         })?;
@@ -175,7 +186,12 @@ impl StepFiles {
             .iter()
             .filter_map(|(seg, dir)| {
                 let bytes = std::fs::read(stop_file(dir, step)).ok()?;
-                let mut s: Stopped = serde_json::from_slice(&bytes).ok()?;
+                let file: StopFile = serde_json::from_slice(&bytes).ok()?;
+                // Another run's (the same test id used before): not this search's.
+                if file.run_started_at != self.run_started_at {
+                    return None;
+                }
+                let mut s = file.stopped;
                 if !s.why.starts_with("segment ") {
                     s.why = format!("segment {seg}: {}", s.why);
                 }
@@ -221,7 +237,12 @@ impl StepFiles {
                     );
                     continue;
                 }
-                if share.label != ours.label || share.search != ours.search {
+                if share.step != ours.step
+                    || share.label != ours.label
+                    || share.rate_per_s != ours.rate_per_s
+                    || share.planned_s != ours.planned_s
+                    || share.search != ours.search
+                {
                     return Err(ExchangeError::Diverged {
                         step: ours.step,
                         segment: *seg,
@@ -289,4 +310,103 @@ pub fn read_shares(dir: &Path) -> Result<Vec<StepShare>, ExchangeError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::judge::SearchPlan;
+    use super::*;
+
+    fn share(segment: Segment, run_started_at: f64, label: &str) -> StepShare {
+        StepShare {
+            segment,
+            run_started_at,
+            step: 1,
+            label: label.into(),
+            rate_per_s: 10.0,
+            planned_s: 8.0,
+            judged_from: 102.0,
+            stopped: None,
+            published_at: 111.0,
+            search: SearchPlan {
+                slo: vec!["p99<200ms".into()],
+                start_rate: 10.0,
+                max_steps: 10,
+                precision: 0.05,
+            },
+            all: Default::default(),
+            ops: Default::default(),
+        }
+    }
+
+    /// A peer's file left by another run with the same test id is not taken (the wait ends
+    /// saying so), nor is its stop followed; a peer of this run that ran another step is
+    /// refused; a cancelled wait ends at once.
+    #[tokio::test]
+    async fn peers_are_this_runs_and_ran_the_same_step() {
+        let root = tempfile::tempdir().expect("tmp");
+        let (a, b) = (root.path().join("t-s0of2"), root.path().join("t-s1of2"));
+        let (s0, s1) = (
+            Segment { index: 0, count: 2 },
+            Segment { index: 1, count: 2 },
+        );
+        let me = StepFiles::new(&a, s0, 100.0, vec![(s1, b.clone())]);
+        let old = StepFiles::new(&b, s1, 50.0, vec![(s0, a.clone())]);
+        let peer = StepFiles::new(&b, s1, 100.0, vec![(s0, a.clone())]);
+        let ours = me
+            .publish(&share(s0, 100.0, "step 1: 10.0/s"))
+            .expect("publish");
+        let never = CancellationToken::new();
+        old.publish(&share(s1, 50.0, "step 1: 10.0/s"))
+            .expect("publish");
+        let e = me
+            .gather(&ours, Duration::from_millis(300), &never)
+            .await
+            .expect_err("another run's file");
+        assert!(
+            matches!(e, ExchangeError::Missing { .. }) && e.to_string().contains("another run"),
+            "{e}"
+        );
+        let stop = Stopped {
+            at: 105.0,
+            why: "p99<200ms broken beyond doubt".into(),
+        };
+        old.publish_stop(1, &stop).expect("stop");
+        assert_eq!(me.peer_stop(1), None, "another run's stop");
+        peer.publish_stop(1, &stop).expect("stop");
+        assert_eq!(
+            me.peer_stop(1).map(|s| s.why),
+            Some("segment 1/2: p99<200ms broken beyond doubt".into())
+        );
+        peer.publish(&share(s1, 100.0, "step 1: 20.0/s"))
+            .expect("publish");
+        let e = me
+            .gather(&ours, Duration::from_millis(300), &never)
+            .await
+            .expect_err("another step");
+        assert!(matches!(e, ExchangeError::Diverged { .. }), "{e}");
+        peer.publish(&share(s1, 100.0, "step 1: 10.0/s"))
+            .expect("publish");
+        let both = me
+            .gather(&ours, Duration::from_millis(300), &never)
+            .await
+            .expect("this run's peer");
+        assert_eq!(both.len(), 1);
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let mut next = ours.clone();
+        next.step = 2;
+        let e = me
+            .gather(&next, Duration::from_secs(30), &cancelled)
+            .await
+            .expect_err("cancelled");
+        assert!(matches!(e, ExchangeError::Cancelled), "{e}");
+        // A file that is not one is refused with its path.
+        std::fs::write(b.join(DIR).join("step-002.json"), b"{").expect("write");
+        let e = me
+            .gather(&next, Duration::from_millis(300), &never)
+            .await
+            .expect_err("bad");
+        assert!(e.to_string().contains("not a capacity step file"), "{e}");
+    }
 }

@@ -155,6 +155,10 @@ impl StepJudge {
         let mut st = self.lock();
         st.judged_from = start + self.warmup.as_secs_f64();
         st.agg = Some(Aggregate::new(st.judged_from));
+        if st.stopped.is_some() {
+            // Another agent stopped the step before this one had begun it.
+            stop.cancel();
+        }
         st.stop = Some(stop);
     }
 
@@ -186,34 +190,39 @@ impl StepJudge {
                 ));
             }
         }
-        if let Some(why) = broken {
-            self.stop(&mut st, why, unix_now(), true);
-        }
+        let told = broken.and_then(|why| Self::stop(&mut st, why, unix_now()));
+        drop(st);
+        self.tell(told);
     }
 
-    /// Stops the step; `own`: this agent's judge stopped it (and the others are told).
-    fn stop(&self, st: &mut StepState, why: String, at: f64, own: bool) {
+    /// Stops the step, once; returns what stopped it when this call did.
+    fn stop(st: &mut StepState, why: String, at: f64) -> Option<Stopped> {
         if st.stopped.is_some() {
-            return;
+            return None;
         }
         tracing::info!(%why, "capacity step stopped early");
         let stopped = Stopped { at, why };
-        if own
-            && let Some((files, step)) = &self.tell
+        st.stopped = Some(stopped.clone());
+        if let Some(s) = &st.stop {
+            s.cancel();
+        }
+        Some(stopped)
+    }
+
+    /// Tells the other agents of a split search that this agent's judge stopped the step
+    /// (outside the lock: the shared volume may be slow, and the workers wait on the lock).
+    fn tell(&self, stopped: Option<Stopped>) {
+        if let (Some(stopped), Some((files, step))) = (stopped, &self.tell)
             && let Err(e) = files.publish_stop(*step, &stopped)
         {
             tracing::warn!(error = %e, "cannot tell the other agents of an early stop");
-        }
-        st.stopped = Some(stopped);
-        if let Some(s) = &st.stop {
-            s.cancel();
         }
     }
 
     /// Stops the step because another agent of the search stopped it (as it says).
     pub fn follow(&self, stopped: Stopped) {
         let mut st = self.lock();
-        self.stop(&mut st, stopped.why, stopped.at, false);
+        let _ = Self::stop(&mut st, stopped.why, stopped.at);
     }
 
     /// Why and when the step stopped early, if it did.
@@ -234,15 +243,16 @@ impl StepJudge {
             let mut st = self.lock();
             let behind = due - st.completed as f64;
             if behind > limit {
-                self.stop(
+                let told = Self::stop(
                     &mut st,
                     format!(
                         "the calls in flight ran away: {behind:.0} due and not completed \
                          ({limit:.0} allowed)"
                     ),
                     unix_now(),
-                    true,
                 );
+                drop(st);
+                self.tell(told);
                 return;
             }
         }
@@ -287,9 +297,11 @@ impl StepJudge {
 /// The step's verdict against `slo`, from every agent's share of it (at least one; all of one
 /// step). Pure: the same shares give the same verdict wherever it is judged.
 pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
+    // An agent that never began the step (no worker in it) judged nothing from no time.
     let judged_from = shares
         .iter()
         .map(|s| s.judged_from)
+        .filter(|t| *t > 0.0)
         .reduce(f64::min)
         .unwrap_or(0.0);
     let mut agg = Aggregate::new(judged_from);
@@ -307,7 +319,7 @@ pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
         .min_by(|a, b| a.at.total_cmp(&b.at));
     let (rate, planned) = shares
         .first()
-        .map_or((0.0, 0.0), |s| (s.rate_per_s, s.planned_s));
+        .map_or((0.0, 0.0), |s| (s.rate_per_s, s.planned_s.max(0.0)));
     // Judged until its end, or until it was stopped.
     let judged_s = stopped
         .map_or(planned, |s| (s.at - judged_from).clamp(0.0, planned))
@@ -357,5 +369,32 @@ pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
         passed: broken.is_empty() && stopped.is_none(),
         broken,
         stopped_early: stopped.map(|s| s.why.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another agent's stop that arrives while this one still connects its workers stops the
+    /// step the moment it begins (else this agent would run the whole step alone).
+    #[test]
+    fn a_stop_seen_before_the_step_began_stops_it_at_once() {
+        let plan = Plan {
+            slo: vec!["p99<200ms".parse().expect("slo")],
+            start_rate: 10.0,
+            max_steps: 3,
+            precision: 0.05,
+            warmup: Duration::from_secs(2),
+        };
+        let j = StepJudge::new(10.0, Duration::from_secs(10), &plan, 0.5);
+        j.follow(Stopped {
+            at: 5.0,
+            why: "segment 1/2: the calls in flight ran away".into(),
+        });
+        let token = CancellationToken::new();
+        j.begin(1.0, token.clone());
+        assert!(token.is_cancelled());
+        assert_eq!(j.stopped().map(|s| s.at), Some(5.0));
     }
 }

@@ -149,9 +149,9 @@ impl Plan {
 }
 
 /// Runs the search: one step per rate the search picks, each a phase like `template` at that
-/// rate; returns its result. On a `timetable` (`--start-at`) the warm-up and the first step
-/// start on it; the agents of a split search (`files` with peers) then judge each step
-/// together and start the next one at the moment they agree on.
+/// rate; returns its result. The agents of a split search (`files` with peers) start the
+/// warm-up and the first step on the `timetable` (`--start-at`), then judge each step together
+/// and start the next one at the moment they agree on.
 pub(super) async fn search(
     runner: &Runner<'_>,
     plan: &Plan,
@@ -171,13 +171,19 @@ pub(super) async fn search(
         duration: WARMUP_PHASE.max(plan.warmup),
         ..template.clone()
     };
+    // Only a split search keeps to a timetable: its agents start the warm-up and the first
+    // step together, then agree on each next start. A single search starts each step once
+    // its workers are connected, whatever --start-at (as it always has).
+    let split = files.filter(|f| f.split());
+    if split.is_none() {
+        timetable = None;
+    }
     let at = timetable.as_mut().map(|t| t.phase(warmup.duration));
     if runner.phase(&warmup, at, None).await? == super::PhaseEnd::Cancelled {
         return Ok(done(
             Search::new(plan.start_rate, 0, plan.precision).result(Vec::new(), Vec::new()),
         ));
     }
-    let split = files.filter(|f| f.split());
     let share = 1.0 / f64::from(runner.cfg.segment.count);
     let mut search = Search::new(plan.start_rate, plan.max_steps, plan.precision);
     let mut steps = Vec::new();
@@ -333,7 +339,9 @@ pub fn replay(shares: Vec<StepShare>) -> Result<Capacity, String> {
         }
         parts.sort_by_key(|s| s.segment.index);
         let have: Vec<u32> = parts.iter().map(|s| s.segment.index).collect();
-        if have != (0..count).collect::<Vec<_>>() {
+        let each_once = have.len() == count as usize
+            && have.iter().zip(0u32..).all(|(have, want)| *have == want);
+        if !each_once {
             return Err(format!(
                 "step {number}: the parts of segments {have:?} of {count}, not each once"
             ));
