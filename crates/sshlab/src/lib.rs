@@ -149,6 +149,9 @@ pub enum Command {
         /// The name the lab's NIC gets.
         #[arg(long, default_value = vm::net::INNER_IFNAME)]
         ifname: String,
+        /// Serve the host's fault commands on the virtio port `sshlab.control`.
+        #[arg(long)]
+        control: bool,
         /// Serve the NixOS test driver's root shell on the virtio port `sshlab.shell`.
         #[arg(long)]
         shell: bool,
@@ -473,6 +476,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             virtiofs,
             ifname,
             shell,
+            control,
         } => {
             let g = vm::guest::GuestOpts {
                 vm,
@@ -483,6 +487,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 virtiofs,
                 ifname,
                 shell,
+                control,
             };
             Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
         }

@@ -156,18 +156,30 @@ mod tests {
         let quick_dir = newest_run(&ns.results());
         let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
         let latency_dir = newest_run(&ns.results());
-        // The faults the host can execute on real guests: a partition of the target's TAP and
-        // a pause of the MCP guest's whole qemu, during a run.
+        // Every kind of fault on real guests, during one run: a partition of the target's TAP
+        // and a pause of the MCP guest's whole qemu (the host's own), then an sshd kill, an MCP
+        // server restart and a netem change, which the guests execute on the host's command
+        // (their control ports). At 2 calls/s, which these emulated guests serve without a
+        // queue (quick's own 20/s would hide a 300 ms delay behind seconds of backlog), after
+        // 12 s of baseline.
         let faults = ns.sshlab(
             &[
                 "run",
                 "quick",
-                "30",
+                "56",
+                "2",
+                "--rate",
                 "2",
                 "--fault",
-                "partition:target@6s+3s",
+                "partition:target@12s+3s",
                 "--fault",
-                "mcp-pause@16s+3s",
+                "mcp-pause@20s+3s",
+                "--fault",
+                "sshd-kill:2222@28s+3s",
+                "--fault",
+                "mcp-restart@36s+3s",
+                "--fault",
+                "netem:2222:delay=300ms@44s+3s",
             ],
             &env,
         );
@@ -276,18 +288,39 @@ mod tests {
         ok(&status_after, "vm status after the faults");
         let s = summary(&faults_dir);
         let recorded = s["faults"].as_array().expect("faults");
-        assert_eq!(recorded.len(), 2, "{s:#}");
+        assert_eq!(recorded.len(), 5, "{s:#}");
         for f in recorded {
             assert!(f["error"].is_null(), "{f:#}");
             assert!(f["started_at"].is_f64() && f["ended_at"].is_f64(), "{f:#}");
             assert!(f["analysis"]["verdict"].is_string(), "{f:#}");
             println!(
-                "qemu fault {}:{}: {}",
-                f["spec"]["kind"], f["spec"]["target"], f["analysis"]["verdict"]
+                "qemu fault {}:{}: {} (during: {})",
+                f["spec"]["kind"],
+                f["spec"]["target"],
+                f["analysis"]["verdict"],
+                f["analysis"]["during"]
             );
         }
+        // The guests really did it: the killed sshd and the killed server failed calls, and
+        // the 300 ms delay showed in the calls made during it (over latency_test's 2222 p50 at
+        // the same rate), and was gone afterwards (`vm status` ready: its check connects with
+        // a 300 ms timeout).
+        let during = |i: usize, key: &str| recorded[i]["analysis"]["during"][key].as_f64();
+        for (i, what) in [(2, "sshd-kill"), (3, "mcp-restart")] {
+            assert!(
+                during(i, "failures").unwrap_or(0.0) > 0.0,
+                "{what}: no call failed during it: {:#}",
+                recorded[i]
+            );
+        }
+        let delayed = during(4, "p50_ms").unwrap_or(0.0);
+        assert!(
+            delayed > base + 250.0,
+            "netem delay=300ms: p50 during it {delayed:.1} ms, 2222's p50 {base:.1} ms: {:#}",
+            recorded[4]
+        );
         let last_end =
-            recorded[1]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
+            recorded[4]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
         let after: u64 = s["timeline"]
             .as_array()
             .unwrap()

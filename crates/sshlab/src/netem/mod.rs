@@ -245,7 +245,9 @@ pub struct NetemState {
     pub ours: bool,
     /// One per profile.
     pub rows: Vec<Row>,
-    /// Everything matches the plan.
+    /// Filters and netem qdiscs under the root that no profile asks for.
+    pub extra: Vec<String>,
+    /// Everything matches the plan, and nothing else is there.
     pub ready: bool,
 }
 
@@ -377,13 +379,52 @@ fn state(tc: &mut Tc, index: i32, plan: &NetemPlan) -> Result<NetemState, Error>
             }
         })
         .collect();
-    let ready = ours && rows.iter().all(|r| r.ok);
+    // What is under the root but not in the plan (a netem fault's port, put back by
+    // applying the lab's own profiles): the device is not as planned until it is gone.
+    let planned_filter = |(m, port, class): &(PortMatch, u16, u32)| {
+        plan.classes.iter().any(|c| {
+            *m == plan.port_match && *port == c.port && *class == tc::handle(ROOT_MAJOR, c.minor)
+        })
+    };
+    let mut extra: Vec<String> = filters
+        .iter()
+        .filter(|f| !planned_filter(f))
+        .map(|(m, port, class)| {
+            format!(
+                "a filter for {} {port} to {}",
+                m.as_str(),
+                tc::fmt_handle(*class)
+            )
+        })
+        .collect();
+    if ours {
+        extra.extend(
+            qdiscs
+                .iter()
+                .filter(|q| q.kind == "netem")
+                .filter(|q| {
+                    !plan.classes.iter().any(|c| {
+                        q.parent == tc::handle(ROOT_MAJOR, c.minor)
+                            && q.handle == tc::handle(c.major, 0)
+                    })
+                })
+                .map(|q| {
+                    format!(
+                        "a netem qdisc {} on {}",
+                        tc::fmt_handle(q.handle),
+                        tc::fmt_handle(q.parent)
+                    )
+                }),
+        );
+    }
+    let ready = ours && rows.iter().all(|r| r.ok) && extra.is_empty();
     Ok(NetemState {
         dev: plan.dev.clone(),
         port_match: plan.port_match,
         root: root.map(|r| format!("{} {}", r.kind, tc::fmt_handle(r.handle))),
         ours,
         rows,
+        extra,
         ready,
     })
 }
@@ -635,6 +676,9 @@ impl fmt::Display for NetemState {
                 f,
                 "distribution: sent with each qdisc; the kernel does not report it back"
             )?;
+        }
+        for e in &self.extra {
+            writeln!(f, "not in the profiles: {e}")?;
         }
         if jitter > 0 {
             writeln!(

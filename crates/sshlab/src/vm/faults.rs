@@ -8,22 +8,24 @@
 //! [`Injector::revert_all`]) and when the injector is dropped on any error path. Reverting is
 //! idempotent, so a fault is never undone twice.
 //!
-//! What each kind does, on the netns backend (and on qemu/microvm where the host can do it):
+//! What each kind does, on the netns backend. On qemu the guests do the same on the host's
+//! command ([`super::control`], their control ports): sshd-kill, mcp-restart and netem. On
+//! microvm (whose runners give the host no way in) only partition and mcp-pause run.
 //! - `sshd-kill:PORT`: makes the target's down flag for that sshd (its supervisor loop then
 //!   does not restart it), SIGKILLs the listener and every process under it (the sessions it
 //!   serves), as a crash would; at the end removes the flag and waits until the port accepts
-//!   connections again (the end recorded is that moment). netns only: on qemu/microvm the
-//!   target's processes are inside a guest the host has no control channel into yet.
+//!   connections again (the end recorded is that moment).
 //! - `partition:VM`: sets the VM's host-side link (its TAP, or the veth end named like it)
 //!   down, and up again at the end. Every backend.
 //! - `mcp-pause`: SIGSTOPs the MCP VM's processes (mcp-ssh-server on netns, the guest's qemu
 //!   process on qemu/microvm, which freezes the whole guest), SIGCONT at the end. Every backend.
 //! - `mcp-restart`: SIGKILLs mcp-ssh-server; at the end starts it again with the command `vm
 //!   up` used, records the new process in the lab's state (so `vm status` and `vm down` know
-//!   it), and waits for `/health` (the end recorded). netns only.
+//!   it), and waits for `/health` (the end recorded). In a qemu guest the guest's init restarts
+//!   it (the guest's qemu, which the state records, does not change).
 //! - `netem:PORT:...`: installs the lab's profiles with that port's replaced (or added) on the
-//!   target's link, and the lab's own profiles again at the end. netns, on a kernel with
-//!   `sch_prio` and `sch_netem`.
+//!   target's link, and the lab's own profiles again at the end (on qemu, in the target guest
+//!   on its own NIC). Needs the lab's netem applied.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,7 +37,7 @@ use sshlab_core::faults::{FaultKind, FaultRecord, FaultSpec, Resolved, check_ove
 use sshlab_core::{NetemProfiles, Topology};
 
 use super::{
-    Backend, Endpoints, State, VmConfig, healthy, net, ports_open, process, roles, target,
+    Backend, Endpoints, State, VmConfig, control, healthy, net, ports_open, process, roles, target,
 };
 
 /// How long an end waits for the service it restores (the sshd's port, `/health`).
@@ -65,20 +67,18 @@ pub fn plan(
     let mut out = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let resolved = spec.resolve(topology, run_s)?;
-        let hosted = state.backend != Backend::Netns;
+        // The netns backend's processes and links are the host's; the qemu backend's guests
+        // take commands on their control port; the microvm backend's runners offer neither.
+        let unreachable = state.backend == Backend::Microvm;
         match spec.kind {
-            FaultKind::SshdKill | FaultKind::McpRestart if hosted => bail!(
-                "fault `{spec}`: {} runs on the netns backend only; on {} the target's and \
-                 the MCP server's processes are inside guests the host has no control channel \
-                 into (partition and mcp-pause work on every backend)",
-                spec.kind,
-                state.backend.as_str()
-            ),
-            FaultKind::Netem if hosted => bail!(
-                "fault `{spec}`: netem faults run on the netns backend only (on {} the guests' \
-                 netem is not the host's to change)",
-                state.backend.as_str()
-            ),
+            FaultKind::SshdKill | FaultKind::McpRestart | FaultKind::Netem if unreachable => {
+                bail!(
+                    "fault `{spec}`: {} runs on the netns and qemu backends; the microvm \
+                     backend's runners give the host no control channel into their guests \
+                     (partition and mcp-pause work on every backend)",
+                    spec.kind
+                )
+            }
             FaultKind::Netem if !state.netem.applied => bail!(
                 "fault `{spec}`: the lab's netem is not applied ({}), so there is no profile to \
                  change",
@@ -241,6 +241,11 @@ impl Drop for Injector {
 /// Executes `p`'s fault.
 fn begin(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
     let state = State::load(cfg)?.context("the lab is not up")?;
+    if state.backend == Backend::Qemu
+        && let Some((vm, cmd)) = guest_command(cfg, topology, p, true)?
+    {
+        return in_guest(cfg, topology, vm, &cmd);
+    }
     match (&p.resolved, p.spec.kind) {
         (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => sshd_kill(cfg, &state, *base),
         (Resolved::Vm(vm), FaultKind::Partition) => set_link(topology, vm, false),
@@ -257,6 +262,11 @@ fn begin(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()>
 /// Reverts `p`'s fault; idempotent.
 fn end(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
     let state = State::load(cfg)?.context("the lab is not up")?;
+    if state.backend == Backend::Qemu
+        && let Some((vm, cmd)) = guest_command(cfg, topology, p, false)?
+    {
+        return in_guest(cfg, topology, vm, &cmd);
+    }
     match (&p.resolved, p.spec.kind) {
         (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => sshd_back(cfg, topology, *base),
         (Resolved::Vm(vm), FaultKind::Partition) => set_link(topology, vm, true),
@@ -264,6 +274,68 @@ fn end(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
         (Resolved::Vm(_), FaultKind::McpRestart) => mcp_start(cfg, topology, state),
         (Resolved::Sshd { port, .. }, FaultKind::Netem) => netem_set(cfg, topology, *port, None),
         (r, k) => bail!("fault {k} cannot act on {r:?}"),
+    }
+}
+
+/// What a qemu guest must do to start (`begin`) or end `p`'s fault, and which guest: the
+/// faults whose processes or qdiscs are inside the guests. `None`: the host does it itself
+/// (partition, mcp-pause).
+fn guest_command(
+    cfg: &VmConfig,
+    topology: &Topology,
+    p: &Planned,
+    begin: bool,
+) -> anyhow::Result<Option<(&'static str, control::Command)>> {
+    use control::Command as C;
+    Ok(match (&p.resolved, p.spec.kind) {
+        (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => Some((
+            "target",
+            match begin {
+                true => C::SshdKill { base: *base },
+                false => C::SshdBack { base: *base },
+            },
+        )),
+        (Resolved::Vm(_), FaultKind::McpRestart) => Some((
+            "mcp",
+            match begin {
+                true => C::McpKill,
+                false => C::McpStart,
+            },
+        )),
+        (Resolved::Sshd { port, .. }, FaultKind::Netem) => {
+            let own = cfg
+                .netem
+                .clone()
+                .context("the lab runs without netem profiles (--no-netem)")?;
+            let profiles = match begin {
+                true => with_change(
+                    &own,
+                    topology,
+                    *port,
+                    &p.spec.netem.clone().unwrap_or_default(),
+                ),
+                false => own,
+            };
+            Some(("target", C::Netem { profiles }))
+        }
+        _ => None,
+    })
+}
+
+/// Sends `cmd` to the qemu guest `vm`, then waits for what it restores: the sshd's ports, or
+/// the MCP server's `/health`.
+fn in_guest(
+    cfg: &VmConfig,
+    topology: &Topology,
+    vm: &str,
+    cmd: &control::Command,
+) -> anyhow::Result<()> {
+    let socket = cfg.runtime.join("qemu").join(vm).join(control::SOCKET);
+    control::send(&socket, cmd, RESTORE_WAIT)?;
+    match cmd {
+        control::Command::SshdBack { base } => sshd_listening(topology, *base),
+        control::Command::McpStart => mcp_healthy(topology),
+        _ => Ok(()),
     }
 }
 
@@ -329,19 +401,25 @@ fn signal_vm(state: &State, vm: &str, sig: Signal) -> anyhow::Result<()> {
 /// The target's sshd of `base` and every session it serves, killed; its supervisor keeps it
 /// down until [`sshd_back`].
 fn sshd_kill(cfg: &VmConfig, state: &State, base: u16) -> anyhow::Result<()> {
-    let dir = cfg.runtime.join("target");
-    let flag = target::down_flag(&dir, base);
-    std::fs::write(&flag, b"sshd-kill fault\n")
-        .with_context(|| format!("cannot write {}", flag.display()))?;
     let root = state
         .procs
         .iter()
         .find(|p| p.vm == "target" && p.alive())
         .context("the target's sshd processes are not running")?;
-    let conf = target::config_path(&dir, base);
+    kill_sshd(&cfg.runtime.join("target"), root.pid, base)
+}
+
+/// Makes the down flag of the sshd of `base` in the target's files `dir` (its supervisor then
+/// does not restart it) and kills it and every session it serves, found under `root` (the
+/// target role's process): on the host for the netns backend, in the guest for qemu.
+pub(super) fn kill_sshd(dir: &std::path::Path, root: u32, base: u16) -> anyhow::Result<()> {
+    let flag = target::down_flag(dir, base);
+    std::fs::write(&flag, b"sshd-kill fault\n")
+        .with_context(|| format!("cannot write {}", flag.display()))?;
+    let conf = target::config_path(dir, base);
     let conf = conf.to_string_lossy();
     let listeners = || -> Vec<u32> {
-        descendants(root.pid)
+        descendants(root)
             .into_iter()
             .filter(|p| {
                 // sshd rewrites its title ("sshd: /usr/sbin/sshd -D -e -f CONF [listener] ..."),
@@ -382,12 +460,22 @@ fn sshd_kill(cfg: &VmConfig, state: &State, base: u16) -> anyhow::Result<()> {
 
 /// The sshd of `base` allowed up again; returns once its ports accept connections.
 fn sshd_back(cfg: &VmConfig, topology: &Topology, base: u16) -> anyhow::Result<()> {
-    let flag = target::down_flag(&cfg.runtime.join("target"), base);
+    allow_sshd(&cfg.runtime.join("target"), base)?;
+    sshd_listening(topology, base)
+}
+
+/// Removes the down flag of the sshd of `base` (its supervisor starts it again).
+pub(super) fn allow_sshd(dir: &std::path::Path, base: u16) -> anyhow::Result<()> {
+    let flag = target::down_flag(dir, base);
     match std::fs::remove_file(&flag) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", flag.display())),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", flag.display())),
     }
+}
+
+/// Returns once the ports of the sshd of `base` accept connections.
+fn sshd_listening(topology: &Topology, base: u16) -> anyhow::Result<()> {
     let ep = Endpoints::new(topology)?;
     let ports: Vec<u16> = topology
         .target_ports()
@@ -457,6 +545,11 @@ fn mcp_start(cfg: &VmConfig, topology: &Topology, mut state: State) -> anyhow::R
     state.procs.retain(|q| q.vm != "mcp");
     state.procs.push(p);
     state.save(cfg)?;
+    mcp_healthy(topology)
+}
+
+/// Returns once mcp-ssh-server answers `/health`.
+fn mcp_healthy(topology: &Topology) -> anyhow::Result<()> {
     let ep = Endpoints::new(topology)?;
     let deadline = Instant::now() + RESTORE_WAIT;
     while !healthy(ep.mcp) {
@@ -555,17 +648,30 @@ mod tests {
         let e = plan(&specs(&["netem:2322:delay=50ms@1s+1s"]), &t, &netns, 30.0)
             .expect_err("no netem here");
         assert!(e.to_string().contains("sch_netem missing"), "{e}");
+        // qemu: every kind (the guests take the in-guest ones on their control ports);
+        // microvm: only what the host does itself.
+        let every = [
+            "partition:target@1s+1s",
+            "mcp-pause@3s+1s",
+            "sshd-kill:2222@5s+1s",
+            "mcp-restart@7s+1s",
+            "netem:2322:delay=50ms@9s+1s",
+        ];
         let qemu = state(Backend::Qemu, true);
-        let e = plan(&specs(&["sshd-kill:2222@1s+1s"]), &t, &qemu, 30.0).expect_err("qemu");
-        assert!(e.to_string().contains("netns backend only"), "{e}");
-        assert!(
-            plan(
-                &specs(&["partition:target@1s+1s", "mcp-pause@3s+1s"]),
-                &t,
-                &qemu,
-                30.0
-            )
-            .is_ok()
+        assert_eq!(
+            plan(&specs(&every), &t, &qemu, 30.0).expect("qemu").len(),
+            5
+        );
+        let microvm = state(Backend::Microvm, true);
+        for spec in &every[2..] {
+            let e = plan(&specs(&[spec]), &t, &microvm, 30.0).expect_err("microvm");
+            assert!(e.to_string().contains("no control channel"), "{spec}: {e}");
+        }
+        assert_eq!(
+            plan(&specs(&every[..2]), &t, &microvm, 30.0)
+                .expect("host")
+                .len(),
+            2
         );
         let e = plan(&specs(&["sshd-kill:9999@1s+1s"]), &t, &netns, 30.0).expect_err("port");
         assert!(e.to_string().contains("no sshd on port 9999"), "{e}");

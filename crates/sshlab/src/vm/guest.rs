@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sshlab_core::{NetemProfiles, Topology};
 
-use super::{net, roles, target};
+use super::{control, net, roles, target};
 use crate::netem::{self, NetemPlan, PortMatch};
 
 /// The marker of the report line on the guest's console.
@@ -92,6 +92,8 @@ pub struct GuestOpts {
     pub ifname: String,
     /// Serve the NixOS test driver's root shell on the virtio port [`SHELL_PORT`].
     pub shell: bool,
+    /// Serve the host's fault commands on the virtio port [`super::control::PORT`].
+    pub control: bool,
 }
 
 /// The virtio port (qemu `virtserialport` name) of the driver's root shell.
@@ -157,9 +159,10 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
     }
     let bins = roles::Bins::find(opts.bin_dir.as_deref())?;
     let log = PathBuf::from(format!("/tmp/sshlab-{}.log", opts.vm));
-    let mut child = match opts.vm.as_str() {
+    let target_dir = Path::new("/tmp/sshlab-target");
+    let child = match opts.vm.as_str() {
         "target" => {
-            let files = target::prepare(Path::new("/tmp/sshlab-target"), topology)?;
+            let files = target::prepare(target_dir, topology)?;
             let child = spawn(target::command(&files, opts.unstable_every)?, &log)?;
             let ports: Vec<u16> = files.ports.iter().flat_map(|(_, b, n)| [*b, *n]).collect();
             wait_ports(ip, &ports, Duration::from_secs(120))?;
@@ -189,11 +192,28 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
         spawn_shell(&path, mount_ns)?;
         println!("{GUEST_ANNOUNCE}{}: root shell on {SHELL_PORT}", opts.vm);
     }
+    let role = control::Role::new(child);
+    if opts.control {
+        control::serve(control::Guest {
+            vm: opts.vm.clone(),
+            role: role.clone(),
+            target_dir: target_dir.to_owned(),
+            topology: topology.clone(),
+            bins,
+            log: log.clone(),
+            ifname: ifname.clone(),
+        })?;
+        println!(
+            "{GUEST_ANNOUNCE}{}: fault commands on {}",
+            opts.vm,
+            control::PORT
+        );
+    }
     println!(
         "{REPORT_MARKER}{}",
         serde_json::to_string(&report).context("report")?
     );
-    let status: ExitStatus = child.wait().context("waiting for the role")?;
+    let status: ExitStatus = role.wait().context("waiting for the role")?;
     eprintln!(
         "sshlab guest {}: the role exited ({status}); tail of {}:\n{}",
         opts.vm,
@@ -253,7 +273,11 @@ pub fn nic_by_mac(sys_class_net: &Path, mac: &str) -> anyhow::Result<String> {
 
 /// netem on the guest's own NIC, matching source ports (the target's replies): `(applied,
 /// what happened)`. Loads the qdisc modules first (the guest kernel has them as modules).
-fn shape_own_nic(topology: &Topology, profiles: &NetemProfiles, ifname: &str) -> (bool, String) {
+pub(super) fn shape_own_nic(
+    topology: &Topology,
+    profiles: &NetemProfiles,
+    ifname: &str,
+) -> (bool, String) {
     for m in ["sch_prio", "sch_netem", "cls_u32"] {
         let _ = Command::new("modprobe").arg(m).status();
     }
@@ -327,7 +351,7 @@ pub fn virtio_port(sys_class: &Path, name: &str) -> Option<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
-fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
+pub(super) fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
     let out =
         std::fs::File::create(log).with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;

@@ -15,6 +15,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod control;
 pub mod dirs;
 pub mod error;
 pub mod faults;

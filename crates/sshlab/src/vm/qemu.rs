@@ -213,6 +213,9 @@ pub(crate) struct GuestSpec<'a> {
     /// NIC is `eth1`, and the guest serves the driver's root shell on the virtio port
     /// [`super::guest::SHELL_PORT`], which qemu connects to a listening unix socket here.
     pub driver_shell: Option<&'a Path>,
+    /// `Some(socket)`: the guest takes the host's fault commands on the virtio port
+    /// [`super::control::PORT`], which qemu connects to a listening unix socket here.
+    pub control: Option<&'a Path>,
 }
 
 /// The lab NIC's name in a NixOS test driver's node (VLAN 1; eth0 is the driver's own).
@@ -297,16 +300,28 @@ pub(crate) fn vng_args(
     if spec.netem_in_guest {
         guest.push_str(" --netem");
     }
+    // Named virtio ports (no tty in between) on a bus of their own, qemu listening on each
+    // port's unix socket.
+    if spec.driver_shell.is_some() || spec.control.is_some() {
+        qemu_opts.push_str(" -device virtio-serial-pci,id=sshlab-serial");
+    }
     if let Some(socket) = spec.driver_shell {
         let socket = plain_path("the shell's socket", socket)?;
         guest.push_str(&format!(" --ifname {DRIVER_IFNAME} --shell"));
-        // As the test driver's `-chardev socket,id=shell` + virtconsole, but a named virtio
-        // port (no tty in between) on a bus of its own, and qemu listening.
+        // As the test driver's `-chardev socket,id=shell` + virtconsole.
         qemu_opts.push_str(&format!(
             " -chardev socket,id=sshlab-shell,path={socket},server=on,wait=off \
-             -device virtio-serial-pci,id=sshlab-serial \
              -device virtserialport,bus=sshlab-serial.0,chardev=sshlab-shell,name={}",
             super::guest::SHELL_PORT
+        ));
+    }
+    if let Some(socket) = spec.control {
+        let socket = plain_path("the control socket", socket)?;
+        guest.push_str(" --control");
+        qemu_opts.push_str(&format!(
+            " -chardev socket,id=sshlab-control,path={socket},server=on,wait=off \
+             -device virtserialport,bus=sshlab-serial.0,chardev=sshlab-control,name={}",
+            super::control::PORT
         ));
     }
     if vm == "agent" {
@@ -380,6 +395,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             .with_context(|| format!("cannot create {}", work.display()))?;
         let log = cfg.runtime.join(format!("{vm}.log"));
         let shell = work.join("shell.sock");
+        let control = work.join(super::control::SOCKET);
         let spec = GuestSpec {
             kernel: &tools.kernel,
             accel,
@@ -391,6 +407,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             netem_in_guest: netem_in_guest && vm == "target",
             share: ResultsShare::NineP,
             driver_shell: cfg.test_driver.then_some(shell.as_path()),
+            // The guests whose processes and qdiscs faults act on.
+            control: (vm != "agent").then_some(control.as_path()),
         };
         let mut cmd = Command::new(&tools.vng);
         cmd.args(vng_args(&spec, topology, vm)?);

@@ -187,6 +187,7 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
                 tag: RESULTS_TAG,
             },
             driver_shell: None,
+            control: None,
         };
         let args: Vec<String> = qemu::vng_args(&spec, topology, vm)?
             .iter()

@@ -1,0 +1,295 @@
+//! The host's fault commands into a qemu-backend guest, and the guest's side of them.
+//!
+//! The channel is a virtio serial port, [`PORT`], that qemu connects to a unix socket in the
+//! VM's work directory ([`SOCKET`], root's, 0700), as the NixOS test driver's shell is: nothing
+//! crosses the lab network, so a partition fault cannot cut it and the Agent VM cannot reach
+//! it. The host connects, writes one [`Command`] as a JSON line and reads one [`Reply`] line.
+//! The guest's init ([`serve`]) executes each with the same code the netns backend runs on the
+//! host: an sshd killed with its sessions and kept down by its supervisor's flag, the MCP
+//! server killed and started again (the init does not take that exit for the role's end), and
+//! netem re-applied to the guest's own NIC.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sshlab_core::{NetemProfiles, Topology};
+
+use super::roles::Bins;
+
+/// The virtio port's name in the guest.
+pub const PORT: &str = "sshlab.control";
+/// The socket's name in the VM's qemu work directory on the host.
+pub const SOCKET: &str = "control.sock";
+
+/// One command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    /// Kill the target's sshd of `base` and its sessions; keep it down.
+    SshdKill {
+        /// Its base port.
+        base: u16,
+    },
+    /// Let it up again.
+    SshdBack {
+        /// Its base port.
+        base: u16,
+    },
+    /// Kill mcp-ssh-server (SIGKILL).
+    McpKill,
+    /// Start it again, as the guest first did.
+    McpStart,
+    /// Apply these profiles to the target's own NIC (source ports).
+    Netem {
+        /// The profiles.
+        profiles: NetemProfiles,
+    },
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Done.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Host: sends `cmd` through the socket `socket` and waits up to `timeout` for the answer.
+pub fn send(socket: &Path, cmd: &Command, timeout: Duration) -> anyhow::Result<()> {
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the guest's control port ({})",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = serde_json::to_string(cmd)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())
+        .context("cannot write to the guest's control port")?;
+    let mut answer = String::new();
+    BufReader::new(&s)
+        .read_line(&mut answer)
+        .with_context(|| format!("no answer from the guest within {timeout:?}"))?;
+    let reply: Reply = serde_json::from_str(answer.trim())
+        .with_context(|| format!("the guest answered {:?}", answer.trim()))?;
+    match reply.ok {
+        true => Ok(()),
+        false => bail!(
+            "the guest could not: {}",
+            reply.error.unwrap_or_else(|| "no reason given".into())
+        ),
+    }
+}
+
+/// Guest: the role the init waits on, which a fault may kill and start again.
+#[derive(Debug)]
+pub struct Role {
+    child: Mutex<Child>,
+    /// Killed by a fault: its exit is not the role's end.
+    faulted: AtomicBool,
+}
+
+impl Role {
+    /// The role `child`.
+    pub fn new(child: Child) -> Arc<Self> {
+        Arc::new(Self {
+            child: Mutex::new(child),
+            faulted: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current process's pid.
+    pub fn id(&self) -> u32 {
+        self.lock().id()
+    }
+
+    /// Waits until the role exits by itself (a fault's kill and restart are not its end).
+    pub fn wait(&self) -> std::io::Result<ExitStatus> {
+        loop {
+            {
+                let mut c = self.lock();
+                if let Some(status) = c.try_wait()?
+                    && !self.faulted.load(Ordering::SeqCst)
+                {
+                    return Ok(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&self) -> anyhow::Result<()> {
+        let mut c = self.lock();
+        self.faulted.store(true, Ordering::SeqCst);
+        let _ = c.kill();
+        c.wait().context("waiting for the killed role")?;
+        Ok(())
+    }
+
+    fn replace(&self, child: Child) {
+        let mut c = self.lock();
+        *c = child;
+        self.faulted.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the guest's init hands its control port.
+#[derive(Debug)]
+pub struct Guest {
+    /// The VM.
+    pub vm: String,
+    /// Its role.
+    pub role: Arc<Role>,
+    /// The target's files (its sshds' configurations and down flags).
+    pub target_dir: PathBuf,
+    /// The lab.
+    pub topology: Topology,
+    /// The lab's binaries.
+    pub bins: Bins,
+    /// The role's log.
+    pub log: PathBuf,
+    /// The lab NIC.
+    pub ifname: String,
+}
+
+/// Guest: serves [`PORT`] on a thread of its own, for as long as the guest runs.
+pub fn serve(g: Guest) -> anyhow::Result<()> {
+    let _ = std::process::Command::new("modprobe")
+        .arg("virtio_console")
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let port = loop {
+        match super::guest::virtio_port(Path::new("/sys/class/virtio-ports"), PORT) {
+            Some(dev) => break Path::new("/dev").join(dev),
+            None if Instant::now() >= deadline => bail!("no virtio port {PORT} in this guest"),
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    std::thread::spawn(move || {
+        loop {
+            if let Err(e) = session(&g, &port) {
+                eprintln!("sshlab guest {}: control port: {e:#}", g.vm);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Reads commands until the port reports the host gone.
+fn session(g: &Guest, port: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(port)
+        .with_context(|| format!("cannot open {}", port.display()))?;
+    let mut out = file.try_clone()?;
+    let mut lines = BufReader::new(file);
+    loop {
+        let mut line = String::new();
+        if lines.read_line(&mut line)? == 0 {
+            // No host connected: wait for the next one.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Command>(line.trim()) {
+            Ok(cmd) => match execute(g, &cmd) {
+                Ok(()) => Reply {
+                    ok: true,
+                    error: None,
+                },
+                Err(e) => Reply {
+                    ok: false,
+                    error: Some(format!("{e:#}")),
+                },
+            },
+            Err(e) => Reply {
+                ok: false,
+                error: Some(format!("not a command: {e}")),
+            },
+        };
+        let mut text = serde_json::to_string(&reply)?;
+        text.push('\n');
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+}
+
+fn execute(g: &Guest, cmd: &Command) -> anyhow::Result<()> {
+    match (g.vm.as_str(), cmd) {
+        ("target", Command::SshdKill { base }) => {
+            super::faults::kill_sshd(&g.target_dir, g.role.id(), *base)
+        }
+        ("target", Command::SshdBack { base }) => super::faults::allow_sshd(&g.target_dir, *base),
+        ("target", Command::Netem { profiles }) => {
+            let (applied, what) = super::guest::shape_own_nic(&g.topology, profiles, &g.ifname);
+            match applied {
+                true => Ok(()),
+                false => bail!("{what}"),
+            }
+        }
+        ("mcp", Command::McpKill) => g.role.kill(),
+        ("mcp", Command::McpStart) => {
+            let cmd = super::roles::mcp_command(&g.bins, &g.topology)?;
+            g.role.replace(super::guest::spawn(cmd, &g.log)?);
+            Ok(())
+        }
+        (vm, cmd) => bail!("VM {vm} does not take {cmd:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_one_json_line_each() {
+        let c = Command::SshdKill { base: 2222 };
+        let text = serde_json::to_string(&c).expect("json");
+        assert_eq!(text, r#"{"op":"sshd-kill","base":2222}"#);
+        assert_eq!(serde_json::from_str::<Command>(&text).expect("back"), c);
+        assert_eq!(
+            serde_json::to_string(&Command::McpStart).expect("json"),
+            r#"{"op":"mcp-start"}"#
+        );
+        assert!(serde_json::from_str::<Command>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    /// A role a fault kills is not the role's end; its replacement's exit is.
+    #[test]
+    fn a_faulted_role_is_waited_through_its_restart() {
+        let sleep = |s: &str| {
+            std::process::Command::new("sleep")
+                .arg(s)
+                .spawn()
+                .expect("sleep")
+        };
+        let role = Role::new(sleep("30"));
+        let r = role.clone();
+        let waiter = std::thread::spawn(move || r.wait());
+        role.kill().expect("kill");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "the kill ended the wait");
+        role.replace(sleep("0.2"));
+        let status = waiter.join().expect("join").expect("status");
+        assert!(status.success());
+    }
+}
