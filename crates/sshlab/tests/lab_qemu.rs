@@ -154,8 +154,6 @@ mod tests {
         );
         let forwarded = watching.requests_seen();
         let quick_dir = newest_run(&ns.results());
-        let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
-        let latency_dir = newest_run(&ns.results());
         // Every kind of fault on real guests, during one run: a partition of the target's TAP
         // and a pause of the MCP guest's whole qemu (the host's own), then an sshd kill, an MCP
         // server restart and a netem change, which the guests execute on the host's command
@@ -184,6 +182,10 @@ mod tests {
             &env,
         );
         let faults_dir = newest_run(&ns.results());
+        // After the faults: the netem fault's revert must have left the lab's own profiles (2322
+        // still 100 ms slower) and nothing of its own (2222 not slower).
+        let latency = ns.sshlab(&["run", "latency_test", "5", "2", "--rate", "2"], &env);
+        let latency_dir = newest_run(&ns.results());
         let status_after = ns.sshlab(&["vm", "status"], &[]);
         // Every process of each guest (vng, virtme-run, qemu), as `vm up` recorded them.
         let state: sshlab::vm::State =
@@ -261,7 +263,7 @@ mod tests {
             );
         }
 
-        // latency_test with netem inside the target guest.
+        // latency_test with netem inside the target guest, run after the faults.
         ok(&latency, "run latency_test");
         let note = run_json(&latency_dir, "lab.json");
         assert_eq!(note["netem"]["applied"], true, "{note:#}");

@@ -28,9 +28,20 @@ pub const PORT: &str = "sshlab.control";
 /// The socket's name in the VM's qemu work directory on the host.
 pub const SOCKET: &str = "control.sock";
 
+/// One request: a command and its number, which the reply repeats (a reply the host gave up
+/// waiting for must not be taken for the next command's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Unique per command (the host's clock in ns).
+    pub id: u64,
+    /// What to do.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
 /// One command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Command {
     /// Kill the target's sshd of `base` and its sessions; keep it down.
     SshdKill {
@@ -56,6 +67,9 @@ pub enum Command {
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    /// The request's number.
+    #[serde(default)]
+    pub id: u64,
     /// Done.
     pub ok: bool,
     /// Why not.
@@ -73,16 +87,33 @@ pub fn send(socket: &Path, cmd: &Command, timeout: Duration) -> anyhow::Result<(
     })?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = serde_json::to_string(cmd)?;
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut line = serde_json::to_string(&Request {
+        id,
+        command: cmd.clone(),
+    })?;
     line.push('\n');
     s.write_all(line.as_bytes())
         .context("cannot write to the guest's control port")?;
-    let mut answer = String::new();
-    BufReader::new(&s)
-        .read_line(&mut answer)
-        .with_context(|| format!("no answer from the guest within {timeout:?}"))?;
-    let reply: Reply = serde_json::from_str(answer.trim())
-        .with_context(|| format!("the guest answered {:?}", answer.trim()))?;
+    let deadline = Instant::now() + timeout;
+    let mut answers = BufReader::new(&s);
+    let reply = loop {
+        let mut answer = String::new();
+        answers
+            .read_line(&mut answer)
+            .with_context(|| format!("no answer from the guest within {timeout:?}"))?;
+        if answer.is_empty() {
+            bail!("the guest's control port closed without an answer");
+        }
+        // Answers to earlier requests the host gave up on are not this one's.
+        match serde_json::from_str::<Reply>(answer.trim()) {
+            Ok(r) if r.id == id => break r,
+            _ if Instant::now() < deadline => continue,
+            _ => bail!("no answer to this request from the guest within {timeout:?}"),
+        }
+    };
     match reply.ok {
         true => Ok(()),
         false => bail!(
@@ -133,6 +164,10 @@ impl Role {
         }
     }
 
+    fn faulted(&self) -> bool {
+        self.faulted.load(Ordering::SeqCst)
+    }
+
     fn kill(&self) -> anyhow::Result<()> {
         let mut c = self.lock();
         self.faulted.store(true, Ordering::SeqCst);
@@ -167,20 +202,29 @@ pub struct Guest {
     pub ifname: String,
 }
 
-/// Guest: serves [`PORT`] on a thread of its own, for as long as the guest runs.
-pub fn serve(g: Guest) -> anyhow::Result<()> {
-    let _ = std::process::Command::new("modprobe")
-        .arg("virtio_console")
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let port = loop {
-        match super::guest::virtio_port(Path::new("/sys/class/virtio-ports"), PORT) {
-            Some(dev) => break Path::new("/dev").join(dev),
-            None if Instant::now() >= deadline => bail!("no virtio port {PORT} in this guest"),
-            None => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
+/// Guest: serves [`PORT`] on a thread of its own, for as long as the guest runs. A guest
+/// without the port (a kernel without virtio_console) goes on without it, saying so: its role
+/// matters more than the faults, which then fail with "no answer".
+pub fn serve(g: Guest) {
     std::thread::spawn(move || {
+        let _ = std::process::Command::new("modprobe")
+            .arg("virtio_console")
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let port = loop {
+            match super::guest::virtio_port(Path::new("/sys/class/virtio-ports"), PORT) {
+                Some(dev) => break Path::new("/dev").join(dev),
+                None if Instant::now() >= deadline => {
+                    eprintln!(
+                        "sshlab guest {}: no virtio port {PORT}: faults inside this guest \
+                         cannot run",
+                        g.vm
+                    );
+                    return;
+                }
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         loop {
             if let Err(e) = session(&g, &port) {
                 eprintln!("sshlab guest {}: control port: {e:#}", g.vm);
@@ -188,7 +232,6 @@ pub fn serve(g: Guest) -> anyhow::Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 /// Reads commands until the port reports the host gone.
@@ -210,18 +253,21 @@ fn session(g: &Guest, port: &Path) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = match serde_json::from_str::<Command>(line.trim()) {
-            Ok(cmd) => match execute(g, &cmd) {
+        let reply = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => match execute(g, &req.command) {
                 Ok(()) => Reply {
+                    id: req.id,
                     ok: true,
                     error: None,
                 },
                 Err(e) => Reply {
+                    id: req.id,
                     ok: false,
                     error: Some(format!("{e:#}")),
                 },
             },
             Err(e) => Reply {
+                id: 0,
                 ok: false,
                 error: Some(format!("not a command: {e}")),
             },
@@ -247,11 +293,13 @@ fn execute(g: &Guest, cmd: &Command) -> anyhow::Result<()> {
             }
         }
         ("mcp", Command::McpKill) => g.role.kill(),
-        ("mcp", Command::McpStart) => {
+        // Idempotent: only a role a fault killed is started again.
+        ("mcp", Command::McpStart) if g.role.faulted() => {
             let cmd = super::roles::mcp_command(&g.bins, &g.topology)?;
             g.role.replace(super::guest::spawn(cmd, &g.log)?);
             Ok(())
         }
+        ("mcp", Command::McpStart) => Ok(()),
         (vm, cmd) => bail!("VM {vm} does not take {cmd:?}"),
     }
 }
@@ -261,16 +309,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commands_are_one_json_line_each() {
-        let c = Command::SshdKill { base: 2222 };
-        let text = serde_json::to_string(&c).expect("json");
-        assert_eq!(text, r#"{"op":"sshd-kill","base":2222}"#);
-        assert_eq!(serde_json::from_str::<Command>(&text).expect("back"), c);
+    fn requests_are_one_json_line_each() {
+        let r = Request {
+            id: 7,
+            command: Command::SshdKill { base: 2222 },
+        };
+        let text = serde_json::to_string(&r).expect("json");
+        assert_eq!(text, r#"{"id":7,"op":"sshd-kill","base":2222}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).expect("back"), r);
+        let start = Request {
+            id: 8,
+            command: Command::McpStart,
+        };
         assert_eq!(
-            serde_json::to_string(&Command::McpStart).expect("json"),
-            r#"{"op":"mcp-start"}"#
+            serde_json::to_string(&start).expect("json"),
+            r#"{"id":8,"op":"mcp-start"}"#
         );
-        assert!(serde_json::from_str::<Command>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"reboot"}"#).is_err());
     }
 
     /// A role a fault kills is not the role's end; its replacement's exit is.

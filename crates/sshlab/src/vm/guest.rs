@@ -202,7 +202,7 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
             bins,
             log: log.clone(),
             ifname: ifname.clone(),
-        })?;
+        });
         println!(
             "{GUEST_ANNOUNCE}{}: fault commands on {}",
             opts.vm,
@@ -351,9 +351,14 @@ pub fn virtio_port(sys_class: &Path, name: &str) -> Option<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
+/// Starts a role with its output appended to `log` (a role a fault restarts keeps the first
+/// one's log).
 pub(super) fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<std::process::Child> {
-    let out =
-        std::fs::File::create(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     cmd.spawn().context("cannot start the role")

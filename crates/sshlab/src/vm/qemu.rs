@@ -396,6 +396,13 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
         let log = cfg.runtime.join(format!("{vm}.log"));
         let shell = work.join("shell.sock");
         let control = work.join(super::control::SOCKET);
+        // A unix socket's path holds at most 107 bytes (sun_path).
+        if control.as_os_str().len() > 107 {
+            bail!(Error::Input(format!(
+                "{}: too long for a unix socket (107 bytes); use a shorter lab name",
+                control.display()
+            )));
+        }
         let spec = GuestSpec {
             kernel: &tools.kernel,
             accel,
