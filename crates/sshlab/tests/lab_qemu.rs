@@ -169,15 +169,15 @@ mod tests {
                 "--rate",
                 "2",
                 "--fault",
-                "partition:target@12s+3s",
+                "netem:2222:delay=1000ms@12s+5s",
                 "--fault",
-                "mcp-pause@20s+3s",
+                "partition:target@21s+3s",
                 "--fault",
-                "sshd-kill:2222@28s+3s",
+                "mcp-pause@28s+3s",
                 "--fault",
-                "mcp-restart@36s+3s",
+                "sshd-kill:2222@35s+3s",
                 "--fault",
-                "netem:2222:delay=1000ms@44s+5s",
+                "mcp-restart@42s+3s",
             ],
             &env,
         );
@@ -309,20 +309,23 @@ mod tests {
         // was gone afterwards (`vm status` ready: its check connects with
         // a 300 ms timeout).
         let during = |i: usize, key: &str| recorded[i]["analysis"]["during"][key].as_f64();
-        for (i, what) in [(2, "sshd-kill"), (3, "mcp-restart")] {
+        for (i, what) in [(3, "sshd-kill"), (4, "mcp-restart")] {
             assert!(
                 during(i, "failures").unwrap_or(0.0) > 0.0,
                 "{what}: no call failed during it: {:#}",
                 recorded[i]
             );
         }
-        // A delay that dominates: 300 ms over 3 s left only 5 to 9 calls completing during
-        // it, some straddling its start, and their p50 only +86 to +253 ms over 2222's.
-        let delayed = during(4, "p50_ms").unwrap_or(0.0);
+        // The delay, first of the faults (on a steady baseline, not on another fault's
+        // recovery): the slowest call during it took the second. Not the p50: the guest takes
+        // a moment to apply it under TCG, and only 5 to 9 calls complete in the window, some
+        // before it bites (measured p50s: +86 to +253 ms with 300 ms, +88 ms with 1 s).
+        let slowest = during(0, "max_ms").unwrap_or(0.0);
         assert!(
-            delayed > base + 500.0,
-            "netem delay=1000ms: p50 during it {delayed:.1} ms, 2222's p50 {base:.1} ms: {:#}",
-            recorded[4]
+            slowest > base + 700.0,
+            "netem delay=1000ms: the slowest call during it took {slowest:.1} ms, 2222's p50 is \
+             {base:.1} ms: {:#}",
+            recorded[0]
         );
         let last_end =
             recorded[4]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
