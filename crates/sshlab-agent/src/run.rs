@@ -250,7 +250,6 @@ async fn run_inner(req: RunRequest, cancel: CancellationToken) -> Result<Finishe
         step_files: req.settings.capacity.as_ref().map(|_| {
             engine::capacity::exchange::StepFiles::new(
                 &dir,
-                req.settings.segment,
                 // The same for every agent of a split search (it needs --start-at).
                 req.start_at.unwrap_or(run_info.started_at),
                 peer_dirs(&req, &run_info.test_id),

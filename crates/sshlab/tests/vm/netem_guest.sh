@@ -29,6 +29,21 @@ UDP_PROBES=${UDP_PROBES:-4000}
 MORE_PROBES=${MORE_PROBES:-2000}
 PY=$(command -v python3 || echo /usr/bin/python3)
 UDP="$LAB/crates/sshlab/tests/vm/udp.py"
+# `netem show` of lab root $2 (and `netem show` flags after it) as one compact JSON RESULT
+# line labelled $1.
+show_result() {
+  label=$1 root=$2; shift 2
+  printf 'RESULT show %s ' "$label"
+  $B --lab "$root" netem show --netns lab --json "$@" | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+}
+# Waits up to 60 s for the file $1 to be written (a server's "ready"); $2 names the server.
+wait_ready() {
+  i=0
+  until [ -s "$1" ]; do
+    i=$((i + 1)); [ $i -le 600 ] || { echo "$2 never came up" >&2; exit 1; }
+    sleep 0.1
+  done
+}
 modprobe sch_netem; modprobe sch_prio; modprobe tun
 ip netns add lab; ip netns add target; ip netns add client
 for ns in lab target client; do ip -n $ns link set lo up; done
@@ -48,8 +63,7 @@ $B --lab "$LAB" netem apply --netns lab --dev tgt0
 for dev in default tgt0; do
   if [ "$dev" = default ]; then set --; else set -- --dev "$dev"; fi
   $B --lab "$LAB" netem show --netns lab "$@"
-  printf 'RESULT show %s ' "$dev"
-  $B --lab "$LAB" netem show --netns lab --json "$@" | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+  show_result "$dev" "$LAB" "$@"
 done
 
 ready=$(mktemp)
@@ -79,11 +93,7 @@ open(sys.argv[1], "w").write("ready\n")
 threading.Event().wait()
 ' "$ready" &
 server=$!
-i=0
-until [ -s "$ready" ]; do
-  i=$((i + 1)); [ $i -le 600 ] || { echo "the target's listeners never came up" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ready "$ready" "the target's listeners"
 
 # Loss probe design. The u32 filters match `protocol ip` and the 16 bits at offset 22 of the
 # IPv4 packet (offset 20 + the low half of the word = the destination port of an option-less
@@ -170,16 +180,11 @@ rate_kbit = 100000
 TOML
 $B --lab "$more" netem apply --netns lab --dev tgt0
 $B --lab "$more" netem show --netns lab --dev tgt0
-printf 'RESULT show more '
-$B --lab "$more" netem show --netns lab --json --dev tgt0 | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+show_result more "$more" --dev tgt0
 : > "$ready"
 ip netns exec target "$PY" "$UDP" serve "$ready" 2322 2323 2324 2325 2326 2327 &
 server=$!
-i=0
-until [ -s "$ready" ]; do
-  i=$((i + 1)); [ $i -le 600 ] || { echo "the echo servers never came up" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ready "$ready" "the echo servers"
 for port in 2322 2326 2327; do
   ip netns exec client "$PY" "$UDP" probe more-spread "$port" "$MORE_PROBES"
 done
@@ -197,8 +202,7 @@ loss_percent = 0.0
 duplicate_percent = 30.0
 TOML
 $B --lab "$more" netem apply --netns lab --dev tgt0
-printf 'RESULT show duplicate '
-$B --lab "$more" netem show --netns lab --json --dev tgt0 | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+show_result duplicate "$more" --dev tgt0
 ip netns exec client "$PY" "$UDP" probe more-duplicate 2323 "$MORE_PROBES"
 tc -s -n lab qdisc show dev tgt0
 kill "$server" 2>/dev/null || true

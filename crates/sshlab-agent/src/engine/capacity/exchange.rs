@@ -79,7 +79,6 @@ pub enum ExchangeError {
 #[derive(Debug, Clone)]
 pub struct StepFiles {
     own: PathBuf,
-    segment: Segment,
     run_started_at: f64,
     /// Every other segment's `capacity` dir.
     peers: Vec<(Segment, PathBuf)>,
@@ -104,18 +103,16 @@ struct StopFile {
 pub const DIR: &str = "capacity";
 
 impl StepFiles {
-    /// The step files of the agent whose results are in `results_dir`, segment `segment` of a
-    /// run that started at `run_started_at`; a split search's peers write theirs into
-    /// `peer_dirs` (their results dirs).
+    /// The step files of the agent whose results are in `results_dir`, of a run that started
+    /// at `run_started_at`; a split search's peers write theirs into `peer_dirs` (their
+    /// results dirs).
     pub fn new(
         results_dir: &Path,
-        segment: Segment,
         run_started_at: f64,
         peer_dirs: Vec<(Segment, PathBuf)>,
     ) -> Self {
         Self {
             own: results_dir.join(DIR),
-            segment,
             run_started_at,
             peers: peer_dirs
                 .into_iter()
@@ -127,11 +124,6 @@ impl StepFiles {
     /// Whether other agents share the search.
     pub fn split(&self) -> bool {
         !self.peers.is_empty()
-    }
-
-    /// This agent's segment.
-    pub fn segment(&self) -> Segment {
-        self.segment
     }
 
     /// The run's start, as every share of it says.
@@ -350,9 +342,9 @@ mod tests {
             Segment { index: 0, count: 2 },
             Segment { index: 1, count: 2 },
         );
-        let me = StepFiles::new(&a, s0, 100.0, vec![(s1, b.clone())]);
-        let old = StepFiles::new(&b, s1, 50.0, vec![(s0, a.clone())]);
-        let peer = StepFiles::new(&b, s1, 100.0, vec![(s0, a.clone())]);
+        let me = StepFiles::new(&a, 100.0, vec![(s1, b.clone())]);
+        let old = StepFiles::new(&b, 50.0, vec![(s0, a.clone())]);
+        let peer = StepFiles::new(&b, 100.0, vec![(s0, a.clone())]);
         let ours = me
             .publish(&share(s0, 100.0, "step 1: 10.0/s"))
             .expect("publish");
