@@ -1,7 +1,8 @@
 # The lab as a NixOS VM test: three nodes named after their role, each importing the same role
 # module as its microVM (vms/<role>.nix). The test framework's VLAN 1 stands in for the bridge:
 # eth1 carries the topology's address. Netem runs on the target's eth1 egress (replies from the
-# netem'd ports), since this test has no host bridge or TAPs.
+# netem'd ports), since this test has no host bridge or TAPs. The Target and the MCP node have
+# the microVMs' control port (vms/control.nix): the script sends it a fault as the host would.
 {
   pkgs,
   sshlab,
@@ -15,10 +16,19 @@
   byName = n: builtins.head (builtins.filter (i: i.name == n) lab.sshdInstances);
   py = builtins.toJSON;
 
+  control = import ../../vms/control.nix;
+  # The nodes that take fault commands on a control port, as their microVMs do.
+  controlled = name: name != "agent";
+  agentApi = "http://${ip "agent"}:${toString (lab.servicePort "agent" "control")}";
+
   node = name: {lib, ...}: let
     vm = lab.vm name;
   in {
-    imports = [(../../vms + "/${name}.nix")];
+    imports =
+      [(../../vms + "/${name}.nix")]
+      ++ lib.optional (controlled name) (control.module {inherit name lab;});
+    # The control port, on `control.sock` in the machine's state_dir (where the driver runs qemu).
+    virtualisation.qemu.options = lib.optionals (controlled name) control.qemuArgs;
     sshlab.package = sshlab;
     virtualisation.vlans = [1];
     virtualisation.memorySize = lib.max 1024 vm.memory_mib;
@@ -43,7 +53,7 @@ in {
     meta.timeout = 1800;
     nodes = lib.genAttrs lab.vmNames node;
     testScript = ''
-      import json, time
+      import json, shlex, socket, time
 
       units = ${py (map (i: i.unit) lab.sshdInstances)}
       ports = ${py (lab.listenPorts "target")}
@@ -106,6 +116,75 @@ in {
       with subtest("negative: an impossible threshold fails the run with exit code 99"):
           status, _ = agent.execute("${agentRun "--scenario quick --duration 5 --workers 1 --results-dir /tmp/neg --threshold 'ssh_run_command.p99<1us'"}", timeout=300)
           assert status == 99, f"expected exit 99 (thresholds failed), got {status}"
+
+      def control(machine, op):
+          """A fault command to the node's control port (vms/control.nix), as `sshlab run
+          --fault` sends it (crates/sshlab/src/vm/control.rs): one JSON line each way."""
+          req = dict(op, id=time.time_ns())
+          with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+              s.settimeout(60)
+              s.connect(str(machine.state_dir / "control.sock"))
+              s.sendall((json.dumps(req) + "\n").encode())
+              buf = b""
+              while True:
+                  chunk = s.recv(4096)
+                  assert chunk, f"{machine.name}: no answer to {req}"
+                  buf += chunk
+                  while b"\n" in buf:
+                      line, buf = buf.split(b"\n", 1)
+                      reply = json.loads(line)
+                      if reply.get("id") == req["id"]:
+                          assert reply["ok"], f"{machine.name}: {req}: {reply}"
+                          return
+
+      def agent_api(method, path, body=None):
+          data = "" if body is None else f"-H 'content-type: application/json' --data {shlex.quote(json.dumps(body))}"
+          out = agent.succeed(f"curl -sf --max-time 30 -X {method} {data} ${agentApi}{path}", timeout=60)
+          return json.loads(out) if out.strip() else None
+
+      with subtest("sshd-kill: ${toString standard.port}'s sshd killed mid-run with its sessions, started again; the run recovers"):
+          # As `sshlab run --fault sshd-kill:${toString standard.port}@12s+4s` does it: the job on the agent's
+          # control API, the fault through the target's control port, and its record (times on
+          # the agent's clock, which judges them) posted to the job.
+          job = agent_api("POST", "/jobs", dict(scenario="quick", duration=34, workers=2, rate=3,
+              mcp_url="${mcpUrl}", target_host="${ip "target"}", target_port=${toString standard.port},
+              user="testuser", password="testpass"))
+          test_id = job["test_id"]
+          clock = lambda: float(agent.succeed("date +%s.%N"))
+          record = dict(index=0, spec=dict(kind="sshd-kill", target="${toString standard.port}", start_s=12.0, duration_s=4.0))
+          time.sleep(12)
+          # Its start is when the host acts, as `sshlab run` records it: before the kill.
+          record["started_at"] = clock()
+          control(target, dict(op="sshd-kill", base=${toString standard.port}))
+          agent_api("POST", f"/jobs/{test_id}/faults", record)
+          time.sleep(4)
+          control(target, dict(op="sshd-back", base=${toString standard.port}))
+          agent.wait_for_open_port(${toString standard.port}, addr="${ip "target"}", timeout=60)
+          record["ended_at"] = clock()
+          agent_api("POST", f"/jobs/{test_id}/faults", record)
+          deadline = time.monotonic() + 300
+          while (status := agent_api("GET", f"/jobs/{test_id}"))["state"] == "running":
+              assert time.monotonic() < deadline, f"job {test_id} still running"
+              time.sleep(2)
+          assert status["state"] == "done", status
+          summary = status["summary"]
+          fault = summary["faults"][0]
+          print(f"sshd-kill: {fault['analysis']['verdict']} (during: {fault['analysis']['during']})")
+          begin = fault["started_at"] - summary["run"]["started_at"]
+          for i in summary["timeline"]:
+              if i["t"] >= begin - 3:
+                  print(f"  t={i['t']} s: {i['ok']} ok, {i['err']} failed, p99 {i['p99']} ms")
+          for m in summary["error_messages"]:
+              print(f"  {m['count']} x {m['op']}: {m['example']} ({m['first_s']:.1f}..{m['last_s']:.1f} s)")
+          assert fault["analysis"]["during"]["failures"] > 0, f"no call failed while sshd was down: {fault}"
+          # The server's part: once sshd is back, no call fails (no dead pooled connection is
+          # handed out again). How soon latency is back is the machine's: under emulation each
+          # new SSH handshake takes seconds, and the calls queued behind them show it.
+          back = record["ended_at"] - summary["run"]["started_at"]
+          late = [m for m in summary["error_messages"] if m["last_s"] > back + 1]
+          assert not late, f"calls still failed after sshd was back at {back:.1f} s: {late}"
+          recovery = fault["analysis"]["recovery_s"]
+          assert recovery is not None and recovery < 30, f"not recovered within 30 s (recovery<30s): {fault}"
 
       with subtest("latency_test: ${toString standard.netemPort} is at least 90 ms slower than ${toString standard.port}"):
           agent.succeed("${agentRun "--scenario latency_test --duration 10 --results-dir /tmp/lat"}", timeout=900)

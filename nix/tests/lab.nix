@@ -10,6 +10,7 @@ let
     else [{inherit name actual expected;}];
   target = mods.target;
   vmTest = mods."test:vm-test";
+  words = s: builtins.filter (w: builtins.isString w && w != "") (builtins.split " " s);
   sshUnits = builtins.filter (n: builtins.match "sshd-.*" n != null && n != "sshd-host-keys" && n != "sshd-unstable-restart") (builtins.attrNames target.systemd.services);
 in
   builtins.concatLists [
@@ -101,6 +102,18 @@ in
       target = 4;
     })
     (expect "vm-test: name and timeout" [vmTest.name vmTest.meta.timeout] ["sshlab-lab" 1800])
+    # The host's control port for faults (vms/control.nix): on the Target and the MCP VM only,
+    # naming units their role modules define.
+    (expect "control port on target and mcp only" (map (name: builtins.length (import ../../vms/microvm.nix {inherit name;}).imports) lab.vmNames) [1 2 2])
+    (expect "control: every --sshd-unit is a target service, by base port" (builtins.filter (a: builtins.match ".*--sshd-unit=.*" a != null) (words mods.control-target.systemd.services.sshlab-control.serviceConfig.ExecStart)) (map (i: "'--sshd-unit=${toString i.port}=${i.unit}.service'") (builtins.filter (i: target.systemd.services ? ${i.unit}) lab.sshdInstances)))
+    (expect "control: --mcp-unit is the mcp module's service" (mods.mcp.systemd.services ? "mcp-ssh-server" && builtins.elem "'--mcp-unit=mcp-ssh-server.service'" (words mods.control-mcp.systemd.services.sshlab-control.serviceConfig.ExecStart)) true)
+    (expect "control: the port on control.sock, named sshlab.control" (builtins.elemAt (import ../../vms/control.nix).qemuArgs 5) "virtserialport,bus=sshlab-serial.0,chardev=sshlab-control,name=sshlab.control")
+    (expect "control: the microVMs' qemu has the port where the service runs" (map (name: mods."microvm-${name}".microvm.qemu.extraArgs == (import ../../vms/control.nix).qemuArgs) lab.vmNames) [false true true])
+    (expect "control: the VM test's target and mcp nodes have the port too" (builtins.mapAttrs (_: n: n.virtualisation.qemu.options == (import ../../vms/control.nix).qemuArgs) vmTest.nodes) {
+      agent = false;
+      mcp = true;
+      target = true;
+    })
     (expect "mcp network" mods.microvm-mcp.systemd.network.networks."10-lab" {
       matchConfig.MACAddress = "02:00:00:b2:00:0a";
       address = ["10.178.0.10/24"];

@@ -22,6 +22,8 @@ the pin d6c71932 is not in the source index, see nix/tests/data/nixos-options.tx
   stdin and stdout on a virtio channel) on `<runtime>/qemu/<vm>/shell.sock`; the target's shell
   runs in its sshd's mount namespace, where its accounts and files are. The lab's NIC is `eth1`,
   as on the test's VLAN 1.
+- `machine.state_dir`: where the node's qemu runs (the driver's `vm-state-<node>`), here
+  `<runtime>/qemu/<vm>`: the guest's control port (`control.sock`, vms/control.nix) is there.
 - `subtest(name)` logs its start, end and time; an exception ends the test (exit 1).
 
 Usage: vm-test-driver.py DRIVER_JSON --sshlab BIN --runtime DIR -- VM_UP_ARGS...
@@ -33,6 +35,7 @@ import contextlib
 import json
 import linecache
 import os
+import pathlib
 import shlex
 import socket
 import subprocess
@@ -69,9 +72,12 @@ class Machine:
 
     READY = b"Spawning backdoor root shell..."
 
-    def __init__(self, name, socket_path, units):
+    def __init__(self, name, state_dir, units):
         self.name = name
-        self.socket_path = socket_path
+        # The driver runs each node's qemu in its state_dir; the qemu backend runs each
+        # guest's in `<runtime>/qemu/<vm>`, where its sockets are.
+        self.state_dir = state_dir
+        self.socket_path = str(state_dir / "shell.sock")
         self.units = units
         self.shell = None
         self.buffer = b""
@@ -251,7 +257,7 @@ def main():
     Driver.sshlab = a.sshlab
     Driver.vm_up = argv[split + 1 :]
     machines = {
-        n: Machine(n, os.path.join(a.runtime, "qemu", n, "shell.sock"), d["units"])
+        n: Machine(n, pathlib.Path(a.runtime) / "qemu" / n, d["units"])
         for n in d["nodes"]
     }
     Driver.machines = list(machines.values())

@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
-use serde_json::json;
 use sshlab_core::job::{
     ApiError, FaultRecord, JOBS_PATH, Job, JobAccepted, JobCancelling, JobState, JobStatus,
     faults_path, job_path,
@@ -348,7 +347,15 @@ pub fn router(results: PathBuf, live: Option<Arc<crate::dashboard::Live>>) -> Ro
     Router::new()
         .route(
             "/health",
-            get(|| async { Json(json!({"status": "healthy"})) }),
+            get(|| async {
+                Json(sshlab_core::job::Health {
+                    status: "healthy".into(),
+                    time: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs_f64()),
+                })
+            }),
         )
         .route(JOBS_PATH, axum::routing::post(post_job))
         .route(&job_path("{id}"), get(get_job).delete(delete_job))

@@ -9,7 +9,8 @@
 //!   a fault's start and again at its end, the same `index` each time); the agent keeps the
 //!   latest of each in the summary's `faults`, judged from the records at the run's end
 //!   (409 when the job is no longer running)
-//! - `GET /health` → 200 `{"status": "healthy"}`
+//! - `GET /health` → 200 [`Health`]: `{"status": "healthy", "time": ...}`, the agent's clock,
+//!   onto which the host maps the times of the faults it executes ([`Health::time`])
 
 use std::path::PathBuf;
 
@@ -91,6 +92,19 @@ pub struct Job {
     /// shown in every report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// 200 to `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `healthy`.
+    pub status: String,
+    /// The agent's clock when it answered, unix seconds. The agent judges the faults against
+    /// its own records' times; the host, whose clock a VM's may differ from by a second or
+    /// more, maps the faults' times onto this clock before it reports them (absent from
+    /// agents older than this field: the host's own times are used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
 }
 
 /// 202 to `POST /jobs`.

@@ -94,6 +94,12 @@ pub struct NetemProfile {
     /// `TCA_NETEM_PRNG_SEED`, Linux 6.6 and later; refused on older ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Shape the target's replies from `port` too, with the same settings: every setting then
+    /// applies in both directions (the delay twice per round trip, the loss to each packet
+    /// either way, the rate to what the target sends as well). Absent: only the packets
+    /// towards the target are shaped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub both_ways: bool,
     /// One line for humans, e.g. `severe: 200ms + 10% loss`.
     #[serde(default)]
     pub description: String,

@@ -8,6 +8,7 @@
 //! single-threaded tokio runtime whose netlink socket therefore lives in that namespace.
 #![deny(missing_docs)]
 
+pub mod agent_clock;
 pub mod dashboard;
 pub mod http;
 pub mod interrupt;
@@ -156,6 +157,23 @@ pub enum Command {
         #[arg(long)]
         shell: bool,
     },
+    /// A NixOS microVM's fault executor (vms/control.nix's service): serves the host's fault
+    /// commands on the virtio port `sshlab.control` with systemctl on the role's units.
+    #[command(hide = true)]
+    GuestControl {
+        /// The VM this guest is.
+        #[arg(value_parser = ["mcp", "target"])]
+        vm: String,
+        /// The guest's systemctl.
+        #[arg(long, default_value = "systemctl")]
+        systemctl: PathBuf,
+        /// `PORT=UNIT`: the target's sshd of base port PORT is systemd unit UNIT (repeatable).
+        #[arg(long = "sshd-unit", value_name = "PORT=UNIT", value_parser = parse_port_unit)]
+        sshd_units: Vec<(u16, String)>,
+        /// mcp-ssh-server's systemd unit.
+        #[arg(long, value_name = "UNIT")]
+        mcp_unit: Option<String>,
+    },
     /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json,
     /// optionally against a baseline run (exit 99 when a regression bound is crossed).
     Report {
@@ -208,6 +226,17 @@ fn parse_runner(s: &str) -> Result<(String, PathBuf), String> {
             Ok((vm.to_owned(), PathBuf::from(path)))
         }
         _ => Err(format!("expected VM=PATH, got {s:?}")),
+    }
+}
+
+/// Parses `--sshd-unit PORT=UNIT`.
+fn parse_port_unit(s: &str) -> Result<(u16, String), String> {
+    match s.split_once('=') {
+        Some((port, unit)) if !unit.is_empty() => port
+            .parse()
+            .map(|p| (p, unit.to_owned()))
+            .map_err(|e| format!("PORT in {s:?}: {e}")),
+        _ => Err(format!("expected PORT=UNIT, got {s:?}")),
     }
 }
 
@@ -299,7 +328,9 @@ pub enum NetemAction {
 /// Where netem goes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NetemTarget {
-    /// The shaped interface (default: the target VM's TAP from vms/topology.toml).
+    /// The shaped interface (default: the lab's shaping: the target VM's TAP from
+    /// vms/topology.toml, and the MCP VM's for the profiles shaped both ways). With --dev or
+    /// --match, that one interface, every profile, one way.
     #[arg(long, global = true, value_name = "IFACE")]
     pub dev: Option<String>,
     /// Match the profile's port as destination (default; the host shaping traffic towards the
@@ -388,11 +419,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 _ => (None, false),
             };
             let plan = net::NetPlan::new(&lab.topology, owner)?;
-            let netem_plan = netem::NetemPlan::new(&lab.topology, &lab.netem, None, None)?;
+            let netem_plans = netem::lab::LabPlans::new(&lab.topology, &lab.netem)?;
             enter(opts.netns.as_deref())?;
             let code = block_on(run_net(cmd, plan))??;
             if with_netem {
-                print_changes("netem apply", &netem::apply(&netem_plan)?);
+                print_changes("netem apply", &netem::lab::apply(&netem_plans)?);
             }
             // The results share, for the user the TAPs are for: `nix run .#ssh-loadtest-full`
             // then runs as that user, who cannot create it under /var/lib.
@@ -408,14 +439,18 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             Ok(code)
         }
         Command::Netem { action, target } => {
-            let plan = netem::NetemPlan::new(
-                &lab.topology,
-                &lab.netem,
-                target.dev.as_deref(),
-                target.port_match,
-            )?;
+            // The lab's shaping (both ways where a profile asks), unless one device is named.
+            let plans = match (&target.dev, target.port_match) {
+                (None, None) => Plans::Lab(netem::lab::LabPlans::new(&lab.topology, &lab.netem)?),
+                (dev, port_match) => Plans::One(netem::NetemPlan::new(
+                    &lab.topology,
+                    &lab.netem,
+                    dev.as_deref(),
+                    port_match,
+                )?),
+            };
             enter(opts.netns.as_deref())?;
-            run_netem(action, &plan)
+            run_netem(action, &plans)
         }
         Command::Run {
             scenario,
@@ -490,6 +525,20 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 control,
             };
             Ok(ExitCode::from(vm::guest::run(&g, &lab.topology)?))
+        }
+        Command::GuestControl {
+            vm,
+            systemctl,
+            sshd_units,
+            mcp_unit,
+        } => {
+            vm::control::serve_units(vm::control::Units {
+                vm,
+                systemctl,
+                sshd: sshd_units,
+                mcp: mcp_unit,
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report {
             dir,
@@ -603,12 +652,23 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn run_netem(action: NetemAction, plan: &netem::NetemPlan) -> Result<ExitCode, Error> {
-    match action {
-        NetemAction::Apply => print_changes("netem apply", &netem::apply(plan)?),
-        NetemAction::Clear => print_changes("netem clear", &netem::clear(plan)?),
-        NetemAction::Show { json } => {
-            let state = netem::show(plan)?;
+/// What `sshlab netem` acts on: the lab's shaping, or the one device `--dev`/`--match` name.
+enum Plans {
+    Lab(netem::lab::LabPlans),
+    One(netem::NetemPlan),
+}
+
+fn run_netem(action: NetemAction, plans: &Plans) -> Result<ExitCode, Error> {
+    match (action, plans) {
+        (NetemAction::Apply, Plans::Lab(p)) => print_changes("netem apply", &netem::lab::apply(p)?),
+        (NetemAction::Apply, Plans::One(p)) => print_changes("netem apply", &netem::apply(p)?),
+        (NetemAction::Clear, Plans::Lab(p)) => print_changes("netem clear", &netem::lab::clear(p)?),
+        (NetemAction::Clear, Plans::One(p)) => print_changes("netem clear", &netem::clear(p)?),
+        (NetemAction::Show { json }, plans) => {
+            let state = match plans {
+                Plans::Lab(p) => netem::lab::show(p)?,
+                Plans::One(p) => netem::show(p)?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {

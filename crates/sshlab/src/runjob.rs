@@ -25,6 +25,7 @@ use sshlab_core::job::{
 };
 use sshlab_core::scenario::{self, Scenario};
 
+use crate::agent_clock::AgentClock;
 use crate::http;
 use crate::vm::{self, Endpoints, LabNetem, VmConfig, faults};
 
@@ -323,13 +324,14 @@ pub fn run(
         note.leftovers = leftovers(&ep);
         let sc = Scenario::builtin(s)?;
         let run_s = spec.run_seconds(&sc, note.ports.as_deref());
-        let planned = match faults::plan(&spec.faults_of(&sc), topology, &state, run_s) {
-            Ok(p) => p,
-            Err(e) => {
-                outcomes.push((s, Err(e.context(format!("{s}: faults")))));
-                break;
-            }
-        };
+        let planned =
+            match faults::plan(&spec.faults_of(&sc), topology, &state, &cfg.runtime, run_s) {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes.push((s, Err(e.context(format!("{s}: faults")))));
+                    break;
+                }
+            };
         let injector = faults::Injector::new(cfg, topology, planned);
         let outcome = one(spec, s, &ep, &results, &note, injector);
         // A scenario that failed its thresholds, or in which nothing succeeded, does not stop
@@ -488,6 +490,19 @@ fn one(
     if let Some(line) = note.line() {
         println!("{line}");
     }
+    // The agent's clock, read before the job (and its first fault) starts, then at every poll.
+    let mut clock = AgentClock::default();
+    for _ in 0..5 {
+        clock.sample(ep, Duration::from_millis(500));
+    }
+    if let Some(o) = clock.offset().filter(|o| o.abs() >= 0.05) {
+        println!(
+            "run: the agent's clock is {:.0} ms {} this host's; fault times are reported on \
+             the agent's",
+            o.abs() * 1000.0,
+            if o > 0.0 { "ahead of" } else { "behind" }
+        );
+    }
     let id = submit(spec, scenario, ep, note)?;
     let dir = results.join(&id);
     println!("run: {scenario}: job {id}, results {}", dir.display());
@@ -498,7 +513,7 @@ fn one(
     if let Err(e) = written {
         eprintln!("run: cannot write {}: {e:#}", LabNote::FILE);
     }
-    let watched = watch(spec, scenario, ep, &id, &mut injector);
+    let watched = watch(spec, scenario, ep, &id, &mut injector, &mut clock);
     // Whatever ended the watch, no fault stays in effect.
     let late = injector.revert_all();
     if !late.is_empty() {
@@ -619,14 +634,16 @@ const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
 
 /// Hands the agent the fault records in `unsent`, keeping those it did not take (out of reach)
 /// for the next try.
+/// Their times go on the agent's clock (`clock`), which judges them.
 fn deliver(
     ep: &Endpoints,
     id: &str,
     unsent: &mut Vec<sshlab_core::faults::FaultRecord>,
+    clock: &AgentClock,
     t: Duration,
 ) {
     unsent.retain(|rec| {
-        let Ok(body) = serde_json::to_string(rec) else {
+        let Ok(body) = serde_json::to_string(&clock.to_agent(rec)) else {
             return false;
         };
         match http::request("POST", ep.agent, &faults_path(id), Some(&body), t) {
@@ -660,6 +677,7 @@ fn watch(
     ep: &Endpoints,
     id: &str,
     injector: &mut faults::Injector,
+    clock: &mut AgentClock,
 ) -> Watched {
     let started = Instant::now();
     let deadline = started + spec.timeout;
@@ -684,7 +702,7 @@ fn watch(
                 "run: interrupted; reverting faults, cancelling job {id} (partial results are kept)"
             );
             unsent.extend(injector.revert_all());
-            deliver(ep, id, &mut unsent, API_TIMEOUT);
+            deliver(ep, id, &mut unsent, clock, API_TIMEOUT);
             let _ = http::request("DELETE", ep.agent, &job_path(id), None, API_TIMEOUT);
             cancelled = true;
         }
@@ -701,7 +719,8 @@ fn watch(
         } else {
             API_TIMEOUT
         };
-        deliver(ep, id, &mut unsent, timeout);
+        clock.sample(ep, timeout);
+        deliver(ep, id, &mut unsent, clock, timeout);
         let r = match http::request("GET", ep.agent, &job_path(id), None, timeout) {
             Ok(r) => {
                 unreachable_since = None;

@@ -6,8 +6,10 @@
 //! readiness, logs. Then `run quick 10 2 --dashboard`: zero errors, a complete summary, the
 //! Agent guest's dashboard forwarded to loopback here (its /metrics show the job running), and
 //! the run's files owned by that user (the Agent guest wrote them through virtiofsd, which runs as that user;
-//! 9p from a root qemu or a host-side write would leave root's). `vm down` leaves no process in
-//! the lab's namespace. First, the bad input this path has that the others lack: a results
+//! 9p from a root qemu or a host-side write would leave root's). Then a run with the faults the
+//! guests execute on the host's command through their control ports (an sshd kill, an MCP
+//! server restart): both reverted, both failing calls while they last, calls succeeding
+//! after. `vm down` leaves no process in the lab's namespace. First, the bad input this path has that the others lack: a results
 //! directory under a folder the runners' user cannot pass (the test's own 0700 temporary
 //! folder) is refused by name before anything starts.
 //!
@@ -195,6 +197,31 @@ mod tests {
             None
         };
         let forwarded = watching.requests_seen();
+        let quick_dir = newest_run(&ns.results());
+        // The faults the guests execute on the host's command, through the control ports the
+        // runners give them (as vms/control.nix gives the Nix-built ones): an sshd kill and an
+        // MCP server restart, at 2 calls/s after 12 s of baseline (the 20 calls recovery is
+        // judged against).
+        let faults = up.status.success().then(|| {
+            sshlab(
+                [
+                    "run",
+                    "quick",
+                    "44",
+                    "2",
+                    "--rate",
+                    "2",
+                    "--fault",
+                    "sshd-kill:2222@12s+3s",
+                    "--fault",
+                    "mcp-restart@28s+3s",
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+        });
+        let faults_dir = newest_run(&ns.results());
+        let status_after = sshlab(vec!["vm".into(), "status".into()]);
         let down = sshlab(vec!["vm".into(), "down".into()]);
         let left = pids(&ns);
         // `down` keeps the logs for `vm logs`.
@@ -236,7 +263,7 @@ mod tests {
             "vm down left its state"
         );
 
-        let dir = newest_run(&ns.results());
+        let dir = quick_dir;
         let s = summary(&dir);
         assert_eq!(s["run"]["complete"], true, "{s:#}");
         assert!(s["totals"]["requests"].as_u64().unwrap_or(0) > 0, "{s:#}");
@@ -259,5 +286,55 @@ mod tests {
         assert!(guests.iter().all(|g| g["kernel"] == release), "{note:#}");
         // virtiofsd's own log: the Agent guest connected to it.
         assert!(vlog.contains("Client connected"), "{vlog}");
+
+        // The faults inside the microVMs: executed and reverted (the lab ready afterwards),
+        // each failing calls while it lasted, and calls succeeding after the last.
+        ok(&faults.expect("the faults ran"), "run quick with faults");
+        ok(&status_after, "vm status after the faults");
+        let s = summary(&faults_dir);
+        let recorded = s["faults"].as_array().expect("faults");
+        assert_eq!(recorded.len(), 2, "{s:#}");
+        for f in recorded {
+            assert!(f["error"].is_null(), "{f:#}");
+            assert!(f["started_at"].is_f64() && f["ended_at"].is_f64(), "{f:#}");
+            println!(
+                "microvm fault {}:{}: {} (during: {}; recovery: {})",
+                f["spec"]["kind"],
+                f["spec"]["target"],
+                f["analysis"]["verdict"],
+                f["analysis"]["during"],
+                f["analysis"]["recovery_s"]
+            );
+            assert!(
+                f["analysis"]["during"]["failures"].as_f64().unwrap_or(0.0) > 0.0,
+                "no call failed during it: {f:#}"
+            );
+        }
+        // The server's part: once each fault is over, no call fails (no dead pooled SSH
+        // connection is handed out again, no session of the killed server is used). How soon
+        // latency is back is the emulated machine's (each new SSH handshake takes seconds under
+        // TCG), so recovery is held to every fault's `recovery<30s`.
+        let started = s["run"]["started_at"].as_f64().unwrap();
+        let last_end = recorded[1]["ended_at"].as_f64().unwrap() - started;
+        let late: Vec<&serde_json::Value> = s["error_messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["last_s"].as_f64().unwrap_or(0.0) > last_end + 1.0)
+            .collect();
+        assert!(
+            late.is_empty(),
+            "calls failed after the last fault: {late:#?}"
+        );
+        for f in recorded {
+            assert!(
+                f["analysis"]["recovery_s"]
+                    .as_f64()
+                    .is_some_and(|r| r < 30.0),
+                "not recovered within 30 s: {f:#}"
+            );
+        }
+        let after = real_vm::succeeded_after(&s, last_end);
+        assert!(after > 0, "nothing succeeded after the restart: {s:#}");
     }
 }

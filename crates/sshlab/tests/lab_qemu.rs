@@ -5,8 +5,9 @@
 //! guest's own kernel (not the host's) and the accelerator; meanwhile `--dashboard` forwards the
 //! Agent guest's live dashboard to loopback here, whose /metrics show the job running. Then
 //! `run latency_test` with netem
-//! applied inside the target guest (this host's kernel has no sch_netem): 2322's p50 exceeds
-//! 2222's by at least 90 ms. `vm down` leaves no guest. Also the bad inputs: a missing TAP, no
+//! applied inside the guests (this host's kernel has no sch_netem), 2322 shaped both ways (the
+//! target guest shapes its replies, the MCP guest its requests): 2322's p50 exceeds 2222's by
+//! at least 180 ms. `vm down` leaves no guest. Also the bad inputs: a missing TAP, no
 //! virtme-ng on PATH, a guest that does not come up in time, and Ctrl-C during `vm up` (each
 //! a clear error that leaves no process and no state behind).
 //!
@@ -132,6 +133,16 @@ mod tests {
         assert_eq!(pids(&ns), "", "Ctrl-C during vm up left processes");
         assert!(!state_file.exists(), "an interrupted vm up left its state");
 
+        // 2322 shaped both ways: with netem in the guests, the target shapes its replies and
+        // the MCP guest its requests to 2322 (and a netem fault's commands go to both).
+        let profiles = ns.lab.path().join("netem/profiles.toml");
+        let toml = std::fs::read_to_string(&profiles).expect("the lab copy's profiles");
+        assert!(toml.contains("\nport = 2322\n"), "{toml}");
+        std::fs::write(
+            &profiles,
+            toml.replace("\nport = 2322\n", "\nport = 2322\nboth_ways = true\n"),
+        )
+        .expect("write the profiles");
         let up = ns.sshlab(&["vm", "up", "--backend", "qemu"], &env);
         let runtime = PathBuf::from("/run/sshlab").join(&ns.name);
         let down = |ns: &Netns| {
@@ -277,10 +288,17 @@ mod tests {
                 .unwrap_or_else(|| panic!("no p50 for {port}: {s:#}"))
         };
         let (base, shaped) = (p50("2222"), p50("2322"));
-        println!("latency_test p50: 2222 {base:.1} ms, 2322 {shaped:.1} ms");
+        println!("latency_test p50: 2222 {base:.1} ms, 2322 (both ways) {shaped:.1} ms");
+        assert_eq!(
+            note["netem"]["back_ports"],
+            serde_json::json!([2322]),
+            "{note:#}"
+        );
+        assert!(note["netem"]["back_dev"].is_string(), "{note:#}");
+        // 100 ms each way on every round trip (one way, it adds at least 90 ms).
         assert!(
-            shaped - base >= 90.0,
-            "netem in the target guest adds only {:.1} ms",
+            shaped - base >= 180.0,
+            "netem in the target and MCP guests adds only {:.1} ms",
             shaped - base
         );
 
@@ -329,13 +347,7 @@ mod tests {
         );
         let last_end =
             recorded[4]["ended_at"].as_f64().unwrap() - s["run"]["started_at"].as_f64().unwrap();
-        let after: u64 = s["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["t"].as_f64().unwrap() > last_end + 2.0)
-            .map(|i| i["ok"].as_u64().unwrap())
-            .sum();
+        let after = real_vm::succeeded_after(&s, last_end);
         assert!(after > 0, "nothing succeeded after the pause ended: {s:#}");
     }
 }

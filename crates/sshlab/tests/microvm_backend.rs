@@ -469,4 +469,18 @@ mod tests {
         }
         assert!(State::load(&cfg).unwrap().is_none());
     }
+
+    /// The Nix-built runners' control port (vms/control.nix, not in the package's sources) is the
+    /// one the host connects to and the guest serves, and its executor is `sshlab guest-control`.
+    #[test]
+    fn the_nix_runners_control_port_is_the_hosts() {
+        let nix = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vms/control.nix"),
+        )
+        .expect("vms/control.nix");
+        let (socket, port) = (vm::control::SOCKET, vm::control::PORT);
+        assert!(nix.contains(&format!("path={socket},")), "socket {socket}");
+        assert!(nix.contains(&format!("name={port}\"")), "port {port}");
+        assert!(nix.contains("\"guest-control\""), "executor");
+    }
 }

@@ -7,12 +7,17 @@
 //!   added once per round trip);
 //! - 2323 loses 5% ± 2% of 4,000 UDP probes (why UDP: see the script), and the unshaped 2222
 //!   loses under 0.5% of the same probe (the control);
-//! - `netem show` reports every profile ok, on the target's TAP and on the shaped veth;
+//! - `netem show` reports every profile ok, on the target's TAP and on the shaped veth; with a
+//!   profile shaped both ways, the MCP VM's TAP holds its netem on source ports, and applying
+//!   the one-way profiles again removes it;
 //! - the lab itself, with mcp-ssh-server and sshlab-agent passed into the guest: `sshlab run
 //!   latency_test 5 2 --rate 2` on the netns backend, whose `vm up` shapes the target's veth
 //!   with real netem, covers 2222 and the five netem ports that take its password login (not
-//!   2323 key-only, 2326 deny-all), and 2322's p50 latency exceeds 2222's by at least 90 ms
-//!   (every SSH round trip towards 2322 waits 100 ms). It needs *release* builds of those two
+//!   2323 key-only, 2326 deny-all), with 2322 shaped both ways (`both_ways`): 2327's p50 (100 ms
+//!   ± 30 ms one way) exceeds 2222's by at least 70 ms, and 2322's (100 ms ± 10 ms each way)
+//!   exceeds 2222's by at least 180 ms and 2327's by at least 100 ms (measured one way: two SSH
+//!   round trips of +100 ms each per call). It needs *release* builds
+//!   of mcp-ssh-server and sshlab-agent
 //!   ([`release_bins`]): under TCG a debug build answers one command in ~4.7 s even at 1/s, so
 //!   no delay shows; release answers in ~0.2 s. And 2/s, not the scenario's 10/s, which the
 //!   emulated guest cannot serve: queueing would hide the delay. Without fresh release builds
@@ -153,6 +158,7 @@ mod tests {
 
         assert_show_ok(&out.stdout, "default", 7);
         assert_show_ok(&out.stdout, "tgt0", 7);
+        assert_both_ways(&out.stdout);
         assert_more_netem(&out.stdout);
 
         let base = field(&result(&out.stdout, "connect 2222 "), "median_ms");
@@ -278,16 +284,57 @@ mod tests {
              2326 deny-all): {s:?}"
         );
         let base = result(stdout, "lab-port 2222 ");
-        let slow = result(stdout, "lab-port 2322 ");
-        assert!(field(&base, "requests") > 0.0 && field(&slow, "requests") > 0.0);
-        let (b, d) = (field(&base, "p50_ms"), field(&slow, "p50_ms"));
+        let both = result(stdout, "lab-port 2322 ");
+        let one = result(stdout, "lab-port 2327 ");
+        assert!(field(&base, "requests") > 0.0 && field(&both, "requests") > 0.0);
+        let (b, d, o) = (
+            field(&base, "p50_ms"),
+            field(&both, "p50_ms"),
+            field(&one, "p50_ms"),
+        );
+        // 2327: 100 ms ± 30 ms one way; 2322: 100 ms ± 10 ms both ways, so every SSH round trip
+        // towards it waits twice: its added latency is about twice 2327's (a call makes two
+        // round trips: +200 ms one way, +400 ms both).
         assert!(
-            d - b >= 90.0,
-            "latency_test: 2322's p50 ({d:.1} ms) should exceed 2222's ({b:.1} ms) by >= 90 ms"
+            o - b >= 70.0,
+            "latency_test: 2327's p50 ({o:.1} ms) should exceed 2222's ({b:.1} ms) by >= 70 ms"
+        );
+        assert!(
+            d - b >= 180.0 && d - o >= 100.0,
+            "latency_test: 2322, shaped both ways, p50 {d:.1} ms: it should exceed 2222's \
+             ({b:.1} ms) by >= 180 ms and 2327's one way ({o:.1} ms) by >= 100 ms"
         );
         eprintln!(
-            "netem_vm lab: latency_test p50 2222 {b:.1} ms, 2322 {d:.1} ms (+{:.1} ms)",
-            d - b
+            "netem_vm lab: latency_test p50 2222 {b:.1} ms, 2322 (both ways) {d:.1} ms \
+             (+{:.1} ms), 2327 (one way) {o:.1} ms (+{:.1} ms)",
+            d - b,
+            o - b
+        );
+    }
+
+    /// The lab's shaping with a profile shaped both ways: the target's TAP as ever, and the
+    /// MCP VM's with that profile alone, matching source ports; gone again when the profiles
+    /// no longer ask for it.
+    fn assert_both_ways(stdout: &str) {
+        assert_show_ok(stdout, "both", 7);
+        let json = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT show both "))
+            .expect("netem show of the both-ways lab");
+        let state: Value = serde_json::from_str(json).expect("netem show --json");
+        let back = &state["back"];
+        assert_eq!(back["dev"], "sshtap1", "{state}");
+        assert_eq!(back["port_match"], "sport", "{state}");
+        assert_eq!(back["ready"], true, "{state}");
+        let rows = back["rows"].as_array().expect("back rows");
+        assert_eq!(rows.len(), 1, "{state}");
+        assert_eq!(rows[0]["want"]["port"], 2322, "{state}");
+        assert_eq!(rows[0]["ok"], true, "{state}");
+        let cleared = result(stdout, "back-cleared ");
+        assert_eq!(
+            field(&cleared, "netem_left"),
+            0.0,
+            "the way back stayed shaped after the one-way profiles were applied"
         );
     }
 }

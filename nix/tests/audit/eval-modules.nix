@@ -20,4 +20,8 @@ in
         name = "microvm-${name}";
         value = settings (import ../../../vms/microvm.nix {inherit name;});
       })
-      lab.vmNames))
+      lab.vmNames)
+    // builtins.listToAttrs (map (name: {
+      name = "control-${name}";
+      value = settings ((import ../../../vms/control.nix).module {inherit name;});
+    }) ["mcp" "target"]))

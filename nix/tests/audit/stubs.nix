@@ -55,6 +55,10 @@ let
       if c
       then [x]
       else [];
+    optionals = c: xs:
+      if c
+      then xs
+      else [];
     optionalString = c: s:
       if c
       then s
@@ -79,7 +83,10 @@ let
   sshlab = stubPkg "sshlab";
   args = {
     inherit lib pkgs;
-    config.sshlab.package = sshlab;
+    config = {
+      sshlab.package = sshlab;
+      systemd.package = pkgs.systemd;
+    };
   };
   # A module's own settings: `config` if it uses the long form, else everything but imports.
   settings = m: let

@@ -18,12 +18,14 @@
 //! qdisc kind is unknown"): that becomes one [`Error::MissingModule`] naming the module.
 
 pub mod dist;
+pub mod lab;
 pub mod sock;
 pub mod tc;
 
 use std::fmt;
 
 use serde::Serialize;
+use sshlab_core::netem::NetemProfile;
 use sshlab_core::{NetemProfiles, Topology, topology::TARGET_VM};
 
 use crate::net::ifname;
@@ -48,6 +50,12 @@ pub enum Error {
     /// No target VM in the topology to take the default device from.
     #[error("No vm {TARGET_VM:?} in the topology: pass --dev")]
     NoTarget,
+    /// No MCP VM in the topology, whose link the way back is shaped on.
+    #[error(
+        "No vm {:?} in the topology: the profiles shaped both ways need its link",
+        sshlab_core::topology::MCP_VM
+    )]
+    NoMcp,
     /// More profiles than prio has bands.
     #[error("{count} netem profiles, but prio has room for {max}")]
     TooManyProfiles {
@@ -178,7 +186,8 @@ pub struct NetemPlan {
 }
 
 impl NetemPlan {
-    /// From the config: `dev` defaults to the target VM's TAP, `port_match` to dport.
+    /// From the config: `dev` defaults to the target VM's TAP, `port_match` to dport. Every
+    /// profile, one way (see [`lab`] for the lab's both ways).
     pub fn new(
         topology: &Topology,
         profiles: &NetemProfiles,
@@ -189,16 +198,38 @@ impl NetemPlan {
             Some(d) => d.to_owned(),
             None => topology.vm(TARGET_VM).ok_or(Error::NoTarget)?.tap.clone(),
         };
+        Self::of(
+            dev,
+            port_match.unwrap_or(PortMatch::Dport),
+            profiles.profiles.iter().collect(),
+        )
+    }
+
+    /// The other way of a lab shaped one way: only the profiles shaped both ways
+    /// (`both_ways`), on `dev`, matching `port_match`. No class when none is.
+    pub fn both_ways(
+        profiles: &NetemProfiles,
+        dev: &str,
+        port_match: PortMatch,
+    ) -> Result<Self, Error> {
+        Self::of(
+            dev.to_owned(),
+            port_match,
+            profiles.profiles.iter().filter(|p| p.both_ways).collect(),
+        )
+    }
+
+    fn of(dev: String, port_match: PortMatch, profiles: Vec<&NetemProfile>) -> Result<Self, Error> {
         ifname::validate(&dev)?;
         let max = MAX_BANDS - DEFAULT_BANDS;
-        if profiles.profiles.len() > usize::from(max) {
+        if profiles.len() > usize::from(max) {
             return Err(Error::TooManyProfiles {
-                count: profiles.profiles.len(),
+                count: profiles.len(),
                 max,
             });
         }
         let classes = (0u16..)
-            .zip(&profiles.profiles)
+            .zip(profiles)
             .map(|(i, p)| Class {
                 port: p.port,
                 base: p.base,
@@ -221,7 +252,7 @@ impl NetemPlan {
             .collect();
         Ok(Self {
             dev,
-            port_match: port_match.unwrap_or(PortMatch::Dport),
+            port_match,
             classes,
         })
     }
@@ -247,8 +278,12 @@ pub struct NetemState {
     pub rows: Vec<Row>,
     /// Filters and netem qdiscs under the root that no profile asks for.
     pub extra: Vec<String>,
-    /// Everything matches the plan, and nothing else is there.
+    /// Everything matches the plan, and nothing else is there (`back` included).
     pub ready: bool,
+    /// The lab's way back (`netem show` without `--dev`, when a profile is shaped both ways
+    /// or an earlier one left its qdiscs there): the MCP VM's link, source ports ([`lab`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back: Option<Box<NetemState>>,
 }
 
 /// One profile, as found.
@@ -426,6 +461,7 @@ fn state(tc: &mut Tc, index: i32, plan: &NetemPlan) -> Result<NetemState, Error>
         rows,
         extra,
         ready,
+        back: None,
     })
 }
 
@@ -645,10 +681,17 @@ impl fmt::Display for NetemState {
             if self.ours { " (sshlab)" } else { "" },
             self.port_match.as_str()
         )?;
-        writeln!(
-            f,
-            "shaped: this device's egress only, so each delay is added once per round trip"
-        )?;
+        match &self.back {
+            Some(_) => writeln!(
+                f,
+                "shaped: this device's egress, and the profiles shaped both ways on the way \
+                 back too (below)"
+            )?,
+            None => writeln!(
+                f,
+                "shaped: this device's egress only, so each delay is added once per round trip"
+            )?,
+        }
         writeln!(
             f,
             "{:<6} {:<6} {:<26} {:<26} {:<7} state",
@@ -685,6 +728,10 @@ impl fmt::Display for NetemState {
                 f,
                 "{jitter} profile(s) with jitter and no rate_kbit: their packets get reordered"
             )?;
+        }
+        if let Some(back) = &self.back {
+            writeln!(f, "back (the target's replies):")?;
+            writeln!(f, "{back}")?;
         }
         write!(
             f,

@@ -103,6 +103,16 @@ pub enum PortMatch {
     Dport,
 }
 
+impl PortMatch {
+    /// The other one: the port a reply carries where its request carried this one.
+    pub fn opposite(self) -> Self {
+        match self {
+            Self::Sport => Self::Dport,
+            Self::Dport => Self::Sport,
+        }
+    }
+}
+
 /// Milliseconds to psched ticks (64 ns), saturating like `tc`.
 fn ms_to_ticks(ms: u32) -> u32 {
     let ticks = u64::from(ms) * 1_000_000 / 64;

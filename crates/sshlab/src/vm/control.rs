@@ -1,13 +1,17 @@
-//! The host's fault commands into a qemu-backend guest, and the guest's side of them.
+//! The host's fault commands into a guest (qemu and microvm backends), and the guest's side.
 //!
 //! The channel is a virtio serial port, [`PORT`], that qemu connects to a unix socket in the
-//! VM's work directory ([`SOCKET`], root's, 0700), as the NixOS test driver's shell is: nothing
-//! crosses the lab network, so a partition fault cannot cut it and the Agent VM cannot reach
-//! it. The host connects, writes one [`Command`] as a JSON line and reads one [`Reply`] line.
-//! The guest's init ([`serve`]) executes each with the same code the netns backend runs on the
-//! host: an sshd killed with its sessions and kept down by its supervisor's flag, the MCP
-//! server killed and started again (the init does not take that exit for the role's end), and
-//! netem re-applied to the guest's own NIC.
+//! hypervisor's working directory ([`host_socket`]), as the NixOS test driver's shell is:
+//! nothing crosses the lab network, so a partition fault cannot cut it and the Agent VM cannot
+//! reach it. The host connects, writes one [`Request`] as a JSON line and reads one [`Reply`]
+//! line. Two executors serve the port in a guest ([`Executor`]):
+//! - `sshlab guest`, the init of the qemu backend's guests and of `sshlab vm runners`' ones,
+//!   with the same code the netns backend runs on the host: an sshd killed with its sessions
+//!   and kept down by its supervisor's flag, the MCP server killed and started again (the init
+//!   does not take that exit for the role's end), and netem re-applied to the guest's own NIC;
+//! - `sshlab guest-control` in a NixOS microVM (vms/control.nix), whose roles are systemd
+//!   units: the unit's whole cgroup SIGKILLed and the unit stopped (so its `Restart=` does not
+//!   bring it back), then started again.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -21,12 +25,24 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sshlab_core::{NetemProfiles, Topology};
 
+use super::Backend;
 use super::roles::Bins;
 
 /// The virtio port's name in the guest.
 pub const PORT: &str = "sshlab.control";
-/// The socket's name in the VM's qemu work directory on the host.
+/// The socket's name in the hypervisor's working directory on the host (vms/control.nix names
+/// it too: microvm.nix's qemu runs in the runner's working directory).
 pub const SOCKET: &str = "control.sock";
+
+/// Where VM `vm`'s control socket is on the host: its hypervisor's working directory under the
+/// lab's runtime directory (`qemu/<vm>` or `microvm/<vm>`). The netns backend has none.
+pub fn host_socket(runtime: &Path, backend: Backend, vm: &str) -> Option<PathBuf> {
+    match backend {
+        Backend::Qemu => Some(runtime.join("qemu").join(vm).join(SOCKET)),
+        Backend::Microvm => Some(runtime.join("microvm").join(vm).join(SOCKET)),
+        Backend::Netns => None,
+    }
+}
 
 /// One request: a command and its number, which the reply repeats (a reply the host gave up
 /// waiting for must not be taken for the next command's).
@@ -57,7 +73,8 @@ pub enum Command {
     McpKill,
     /// Start it again, as the guest first did.
     McpStart,
-    /// Apply these profiles to the target's own NIC (source ports).
+    /// Apply these profiles to the guest's own NIC: the target's every one (source ports),
+    /// the MCP guest's those shaped both ways (destination ports).
     Netem {
         /// The profiles.
         profiles: NetemProfiles,
@@ -202,40 +219,174 @@ pub struct Guest {
     pub ifname: String,
 }
 
-/// Guest: serves [`PORT`] on a thread of its own, for as long as the guest runs. A guest
+/// A NixOS microVM's roles, as systemd units (`sshlab guest-control`'s flags, which
+/// vms/control.nix sets from nix/lib/lab.nix and the role modules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Units {
+    /// The VM.
+    pub vm: String,
+    /// systemctl (the guest's systemd's own).
+    pub systemctl: PathBuf,
+    /// Each target sshd's unit, by base port.
+    pub sshd: Vec<(u16, String)>,
+    /// mcp-ssh-server's unit.
+    pub mcp: Option<String>,
+}
+
+impl Units {
+    /// The systemctl invocations that carry out `cmd`, in order. A kill is SIGKILL to every
+    /// process of the unit's cgroup (an sshd's sessions are in it: the target's PAM stack has
+    /// no pam_systemd), as a crash would, then a stop: the unit's `Restart=` would otherwise
+    /// bring it back within a second. The stop finds it dead, or restarted and then stops it.
+    pub fn plan(&self, cmd: &Command) -> anyhow::Result<Vec<Vec<String>>> {
+        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let sshd = |base: u16| {
+            self.sshd
+                .iter()
+                .find(|(b, _)| *b == base)
+                .map(|(_, u)| u.as_str())
+                .with_context(|| format!("VM {}: no sshd unit for port {base}", self.vm))
+        };
+        let mcp = || {
+            self.mcp
+                .as_deref()
+                .with_context(|| format!("VM {}: no mcp-ssh-server unit", self.vm))
+        };
+        let kill = |unit: &str| {
+            vec![
+                argv(&["kill", "--signal=SIGKILL", unit]),
+                argv(&["stop", unit]),
+            ]
+        };
+        // `reset-failed` first: a unit that failed to restart too often refuses `start`.
+        let start = |unit: &str| vec![argv(&["reset-failed", unit]), argv(&["start", unit])];
+        Ok(match cmd {
+            Command::SshdKill { base } => kill(sshd(*base)?),
+            Command::SshdBack { base } => start(sshd(*base)?),
+            Command::McpKill => kill(mcp()?),
+            Command::McpStart => start(mcp()?),
+            Command::Netem { .. } => bail!(
+                "VM {}: netem is shaped on the host's TAP on the microvm backend, not in the \
+                 guest",
+                self.vm
+            ),
+        })
+    }
+
+    fn execute(&self, cmd: &Command) -> anyhow::Result<()> {
+        for args in self.plan(cmd)? {
+            let out = std::process::Command::new(&self.systemctl)
+                .args(&args)
+                .output()
+                .with_context(|| format!("cannot run {}", self.systemctl.display()))?;
+            // A failed `reset-failed` (nothing failed) changes nothing; anything else is said.
+            if !out.status.success() && args[0] != "reset-failed" {
+                bail!(
+                    "systemctl {} exited {}: {}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who carries out the host's commands in a guest.
+#[derive(Debug)]
+pub enum Executor {
+    /// `sshlab guest`: the init of the qemu backend's guests (and of `sshlab vm runners`'),
+    /// which runs the role itself.
+    Init(Guest),
+    /// `sshlab guest-control` in a NixOS microVM, whose roles are systemd units.
+    Systemd(Units),
+}
+
+impl Executor {
+    fn vm(&self) -> &str {
+        match self {
+            Self::Init(g) => &g.vm,
+            Self::Systemd(u) => &u.vm,
+        }
+    }
+
+    fn execute(&self, cmd: &Command) -> anyhow::Result<()> {
+        match self {
+            Self::Init(g) => execute(g, cmd),
+            Self::Systemd(u) => u.execute(cmd),
+        }
+    }
+}
+
+/// How long a guest waits for its control port to appear.
+const PORT_WAIT: Duration = Duration::from_secs(15);
+
+/// The guest's control port's device, once it appears (within [`PORT_WAIT`]).
+fn find_port() -> Option<PathBuf> {
+    let _ = std::process::Command::new("modprobe")
+        .arg("virtio_console")
+        .status();
+    let deadline = Instant::now() + PORT_WAIT;
+    loop {
+        match super::guest::virtio_port(Path::new("/sys/class/virtio-ports"), PORT) {
+            Some(dev) => return Some(Path::new("/dev").join(dev)),
+            None if Instant::now() >= deadline => return None,
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Serves the port at `port` for ever.
+fn serve_port(x: &Executor, port: &Path) -> ! {
+    loop {
+        if let Err(e) = session(x, port) {
+            eprintln!("sshlab guest {}: control port: {e:#}", x.vm());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Guest init: serves [`PORT`] on a thread of its own, for as long as the guest runs. A guest
 /// without the port (a kernel without virtio_console) goes on without it, saying so: its role
 /// matters more than the faults, which then fail with "no answer".
 pub fn serve(g: Guest) {
     std::thread::spawn(move || {
-        let _ = std::process::Command::new("modprobe")
-            .arg("virtio_console")
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let port = loop {
-            match super::guest::virtio_port(Path::new("/sys/class/virtio-ports"), PORT) {
-                Some(dev) => break Path::new("/dev").join(dev),
-                None if Instant::now() >= deadline => {
-                    eprintln!(
-                        "sshlab guest {}: no virtio port {PORT}: faults inside this guest \
-                         cannot run",
-                        g.vm
-                    );
-                    return;
-                }
-                None => std::thread::sleep(Duration::from_millis(200)),
-            }
-        };
-        loop {
-            if let Err(e) = session(&g, &port) {
-                eprintln!("sshlab guest {}: control port: {e:#}", g.vm);
-                std::thread::sleep(Duration::from_millis(500));
-            }
+        let x = Executor::Init(g);
+        match find_port() {
+            Some(port) => serve_port(&x, &port),
+            None => eprintln!(
+                "sshlab guest {}: no virtio port {PORT}: faults inside this guest cannot run",
+                x.vm()
+            ),
         }
     });
 }
 
+/// `sshlab guest-control`: serves [`PORT`] for a NixOS guest's systemd units; returns only
+/// when the port never appears (a VM started without it: the service fails, saying so).
+pub fn serve_units(units: Units) -> anyhow::Result<()> {
+    let x = Executor::Systemd(units);
+    match find_port() {
+        Some(port) => {
+            println!(
+                "sshlab guest-control {}: serving {}",
+                x.vm(),
+                port.display()
+            );
+            serve_port(&x, &port)
+        }
+        None => bail!(
+            "VM {}: no virtio port {PORT} within {} s: this VM was started without the \
+             control port (vms/control.nix adds it to microvm.nix's qemu)",
+            x.vm(),
+            PORT_WAIT.as_secs()
+        ),
+    }
+}
+
 /// Reads commands until the port reports the host gone.
-fn session(g: &Guest, port: &Path) -> anyhow::Result<()> {
+fn session(x: &Executor, port: &Path) -> anyhow::Result<()> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -254,7 +405,7 @@ fn session(g: &Guest, port: &Path) -> anyhow::Result<()> {
             continue;
         }
         let reply = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => match execute(g, &req.command) {
+            Ok(req) => match x.execute(&req.command) {
                 Ok(()) => Reply {
                     id: req.id,
                     ok: true,
@@ -279,14 +430,15 @@ fn session(g: &Guest, port: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// [`Executor::Init`]'s commands.
 fn execute(g: &Guest, cmd: &Command) -> anyhow::Result<()> {
     match (g.vm.as_str(), cmd) {
         ("target", Command::SshdKill { base }) => {
             super::faults::kill_sshd(&g.target_dir, g.role.id(), *base)
         }
         ("target", Command::SshdBack { base }) => super::faults::allow_sshd(&g.target_dir, *base),
-        ("target", Command::Netem { profiles }) => {
-            let (applied, what) = super::guest::shape_own_nic(&g.topology, profiles, &g.ifname);
+        (vm @ ("target" | "mcp"), Command::Netem { profiles }) => {
+            let (applied, what) = super::guest::shape_own_nic(&g.topology, profiles, &g.ifname, vm);
             match applied {
                 true => Ok(()),
                 false => bail!("{what}"),
@@ -326,6 +478,68 @@ mod tests {
             r#"{"id":8,"op":"mcp-start"}"#
         );
         assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"reboot"}"#).is_err());
+    }
+
+    /// A NixOS guest's units: the whole cgroup killed then stopped, started after a
+    /// reset-failed; what the VM has no unit for is refused, and so is netem (the host's).
+    #[test]
+    fn systemd_units_are_killed_stopped_and_started() {
+        let units = |vm: &str| Units {
+            vm: vm.into(),
+            systemctl: "/run/current-system/sw/bin/systemctl".into(),
+            sshd: vec![(2222, "sshd-standard.service".into())],
+            mcp: (vm == "mcp").then(|| "mcp-ssh-server.service".into()),
+        };
+        let words =
+            |plan: Vec<Vec<String>>| plan.into_iter().map(|a| a.join(" ")).collect::<Vec<_>>();
+        let target = units("target");
+        assert_eq!(
+            words(
+                target
+                    .plan(&Command::SshdKill { base: 2222 })
+                    .expect("plan")
+            ),
+            [
+                "kill --signal=SIGKILL sshd-standard.service",
+                "stop sshd-standard.service"
+            ]
+        );
+        assert_eq!(
+            words(
+                target
+                    .plan(&Command::SshdBack { base: 2222 })
+                    .expect("plan")
+            ),
+            [
+                "reset-failed sshd-standard.service",
+                "start sshd-standard.service"
+            ]
+        );
+        let e = target.plan(&Command::SshdKill { base: 2223 }).unwrap_err();
+        assert!(e.to_string().contains("no sshd unit for port 2223"), "{e}");
+        let e = target.plan(&Command::McpKill).unwrap_err();
+        assert!(e.to_string().contains("no mcp-ssh-server unit"), "{e}");
+        let e = target
+            .plan(&Command::Netem {
+                profiles: NetemProfiles { profiles: vec![] },
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("host's TAP"), "{e}");
+        let mcp = units("mcp");
+        assert_eq!(
+            words(mcp.plan(&Command::McpKill).expect("plan")),
+            [
+                "kill --signal=SIGKILL mcp-ssh-server.service",
+                "stop mcp-ssh-server.service"
+            ]
+        );
+        assert_eq!(
+            words(mcp.plan(&Command::McpStart).expect("plan")),
+            [
+                "reset-failed mcp-ssh-server.service",
+                "start mcp-ssh-server.service"
+            ]
+        );
     }
 
     /// A role a fault kills is not the role's end; its replacement's exit is.

@@ -8,9 +8,9 @@
 //! [`Injector::revert_all`]) and when the injector is dropped on any error path. Reverting is
 //! idempotent, so a fault is never undone twice.
 //!
-//! What each kind does, on the netns backend. On qemu the guests do the same on the host's
-//! command ([`super::control`], their control ports): sshd-kill, mcp-restart and netem. On
-//! microvm (whose runners give the host no way in) only partition and mcp-pause run.
+//! What each kind does, on the netns backend. On qemu and microvm the guests do the same on the
+//! host's command ([`super::control`], their control ports): sshd-kill, mcp-restart, and netem
+//! when it is shaped in the qemu target guest (microvm's is on the host's TAP, as netns' is).
 //! - `sshd-kill:PORT`: makes the target's down flag for that sshd (its supervisor loop then
 //!   does not restart it), SIGKILLs the listener and every process under it (the sessions it
 //!   serves), as a crash would; at the end removes the flag and waits until the port accepts
@@ -27,7 +27,7 @@
 //!   target's link, and the lab's own profiles again at the end (on qemu, in the target guest
 //!   on its own NIC). Needs the lab's netem applied.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -56,29 +56,41 @@ pub struct Planned {
 
 /// Checks a run's faults against the running lab before anything starts: targets that exist,
 /// kinds the backend can execute, no two faults on one target at once, every fault over
-/// within `run_s`.
+/// within `run_s`. `runtime` is the lab's runtime directory (where the guests' control
+/// sockets are).
 pub fn plan(
     specs: &[FaultSpec],
     topology: &Topology,
     state: &State,
+    runtime: &Path,
     run_s: f64,
 ) -> anyhow::Result<Vec<Planned>> {
     check_overlaps(specs)?;
     let mut out = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let resolved = spec.resolve(topology, run_s)?;
-        // The netns backend's processes and links are the host's; the qemu backend's guests
-        // take commands on their control port; the microvm backend's runners offer neither.
-        let unreachable = state.backend == Backend::Microvm;
+        // The netns backend's processes and links are the host's; the qemu and microvm
+        // backends' guests take commands on their control ports, which a microvm runner built
+        // without one (vms/control.nix) lacks.
+        let inside = match spec.kind {
+            FaultKind::SshdKill => Some("target"),
+            FaultKind::McpRestart => Some("mcp"),
+            _ => None,
+        };
+        if let Some(vm) = inside
+            && state.backend == Backend::Microvm
+            && let Some(socket) = control::host_socket(runtime, state.backend, vm)
+            && !socket.exists()
+        {
+            bail!(
+                "fault `{spec}`: VM {vm}'s microvm runner offers no control port ({} is \
+                 missing): the host cannot reach inside it. Runners built from this flake \
+                 (vms/control.nix) and by `sshlab vm runners` have one; rebuild older ones \
+                 (partition and mcp-pause work without it)",
+                socket.display()
+            );
+        }
         match spec.kind {
-            FaultKind::SshdKill | FaultKind::McpRestart | FaultKind::Netem if unreachable => {
-                bail!(
-                    "fault `{spec}`: {} runs on the netns and qemu backends; the microvm \
-                     backend's runners give the host no control channel into their guests \
-                     (partition and mcp-pause work on every backend)",
-                    spec.kind
-                )
-            }
             FaultKind::Netem if !state.netem.applied => bail!(
                 "fault `{spec}`: the lab's netem is not applied ({}), so there is no profile to \
                  change",
@@ -249,10 +261,11 @@ impl Drop for Injector {
 /// Executes `p`'s fault.
 fn begin(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
     let state = State::load(cfg)?.context("the lab is not up")?;
-    if state.backend == Backend::Qemu
-        && let Some((vm, cmd)) = guest_command(cfg, topology, &state, p, true)?
-    {
-        return in_guest(cfg, topology, vm, &cmd);
+    if state.backend != Backend::Netns {
+        let commands = guest_commands(cfg, topology, &state, p, true)?;
+        if !commands.is_empty() {
+            return in_guests(cfg, topology, state.backend, &commands);
+        }
     }
     match (&p.resolved, p.spec.kind) {
         (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => sshd_kill(cfg, &state, *base),
@@ -270,10 +283,11 @@ fn begin(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()>
 /// Reverts `p`'s fault; idempotent.
 fn end(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
     let state = State::load(cfg)?.context("the lab is not up")?;
-    if state.backend == Backend::Qemu
-        && let Some((vm, cmd)) = guest_command(cfg, topology, &state, p, false)?
-    {
-        return in_guest(cfg, topology, vm, &cmd);
+    if state.backend != Backend::Netns {
+        let commands = guest_commands(cfg, topology, &state, p, false)?;
+        if !commands.is_empty() {
+            return in_guests(cfg, topology, state.backend, &commands);
+        }
     }
     match (&p.resolved, p.spec.kind) {
         (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => sshd_back(cfg, topology, *base),
@@ -285,32 +299,32 @@ fn end(cfg: &VmConfig, topology: &Topology, p: &Planned) -> anyhow::Result<()> {
     }
 }
 
-/// What a qemu guest must do to start (`begin`) or end `p`'s fault, and which guest: the
-/// faults whose processes or qdiscs are inside the guests. `None`: the host does it itself
-/// (partition, mcp-pause, and netem when it is on the host's TAP).
-fn guest_command(
+/// What the guests must do to start (`begin`) or end `p`'s fault, and which guests: the
+/// faults whose processes or qdiscs are inside them. Empty: the host does it itself
+/// (partition, mcp-pause, and netem when it is on the host's links).
+fn guest_commands(
     cfg: &VmConfig,
     topology: &Topology,
     state: &State,
     p: &Planned,
     begin: bool,
-) -> anyhow::Result<Option<(&'static str, control::Command)>> {
+) -> anyhow::Result<Vec<(&'static str, control::Command)>> {
     use control::Command as C;
     Ok(match (&p.resolved, p.spec.kind) {
-        (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => Some((
+        (Resolved::Sshd { base, .. }, FaultKind::SshdKill) => vec![(
             "target",
             match begin {
                 true => C::SshdKill { base: *base },
                 false => C::SshdBack { base: *base },
             },
-        )),
-        (Resolved::Vm(_), FaultKind::McpRestart) => Some((
+        )],
+        (Resolved::Vm(_), FaultKind::McpRestart) => vec![(
             "mcp",
             match begin {
                 true => C::McpKill,
                 false => C::McpStart,
             },
-        )),
+        )],
         (Resolved::Sshd { port, .. }, FaultKind::Netem) if state.netem.in_guest => {
             let own = cfg
                 .netem
@@ -325,21 +339,46 @@ fn guest_command(
                 ),
                 false => own,
             };
-            Some(("target", C::Netem { profiles }))
+            // The MCP guest shapes the other way of the profiles shaped both ways.
+            let mut commands = vec![(
+                "target",
+                C::Netem {
+                    profiles: profiles.clone(),
+                },
+            )];
+            if !state.netem.back_ports.is_empty() {
+                commands.push(("mcp", C::Netem { profiles }));
+            }
+            commands
         }
-        _ => None,
+        _ => Vec::new(),
     })
 }
 
-/// Sends `cmd` to the qemu guest `vm`, then waits for what it restores: the sshd's ports, or
-/// the MCP server's `/health`.
+/// Sends each command to its guest, in order.
+fn in_guests(
+    cfg: &VmConfig,
+    topology: &Topology,
+    backend: Backend,
+    commands: &[(&str, control::Command)],
+) -> anyhow::Result<()> {
+    for (vm, cmd) in commands {
+        in_guest(cfg, topology, backend, vm, cmd)?;
+    }
+    Ok(())
+}
+
+/// Sends `cmd` to the guest `vm`, then waits for what it restores: the sshd's ports, or the
+/// MCP server's `/health`.
 fn in_guest(
     cfg: &VmConfig,
     topology: &Topology,
+    backend: Backend,
     vm: &str,
     cmd: &control::Command,
 ) -> anyhow::Result<()> {
-    let socket = cfg.runtime.join("qemu").join(vm).join(control::SOCKET);
+    let socket = control::host_socket(&cfg.runtime, backend, vm)
+        .with_context(|| format!("the {} backend has no control ports", backend.as_str()))?;
     control::send(&socket, cmd, RESTORE_WAIT)?;
     match cmd {
         control::Command::SshdBack { base } => sshd_listening(topology, *base),
@@ -602,9 +641,13 @@ fn with_change(
         .into_iter()
         .find(|t| t.base == port || t.netem == port)
         .map_or(port, |t| t.base);
-    let fault = c.to_profile(base, port);
+    let mut fault = c.to_profile(base, port);
     match profiles.profiles.iter_mut().find(|p| p.port == port) {
-        Some(p) => *p = fault,
+        // A port the lab shapes both ways gets the fault's conditions both ways.
+        Some(p) => {
+            fault.both_ways = p.both_ways;
+            *p = fault;
+        }
         None => profiles.profiles.push(fault),
     }
     profiles
@@ -641,20 +684,28 @@ mod tests {
     #[test]
     fn what_a_backend_cannot_do_is_refused_before_anything_starts() {
         let t = lab().topology;
+        let runtime = tempfile::tempdir().expect("tempdir");
+        let rt = runtime.path();
         let netns = state(Backend::Netns, false);
         let ok = plan(
             &specs(&["sshd-kill:2222@2s+3s", "mcp-pause@6s+1s"]),
             &t,
             &netns,
+            rt,
             30.0,
         )
         .expect("netns runs them");
         assert_eq!(ok.len(), 2);
-        let e = plan(&specs(&["netem:2322:delay=50ms@1s+1s"]), &t, &netns, 30.0)
-            .expect_err("no netem here");
+        let e = plan(
+            &specs(&["netem:2322:delay=50ms@1s+1s"]),
+            &t,
+            &netns,
+            rt,
+            30.0,
+        )
+        .expect_err("no netem here");
         assert!(e.to_string().contains("sch_netem missing"), "{e}");
-        // qemu: every kind (the guests take the in-guest ones on their control ports);
-        // microvm: only what the host does itself.
+        // qemu: every kind (the guests take the in-guest ones on their control ports).
         let every = [
             "partition:target@1s+1s",
             "mcp-pause@3s+1s",
@@ -664,23 +715,38 @@ mod tests {
         ];
         let qemu = state(Backend::Qemu, true);
         assert_eq!(
-            plan(&specs(&every), &t, &qemu, 30.0).expect("qemu").len(),
+            plan(&specs(&every), &t, &qemu, rt, 30.0)
+                .expect("qemu")
+                .len(),
             5
         );
+        // microvm: the in-guest kinds need the VM's control socket (netem is the host's).
         let microvm = state(Backend::Microvm, true);
-        for spec in &every[2..] {
-            let e = plan(&specs(&[spec]), &t, &microvm, 30.0).expect_err("microvm");
-            assert!(e.to_string().contains("no control channel"), "{spec}: {e}");
+        for (spec, vm) in [(every[2], "target"), (every[3], "mcp")] {
+            let e = plan(&specs(&[spec]), &t, &microvm, rt, 30.0).expect_err("no socket");
+            assert!(
+                e.to_string().contains("offers no control port"),
+                "{spec}: {e}"
+            );
+            assert!(
+                e.to_string().contains(&format!("microvm/{vm}/")),
+                "{spec}: {e}"
+            );
+        }
+        for vm in ["target", "mcp"] {
+            let socket = control::host_socket(rt, Backend::Microvm, vm).expect("a path");
+            std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+            std::fs::write(&socket, "").expect("socket stand-in");
         }
         assert_eq!(
-            plan(&specs(&every[..2]), &t, &microvm, 30.0)
-                .expect("host")
+            plan(&specs(&every), &t, &microvm, rt, 30.0)
+                .expect("microvm")
                 .len(),
-            2
+            5
         );
-        let e = plan(&specs(&["sshd-kill:9999@1s+1s"]), &t, &netns, 30.0).expect_err("port");
+        let e = plan(&specs(&["sshd-kill:9999@1s+1s"]), &t, &netns, rt, 30.0).expect_err("port");
         assert!(e.to_string().contains("no sshd on port 9999"), "{e}");
-        let e = plan(&specs(&["mcp-pause@25s+10s"]), &t, &netns, 30.0).expect_err("too late");
+        let e = plan(&specs(&["mcp-pause@25s+10s"]), &t, &netns, rt, 30.0).expect_err("too late");
         assert!(e.to_string().contains("after the run's 30.0 s"), "{e}");
     }
 

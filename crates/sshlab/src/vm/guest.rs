@@ -36,7 +36,8 @@ pub struct GuestReport {
     pub ifname: String,
     /// CPUs the guest kernel sees.
     pub cpus: usize,
-    /// Target only: netem applied on the guest's own NIC (`--match sport`), or why not.
+    /// Target (and MCP, for the profiles shaped both ways): netem applied on the guest's own
+    /// NIC, or why not.
     pub netem: Option<String>,
     /// Whether that netem is in place.
     pub netem_applied: bool,
@@ -167,13 +168,21 @@ pub fn run(opts: &GuestOpts, topology: &Topology) -> anyhow::Result<u8> {
             let ports: Vec<u16> = files.ports.iter().flat_map(|(_, b, n)| [*b, *n]).collect();
             wait_ports(ip, &ports, Duration::from_secs(120))?;
             if let Some(profiles) = &opts.netem {
-                let (applied, what) = shape_own_nic(topology, profiles, &ifname);
+                let (applied, what) = shape_own_nic(topology, profiles, &ifname, "target");
                 report.netem_applied = applied;
                 report.netem = Some(what);
             }
             child
         }
-        "mcp" => spawn(roles::mcp_command(&bins, topology)?, &log)?,
+        "mcp" => {
+            // The other way of the profiles shaped both ways: the requests to the target.
+            if let Some(profiles) = &opts.netem {
+                let (applied, what) = shape_own_nic(topology, profiles, &ifname, "mcp");
+                report.netem_applied = applied;
+                report.netem = Some(what);
+            }
+            spawn(roles::mcp_command(&bins, topology)?, &log)?
+        }
         "agent" => spawn(roles::agent_command(&bins, topology, &opts.results)?, &log)?,
         other => bail!("VM {other} has no role"),
     };
@@ -271,26 +280,42 @@ pub fn nic_by_mac(sys_class_net: &Path, mac: &str) -> anyhow::Result<String> {
     )
 }
 
-/// netem on the guest's own NIC, matching source ports (the target's replies): `(applied,
-/// what happened)`. Loads the qdisc modules first (the guest kernel has them as modules).
+/// netem on the guest's own NIC (the qemu backend's guests, when the host kernel lacks the
+/// qdiscs): `(applied, what happened)`. The target shapes its replies (source ports), every
+/// profile; the MCP guest shapes its requests to the target (destination ports), the profiles
+/// shaped both ways only, and clears what it shaped before when there are none. Loads the
+/// qdisc modules first (the guest kernel has them as modules).
 pub(super) fn shape_own_nic(
     topology: &Topology,
     profiles: &NetemProfiles,
     ifname: &str,
+    vm: &str,
 ) -> (bool, String) {
     for m in ["sch_prio", "sch_netem", "cls_u32"] {
         let _ = Command::new("modprobe").arg(m).status();
     }
-    let plan = match NetemPlan::new(topology, profiles, Some(ifname), Some(PortMatch::Sport)) {
+    let plan = match vm {
+        "mcp" => NetemPlan::both_ways(profiles, ifname, PortMatch::Sport.opposite()),
+        _ => NetemPlan::new(topology, profiles, Some(ifname), Some(PortMatch::Sport)),
+    };
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => return (false, format!("netem plan: {e}")),
     };
-    match netem::apply(&plan) {
+    let done = match plan.classes.is_empty() {
+        true => netem::clear(&plan),
+        false => netem::apply(&plan),
+    };
+    match done {
+        Ok(_) if plan.classes.is_empty() => (true, format!("nothing to shape in the {vm} guest")),
         Ok(_) => (
             true,
-            format!("applied in the target guest on {ifname} (match sport)"),
+            format!(
+                "applied in the {vm} guest on {ifname} (match {})",
+                plan.port_match.as_str()
+            ),
         ),
-        Err(e) => (false, format!("not applied in the target guest: {e}")),
+        Err(e) => (false, format!("not applied in the {vm} guest: {e}")),
     }
 }
 

@@ -214,7 +214,8 @@ pub(crate) struct GuestSpec<'a> {
     /// [`super::guest::SHELL_PORT`], which qemu connects to a listening unix socket here.
     pub driver_shell: Option<&'a Path>,
     /// `Some(socket)`: the guest takes the host's fault commands on the virtio port
-    /// [`super::control::PORT`], which qemu connects to a listening unix socket here.
+    /// [`super::control::PORT`], which qemu connects to a listening unix socket here (a
+    /// relative one in qemu's working directory).
     pub control: Option<&'a Path>,
 }
 
@@ -316,7 +317,14 @@ pub(crate) fn vng_args(
         ));
     }
     if let Some(socket) = spec.control {
-        let socket = plain_path("the control socket", socket)?;
+        // Relative for the runners of `sshlab vm runners`: in the runner's working directory.
+        let socket = match socket.to_str() {
+            Some(name) if socket.is_relative() => {
+                plain_name("the control socket", name)?;
+                name.to_owned()
+            }
+            _ => plain_path("the control socket", socket)?,
+        };
         guest.push_str(" --control");
         qemu_opts.push_str(&format!(
             " -chardev socket,id=sshlab-control,path={socket},server=on,wait=off \
@@ -374,6 +382,10 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     // netem: on the host TAP when `net up` put it there, else inside the target guest.
     let host = shaping::observe(topology, cfg.netem.as_ref());
     let netem_in_guest = cfg.netem.is_some() && !host.applied;
+    let both_ways = cfg
+        .netem
+        .as_ref()
+        .is_some_and(|n| n.profiles.iter().any(|p| p.both_ways));
     state.netem = host;
     state.save(cfg)?;
     // A TCG boot of the host's root over 9p takes tens of seconds per guest on 2 cores.
@@ -411,7 +423,8 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             bin_dir: cfg.bin_dir.as_deref(),
             results: &cfg.results,
             unstable_every: cfg.unstable_every,
-            netem_in_guest: netem_in_guest && vm == "target",
+            // The MCP guest shapes the other way of the profiles shaped both ways.
+            netem_in_guest: netem_in_guest && (vm == "target" || (vm == "mcp" && both_ways)),
             share: ResultsShare::NineP,
             driver_shell: cfg.test_driver.then_some(shell.as_path()),
             // The guests whose processes and qdiscs faults act on.
@@ -453,6 +466,30 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
                     report.netem.clone().unwrap_or_else(|| "not applied".into()),
                 )
             };
+            println!("vm up: netem {}", state.netem.describe());
+        }
+        if vm == "mcp" && netem_in_guest && both_ways && state.netem.applied {
+            if report.netem_applied {
+                state.netem.back_ports = cfg
+                    .netem
+                    .iter()
+                    .flat_map(|n| &n.profiles)
+                    .filter(|p| p.both_ways)
+                    .map(|p| p.port)
+                    .collect();
+                state.netem.back_dev = Some(report.ifname.clone());
+            } else {
+                // Half the lab's shaping is no shaping to measure against.
+                state.netem = shaping::LabNetem::off(
+                    &state.netem.dev,
+                    state.netem.ports.clone(),
+                    format!(
+                        "the MCP guest could not shape the way back of the profiles shaped \
+                         both ways: {}",
+                        report.netem.clone().unwrap_or_else(|| "not applied".into())
+                    ),
+                );
+            }
             println!("vm up: netem {}", state.netem.describe());
         }
         println!(

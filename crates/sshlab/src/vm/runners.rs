@@ -16,7 +16,9 @@
 //!   qemu runner: memfd memory, `-chardev socket`, `-device vhost-user-fs-pci`), which the
 //!   guest mounts on the results path;
 //! - `DIR/agent/bin/virtiofsd-run`: virtiofsd on the topology's `[results] host`, with
-//!   microvm.nix's flags. One share, so no supervisord around it.
+//!   microvm.nix's flags. One share, so no supervisord around it;
+//! - the target's and the MCP server's control port ([`super::control`]) on `control.sock` in
+//!   the runner's working directory, as vms/control.nix gives the Nix-built runners.
 //!
 //! The accelerator is chosen once, here ([`super::qemu::detect_accel`]), as Nix fixes a
 //! runner's hypervisor flags at build time.
@@ -187,7 +189,9 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
                 tag: RESULTS_TAG,
             },
             driver_shell: None,
-            control: None,
+            // As vms/control.nix adds to microvm.nix's qemu: the port the host's faults use,
+            // on a socket in the runner's working directory.
+            control: (vm != "agent").then_some(Path::new(super::control::SOCKET)),
         };
         let args: Vec<String> = qemu::vng_args(&spec, topology, vm)?
             .iter()

@@ -1,8 +1,9 @@
 //! netem on the lab's target link, as `vm up` leaves it and `run` and `status` read it.
 //!
 //! On the netns backend `vm up` shapes the host end of the target's veth (it carries the TAP's
-//! name, so the plan is exactly `sshlab net up`'s: [`crate::netem`] with the default device and
-//! destination-port filters). On the microvm backend `sshlab net up` shaped the TAP before the
+//! name, so the plans are exactly `sshlab net up`'s: [`crate::netem::lab`], destination-port
+//! filters toward the target, and source-port ones on the MCP VM's veth for the profiles shaped
+//! both ways). On the microvm backend `sshlab net up` shaped the TAP before the
 //! VMs started; `vm up` only reads back what is there. Either way the outcome goes into the
 //! state file as a [`LabNetem`], because a kernel without `sch_prio`/`sch_netem` (this CI
 //! machine's) must not stop the lab: it comes up unshaped, says why, and `run latency_test`
@@ -12,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 use sshlab_core::{NetemProfiles, Topology};
 
-use crate::netem::{self, NetemPlan};
+use crate::netem;
+use crate::netem::lab::{self, LabPlans};
 
 /// Whether the lab's degraded ports are shaped, recorded in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,11 @@ pub struct LabNetem {
     /// Applied inside the target guest on its own NIC (qemu backend, when the host kernel
     /// lacks the qdiscs), matching source ports; the host cannot re-check it.
     pub in_guest: bool,
+    /// The profiles also shaped the other way (`both_ways`), in file order: on `back_dev`,
+    /// the way back from the target (or, in the guests, the MCP guest's own NIC).
+    pub back_ports: Vec<u16>,
+    /// Where the other way is shaped, when `back_ports` is not empty.
+    pub back_dev: Option<String>,
 }
 
 impl LabNetem {
@@ -43,6 +50,8 @@ impl LabNetem {
             reason: None,
             missing_modules: Vec::new(),
             in_guest: false,
+            back_ports: Vec::new(),
+            back_dev: None,
         }
     }
 
@@ -55,22 +64,49 @@ impl LabNetem {
             reason: Some(reason.into()),
             missing_modules: Vec::new(),
             in_guest: false,
+            back_ports: Vec::new(),
+            back_dev: None,
         }
     }
 
-    /// One line: `applied on sshtap2 (ports 2322..2328)` or `not applied: <reason>`.
+    /// One line: `applied on sshtap2 (ports 2322..2328)` or `not applied: <reason>`, and where
+    /// the profiles shaped both ways are shaped back.
     pub fn describe(&self) -> String {
+        let back = match (&self.back_dev, self.back_ports.is_empty()) {
+            (Some(dev), false) if self.in_guest => format!(
+                "; both ways for {}: also in the MCP guest on its {dev} (match dport)",
+                port_list(&self.back_ports)
+            ),
+            (Some(dev), false) => format!(
+                "; both ways for {}: also back on {dev} (match sport)",
+                port_list(&self.back_ports)
+            ),
+            _ => String::new(),
+        };
         if self.applied && self.in_guest {
             format!(
-                "applied in the target guest on its {} (match sport; ports {})",
+                "applied in the target guest on its {} (match sport; ports {}){back}",
                 self.dev,
                 port_list(&self.ports)
             )
         } else if self.applied {
-            format!("applied on {} (ports {})", self.dev, port_list(&self.ports))
+            format!(
+                "applied on {} (ports {}){back}",
+                self.dev,
+                port_list(&self.ports)
+            )
         } else {
             format!("not applied: {}", self.why())
         }
+    }
+
+    /// `self`, recording that `plans` shape their profiles both ways too.
+    fn with_back(mut self, plans: &LabPlans) -> Self {
+        if plans.shapes_back() {
+            self.back_ports = plans.back.classes.iter().map(|c| c.port).collect();
+            self.back_dev = Some(plans.back.dev.clone());
+        }
+        self
     }
 
     /// The reason, or a placeholder for state files written before it was recorded.
@@ -117,10 +153,6 @@ pub fn port_list(ports: &[u16]) -> String {
     }
 }
 
-fn plan(topology: &Topology, profiles: &NetemProfiles) -> Result<NetemPlan, netem::Error> {
-    NetemPlan::new(topology, profiles, None, None)
-}
-
 fn profile_ports(profiles: &NetemProfiles) -> Vec<u16> {
     profiles.profiles.iter().map(|p| p.port).collect()
 }
@@ -145,10 +177,11 @@ pub fn apply(topology: &Topology, profiles: Option<&NetemProfiles>) -> anyhow::R
             "--no-netem was given",
         ));
     };
-    let plan = plan(topology, profiles)?;
+    let plans = LabPlans::new(topology, profiles)?;
+    let plan = &plans.toward;
     let ports = profile_ports(profiles);
-    match netem::apply(&plan) {
-        Ok(_) => Ok(LabNetem::on(&plan.dev, ports)),
+    match lab::apply(&plans) {
+        Ok(_) => Ok(LabNetem::on(&plan.dev, ports).with_back(&plans)),
         Err(e @ netem::Error::MissingModule { .. }) => {
             // Name every missing module, not just the first one apply tripped on.
             let missing = netem::missing_modules(&plan.dev).unwrap_or_default();
@@ -178,12 +211,13 @@ pub fn observe(topology: &Topology, profiles: Option<&NetemProfiles>) -> LabNete
         return LabNetem::off(&target_dev(topology), Vec::new(), "--no-netem was given");
     };
     let ports = profile_ports(profiles);
-    let plan = match plan(topology, profiles) {
+    let plans = match LabPlans::new(topology, profiles) {
         Ok(p) => p,
         Err(e) => return LabNetem::off(&target_dev(topology), ports, e.to_string()),
     };
-    match netem::show(&plan) {
-        Ok(s) if s.ready => LabNetem::on(&plan.dev, ports),
+    let plan = &plans.toward;
+    match lab::show(&plans) {
+        Ok(s) if s.ready => LabNetem::on(&plan.dev, ports).with_back(&plans),
         Ok(_) => LabNetem::off(
             &plan.dev,
             ports,
@@ -242,6 +276,27 @@ mod tests {
         let n = LabNetem::on("sshtap2", vec![2322, 2323]);
         assert_eq!(n.scenario_ports(2222), (vec![2222, 2322, 2323], None));
         assert_eq!(n.describe(), "applied on sshtap2 (ports 2322..2323)");
+    }
+
+    #[test]
+    fn the_way_back_is_said() {
+        let lab = sshlab_core::Lab::builtin().expect("lab");
+        let mut profiles = lab.netem.clone();
+        profiles.profiles[0].both_ways = true;
+        let plans = LabPlans::new(&lab.topology, &profiles).expect("plans");
+        let n = LabNetem::on("sshtap2", vec![2322, 2323]).with_back(&plans);
+        assert_eq!(n.back_ports, [2322]);
+        assert_eq!(
+            n.describe(),
+            "applied on sshtap2 (ports 2322..2323); both ways for 2322: also back on sshtap1 \
+             (match sport)"
+        );
+        let one_way = LabPlans::new(&lab.topology, &lab.netem).expect("plans");
+        let n = LabNetem::on("sshtap2", vec![2322]).with_back(&one_way);
+        assert_eq!(n.describe(), "applied on sshtap2 (ports 2322)");
+        // State files from before the field read as one way.
+        let old: LabNetem = serde_json::from_str(r#"{"applied":true,"dev":"sshtap2"}"#).unwrap();
+        assert!(old.back_ports.is_empty() && old.back_dev.is_none());
     }
 
     #[test]

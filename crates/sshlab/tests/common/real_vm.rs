@@ -189,3 +189,18 @@ impl DashboardWatch {
         self.thread.join().ok().flatten()
     }
 }
+
+/// Calls that succeeded in summary `s`'s timeline seconds that began more than 2 s after
+/// `t` seconds into the run (after a fault's end, say).
+pub fn succeeded_after(s: &Value, t: f64) -> u64 {
+    s["timeline"]
+        .as_array()
+        .map(|seconds| {
+            seconds
+                .iter()
+                .filter(|i| i["t"].as_f64().is_some_and(|at| at > t + 2.0))
+                .filter_map(|i| i["ok"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}

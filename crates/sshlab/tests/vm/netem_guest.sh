@@ -65,6 +65,19 @@ for dev in default tgt0; do
   $B --lab "$LAB" netem show --netns lab "$@"
   show_result "$dev" "$LAB" "$@"
 done
+# Both ways: a lab root whose 2322 profile is shaped both ways (`both_ways = true`). `netem
+# apply` without --dev shapes the target's TAP (every profile, destination ports) and the MCP
+# VM's TAP for 2322 (source ports: the target's replies); applying the one-way profiles again
+# removes the way back. The lab run below measures it.
+both=$(mktemp -d); mkdir -p "$both/vms" "$both/netem"
+cp "$LAB/vms/topology.toml" "$both/vms/"
+awk '{ print } /^port = 2322$/ { print "both_ways = true" }' "$LAB/netem/profiles.toml" \
+  > "$both/netem/profiles.toml"
+$B --lab "$both" netem apply --netns lab
+$B --lab "$both" netem show --netns lab
+show_result both "$both"
+$B --lab "$LAB" netem apply --netns lab
+echo "RESULT back-cleared netem_left=$(tc -n lab qdisc show dev sshtap1 | grep -c -e netem -e prio)"
 
 ready=$(mktemp)
 ip netns exec target "$PY" -c '
@@ -222,8 +235,8 @@ $B --lab "$LAB" net down --netns lab
 for ns in client target lab; do ip netns del $ns; done
 
 # The whole lab with real netem: `sshlab run latency_test` on the netns backend inside an outer
-# namespace of the guest (`vm up` shapes the target's veth, the job covers 2222 and every netem
-# port), when LAB_BIN_DIR holds mcp-ssh-server and sshlab-agent (release builds: debug ones are
+# namespace of the guest (`vm up` shapes the target's veth, and the MCP VM's for 2322, shaped
+# both ways in $both; the job covers 2222 and every netem port), when LAB_BIN_DIR holds mcp-ssh-server and sshlab-agent (release builds: debug ones are
 # too slow under TCG for any delay to show). 2 commands/s, not the scenario's 10: the emulated
 # guest cannot serve 10, and queueing would hide the delay. One RESULT line per port of
 # the agent's summary.json; the run's own exit status is a RESULT too, so a failed run still
@@ -233,7 +246,7 @@ if [ -n "${LAB_BIN_DIR:-}" ]; then
   res=$(mktemp -d)
   s=$(date +%s%N)
   set +e
-  SSHLAB_BIN_DIR="$LAB_BIN_DIR" $B --lab "$LAB" --netns labrun run latency_test \
+  SSHLAB_BIN_DIR="$LAB_BIN_DIR" $B --lab "$both" --netns labrun run latency_test \
     "${LAB_DURATION:-5}" "${LAB_WORKERS:-2}" --rate "${LAB_RATE:-2}" --results "$res" \
     --ready-timeout 300
   code=$?
@@ -255,4 +268,5 @@ EOF
   ip netns del labrun
   rm -rf "$res"
 fi
+rm -rf "$both"
 echo GUEST-OK
