@@ -719,11 +719,13 @@ fn watch(
         } else {
             API_TIMEOUT
         };
-        clock.sample(ep, timeout);
         deliver(ep, id, &mut unsent, clock, timeout);
         let r = match http::request("GET", ep.agent, &job_path(id), None, timeout) {
             Ok(r) => {
                 unreachable_since = None;
+                // Only an agent that answers is read: one out of reach (a partition) would
+                // hold up the faults that are due by the read's timeout.
+                clock.sample(ep, timeout);
                 r
             }
             Err(e) => {

@@ -80,15 +80,23 @@ pub fn plan(
         if let Some(vm) = inside
             && state.backend == Backend::Microvm
             && let Some(socket) = control::host_socket(runtime, state.backend, vm)
-            && !socket.exists()
         {
-            bail!(
-                "fault `{spec}`: VM {vm}'s microvm runner offers no control port ({} is \
-                 missing): the host cannot reach inside it. Runners built from this flake \
-                 (vms/control.nix) and by `sshlab vm runners` have one; rebuild older ones \
-                 (partition and mcp-pause work without it)",
-                socket.display()
-            );
+            match std::fs::symlink_metadata(&socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "fault `{spec}`: VM {vm}'s microvm runner offers no control port ({} is \
+                     missing): the host cannot reach inside it. Runners built from this flake \
+                     (vms/control.nix) and by `sshlab vm runners` have one; rebuild older ones \
+                     (partition and mcp-pause work without it)",
+                    socket.display()
+                ),
+                // The runner's working directory is its user's alone.
+                Err(e) => bail!(
+                    "fault `{spec}`: cannot reach VM {vm}'s control port {} ({e}): run as the \
+                     user the runners run as (who ran `sudo sshlab vm up`), or as root",
+                    socket.display()
+                ),
+            }
         }
         match spec.kind {
             FaultKind::Netem if !state.netem.applied => bail!(
