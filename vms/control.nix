@@ -14,7 +14,7 @@
 {
   qemuArgs = [
     # microvm.nix 68c9f9c lib/runners/qemu.nix: every lab VM has a share (the store's 9p), so
-    # its devices are PCI; the NixOS test driver's VMs are q35 (PCI) too.
+    # its devices are PCI; the NixOS test driver's VMs (qemu's default machine) have PCI too.
     "-device"
     "virtio-serial-pci,id=sshlab-serial"
     "-chardev"

@@ -14,7 +14,8 @@
 #   through an AuthorizedKeysCommand that sleeps the same time and prints nothing (the key
 #   files still apply). Other instances never sleep.
 # - unstable: a timer restarts `sshd-unstable` (its whole cgroup: sessions too) every `unstableRestartSec`, dropping its
-#   connections (sshd -D alone never restarts itself: the original's Restart=always did nothing).
+#   connections (sshd -D alone never restarts itself: the original's Restart=always did nothing),
+#   except while a fault keeps it down.
 # - key-only: only public keys; the test-only snakeoil key (vms/keys/) is authorised for testuser.
 # - deny-all: no authentication method enabled and `DenyUsers *`.
 {
@@ -222,6 +223,9 @@ in {
         };
         sshd-unstable-restart = {
           description = "Restart the unstable sshd, dropping its connections";
+          # Not while a fault keeps it down (`sshlab guest-control` flags it there,
+          # vms/control.nix; crates/sshlab/src/vm/control.rs DOWN_DIR).
+          unitConfig.ConditionPathExists = "!/run/sshlab-control/down/${unstableUnit}.service";
           serviceConfig = {
             Type = "oneshot";
             ExecStart = "${pkgs.systemd}/bin/systemctl restart ${unstableUnit}.service";

@@ -163,11 +163,11 @@ in {
           record["ended_at"] = clock()
           agent_api("POST", f"/jobs/{test_id}/faults", record)
           deadline = time.monotonic() + 300
-          while (status := agent_api("GET", f"/jobs/{test_id}"))["state"] == "running":
+          while (job_status := agent_api("GET", f"/jobs/{test_id}"))["state"] == "running":
               assert time.monotonic() < deadline, f"job {test_id} still running"
               time.sleep(2)
-          assert status["state"] == "done", status
-          summary = status["summary"]
+          assert job_status["state"] == "done", job_status
+          summary = job_status["summary"]
           fault = summary["faults"][0]
           print(f"sshd-kill: {fault['analysis']['verdict']} (during: {fault['analysis']['during']})")
           begin = fault["started_at"] - summary["run"]["started_at"]
@@ -187,7 +187,8 @@ in {
           assert not late, f"calls still failed after sshd was back at {back:.1f} s: {late}"
           ok_after = sum(i["ok"] for i in summary["timeline"] if i["t"] > back + 1)
           assert ok_after > 0, f"no call succeeded after sshd was back: {summary['timeline']}"
-          print(f"sshd-kill: errors stopped {max(m['last_s'] for m in summary['error_messages']) - back:+.1f} s from sshd's return; recovery_s {fault['analysis'].get('recovery_s')}")
+          last_error = max((m["last_s"] for m in summary["error_messages"]), default=0.0)
+          print(f"sshd-kill: errors stopped {last_error - back:+.1f} s from sshd's return; recovery_s {fault['analysis'].get('recovery_s')}")
 
       with subtest("latency_test: ${toString standard.netemPort} is at least 90 ms slower than ${toString standard.port}"):
           agent.succeed("${agentRun "--scenario latency_test --duration 10 --results-dir /tmp/lat"}", timeout=900)

@@ -141,7 +141,8 @@ pub enum Command {
         /// Restart period of the unstable sshd, seconds (target).
         #[arg(long, default_value_t = 30)]
         unstable_every: u64,
-        /// Apply netem/profiles.toml to the guest's own NIC (target; `--match sport`).
+        /// Apply netem/profiles.toml to the guest's own NIC: the target's every profile
+        /// (`--match sport`), the MCP guest's those shaped both ways (`--match dport`).
         #[arg(long)]
         netem: bool,
         /// Mount the virtiofs share with this tag on `--results` first (microvm runners).
@@ -173,6 +174,9 @@ pub enum Command {
         /// mcp-ssh-server's systemd unit.
         #[arg(long, value_name = "UNIT")]
         mcp_unit: Option<String>,
+        /// Where the units a fault keeps down are flagged.
+        #[arg(long, value_name = "DIR", default_value = vm::control::DOWN_DIR)]
+        down_dir: PathBuf,
     },
     /// Re-render report.txt, report.html and junit.xml from a results directory's summary.json,
     /// optionally against a baseline run (exit 99 when a regression bound is crossed).
@@ -531,12 +535,14 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             systemctl,
             sshd_units,
             mcp_unit,
+            down_dir,
         } => {
             vm::control::serve_units(vm::control::Units {
                 vm,
                 systemctl,
                 sshd: sshd_units,
                 mcp: mcp_unit,
+                down_dir,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -482,5 +482,17 @@ mod tests {
         assert!(nix.contains(&format!("path={socket},")), "socket {socket}");
         assert!(nix.contains(&format!("name={port}\"")), "port {port}");
         assert!(nix.contains("\"guest-control\""), "executor");
+        // What restarts a unit on its own checks the executor's down flag.
+        let target = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vms/target.nix"),
+        )
+        .expect("vms/target.nix");
+        assert!(
+            target.contains(&format!(
+                "ConditionPathExists = \"!{}/${{unstableUnit}}.service\"",
+                vm::control::DOWN_DIR
+            )),
+            "the unstable sshd's restart timer ignores the down flag"
+        );
     }
 }

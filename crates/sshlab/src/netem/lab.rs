@@ -18,32 +18,42 @@ use super::{Error, NetemPlan, NetemState, PortMatch};
 pub struct LabPlans {
     /// Toward the target: its link, destination ports, every profile.
     pub toward: NetemPlan,
-    /// Back from it: the MCP VM's link, source ports, the profiles shaped both ways (none:
-    /// nothing to shape there).
-    pub back: NetemPlan,
+    /// Back from it: the MCP VM's link, source ports, the profiles shaped both ways (no
+    /// class: nothing to shape there). `None` for a lab without an MCP VM, whose profiles
+    /// cannot be shaped both ways.
+    pub back: Option<NetemPlan>,
 }
 
 impl LabPlans {
     /// The lab's plans for `profiles`.
     pub fn new(topology: &Topology, profiles: &NetemProfiles) -> Result<Self, Error> {
         let toward = NetemPlan::new(topology, profiles, None, None)?;
-        let dev = &topology.vm(MCP_VM).ok_or(Error::NoMcp)?.tap;
-        let back = NetemPlan::both_ways(profiles, dev, PortMatch::Sport)?;
+        let back = match topology.vm(MCP_VM) {
+            Some(mcp) => Some(NetemPlan::both_ways(profiles, &mcp.tap, PortMatch::Sport)?),
+            None if profiles.profiles.iter().any(|p| p.both_ways) => return Err(Error::NoMcp),
+            None => None,
+        };
         Ok(Self { toward, back })
+    }
+
+    /// The way back, when any profile is shaped on it.
+    pub fn shaped_back(&self) -> Option<&NetemPlan> {
+        self.back.as_ref().filter(|b| !b.classes.is_empty())
     }
 
     /// Whether any profile is shaped on the way back.
     pub fn shapes_back(&self) -> bool {
-        !self.back.classes.is_empty()
+        self.shaped_back().is_some()
     }
 }
 
 /// Installs both directions (and clears the way back when nothing is shaped there).
 pub fn apply(plans: &LabPlans) -> Result<Vec<String>, Error> {
     let mut changes = super::apply(&plans.toward)?;
-    changes.extend(match plans.shapes_back() {
-        true => super::apply(&plans.back)?,
-        false => clear_back(&plans.back)?,
+    changes.extend(match (plans.shaped_back(), &plans.back) {
+        (Some(back), _) => super::apply(back)?,
+        (None, Some(back)) => clear_back(back)?,
+        (None, None) => Vec::new(),
     });
     Ok(changes)
 }
@@ -51,7 +61,9 @@ pub fn apply(plans: &LabPlans) -> Result<Vec<String>, Error> {
 /// Removes both directions' qdiscs.
 pub fn clear(plans: &LabPlans) -> Result<Vec<String>, Error> {
     let mut changes = super::clear(&plans.toward)?;
-    changes.extend(clear_back(&plans.back)?);
+    if let Some(back) = &plans.back {
+        changes.extend(clear_back(back)?);
+    }
     Ok(changes)
 }
 
@@ -68,10 +80,11 @@ fn clear_back(back: &NetemPlan) -> Result<Vec<String>, Error> {
 /// `back` when it is shaped or holds sshlab's qdiscs; `ready` only when both are as planned.
 pub fn show(plans: &LabPlans) -> Result<NetemState, Error> {
     let mut toward = super::show(&plans.toward)?;
-    let back = match super::show(&plans.back) {
-        Ok(b) => Some(b),
-        Err(Error::NoSuchDevice { .. }) if !plans.shapes_back() => None,
-        Err(e) => return Err(e),
+    let back = match plans.back.as_ref().map(super::show) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(Error::NoSuchDevice { .. })) if !plans.shapes_back() => None,
+        Some(Err(e)) => return Err(e),
     };
     if let Some(mut back) = back {
         if !plans.shapes_back() && back.ours {
@@ -107,14 +120,10 @@ mod tests {
         profiles.profiles[5].both_ways = true;
         let plans = LabPlans::new(&lab.topology, &profiles).expect("plans");
         let mcp_tap = &lab.topology.vm(MCP_VM).expect("mcp").tap;
-        assert_eq!(&plans.back.dev, mcp_tap);
-        assert_eq!(plans.back.port_match, PortMatch::Sport);
-        let back: Vec<(u16, u16)> = plans
-            .back
-            .classes
-            .iter()
-            .map(|c| (c.port, c.minor))
-            .collect();
+        let plan = plans.shaped_back().expect("shaped back");
+        assert_eq!(&plan.dev, mcp_tap);
+        assert_eq!(plan.port_match, PortMatch::Sport);
+        let back: Vec<(u16, u16)> = plan.classes.iter().map(|c| (c.port, c.minor)).collect();
         // Numbered from the first band after prio's own three: the plan's tree has two bands
         // more, not six.
         assert_eq!(
@@ -124,7 +133,7 @@ mod tests {
                 (profiles.profiles[5].port, 5)
             ]
         );
-        assert_eq!(plans.back.classes[0].netem, plans.toward.classes[2].netem);
+        assert_eq!(plan.classes[0].netem, plans.toward.classes[2].netem);
         assert_eq!(plans.toward.classes.len(), profiles.profiles.len());
     }
 }

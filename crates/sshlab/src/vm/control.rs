@@ -219,6 +219,12 @@ pub struct Guest {
     pub ifname: String,
 }
 
+/// Where a NixOS guest's executor flags the units a fault keeps down (one empty file per unit,
+/// named after it): what starts a unit behind the fault's back checks it, as
+/// `sshd-unstable-restart` does in vms/target.nix (`ConditionPathExists=!`), the way the other
+/// backends' supervisors check their down flags.
+pub const DOWN_DIR: &str = "/run/sshlab-control/down";
+
 /// A NixOS microVM's roles, as systemd units (`sshlab guest-control`'s flags, which
 /// vms/control.nix sets from nix/lib/lab.nix and the role modules).
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +237,8 @@ pub struct Units {
     pub sshd: Vec<(u16, String)>,
     /// mcp-ssh-server's unit.
     pub mcp: Option<String>,
+    /// Where the units a fault keeps down are flagged ([`DOWN_DIR`]).
+    pub down_dir: PathBuf,
 }
 
 impl Units {
@@ -273,8 +281,40 @@ impl Units {
         })
     }
 
+    /// The unit `cmd` keeps down or lets up again, and which.
+    fn flag(&self, cmd: &Command) -> Option<(PathBuf, bool)> {
+        let unit = match cmd {
+            Command::SshdKill { base } | Command::SshdBack { base } => self
+                .sshd
+                .iter()
+                .find(|(b, _)| b == base)
+                .map(|(_, u)| u.as_str()),
+            Command::McpKill | Command::McpStart => self.mcp.as_deref(),
+            Command::Netem { .. } => None,
+        }?;
+        let down = matches!(cmd, Command::SshdKill { .. } | Command::McpKill);
+        Some((self.down_dir.join(unit), down))
+    }
+
     fn execute(&self, cmd: &Command) -> anyhow::Result<()> {
-        for args in self.plan(cmd)? {
+        let plan = self.plan(cmd)?;
+        // Flagged down before the kill, let up before the start.
+        match self.flag(cmd) {
+            Some((flag, true)) => {
+                std::fs::create_dir_all(&self.down_dir)
+                    .with_context(|| format!("cannot create {}", self.down_dir.display()))?;
+                std::fs::write(&flag, b"")
+                    .with_context(|| format!("cannot flag {}", flag.display()))?;
+            }
+            Some((flag, false)) => match std::fs::remove_file(&flag) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", flag.display()));
+                }
+                _ => {}
+            },
+            None => {}
+        }
+        for args in plan {
             let out = std::process::Command::new(&self.systemctl)
                 .args(&args)
                 .output()
@@ -489,6 +529,7 @@ mod tests {
             systemctl: "/run/current-system/sw/bin/systemctl".into(),
             sshd: vec![(2222, "sshd-standard.service".into())],
             mcp: (vm == "mcp").then(|| "mcp-ssh-server.service".into()),
+            down_dir: DOWN_DIR.into(),
         };
         let words =
             |plan: Vec<Vec<String>>| plan.into_iter().map(|a| a.join(" ")).collect::<Vec<_>>();
@@ -540,6 +581,32 @@ mod tests {
                 "start mcp-ssh-server.service"
             ]
         );
+    }
+
+    /// A unit a fault keeps down is flagged before its kill and let up before its start
+    /// (`true` stands in for systemctl: the flags are what is checked here).
+    #[test]
+    fn a_unit_kept_down_is_flagged_for_what_would_start_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let units = Units {
+            vm: "target".into(),
+            systemctl: "true".into(),
+            sshd: vec![(2227, "sshd-unstable.service".into())],
+            mcp: None,
+            down_dir: d.path().join("down"),
+        };
+        let flag = d.path().join("down/sshd-unstable.service");
+        units
+            .execute(&Command::SshdKill { base: 2227 })
+            .expect("kill");
+        assert!(flag.exists());
+        units
+            .execute(&Command::SshdBack { base: 2227 })
+            .expect("back");
+        assert!(!flag.exists());
+        units
+            .execute(&Command::SshdBack { base: 2227 })
+            .expect("back again: nothing to remove");
     }
 
     /// A role a fault kills is not the role's end; its replacement's exit is.

@@ -24,8 +24,10 @@
 //!   it), and waits for `/health` (the end recorded). In a qemu guest the guest's init restarts
 //!   it (the guest's qemu, which the state records, does not change).
 //! - `netem:PORT:...`: installs the lab's profiles with that port's replaced (or added) on the
-//!   target's link, and the lab's own profiles again at the end (on qemu, in the target guest
-//!   on its own NIC). Needs the lab's netem applied.
+//!   target's link (and, for a port shaped both ways, on the way back), and the lab's own
+//!   profiles again at the end (on qemu with netem in the guests, in the target guest on its
+//!   own NIC, and in the MCP guest for the profiles shaped both ways). Needs the lab's netem
+//!   applied.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -363,17 +365,27 @@ fn guest_commands(
     })
 }
 
-/// Sends each command to its guest, in order.
+/// Sends each command to its guest, in order, every one of them whatever an earlier one did (a
+/// revert that failed in one guest must not leave the other faulted); the errors are said
+/// together.
 fn in_guests(
     cfg: &VmConfig,
     topology: &Topology,
     backend: Backend,
     commands: &[(&str, control::Command)],
 ) -> anyhow::Result<()> {
-    for (vm, cmd) in commands {
-        in_guest(cfg, topology, backend, vm, cmd)?;
+    let errors: Vec<String> = commands
+        .iter()
+        .filter_map(|(vm, cmd)| {
+            in_guest(cfg, topology, backend, vm, cmd)
+                .err()
+                .map(|e| format!("VM {vm}: {e:#}"))
+        })
+        .collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => bail!("{}", errors.join("; ")),
     }
-    Ok(())
 }
 
 /// Sends `cmd` to the guest `vm`, then waits for what it restores: the sshd's ports, or the

@@ -205,7 +205,8 @@ pub(crate) struct GuestSpec<'a> {
     pub results: &'a Path,
     /// Restart period of the unstable sshd.
     pub unstable_every: u64,
-    /// Whether the target guest applies netem to its own NIC.
+    /// Whether the guest applies netem to its own NIC (the target; the MCP guest when a
+    /// profile is shaped both ways).
     pub netem_in_guest: bool,
     /// How the Agent guest gets `results`.
     pub share: ResultsShare<'a>,
@@ -424,7 +425,9 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
             results: &cfg.results,
             unstable_every: cfg.unstable_every,
             // The MCP guest shapes the other way of the profiles shaped both ways.
-            netem_in_guest: netem_in_guest && (vm == "target" || (vm == "mcp" && both_ways)),
+            // Not when the target's failed: one direction alone is no lab shaping.
+            netem_in_guest: netem_in_guest
+                && (vm == "target" || (vm == "mcp" && both_ways && state.netem.applied)),
             share: ResultsShare::NineP,
             driver_shell: cfg.test_driver.then_some(shell.as_path()),
             // The guests whose processes and qdiscs faults act on.
@@ -479,14 +482,34 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
                     .collect();
                 state.netem.back_dev = Some(report.ifname.clone());
             } else {
-                // Half the lab's shaping is no shaping to measure against.
+                // Half the lab's shaping is no shaping to measure against: the target's goes.
+                let cleared =
+                    super::control::host_socket(&cfg.runtime, super::Backend::Qemu, "target")
+                        .context("no control socket")
+                        .and_then(|socket| {
+                            let none = sshlab_core::NetemProfiles {
+                                profiles: Vec::new(),
+                            };
+                            super::control::send(
+                                &socket,
+                                &super::control::Command::Netem { profiles: none },
+                                Duration::from_secs(20),
+                            )
+                        });
                 state.netem = shaping::LabNetem::off(
                     &state.netem.dev,
                     state.netem.ports.clone(),
                     format!(
                         "the MCP guest could not shape the way back of the profiles shaped \
-                         both ways: {}",
-                        report.netem.clone().unwrap_or_else(|| "not applied".into())
+                         both ways: {}; {}",
+                        report.netem.clone().unwrap_or_else(|| "not applied".into()),
+                        match cleared {
+                            Ok(()) => "the target guest's shaping was removed".to_owned(),
+                            Err(e) => format!(
+                                "the target guest still shapes its replies (removing it \
+                                 failed: {e:#})"
+                            ),
+                        }
                     ),
                 );
             }

@@ -102,9 +102,9 @@ impl LabNetem {
 
     /// `self`, recording that `plans` shape their profiles both ways too.
     fn with_back(mut self, plans: &LabPlans) -> Self {
-        if plans.shapes_back() {
-            self.back_ports = plans.back.classes.iter().map(|c| c.port).collect();
-            self.back_dev = Some(plans.back.dev.clone());
+        if let Some(back) = plans.shaped_back() {
+            self.back_ports = back.classes.iter().map(|c| c.port).collect();
+            self.back_dev = Some(back.dev.clone());
         }
         self
     }
@@ -223,7 +223,10 @@ pub fn observe(topology: &Topology, profiles: Option<&NetemProfiles>) -> LabNete
             ports,
             format!(
                 "the qdiscs on {} do not match netem/profiles.toml (`sshlab netem show`; `sshlab netem apply`)",
-                plan.dev
+                match plans.shaped_back() {
+                    Some(back) => format!("{} and {}", plan.dev, back.dev),
+                    None => plan.dev.clone(),
+                }
             ),
         ),
         Err(e) => LabNetem::off(&plan.dev, ports, e.to_string()),
