@@ -248,71 +248,55 @@ impl Units {
     /// bring it back within a second. The stop finds it dead, or restarted and then stops it.
     pub fn plan(&self, cmd: &Command) -> anyhow::Result<Vec<Vec<String>>> {
         let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        let sshd = |base: u16| {
-            self.sshd
-                .iter()
-                .find(|(b, _)| *b == base)
-                .map(|(_, u)| u.as_str())
-                .with_context(|| format!("VM {}: no sshd unit for port {base}", self.vm))
-        };
-        let mcp = || {
-            self.mcp
-                .as_deref()
-                .with_context(|| format!("VM {}: no mcp-ssh-server unit", self.vm))
-        };
-        let kill = |unit: &str| {
-            vec![
+        let unit = self.unit(cmd)?;
+        // `reset-failed` first: a unit that failed to restart too often refuses `start`.
+        Ok(match cmd {
+            Command::SshdKill { .. } | Command::McpKill => vec![
                 argv(&["kill", "--signal=SIGKILL", unit]),
                 argv(&["stop", unit]),
-            ]
-        };
-        // `reset-failed` first: a unit that failed to restart too often refuses `start`.
-        let start = |unit: &str| vec![argv(&["reset-failed", unit]), argv(&["start", unit])];
-        Ok(match cmd {
-            Command::SshdKill { base } => kill(sshd(*base)?),
-            Command::SshdBack { base } => start(sshd(*base)?),
-            Command::McpKill => kill(mcp()?),
-            Command::McpStart => start(mcp()?),
+            ],
+            _ => vec![argv(&["reset-failed", unit]), argv(&["start", unit])],
+        })
+    }
+
+    /// The unit `cmd` acts on.
+    fn unit(&self, cmd: &Command) -> anyhow::Result<&str> {
+        match cmd {
+            Command::SshdKill { base } | Command::SshdBack { base } => self
+                .sshd
+                .iter()
+                .find(|(b, _)| b == base)
+                .map(|(_, u)| u.as_str())
+                .with_context(|| format!("VM {}: no sshd unit for port {base}", self.vm)),
+            Command::McpKill | Command::McpStart => self
+                .mcp
+                .as_deref()
+                .with_context(|| format!("VM {}: no mcp-ssh-server unit", self.vm)),
             Command::Netem { .. } => bail!(
                 "VM {}: netem is shaped on the host's TAP on the microvm backend, not in the \
                  guest",
                 self.vm
             ),
-        })
-    }
-
-    /// The unit `cmd` keeps down or lets up again, and which.
-    fn flag(&self, cmd: &Command) -> Option<(PathBuf, bool)> {
-        let unit = match cmd {
-            Command::SshdKill { base } | Command::SshdBack { base } => self
-                .sshd
-                .iter()
-                .find(|(b, _)| b == base)
-                .map(|(_, u)| u.as_str()),
-            Command::McpKill | Command::McpStart => self.mcp.as_deref(),
-            Command::Netem { .. } => None,
-        }?;
-        let down = matches!(cmd, Command::SshdKill { .. } | Command::McpKill);
-        Some((self.down_dir.join(unit), down))
+        }
     }
 
     fn execute(&self, cmd: &Command) -> anyhow::Result<()> {
         let plan = self.plan(cmd)?;
         // Flagged down before the kill, let up before the start.
-        match self.flag(cmd) {
-            Some((flag, true)) => {
+        let flag = self.down_dir.join(self.unit(cmd)?);
+        match matches!(cmd, Command::SshdKill { .. } | Command::McpKill) {
+            true => {
                 std::fs::create_dir_all(&self.down_dir)
                     .with_context(|| format!("cannot create {}", self.down_dir.display()))?;
                 std::fs::write(&flag, b"")
                     .with_context(|| format!("cannot flag {}", flag.display()))?;
             }
-            Some((flag, false)) => match std::fs::remove_file(&flag) {
+            false => match std::fs::remove_file(&flag) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("cannot remove {}", flag.display()));
                 }
                 _ => {}
             },
-            None => {}
         }
         for args in plan {
             let out = std::process::Command::new(&self.systemctl)
