@@ -187,7 +187,7 @@ pub struct LabNote {
     /// The backend the lab ran on.
     pub backend: Option<vm::Backend>,
     /// qemu backend: the guests' accelerator.
-    pub accel: Option<vm::qemu::Accel>,
+    pub accel: Option<vm::accel::Accel>,
     /// qemu backend, and microvm runners of `sshlab vm runners`: each guest's report (its own
     /// kernel release and CPUs).
     pub guests: Vec<vm::guest::GuestReport>,

@@ -15,6 +15,7 @@
 //! (`<runtime>/state.json`) lists exactly what `up` created and started, so `status` and `down`
 //! work from another shell, and `down` removes exactly that.
 
+pub mod accel;
 pub mod control;
 pub mod dirs;
 pub mod error;
@@ -202,7 +203,7 @@ pub struct State {
     pub netem: LabNetem,
     /// qemu backend: the accelerator the guests run on.
     #[serde(default)]
-    pub accel: Option<qemu::Accel>,
+    pub accel: Option<accel::Accel>,
     /// qemu backend: each guest's own report (kernel, CPUs, netem).
     #[serde(default)]
     pub guests: Vec<guest::GuestReport>,
@@ -486,7 +487,7 @@ pub struct VmStatus {
     pub netem: Option<LabNetem>,
     /// qemu backend: the accelerator.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accel: Option<qemu::Accel>,
+    pub accel: Option<accel::Accel>,
     /// qemu backend: the guest's kernel release, as the guest reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,

@@ -8,51 +8,27 @@
 //! The Agent VM gets the host's results directory read-write at the same path (virtme-ng's
 //! `--rwdir` over 9p, `--force-9p`: qemu serves it itself, no virtiofsd needed).
 //!
-//! KVM is used when `/dev/kvm` really runs a guest, TCG otherwise: [`detect_accel`] boots a
-//! probe guest once per `vm up` rather than trusting the device node (this CI machine has a
-//! `/dev/kvm` on which qemu aborts). netem goes on the host's TAP when `net up` could put it
+//! KVM is used when `/dev/kvm` really runs a guest, TCG otherwise ([`super::accel`]: a probe
+//! guest, its verdict kept for the machine's boot, rather than trusting the device node). netem goes on the host's TAP when `net up` could put it
 //! there, else inside the target guest on its own NIC (`--match sport`), and the state says
 //! which. Process handling (process groups, readiness, logs, teardown) is shared with the
 //! microvm backend ([`super::hypervisor`]).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sshlab_core::Topology;
 use sshlab_core::guest_kernel::{self, BOOT, MODULES};
 
+use super::accel::{self, Accel};
 use super::dirs;
 use super::error::Error;
 use super::guest::GuestReport;
 use super::hypervisor::{self, START_ORDER};
 use super::invoker::prepare_results;
 use super::{Endpoints, State, VmConfig, on_path, process, shaping, wait_ready};
-
-/// The probe guest's marker.
-const KVM_OK: &str = "SSHLAB-KVM-OK";
-
-/// The accelerator a guest runs on (`kvm` or `tcg` in state files and `lab.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Hardware virtualisation.
-    Kvm,
-    /// qemu's software emulation.
-    Tcg,
-}
-
-impl Accel {
-    /// `kvm` or `tcg`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kvm => "kvm",
-            Self::Tcg => "tcg",
-        }
-    }
-}
 
 /// Everything a qemu guest needs, checked before anything starts; one clear error each.
 pub(crate) struct Tools {
@@ -92,56 +68,6 @@ pub(crate) fn check_tools() -> anyhow::Result<Tools> {
         ));
     }
     Ok(Tools { kernel, vng })
-}
-
-/// Whether `/dev/kvm` really runs a guest: boots a probe guest with KVM (up to 60 s) and looks
-/// for its marker. No `/dev/kvm`: TCG without a probe.
-pub fn detect_accel(kernel: &Path, vng: &Path) -> (Accel, String) {
-    if !Path::new("/dev/kvm").exists() {
-        return (Accel::Tcg, "no /dev/kvm".into());
-    }
-    let child = Command::new(vng)
-        .arg("--run")
-        .arg(kernel)
-        .args(["--memory", "256M", "--cpus", "1", "--exec"])
-        .arg(format!("echo {KVM_OK}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
-    let Ok(child) = child else {
-        return (Accel::Tcg, "the KVM probe could not start".into());
-    };
-    let pgid = child.id();
-    let out = process::wait_output(child, Duration::from_secs(60));
-    // Whatever the probe left (qemu), by its group.
-    if let Ok(g) = i32::try_from(pgid) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(g),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    match out {
-        Some(text) if text.contains(KVM_OK) => (Accel::Kvm, "/dev/kvm ran a probe guest".into()),
-        Some(text) => {
-            let why = text
-                .lines()
-                .rev()
-                .find(|l| l.contains("qemu") || l.contains("kvm") || l.contains("KVM"))
-                .unwrap_or("no output")
-                .trim()
-                .to_owned();
-            (
-                Accel::Tcg,
-                format!("/dev/kvm did not run a probe guest ({why})"),
-            )
-        }
-        None => (
-            Accel::Tcg,
-            "/dev/kvm: the probe guest did not finish within 60 s".into(),
-        ),
-    }
 }
 
 /// Every VM's TAP exists and is this user's to open (owner unset or this euid; root opens any).
@@ -373,7 +299,7 @@ pub fn build(cfg: &VmConfig, topology: &Topology, state: &mut State) -> anyhow::
     for line in prepare_results(&cfg.results, None)? {
         println!("vm up: {line}");
     }
-    let (accel, why) = detect_accel(&tools.kernel, &tools.vng);
+    let (accel, why) = accel::detect(&tools.kernel, &tools.vng, &cfg.invoker.runtime_root());
     println!(
         "vm up: accelerator {} ({why}); guest kernel {}",
         accel.as_str(),

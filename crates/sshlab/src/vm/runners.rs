@@ -20,7 +20,7 @@
 //! - the target's and the MCP server's control port ([`super::control`]) on `control.sock` in
 //!   the runner's working directory, as vms/control.nix gives the Nix-built runners.
 //!
-//! The accelerator is chosen once, here ([`super::qemu::detect_accel`]), as Nix fixes a
+//! The accelerator is chosen once, here ([`super::accel::detect`]), as Nix fixes a
 //! runner's hypervisor flags at build time.
 
 use std::os::unix::fs::PermissionsExt;
@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use sshlab_core::{Lab, Topology, guest_kernel};
 
+use super::accel::{self, Accel};
 use super::error::Error;
-use super::qemu::{self, Accel, GuestSpec, ResultsShare};
+use super::qemu::{self, GuestSpec, ResultsShare};
 use super::{VmConfig, hypervisor, on_path, roles};
 
 /// The share's tag (nix/lib/lab.nix `microvmFor`: `tag = "results"`).
@@ -167,7 +168,10 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
         write_file(&to, &text, 0o644)?;
     }
 
-    let (accel, accel_why) = qemu::detect_accel(&tools.kernel, &tools.vng);
+    // The runtime root keeps the accelerator's verdict for the `vm up` that follows.
+    let root = cfg.invoker.runtime_root();
+    let _ = super::invoker::ensure_runtime_dir(&root);
+    let (accel, accel_why) = accel::detect(&tools.kernel, &tools.vng, &root);
     let vng = qemu::plain_path("vng", &tools.vng)?;
     let socket = socket_name("agent", RESULTS_TAG);
     let mut runners = Vec::new();
