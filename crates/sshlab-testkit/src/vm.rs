@@ -44,6 +44,8 @@ pub struct GuestVm {
     cpus: u32,
     timeout: Duration,
     files: Vec<PathBuf>,
+    rwdirs: Vec<PathBuf>,
+    qemu_opts: Option<String>,
 }
 
 /// Builds a [`GuestVm`]. Defaults: the newest Debian kernel with `sch_netem`, 1 GiB, 2 vCPUs,
@@ -55,6 +57,8 @@ pub struct GuestVmBuilder {
     cpus: u32,
     timeout: Duration,
     files: Vec<PathBuf>,
+    rwdirs: Vec<PathBuf>,
+    qemu_opts: Option<String>,
 }
 
 /// What one guest run produced.
@@ -80,6 +84,8 @@ impl Default for GuestVmBuilder {
             cpus: 2,
             timeout: Duration::from_secs(600),
             files: Vec::new(),
+            rwdirs: Vec::new(),
+            qemu_opts: None,
         }
     }
 }
@@ -115,6 +121,20 @@ impl GuestVmBuilder {
         self
     }
 
+    /// Also shares this host directory read-write at the same path (`vng --rwdir`, 9p): a test
+    /// that talks to the guest while it runs reads and writes files there. It must be where the
+    /// guest sees the host's own files, e.g. under `/var/lib` (see the module's note on `/tmp`).
+    pub fn rwdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.rwdirs.push(dir.into());
+        self
+    }
+
+    /// Extra qemu arguments (`vng --qemu-opts`), e.g. a virtio serial port on a host socket.
+    pub fn qemu_opts(mut self, opts: impl Into<String>) -> Self {
+        self.qemu_opts = Some(opts.into());
+        self
+    }
+
     /// Resolves the kernel and checks that vng and qemu exist.
     pub fn build(self) -> anyhow::Result<GuestVm> {
         let kernel = match self.kernel {
@@ -135,12 +155,19 @@ impl GuestVmBuilder {
                 bail!("file for the guest {} does not exist", f.display());
             }
         }
+        for d in &self.rwdirs {
+            if !d.is_dir() {
+                bail!("directory for the guest {} does not exist", d.display());
+            }
+        }
         Ok(GuestVm {
             kernel,
             memory_mb: self.memory_mb,
             cpus: self.cpus,
             timeout: self.timeout,
             files: self.files,
+            rwdirs: self.rwdirs,
+            qemu_opts: self.qemu_opts,
         })
     }
 }
@@ -203,8 +230,14 @@ impl GuestVm {
             .arg("--cpus")
             .arg(self.cpus.to_string())
             .arg("--rwdir")
-            .arg(d)
-            .arg("--exec")
+            .arg(d);
+        for extra in &self.rwdirs {
+            cmd.arg("--rwdir").arg(extra);
+        }
+        if let Some(opts) = &self.qemu_opts {
+            cmd.arg(format!("--qemu-opts={opts}"));
+        }
+        cmd.arg("--exec")
             .arg(format!("sh {}/wrapper.sh", d.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
