@@ -48,7 +48,7 @@ pub struct GuestVm {
     qemu_opts: Option<String>,
 }
 
-/// Builds a [`GuestVm`]. Defaults: the newest Debian kernel with `sch_netem`, 1 GiB, 2 vCPUs,
+/// Builds a [`GuestVm`]. Defaults: the guests' Debian kernel ([`find_kernel`]), 1 GiB, 2 vCPUs,
 /// a 10-minute timeout, no extra files.
 #[derive(Debug, Clone)]
 pub struct GuestVmBuilder {
@@ -309,7 +309,7 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Strin
     })
 }
 
-/// The newest `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`
+/// The guests' kernel: the one `linux-image-amd64` points to, else the newest with `sch_netem`
 /// ([`sshlab_core::guest_kernel::find`]).
 pub fn find_kernel() -> Option<PathBuf> {
     sshlab_core::guest_kernel::find()

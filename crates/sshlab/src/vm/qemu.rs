@@ -1,6 +1,6 @@
 //! `sshlab vm`, qemu backend: real guests without Nix. Each VM of vms/topology.toml is a
 //! `qemu-system-x86_64` guest with the topology's vCPUs, memory and MAC, started by virtme-ng
-//! (`vng`): it boots the newest Debian kernel in `/boot` with the host's root filesystem shared
+//! (`vng`): it boots the Debian kernel of [`guest_kernel::find`] with the host's root filesystem shared
 //! read-only (and private overlays for /etc, /var, /tmp ...), so the guest runs the host's own
 //! sshd and the lab's binaries. Its command is `sshlab guest <vm>` ([`super::guest`]), the
 //! role's init. Networking is the real path: qemu opens the TAP `sshlab net up` made

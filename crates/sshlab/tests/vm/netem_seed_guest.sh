@@ -1,0 +1,83 @@
+#!/bin/sh
+# netem's seed, kept and repeated: run INSIDE a VM whose kernel has TCA_NETEM_PRNG_SEED (Linux
+# 6.6 or later) and sch_netem/sch_prio. Automated by crates/sshlab/tests/netem_vm.rs, which boots
+# it on the newest such kernel in /boot (scripts/install-deps vm installs Debian's backports
+# kernel for it) and asserts on its RESULT lines; netem_guest.sh checks the refusal on 6.1.
+#
+# Two namespaces of the guest joined by a veth: `a` (10.178.0.5, the agent's address) sends
+# numbered UDP datagrams to `b` (10.178.0.20:2323), and `sshlab netem apply --netns a --dev a0`
+# shapes a0's egress with a profile for port 2323 that loses 50%. Each round applies afresh,
+# sends the same datagrams, and prints which arrived as a digest:
+#   seed 7, seed 7 again, seed 8, and twice without a seed.
+# The same seed must lose exactly the same datagrams; another seed, or none, others.
+set -eu
+B=${SSHLAB_BIN:?path of the sshlab binary}
+LAB=${SSHLAB_ROOT:?repository root}
+COUNT=${SEED_PROBES:-1000}
+PY=$(command -v python3 || echo /usr/bin/python3)
+modprobe sch_netem; modprobe sch_prio
+echo "RESULT kernel release=$(uname -r)"
+ip netns add a; ip netns add b
+for ns in a b; do ip -n $ns link set lo up; done
+ip -n a link add a0 type veth peer name b0 netns b
+ip -n a addr add 10.178.0.5/24 dev a0; ip -n a link set a0 up
+ip -n b addr add 10.178.0.20/24 dev b0; ip -n b link set b0 up
+# Neighbours known in advance: no ARP request is in flight when the probes start.
+ip -n a neigh add 10.178.0.20 lladdr "$(ip -n b -j link show b0 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')" dev a0
+lab=$(mktemp -d); mkdir -p "$lab/vms" "$lab/netem"
+cp "$LAB/vms/topology.toml" "$lab/vms/"
+round() {
+  label=$1 seed=$2
+  cat > "$lab/netem/profiles.toml" <<TOML
+[[profile]]
+base = 2223
+port = 2323
+delay_ms = 0
+jitter_ms = 0
+loss_percent = 50.0
+TOML
+  [ -n "$seed" ] && echo "seed = $seed" >> "$lab/netem/profiles.toml"
+  $B --lab "$lab" netem clear --netns a --dev a0
+  $B --lab "$lab" netem apply --netns a --dev a0
+  printf 'RESULT show %s ' "$label"
+  $B --lab "$lab" netem show --netns a --dev a0 --json | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+  out=$(mktemp); ready=$(mktemp); : > "$ready"
+  ip netns exec b "$PY" -c '
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind(("10.178.0.20", 2323))
+open(sys.argv[2], "w").write("ready\n")
+got = set()
+s.settimeout(10)
+try:
+    while True:
+        got.add(int(s.recv(64)))
+        s.settimeout(2)
+except socket.timeout:
+    pass
+digest = hashlib.sha256(",".join(map(str, sorted(got))).encode()).hexdigest()[:16]
+open(sys.argv[1], "w").write("received=%d digest=%s\n" % (len(got), digest))
+' "$out" "$ready" &
+  receiver=$!
+  i=0; until [ -s "$ready" ]; do i=$((i + 1)); [ $i -le 600 ] || exit 1; sleep 0.1; done
+  ip netns exec a "$PY" -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    s.sendto(str(i).encode(), ("10.178.0.20", 2323))
+    time.sleep(0.0005)
+' "$COUNT"
+  wait "$receiver"
+  echo "RESULT round $label sent=$COUNT $(cat "$out")"
+  rm -f "$out" "$ready"
+}
+round seed7 7
+round seed7-again 7
+round seed8 8
+round unseeded ""
+round unseeded-again ""
+tc -s -n a qdisc show dev a0
+$B --lab "$lab" netem clear --netns a --dev a0
+rm -rf "$lab"
+for ns in a b; do ip netns del $ns; done
