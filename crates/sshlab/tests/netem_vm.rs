@@ -22,8 +22,10 @@
 //!   emulated guest cannot serve: queueing would hide the delay. Without fresh release builds
 //!   that part is skipped with a message (a failure in CI).
 //!
-//! A second guest, on a kernel that keeps netem's seed (6.6 or later), checks that a seed is
-//! kept and repeats its losses exactly (tests/vm/netem_seed_guest.sh).
+//! Then netem's seed (tests/vm/netem_seed_guest.sh) in the same guest, whose kernel keeps it
+//! (6.6 or later: bookworm-backports' 6.12, which `scripts/install-deps vm` installs): read
+//! back, and the same seed losing exactly the same datagrams. A second, smaller guest on a
+//! kernel older than 6.6 (Debian 12's 6.1) checks that a seed is refused there.
 //!
 //! Needs root and the VM tools (`scripts/install-deps vm`; [`check_vm_tools`] names what is
 //! missing). When the VM cannot be had (not root, a tool missing), the test fails under `CI=true` and
@@ -133,7 +135,8 @@ mod tests {
         };
         let script = format!(
             "{lab}SSHLAB_BIN=\"$SSHLAB_VM_DIR/sshlab\" SSHLAB_ROOT='{REPO}' UDP_PROBES={PROBES} \
-             sh '{REPO}/crates/sshlab/tests/vm/netem_guest.sh'"
+             sh '{REPO}/crates/sshlab/tests/vm/netem_guest.sh' && {}",
+            seed_script()
         );
         let out = match vm.run(&script) {
             Ok(out) => out,
@@ -196,20 +199,114 @@ mod tests {
         if lab_bins.is_some() {
             assert_lab_latency(&out.stdout);
         }
+        // The guests' kernel keeps netem's seed: install-deps vm installs one that does.
+        let (keeps, summary) = assert_seed(&out.stdout);
+        if !keeps && in_ci() {
+            panic!(
+                "the guests' kernel {} cannot keep netem's seed (and CI=true): scripts/install-deps \
+                 vm installs bookworm-backports' 6.12",
+                vm.kernel().display()
+            );
+        }
+        eprintln!("netem_vm seed on {}: {summary}", vm.kernel().display());
     }
 
-    /// netem's seed on a kernel that keeps it (Linux 6.6 or later: Debian's backports kernel,
-    /// which `scripts/install-deps vm` installs; the guests' own 6.1 refuses a seed, which the
-    /// test above checks). tests/vm/netem_seed_guest.sh applies a 50% loss with a seed and
-    /// sends 1,000 numbered datagrams through it, five times, applying afresh each time: the
-    /// kernel reads the seed back (`netem show` ok), the same seed loses exactly the same
-    /// datagrams, another seed, and no seed twice, lose others.
+    /// The seed script's lines: on a kernel that keeps the seed, the kernel reads each seed back
+    /// (`netem show` ok) and the same seed loses exactly the same datagrams while another seed,
+    /// and no seed twice, lose others; on an older kernel, `apply` refuses the seed, naming the
+    /// port, and leaves nothing behind. Returns whether this kernel keeps it, and a summary.
+    fn assert_seed(stdout: &str) -> (bool, String) {
+        let keeps = field(&result(stdout, "kernel "), "keeps_seed") == 1.0;
+        let round = |label: &str| -> (u32, String) {
+            let line = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("RESULT round {label} ")))
+                .unwrap_or_else(|| panic!("no round {label}:\n{stdout}"));
+            let get = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .unwrap_or_else(|| panic!("no {k} in {line}"))
+                    .to_owned()
+            };
+            let received: u32 = get("received").parse().expect("received");
+            assert!(
+                (400..=600).contains(&received),
+                "{label}: 50% loss of 1,000 should deliver 500 ± 100, not {received}"
+            );
+            (received, get("digest"))
+        };
+        if !keeps {
+            round("unseeded");
+            let refused = result(stdout, "refused ");
+            assert_ne!(
+                field(&refused, "exit"),
+                0.0,
+                "a seed the kernel cannot keep must be refused"
+            );
+            assert_eq!(
+                field(&refused, "kept_no_seed"),
+                1.0,
+                "the refusal names the port"
+            );
+            assert_eq!(field(&refused, "netem_left"), 0.0, "nothing half-applied");
+            return (false, "a seed refused, nothing left".into());
+        }
+        for (label, seed) in [
+            ("seed7", Some(7)),
+            ("seed7-again", Some(7)),
+            ("seed8", Some(8)),
+        ] {
+            assert_show_ok(stdout, label, 1);
+            let json = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("RESULT show {label} ")))
+                .expect("show");
+            let state: Value = serde_json::from_str(json).expect("netem show --json");
+            assert_eq!(
+                state["rows"][0]["have"]["seed"].as_u64(),
+                seed,
+                "{label}: the kernel's seed: {state}"
+            );
+        }
+        let labels = [
+            "seed7",
+            "seed7-again",
+            "seed8",
+            "unseeded",
+            "unseeded-again",
+        ];
+        let rounds: Vec<(u32, String)> = labels.iter().map(|l| round(l)).collect();
+        assert_eq!(
+            rounds[0].1, rounds[1].1,
+            "seed 7 twice must lose the same datagrams: {rounds:?}"
+        );
+        assert_ne!(
+            rounds[0].1, rounds[2].1,
+            "seeds 7 and 8 lost the same: {rounds:?}"
+        );
+        assert_ne!(
+            rounds[3].1, rounds[4].1,
+            "two unseeded rounds lost the same datagrams: the check cannot tell: {rounds:?}"
+        );
+        (
+            true,
+            format!(
+                "seed 7 delivered the same {} datagrams twice; seed 8 {}, unseeded {} and {}, \
+                 each a different set",
+                rounds[0].0, rounds[2].0, rounds[3].0, rounds[4].0
+            ),
+        )
+    }
+
+    /// netem's seed refused where the kernel cannot keep it: a guest on the newest kernel older
+    /// than 6.6 (Debian 12's own 6.1, beside the guests' backports one) runs
+    /// tests/vm/netem_seed_guest.sh, which applies a seed there.
     #[test]
-    fn netem_seed_repeats_its_losses_on_a_kernel_that_keeps_it() {
-        let Some(kernel) = sshlab_core::guest_kernel::find_at_least(6, 6) else {
+    fn netem_seed_is_refused_by_a_kernel_that_cannot_keep_it() {
+        let Some(kernel) = sshlab_core::guest_kernel::find_older_than(6, 6) else {
             return unavailable(
-                "no kernel 6.6 or later with sch_netem in /boot for netem's seed \
-                 (scripts/install-deps vm installs Debian's backports kernel)",
+                "no kernel older than 6.6 with sch_netem in /boot to show the seed's refusal \
+                 (scripts/install-deps vm installs Debian's linux-image-amd64)",
             );
         };
         if !nix::unistd::geteuid().is_root() {
@@ -225,105 +322,36 @@ mod tests {
             .timeout(Duration::from_secs(600))
             .file(env!("CARGO_BIN_EXE_sshlab"))
             .build()
-            .expect("the seed's guest");
-        let script = format!(
-            "SSHLAB_BIN=\"$SSHLAB_VM_DIR/sshlab\" SSHLAB_ROOT='{REPO}' \
-             sh '{REPO}/crates/sshlab/tests/vm/netem_seed_guest.sh'"
-        );
-        let out = vm.run(&script).unwrap_or_else(|e| {
-            panic!("the seed's guest ({}) did not run: {e:#}", kernel.display())
-        });
+            .expect("the older kernel's guest");
+        let out = vm
+            .run(&seed_script())
+            .unwrap_or_else(|e| panic!("the guest ({}) did not run: {e:#}", kernel.display()));
         eprintln!(
-            "seed guest ({}) boot+run {:.1} s, exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            "guest ({}) boot+run {:.1} s, exit {}\n--- stdout\n{}\n--- stderr\n{}",
             kernel.display(),
             out.boot_and_run.as_secs_f64(),
             out.exit_code,
             out.stdout,
             out.stderr
         );
-        assert_eq!(out.exit_code, 0, "the seed's guest script failed");
-        // The kernel kept each seed: `netem show` reads it back and compares.
-        for (label, seed) in [
-            ("seed7", Some(7)),
-            ("seed7-again", Some(7)),
-            ("seed8", Some(8)),
-        ] {
-            assert_show_ok(&out.stdout, label, 1);
-            let json = out
-                .stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("RESULT show {label} ")))
-                .expect("show");
-            let state: Value = serde_json::from_str(json).expect("netem show --json");
-            assert_eq!(
-                state["rows"][0]["have"]["seed"].as_u64(),
-                seed,
-                "{label}: the kernel's seed: {state}"
-            );
-        }
-        let round = |label: &str| -> (u32, String) {
-            let line = out
-                .stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("RESULT round {label} ")))
-                .unwrap_or_else(|| panic!("no round {label}:\n{}", out.stdout));
-            let get = |k: &str| {
-                line.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                    .unwrap_or_else(|| panic!("no {k} in {line}"))
-                    .to_owned()
-            };
-            (get("received").parse().expect("received"), get("digest"))
-        };
-        let rounds: Vec<(&str, (u32, String))> = [
-            "seed7",
-            "seed7-again",
-            "seed8",
-            "unseeded",
-            "unseeded-again",
-        ]
-        .into_iter()
-        .map(|l| (l, round(l)))
-        .collect();
-        for (label, (received, _)) in &rounds {
-            assert!(
-                (400..=600).contains(received),
-                "{label}: 50% loss of 1,000 should deliver 500 ± 100, not {received}"
-            );
-        }
-        let digest = |i: usize| &rounds[i].1.1;
-        assert_eq!(
-            digest(0),
-            digest(1),
-            "seed 7 twice must lose the same datagrams: {rounds:?}"
-        );
-        assert_ne!(
-            digest(0),
-            digest(2),
-            "seeds 7 and 8 lost the same: {rounds:?}"
-        );
-        assert_ne!(
-            digest(3),
-            digest(4),
-            "two unseeded rounds lost the same datagrams: the check cannot tell: {rounds:?}"
-        );
-        eprintln!(
-            "netem_vm seed ({}, boot+run {:.1} s): seed 7 delivered {} twice, the same datagrams; seed 8 {}, \
-             unseeded {} and {}, each different",
-            kernel.display(),
-            out.boot_and_run.as_secs_f64(),
-            rounds[0].1.0,
-            rounds[2].1.0,
-            rounds[3].1.0,
-            rounds[4].1.0
-        );
+        assert_eq!(out.exit_code, 0, "the seed script failed");
+        let (keeps, summary) = assert_seed(&out.stdout);
+        assert!(!keeps, "{} is older than 6.6", kernel.display());
+        eprintln!("netem_vm seed on {}: {summary}", kernel.display());
+    }
+
+    /// The seed script, as the guest runs it.
+    fn seed_script() -> String {
+        format!(
+            "SSHLAB_BIN=\"$SSHLAB_VM_DIR/sshlab\" SSHLAB_ROOT='{REPO}' \
+             sh '{REPO}/crates/sshlab/tests/vm/netem_seed_guest.sh'"
+        )
     }
 
     /// netem beyond delay and loss, measured with numbered UDP echoes (see the guest script):
     /// a normal distribution spreads the delay beyond ±jitter where the uniform control does
     /// not; duplicate, reorder and corrupt do what their percentages say; the kernel reports
-    /// them back (`netem show` ok); a seed this kernel cannot keep is refused and leaves
-    /// nothing behind.
+    /// them back (`netem show` ok).
     fn assert_more_netem(stdout: &str) {
         assert_show_ok(stdout, "more", 5);
         assert_show_ok(stdout, "duplicate", 1);
@@ -367,18 +395,6 @@ mod tests {
             "corrupt 10%: {:.1}% of the probes dropped by their checksums",
             lost * 100.0
         );
-        let seed = result(stdout, "seed ");
-        assert_ne!(
-            field(&seed, "exit"),
-            0.0,
-            "a seed on Linux 6.1 must be refused"
-        );
-        assert_eq!(
-            field(&seed, "kept_no_seed"),
-            1.0,
-            "the refusal names the port"
-        );
-        assert_eq!(field(&seed, "netem_left"), 0.0, "nothing half-applied");
         eprintln!(
             "netem_vm: beyond ±25 ms normal {:.1}% / uniform {:.1}%; out of order: jitter \
              {jittered}, jitter+rate {rated}; duplicate +{:.1}%; undelayed {:.1}%; corrupt lost \

@@ -1,18 +1,18 @@
 //! `sshlab vm`, qemu backend: real guests without Nix. Each VM of vms/topology.toml is a
 //! `qemu-system-x86_64` guest with the topology's vCPUs, memory and MAC, started by virtme-ng
-//! (`vng`): it boots the Debian kernel of [`guest_kernel::find`] with the host's root filesystem shared
-//! read-only (and private overlays for /etc, /var, /tmp ...), so the guest runs the host's own
-//! sshd and the lab's binaries. Its command is `sshlab guest <vm>` ([`super::guest`]), the
-//! role's init. Networking is the real path: qemu opens the TAP `sshlab net up` made
-//! (`-netdev tap,ifname=...`, `queues=<vcpus>` on the multi-queue TAPs); no user networking.
-//! The Agent VM gets the host's results directory read-write at the same path (virtme-ng's
-//! `--rwdir` over 9p, `--force-9p`: qemu serves it itself, no virtiofsd needed).
+//! (`vng`): it boots the Debian kernel of [`guest_kernel::find`] with the host's root filesystem
+//! shared read-only (and private overlays for /etc, /var, /tmp ...), so the guest runs the host's
+//! own sshd and the lab's binaries. Its command is `sshlab guest <vm>` ([`super::guest`]), the
+//! role's init. Networking is the real path: qemu opens the TAP `sshlab net up` made (`-netdev
+//! tap,ifname=...`, `queues=<vcpus>` on the multi-queue TAPs); no user networking. The Agent VM
+//! gets the host's results directory read-write at the same path (virtme-ng's `--rwdir` over 9p,
+//! `--force-9p`: qemu serves it itself, no virtiofsd needed).
 //!
-//! KVM is used when `/dev/kvm` really runs a guest, TCG otherwise ([`super::accel`]: a probe
-//! guest, its verdict kept for the machine's boot, rather than trusting the device node). netem goes on the host's TAP when `net up` could put it
-//! there, else inside the target guest on its own NIC (`--match sport`), and the state says
-//! which. Process handling (process groups, readiness, logs, teardown) is shared with the
-//! microvm backend ([`super::hypervisor`]).
+//! KVM is used when `/dev/kvm` really runs a guest, TCG otherwise ([`super::accel`]: a probe guest,
+//! its verdict kept for the machine's boot, rather than trusting the device node). netem goes on
+//! the host's TAP when `net up` could put it there, else inside the target guest on its own NIC
+//! (`--match sport`), and the state says which. Process handling (process groups, readiness, logs,
+//! teardown) is shared with the microvm backend ([`super::hypervisor`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,22 +1,28 @@
 #!/bin/sh
-# netem's seed, kept and repeated: run INSIDE a VM whose kernel has TCA_NETEM_PRNG_SEED (Linux
-# 6.6 or later) and sch_netem/sch_prio. Automated by crates/sshlab/tests/netem_vm.rs, which boots
-# it on the newest such kernel in /boot (scripts/install-deps vm installs Debian's backports
-# kernel for it) and asserts on its RESULT lines; netem_guest.sh checks the refusal on 6.1.
+# netem's seed, run INSIDE a VM whose kernel has sch_netem/sch_prio. Automated by
+# crates/sshlab/tests/netem_vm.rs, which asserts on its RESULT lines, on the guests' kernel
+# (the newest in /boot: bookworm-backports' 6.12, which scripts/install-deps vm installs) and
+# on a kernel older than 6.6 (Debian 12's own 6.1).
 #
 # Two namespaces of the guest joined by a veth: `a` (10.178.0.5, the agent's address) sends
 # numbered UDP datagrams to `b` (10.178.0.20:2323), and `sshlab netem apply --netns a --dev a0`
-# shapes a0's egress with a profile for port 2323 that loses 50%. Each round applies afresh,
-# sends the same datagrams, and prints which arrived as a digest:
-#   seed 7, seed 7 again, seed 8, and twice without a seed.
-# The same seed must lose exactly the same datagrams; another seed, or none, others.
+# shapes a0's egress with a profile for port 2323 that loses 50%.
+# - A kernel that keeps the seed (TCA_NETEM_PRNG_SEED, Linux 6.6 and later): each round applies
+#   afresh, sends the same datagrams, and prints which arrived as a digest: seed 7, seed 7
+#   again, seed 8, and twice without a seed. The same seed must lose exactly the same
+#   datagrams; another seed, or none, others.
+# - An older kernel ignores the attribute: `apply` must refuse the seed with the reason and
+#   leave no qdisc behind.
 set -eu
 B=${SSHLAB_BIN:?path of the sshlab binary}
 LAB=${SSHLAB_ROOT:?repository root}
 COUNT=${SEED_PROBES:-1000}
 PY=$(command -v python3 || echo /usr/bin/python3)
 modprobe sch_netem; modprobe sch_prio
-echo "RESULT kernel release=$(uname -r)"
+release=$(uname -r)
+keeps=0
+if printf '6.6\n%s\n' "$release" | sort -V -C; then keeps=1; fi
+echo "RESULT kernel release=$release keeps_seed=$keeps"
 ip netns add a; ip netns add b
 for ns in a b; do ip -n $ns link set lo up; done
 ip -n a link add a0 type veth peer name b0 netns b
@@ -72,12 +78,25 @@ for i in range(int(sys.argv[1])):
   echo "RESULT round $label sent=$COUNT $(cat "$out")"
   rm -f "$out" "$ready"
 }
-round seed7 7
-round seed7-again 7
-round seed8 8
-round unseeded ""
-round unseeded-again ""
-tc -s -n a qdisc show dev a0
+if [ "$keeps" = 1 ]; then
+  round seed7 7
+  round seed7-again 7
+  round seed8 8
+  round unseeded ""
+  round unseeded-again ""
+  tc -s -n a qdisc show dev a0
+else
+  round unseeded ""
+  printf '[[profile]]\nbase = 2223\nport = 2323\ndelay_ms = 0\njitter_ms = 0\nloss_percent = 50.0\nseed = 7\n' \
+    > "$lab/netem/profiles.toml"
+  $B --lab "$lab" netem clear --netns a --dev a0
+  set +e
+  err=$($B --lab "$lab" netem apply --netns a --dev a0 2>&1)
+  code=$?
+  set -e
+  echo "$err"
+  echo "RESULT refused exit=$code kept_no_seed=$(echo "$err" | grep -c 'kept no seed for port 2323') netem_left=$(tc -n a qdisc show dev a0 | grep -c -e netem -e prio)"
+fi
 $B --lab "$lab" netem clear --netns a --dev a0
 rm -rf "$lab"
 for ns in a b; do ip netns del $ns; done
