@@ -1,10 +1,14 @@
 //! The guest kernel the lab's VMs boot where Nix does not build one: the newest Debian
-//! `/boot/vmlinuz-*-amd64` whose modules include `sch_netem` (the guests apply netem when the
-//! host cannot). Used by the qemu backend and by the test kit's throw-away guests.
-//! `scripts/install-deps vm` installs bookworm-backports' kernel (6.12) beside Debian 12's own
-//! (6.1), so the guests boot a kernel that keeps netem's seed (6.6 and later), and the 6.1
-//! stays for the check that a seed is refused where the kernel cannot keep it
-//! ([`find_older_than`]).
+//! `vmlinuz-*-amd64` whose modules include `sch_netem` (the guests apply netem when the host
+//! cannot), in `/boot` (modules in `/lib/modules`) or in a tools directory's `kernels/`
+//! ([`KERNELS`]). Used by the qemu backend and by the test kit's throw-away guests.
+//!
+//! `scripts/install-deps vm` extracts bookworm-backports' kernel (6.12) into
+//! `$SSHLAB_TOOLS/kernels/` beside Debian 12's own 6.1 in `/boot`, so the guests boot a kernel
+//! that keeps netem's seed (6.6 and later), while the machine's own boot is untouched: no
+//! package is installed, no boot loader hook runs. virtme-ng finds such a kernel's modules
+//! beside its image (`kernels/lib/modules/<release>`). The 6.1 stays for the check that a seed
+//! is refused where the kernel cannot keep it ([`find_older_than`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,14 +17,19 @@ use std::path::{Path, PathBuf};
 pub const BOOT: &str = "/boot";
 /// Where a kernel's modules live, by release.
 pub const MODULES: &str = "/lib/modules";
+/// The folder of a tools directory (`$SSHLAB_TOOLS`, `/opt/sshlab-tools`,
+/// `~/.cache/sshlab-tools`) that holds extracted kernels: `boot/vmlinuz-<release>` and
+/// `lib/modules/<release>`, as the package lays them out.
+pub const KERNELS: &str = "kernels";
 
-/// The newest `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`.
+/// The newest `vmlinuz-*-amd64` with `sch_netem`, in `/boot` or a tools directory's
+/// [`KERNELS`].
 pub fn find() -> Option<PathBuf> {
     candidates().pop().map(|(_, p)| p)
 }
 
-/// The newest `/boot/vmlinuz-*-amd64` with `sch_netem` older than `major.minor` (netem's seed
-/// needs 6.6: a kernel before it shows the refusal).
+/// The newest such kernel older than `major.minor` (netem's seed needs 6.6: a kernel before it
+/// shows the refusal).
 pub fn find_older_than(major: u64, minor: u64) -> Option<PathBuf> {
     candidates()
         .into_iter()
@@ -29,25 +38,42 @@ pub fn find_older_than(major: u64, minor: u64) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-/// Whether the kernel image `image` (`/boot/vmlinuz-<release>`) is `major.minor` or later.
-pub fn at_least(image: &Path, major: u64, minor: u64) -> bool {
-    release(image).is_some_and(|r| version_key(r).as_slice() >= [major, minor].as_slice())
+/// The roots kernels are looked for in: `/` (its `boot/` and `lib/modules/`), then each tools
+/// directory's [`KERNELS`].
+fn roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/")];
+    let tools = [
+        std::env::var_os("SSHLAB_TOOLS").map(PathBuf::from),
+        Some(PathBuf::from("/opt/sshlab-tools")),
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/sshlab-tools")),
+    ];
+    for t in tools.into_iter().flatten() {
+        let k = t.join(KERNELS);
+        if !roots.contains(&k) {
+            roots.push(k);
+        }
+    }
+    roots
 }
 
-/// Every `/boot/vmlinuz-*-amd64` whose modules include `sch_netem`, oldest first.
+/// Every `vmlinuz-*-amd64` under the [`roots`] whose modules include `sch_netem`, oldest first.
 fn candidates() -> Vec<(Vec<u64>, PathBuf)> {
-    let Ok(dir) = fs::read_dir(BOOT) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(Vec<u64>, PathBuf)> = dir
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let version = name.strip_prefix("vmlinuz-")?;
-            if !version.ends_with("-amd64") || !has_sch_netem(version) {
-                return None;
-            }
-            Some((version_key(version), e.path()))
+    let mut found: Vec<(Vec<u64>, PathBuf)> = roots()
+        .iter()
+        .flat_map(|root| {
+            let Ok(dir) = fs::read_dir(root.join("boot")) else {
+                return Vec::new();
+            };
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let version = name.strip_prefix("vmlinuz-")?;
+                    if !version.ends_with("-amd64") || !has_sch_netem(root, version) {
+                        return None;
+                    }
+                    Some((version_key(version), e.path()))
+                })
+                .collect()
         })
         .collect();
     found.sort();
@@ -68,8 +94,8 @@ fn version_key(version: &str) -> Vec<u64> {
         .collect()
 }
 
-fn has_sch_netem(version: &str) -> bool {
-    let dir = Path::new(MODULES).join(version);
+fn has_sch_netem(root: &Path, version: &str) -> bool {
+    let dir = root.join("lib/modules").join(version);
     let sched = dir.join("kernel/net/sched");
     let named = |p: &Path| {
         fs::read_dir(p).ok().is_some_and(|entries| {
@@ -98,20 +124,6 @@ mod tests {
         v.sort();
         assert_eq!(v[2], vec![6, 12, 0, 1, 64]);
         assert_eq!(v[1], vec![6, 1, 0, 56, 64]);
-    }
-
-    #[test]
-    fn a_kernel_is_at_least_a_version_by_its_numbers() {
-        let new = Path::new("/boot/vmlinuz-6.12.95+deb12-amd64");
-        let old = Path::new("/boot/vmlinuz-6.1.0-48-amd64");
-        assert!(at_least(new, 6, 6));
-        assert!(!at_least(old, 6, 6));
-        assert!(at_least(Path::new("/boot/vmlinuz-6.6.0-1-amd64"), 6, 6));
-        assert!(!at_least(
-            Path::new("/boot/initrd.img-6.12.95+deb12-amd64"),
-            6,
-            6
-        ));
     }
 
     #[test]

@@ -20,8 +20,8 @@
 //!
 //! The host sends commands through the socket with [`control::send`], as `sshlab run --fault`
 //! does, and asserts:
-//! - `sshd-kill`: both units go down, their ports close, and the held connection is cut (the
-//!   unit's whole cgroup was killed);
+//! - `sshd-kill`: both units go down, their ports close, the held connection is cut, and the
+//!   standard unit's `Result` is `signal` (killed, as a crash, not stopped cleanly);
 //! - they stay down for 10 s: neither `Restart=always` nor the unstable one's timer (seen
 //!   restarting it before the kill) brings them back;
 //! - `sshd-back`: both units are active again, the ports accept, and the timer restarts the
@@ -29,17 +29,18 @@
 //! - a port or a role the VM has no unit for is refused, with the reason.
 //!
 //! Needs root and the VM tools; fails under `CI=true` when it cannot run, skips loudly
-//! otherwise. About 80 s (TCG boot ~20 s).
+//! otherwise. About 55 s (TCG boot ~20 s).
 
 mod common;
 
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
+    use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
     use sshlab::vm::control::{self, Command, DOWN_DIR, PORT};
-    use sshlab_testkit::{GuestVm, check_vm_tools};
+    use sshlab_testkit::{GuestOutput, GuestVm, check_vm_tools};
 
     use crate::common::real_vm;
 
@@ -59,6 +60,8 @@ mod tests {
         unstable: String,
         /// The unstable unit's main pid (0: none).
         pid: u32,
+        /// The standard unit's `Result` (`signal` once its process was killed by one).
+        result: String,
         p2222: bool,
         p2227: bool,
         /// The held connection to 2222 is still open.
@@ -80,6 +83,7 @@ mod tests {
                 standard: field("standard")?,
                 unstable: field("unstable")?,
                 pid: field("pid")?.parse().ok()?,
+                result: field("result")?,
                 p2222: field("p2222")? == "open",
                 p2227: field("p2227")? == "open",
                 session: field("session")? == "alive",
@@ -99,17 +103,17 @@ mod tests {
         }
     }
 
+    /// The watcher's complete lines so far (one being written is left for the next read).
     fn watches(share: &Path) -> Vec<Watch> {
-        std::fs::read_to_string(share.join("watch.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(Watch::parse)
-            .collect()
+        let text = std::fs::read_to_string(share.join("watch.log")).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().filter_map(Watch::parse).collect()
     }
 
-    /// Polls the watcher's lines from index `from` until `ok` holds for them, for up to
-    /// `limit`; the lines at that moment.
+    /// Polls the watcher's lines until `ok` holds for them, for up to `limit` or until the
+    /// guest has ended; the lines at that moment.
     fn wait_for(
+        guest: &Guest,
         share: &Path,
         limit: Duration,
         what: &str,
@@ -121,10 +125,16 @@ mod tests {
             if ok(&w) {
                 return w;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || guest.ended() {
                 panic!(
-                    "{what}: not within {} s; watcher's last lines:\n{}\nsystemd:\n{}\ncontrol:\n{}",
+                    "{what}: not within {} s{}; watcher's last lines:\n{}\nsystemd:\n{}\n\
+                     control:\n{}",
                     limit.as_secs(),
+                    if guest.ended() {
+                        " (the guest ended)"
+                    } else {
+                        ""
+                    },
                     tail(&share.join("watch.log"), 8),
                     tail(&share.join("systemd.log"), 30),
                     tail(&share.join("control.log"), 10),
@@ -147,12 +157,35 @@ mod tests {
         pids.len()
     }
 
-    /// Creates `done` when dropped, so the guest's script ends even when an assertion fails.
-    struct Done(PathBuf);
+    /// The guest's thread. Dropped (the test's end, or an assertion failing), it creates
+    /// `done`, on which the guest's script ends, and waits for the guest: no qemu outlives the
+    /// test, and the shared directory is removed only after.
+    struct Guest {
+        done: PathBuf,
+        thread: Option<JoinHandle<anyhow::Result<GuestOutput>>>,
+    }
 
-    impl Drop for Done {
+    impl Guest {
+        fn ended(&self) -> bool {
+            self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        }
+
+        /// Ends the guest and returns what it ran.
+        fn finish(mut self) -> anyhow::Result<GuestOutput> {
+            let _ = std::fs::write(&self.done, b"");
+            match self.thread.take() {
+                Some(t) => t.join().expect("the guest's thread"),
+                None => anyhow::bail!("the guest was already ended"),
+            }
+        }
+    }
+
+    impl Drop for Guest {
         fn drop(&mut self) {
-            let _ = std::fs::write(&self.0, b"");
+            let _ = std::fs::write(&self.done, b"");
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 
@@ -263,6 +296,7 @@ while :; do
     "standard=$(systemctl is-active sshd-standard.service)" \
     "unstable=$(systemctl is-active sshd-unstable.service)" \
     "pid=$(systemctl show -p MainPID --value sshd-unstable.service)" \
+    "result=$(systemctl show -p Result --value sshd-standard.service)" \
     "p2222=$(accepts 2222) p2227=$(accepts 2227) session=$session"
   sleep 0.3
 done
@@ -331,12 +365,15 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
             .build()
             .expect("guest");
         let script = guest_script(&share);
-        let guest = std::thread::spawn(move || vm.run(&script));
-        let done = Done(share.join("done"));
+        let guest = Guest {
+            done: share.join("done"),
+            thread: Some(std::thread::spawn(move || vm.run(&script))),
+        };
 
         // Up: the held session, both ports, the control port served, and the timer restarting
         // the unstable sshd (so that its staying down below means something).
         let before = wait_for(
+            &guest,
             &share,
             Duration::from_secs(300),
             "the guest's units up",
@@ -363,11 +400,17 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         send(Command::SshdKill { base: 2227 }).expect("sshd-kill 2227");
         println!("both kills answered in {:.2} s", t0.elapsed().as_secs_f64());
         let n = before.len();
-        let w = wait_for(&share, Duration::from_secs(20), "both sshd down", |w| {
-            w[n.min(w.len())..]
-                .iter()
-                .any(|l| l.both_down() && !l.session)
-        });
+        let w = wait_for(
+            &guest,
+            &share,
+            Duration::from_secs(20),
+            "both sshd down",
+            |w| {
+                w[n.min(w.len())..]
+                    .iter()
+                    .any(|l| l.both_down() && !l.session)
+            },
+        );
         let down_at = w[n..]
             .iter()
             .find(|l| l.both_down() && !l.session)
@@ -376,6 +419,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         // Ten seconds of guest time: Restart=always would restart within 1 s, the timer
         // within TIMER_SEC.
         let w = wait_for(
+            &guest,
             &share,
             Duration::from_secs(60),
             "10 s after the kill",
@@ -385,6 +429,11 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         assert!(
             held.iter().all(|l| l.both_down() && !l.session),
             "a killed sshd came back while kept down: {held:#?}"
+        );
+        // Killed by a signal, as a crash: a plain stop would leave Result=success.
+        assert!(
+            held.iter().all(|l| l.result == "signal"),
+            "sshd-standard's Result after the kill: {held:#?}"
         );
         println!(
             "both down at {down_at:.1} s and still down {:.1} s later ({} looks)",
@@ -396,6 +445,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         send(Command::SshdBack { base: 2227 }).expect("sshd-back 2227");
         let m = w.len();
         let w = wait_for(
+            &guest,
             &share,
             Duration::from_secs(60),
             "both back, the timer restarting again",
@@ -421,8 +471,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         let e = send(Command::McpKill).expect_err("no MCP unit on the target");
         assert!(format!("{e:#}").contains("no mcp-ssh-server unit"), "{e:#}");
 
-        drop(done);
-        let out = guest.join().expect("guest thread").expect("the guest ran");
+        let out = guest.finish().expect("the guest ran");
         assert!(
             out.stdout.contains("host done"),
             "the guest did not end on the host's word: {out:?}"

@@ -23,7 +23,7 @@
 //!   that part is skipped with a message (a failure in CI).
 //!
 //! Then netem's seed (tests/vm/netem_seed_guest.sh) in the same guest, whose kernel keeps it
-//! (6.6 or later: bookworm-backports' 6.12, which `scripts/install-deps vm` installs): read
+//! (6.6 or later: bookworm-backports' 6.12, which `scripts/install-deps vm` extracts): read
 //! back, and the same seed losing exactly the same datagrams. A second, smaller guest on a
 //! kernel older than 6.6 (Debian 12's 6.1) checks that a seed is refused there.
 //!
@@ -204,7 +204,7 @@ mod tests {
         if !keeps && in_ci() {
             panic!(
                 "the guests' kernel {} cannot keep netem's seed (and CI=true): scripts/install-deps \
-                 vm installs bookworm-backports' 6.12",
+                 vm extracts bookworm-backports' 6.12 into $SSHLAB_TOOLS/kernels",
                 vm.kernel().display()
             );
         }

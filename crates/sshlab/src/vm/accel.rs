@@ -9,13 +9,14 @@
 //! `vm runners` of that user in the same boot reuses it and says so. Deleting the file makes the
 //! next one probe again.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{dirs, process};
+use super::process;
 
 /// The probe guest's marker.
 const KVM_OK: &str = "SSHLAB-KVM-OK";
@@ -83,8 +84,9 @@ pub fn detect(kernel: &Path, vng: &Path, runtime_root: &Path) -> (Accel, String)
             ),
         );
     }
-    let (accel, why) = probe(kernel, vng);
-    if let Some(boot_id) = boot_id {
+    let (accel, why, ran) = probe(kernel, vng);
+    // A probe that could not start says nothing of KVM: not kept.
+    if ran && let Some(boot_id) = boot_id {
         let v = Verdict {
             boot_id,
             kernel: kernel.to_path_buf(),
@@ -110,22 +112,35 @@ fn read_kept(cache: &Path, boot_id: &str, kernel: &Path) -> Option<Verdict> {
     (v.boot_id == boot_id && v.kernel == kernel).then_some(v)
 }
 
-/// Writes `v` to `cache` (a temporary file renamed over it, mode 0644) when its directory
-/// exists and is this user's; nothing is created here.
+/// Writes `v` to `cache` (a new temporary file of this process, renamed over it, mode 0644)
+/// when its directory exists, is this user's and nobody else may write in it; nothing is
+/// created here.
 fn keep(cache: &Path, v: &Verdict) -> anyhow::Result<()> {
     let dir = cache.parent().unwrap_or(Path::new("."));
     let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
-        anyhow::bail!("{} is not this user's directory", dir.display());
+    if !meta.is_dir()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+        || meta.permissions().mode() & 0o022 != 0
+    {
+        anyhow::bail!("{} is not this user's alone", dir.display());
     }
-    let tmp = cache.with_extension("json.tmp");
-    dirs::write_file(&tmp, &serde_json::to_vec_pretty(v)?, 0o644)?;
-    std::fs::rename(&tmp, cache)?;
-    Ok(())
+    let tmp = dir.join(format!(".{CACHE_FILE}.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&serde_json::to_vec_pretty(v)?))
+        .and_then(|()| std::fs::rename(&tmp, cache));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(written?)
 }
 
-/// Boots a probe guest with KVM (up to [`PROBE_TIMEOUT`]) and looks for its marker.
-fn probe(kernel: &Path, vng: &Path) -> (Accel, String) {
+/// Boots a probe guest with KVM (up to [`PROBE_TIMEOUT`]) and looks for its marker; the
+/// verdict, why, and whether the probe ran at all.
+fn probe(kernel: &Path, vng: &Path) -> (Accel, String, bool) {
     let child = Command::new(vng)
         .arg("--run")
         .arg(kernel)
@@ -137,7 +152,7 @@ fn probe(kernel: &Path, vng: &Path) -> (Accel, String) {
         .process_group(0)
         .spawn();
     let Ok(child) = child else {
-        return (Accel::Tcg, "the KVM probe could not start".into());
+        return (Accel::Tcg, "the KVM probe could not start".into(), false);
     };
     let pgid = child.id();
     let out = process::wait_output(child, PROBE_TIMEOUT);
@@ -149,7 +164,9 @@ fn probe(kernel: &Path, vng: &Path) -> (Accel, String) {
         );
     }
     match out {
-        Some(text) if text.contains(KVM_OK) => (Accel::Kvm, "/dev/kvm ran a probe guest".into()),
+        Some(text) if text.contains(KVM_OK) => {
+            (Accel::Kvm, "/dev/kvm ran a probe guest".into(), true)
+        }
         Some(text) => {
             let why = text
                 .lines()
@@ -161,6 +178,7 @@ fn probe(kernel: &Path, vng: &Path) -> (Accel, String) {
             (
                 Accel::Tcg,
                 format!("/dev/kvm did not run a probe guest ({why})"),
+                true,
             )
         }
         None => (
@@ -169,6 +187,7 @@ fn probe(kernel: &Path, vng: &Path) -> (Accel, String) {
                 "/dev/kvm: the probe guest did not finish within {} s",
                 PROBE_TIMEOUT.as_secs()
             ),
+            true,
         ),
     }
 }
@@ -221,6 +240,12 @@ mod tests {
             read_kept(&cache, "b1", Path::new("/boot/vmlinuz-6.1.0-48-amd64")),
             None
         );
+        // Nor written where someone else may write.
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(keep(&open.join(CACHE_FILE), &verdict("b1", "k")).is_err());
+        assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
         // Nothing is created where there is no directory.
         assert!(
             keep(

@@ -47,24 +47,29 @@ TOML
   $B --lab "$lab" netem apply --netns a --dev a0
   printf 'RESULT show %s ' "$label"
   $B --lab "$lab" netem show --netns a --dev a0 --json | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
-  out=$(mktemp); ready=$(mktemp); : > "$ready"
+  out=$(mktemp); ready=$(mktemp); sent=$(mktemp -u); : > "$ready"
   ip netns exec b "$PY" -c '
-import hashlib, socket, sys
+import hashlib, os, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 s.bind(("10.178.0.20", 2323))
 open(sys.argv[2], "w").write("ready\n")
 got = set()
-s.settimeout(10)
-try:
-    while True:
+s.settimeout(0.2)
+# Until the sender is done (its file) and nothing came for half a second more.
+quiet_since = None
+while True:
+    try:
         got.add(int(s.recv(64)))
-        s.settimeout(2)
-except socket.timeout:
-    pass
+        quiet_since = None
+    except socket.timeout:
+        if os.path.exists(sys.argv[3]):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 0.5:
+                break
 digest = hashlib.sha256(",".join(map(str, sorted(got))).encode()).hexdigest()[:16]
 open(sys.argv[1], "w").write("received=%d digest=%s\n" % (len(got), digest))
-' "$out" "$ready" &
+'  "$out" "$ready" "$sent" &
   receiver=$!
   i=0; until [ -s "$ready" ]; do i=$((i + 1)); [ $i -le 600 ] || exit 1; sleep 0.1; done
   ip netns exec a "$PY" -c '
@@ -74,9 +79,10 @@ for i in range(int(sys.argv[1])):
     s.sendto(str(i).encode(), ("10.178.0.20", 2323))
     time.sleep(0.0005)
 ' "$COUNT"
+  : > "$sent"
   wait "$receiver"
   echo "RESULT round $label sent=$COUNT $(cat "$out")"
-  rm -f "$out" "$ready"
+  rm -f "$out" "$ready" "$sent"
 }
 if [ "$keeps" = 1 ]; then
   round seed7 7
