@@ -85,6 +85,14 @@ pub fn release(image: &Path) -> Option<&str> {
     image.file_name()?.to_str()?.strip_prefix("vmlinuz-")
 }
 
+/// Where the modules of the kernel image `image` are: `lib/modules/<release>` of the root
+/// its `boot/` is in (`/boot/vmlinuz-6.1.0-48-amd64` -> `/lib/modules/6.1.0-48-amd64`), as
+/// virtme-ng looks for them.
+pub fn modules_dir(image: &Path) -> Option<PathBuf> {
+    let root = image.parent()?.parent()?;
+    Some(root.join("lib/modules").join(release(image)?))
+}
+
 /// Numeric parts of a kernel version, for ordering (`6.1.0-56-amd64` -> [6, 1, 0, 56, 64]).
 fn version_key(version: &str) -> Vec<u64> {
     version
@@ -133,5 +141,17 @@ mod tests {
             Some("6.1.0-48-amd64")
         );
         assert_eq!(release(Path::new("/boot/initrd.img-6.1.0-48-amd64")), None);
+        assert_eq!(
+            modules_dir(Path::new("/boot/vmlinuz-6.1.0-48-amd64")),
+            Some(PathBuf::from("/lib/modules/6.1.0-48-amd64"))
+        );
+        assert_eq!(
+            modules_dir(Path::new(
+                "/opt/sshlab-tools/kernels/boot/vmlinuz-6.12.95+deb12-amd64"
+            )),
+            Some(PathBuf::from(
+                "/opt/sshlab-tools/kernels/lib/modules/6.12.95+deb12-amd64"
+            ))
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::real_vm::{self, newest_run, release_bins, run_json, which};
+use common::real_vm::{self, release_bins, run_json, which};
 use common::{Netns, summary, text};
 
 /// The runners' user: nobody.
@@ -197,7 +197,8 @@ mod tests {
             None
         };
         let forwarded = watching.requests_seen();
-        let quick_dir = newest_run(&ns.results());
+        // Read after `vm down`'s asserts below say why, when `vm up` failed and nothing ran.
+        let quick_dir = real_vm::latest_run(&ns.results()).unwrap_or_default();
         // The faults the guests execute on the host's command, through the control ports the
         // runners give them (as vms/control.nix gives the Nix-built ones): an sshd kill and an
         // MCP server restart, at 2 calls/s after 12 s of baseline (the 20 calls recovery is
@@ -220,7 +221,7 @@ mod tests {
                 .to_vec(),
             )
         });
-        let faults_dir = newest_run(&ns.results());
+        let faults_dir = real_vm::latest_run(&ns.results()).unwrap_or_default();
         let status_after = sshlab(vec!["vm".into(), "status".into()]);
         let down = sshlab(vec!["vm".into(), "down".into()]);
         let left = pids(&ns);

@@ -130,7 +130,11 @@ fn keep(cache: &Path, v: &Verdict) -> anyhow::Result<()> {
         .create_new(true)
         .mode(0o644)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(&serde_json::to_vec_pretty(v)?))
+        .and_then(|mut f| {
+            f.write_all(&serde_json::to_vec_pretty(v)?)?;
+            // 0644 whatever the umask: another of this user's tools may read it.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
         .and_then(|()| std::fs::rename(&tmp, cache));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

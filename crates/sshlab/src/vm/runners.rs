@@ -9,7 +9,8 @@
 //! real hypervisor processes and a real virtiofsd:
 //!
 //! - `DIR/store/`: what a Nix store would hold, readable by any user (the runners run as the
-//!   user who ran `sudo sshlab vm up`): the Debian kernel, sshlab, mcp-ssh-server,
+//!   user who ran `sudo sshlab vm up`): the Debian kernel (`kernel/boot/`, its modules linked in
+//!   `kernel/lib/modules/`), sshlab, mcp-ssh-server,
 //!   sshlab-agent, virtiofsd, and the lab files;
 //! - `DIR/<vm>/bin/microvm-run`: `vng` booting the guest as the qemu backend does, except that
 //!   the Agent VM's results share is a vhost-user-fs device on virtiofsd's socket (microvm.nix's
@@ -147,7 +148,23 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
         "microvm runners built by `sshlab vm runners`\n",
         0o644,
     )?;
-    let kernel = install(&tools.kernel, &store, &format!("vmlinuz-{release}"), 0o644)?;
+    // The kernel as its package lays it out, `boot/` beside `lib/modules/`: virtme-ng takes a
+    // kernel's modules from the root its image is in (a Nix store's kernel has its modules
+    // beside it too). The modules themselves stay where they are, linked.
+    let store_kernel = store.join("kernel");
+    make_dir(&store_kernel.join("boot"))?;
+    make_dir(&store_kernel.join("lib/modules"))?;
+    let kernel = install(
+        &tools.kernel,
+        &store_kernel.join("boot"),
+        &format!("vmlinuz-{release}"),
+        0o644,
+    )?;
+    let modules = guest_kernel::modules_dir(&tools.kernel)
+        .with_context(|| format!("no modules directory for {}", tools.kernel.display()))?;
+    let link = store_kernel.join("lib/modules").join(&release);
+    std::os::unix::fs::symlink(&modules, &link)
+        .with_context(|| format!("cannot link {} to {}", link.display(), modules.display()))?;
     let guest_sshlab = install(&sshlab, &store_bin, "sshlab", 0o755)?;
     install(&bins.mcp, &store_bin, "mcp-ssh-server", 0o755)?;
     install(&bins.agent, &store_bin, "sshlab-agent", 0o755)?;
