@@ -1,14 +1,15 @@
 //! The guest kernel the lab's VMs boot where Nix does not build one: the newest Debian
-//! `vmlinuz-*-amd64` whose modules include `sch_netem` (the guests apply netem when the host
-//! cannot), in `/boot` (modules in `/lib/modules`) or in a tools directory's `kernels/`
-//! ([`KERNELS`]). Used by the qemu backend and by the test kit's throw-away guests.
+//! `/boot/vmlinuz-*-amd64` whose modules include `sch_netem` (the guests apply netem when the
+//! host cannot), else the newest such kernel in a tools directory's `kernels/` ([`KERNELS`]).
+//! Used by the qemu backend and by the test kit's throw-away guests.
 //!
 //! `scripts/install-deps vm` extracts bookworm-backports' kernel (6.12) into
-//! `$SSHLAB_TOOLS/kernels/` beside Debian 12's own 6.1 in `/boot`, so the guests boot a kernel
-//! that keeps netem's seed (6.6 and later), while the machine's own boot is untouched: no
-//! package is installed, no boot loader hook runs. virtme-ng finds such a kernel's modules
-//! beside its image (`kernels/lib/modules/<release>`). The 6.1 stays for the check that a seed
-//! is refused where the kernel cannot keep it ([`find_older_than`]).
+//! `$SSHLAB_TOOLS/kernels/`, without installing it (no package, no boot-loader hook), for the
+//! check that netem's seed is kept on a kernel of 6.6 or later ([`find_at_least`]); virtme-ng
+//! finds its modules beside its image (`kernels/lib/modules/<release>`). The guests keep the
+//! machine's own kernel: their runs with the extracted one (virtme-ng then packs the modules
+//! into its initramfs) twice had a guest exit at once without a word, right after another
+//! lab's teardown.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,19 +23,25 @@ pub const MODULES: &str = "/lib/modules";
 /// `lib/modules/<release>`, as the package lays them out.
 pub const KERNELS: &str = "kernels";
 
-/// The newest `vmlinuz-*-amd64` with `sch_netem`, in `/boot` or a tools directory's
-/// [`KERNELS`].
+/// The newest `/boot/vmlinuz-*-amd64` with `sch_netem`, else the newest in a tools
+/// directory's [`KERNELS`].
 pub fn find() -> Option<PathBuf> {
-    candidates().pop().map(|(_, p)| p)
+    let all = candidates();
+    let boot = all
+        .iter()
+        .rev()
+        .find(|(_, p)| p.starts_with(BOOT))
+        .map(|(_, p)| p.clone());
+    boot.or_else(|| all.last().map(|(_, p)| p.clone()))
 }
 
-/// The newest such kernel older than `major.minor` (netem's seed needs 6.6: a kernel before it
-/// shows the refusal).
-pub fn find_older_than(major: u64, minor: u64) -> Option<PathBuf> {
+/// The newest kernel with `sch_netem`, in `/boot` or a tools directory, of version
+/// `major.minor` or later (netem's seed needs 6.6).
+pub fn find_at_least(major: u64, minor: u64) -> Option<PathBuf> {
     candidates()
         .into_iter()
         .rev()
-        .find(|(key, _)| key.as_slice() < [major, minor].as_slice())
+        .find(|(key, _)| key.as_slice() >= [major, minor].as_slice())
         .map(|(_, p)| p)
 }
 

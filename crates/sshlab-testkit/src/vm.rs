@@ -1,8 +1,8 @@
 //! A throw-away Linux guest for tests that need kernel features this machine lacks.
 //!
 //! Owns [`GuestVm`] (built with [`GuestVmBuilder`]), [`GuestOutput`] and [`check_vm_tools`].
-//! The guest is a Debian kernel (the newest `vmlinuz-*-amd64` with `sch_netem`, in `/boot` or
-//! extracted into `$SSHLAB_TOOLS/kernels` by `scripts/install-deps vm`) booted by
+//! The guest is a Debian kernel (the newest `/boot/vmlinuz-*-amd64` with `sch_netem`, or one
+//! that `scripts/install-deps vm` extracted into `$SSHLAB_TOOLS/kernels`) booted by
 //! virtme-ng (`vng`) under `qemu-system-x86_64` with TCG (`--disable-kvm`: this machine's
 //! `/dev/kvm` cannot run stock guests, and CI machines may have none). virtme-ng exports the
 //! host's root filesystem to the guest read-only over 9p, so the guest runs the host's own
@@ -310,7 +310,7 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Strin
     })
 }
 
-/// The guests' kernel: the newest `vmlinuz-*-amd64` with `sch_netem`, in `/boot` or a tools
+/// The guests' kernel: the newest `/boot/vmlinuz-*-amd64` with `sch_netem`, else one in a tools
 /// directory's `kernels/` ([`sshlab_core::guest_kernel::find`]).
 pub fn find_kernel() -> Option<PathBuf> {
     sshlab_core::guest_kernel::find()

@@ -9,8 +9,8 @@
 //! real hypervisor processes and a real virtiofsd:
 //!
 //! - `DIR/store/`: what a Nix store would hold, readable by any user (the runners run as the
-//!   user who ran `sudo sshlab vm up`): the Debian kernel (`kernel/boot/`, its modules linked in
-//!   `kernel/lib/modules/`), sshlab, mcp-ssh-server,
+//!   user who ran `sudo sshlab vm up`): the Debian kernel (an extracted one as `kernel/boot/`,
+//!   its modules linked in `kernel/lib/modules/`), sshlab, mcp-ssh-server,
 //!   sshlab-agent, virtiofsd, and the lab files;
 //! - `DIR/<vm>/bin/microvm-run`: `vng` booting the guest as the qemu backend does, except that
 //!   the Agent VM's results share is a vhost-user-fs device on virtiofsd's socket (microvm.nix's
@@ -148,23 +148,28 @@ pub fn build(dir: &Path, cfg: &VmConfig, lab: &Lab) -> anyhow::Result<Runners> {
         "microvm runners built by `sshlab vm runners`\n",
         0o644,
     )?;
-    // The kernel as its package lays it out, `boot/` beside `lib/modules/`: virtme-ng takes a
-    // kernel's modules from the root its image is in (a Nix store's kernel has its modules
-    // beside it too). The modules themselves stay where they are, linked.
-    let store_kernel = store.join("kernel");
-    make_dir(&store_kernel.join("boot"))?;
-    make_dir(&store_kernel.join("lib/modules"))?;
-    let kernel = install(
-        &tools.kernel,
-        &store_kernel.join("boot"),
-        &format!("vmlinuz-{release}"),
-        0o644,
-    )?;
+    // The kernel. One of the machine's own (`/boot`, modules in `/lib/modules`) is copied flat
+    // into the store, and virtme-ng, walking up from it, finds the host root's modules. One
+    // extracted elsewhere keeps its package layout, `boot/` beside `lib/modules/<release>`
+    // (linked), since virtme-ng takes the modules from the root the image is in.
     let modules = guest_kernel::modules_dir(&tools.kernel)
         .with_context(|| format!("no modules directory for {}", tools.kernel.display()))?;
-    let link = store_kernel.join("lib/modules").join(&release);
-    std::os::unix::fs::symlink(&modules, &link)
-        .with_context(|| format!("cannot link {} to {}", link.display(), modules.display()))?;
+    let kernel = if modules.starts_with(guest_kernel::MODULES) {
+        install(&tools.kernel, &store, &format!("vmlinuz-{release}"), 0o644)?
+    } else {
+        let store_kernel = store.join("kernel");
+        make_dir(&store_kernel.join("boot"))?;
+        make_dir(&store_kernel.join("lib/modules"))?;
+        let link = store_kernel.join("lib/modules").join(&release);
+        std::os::unix::fs::symlink(&modules, &link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), modules.display()))?;
+        install(
+            &tools.kernel,
+            &store_kernel.join("boot"),
+            &format!("vmlinuz-{release}"),
+            0o644,
+        )?
+    };
     let guest_sshlab = install(&sshlab, &store_bin, "sshlab", 0o755)?;
     install(&bins.mcp, &store_bin, "mcp-ssh-server", 0o755)?;
     install(&bins.agent, &store_bin, "sshlab-agent", 0o755)?;
