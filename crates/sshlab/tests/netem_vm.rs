@@ -52,13 +52,18 @@ mod tests {
         real_vm::unavailable("netem_vm", why);
     }
 
-    /// The guest, with sshlab and, when `lab_bins` is given, the lab's two other binaries.
-    fn vm(lab_bins: Option<&Path>) -> Result<GuestVm, String> {
+    /// The guest, with sshlab and, when `lab_bins` is given, the lab's two other binaries; on
+    /// `kernel` when given, else the guests' kernel.
+    fn vm(lab_bins: Option<&Path>, kernel: Option<&Path>) -> Result<GuestVm, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("needs root (for the guest's namespaces)".into());
         }
         check_vm_tools().map_err(|e| format!("{e:#}"))?;
-        let mut b = GuestVm::builder()
+        let mut b = GuestVm::builder();
+        if let Some(k) = kernel {
+            b = b.kernel(k);
+        }
+        let mut b = b
             .memory_mb(2048)
             .cpus(2)
             .timeout(Duration::from_secs(900))
@@ -123,7 +128,7 @@ mod tests {
                 None
             }
         };
-        let vm = match vm(lab_bins.as_deref()) {
+        let vm = match vm(lab_bins.as_deref(), None) {
             Ok(vm) => vm,
             Err(why) => return unavailable(&why),
         };
@@ -302,20 +307,10 @@ mod tests {
                  vm extracts bookworm-backports' 6.12 into $SSHLAB_TOOLS/kernels)",
             );
         };
-        if !nix::unistd::geteuid().is_root() {
-            return unavailable("needs root (for the guest's namespaces)");
-        }
-        if let Err(e) = check_vm_tools() {
-            return unavailable(&format!("{e:#}"));
-        }
-        let vm = GuestVm::builder()
-            .kernel(&kernel)
-            .memory_mb(1024)
-            .cpus(2)
-            .timeout(Duration::from_secs(600))
-            .file(env!("CARGO_BIN_EXE_sshlab"))
-            .build()
-            .expect("the seed kernel's guest");
+        let vm = match vm(None, Some(&kernel)) {
+            Ok(vm) => vm,
+            Err(why) => return unavailable(&why),
+        };
         let out = vm
             .run(&seed_script())
             .unwrap_or_else(|e| panic!("the guest ({}) did not run: {e:#}", kernel.display()));

@@ -32,8 +32,8 @@ ip -n b addr add 10.178.0.20/24 dev b0; ip -n b link set b0 up
 ip -n a neigh add 10.178.0.20 lladdr "$(ip -n b -j link show b0 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')" dev a0
 lab=$(mktemp -d); mkdir -p "$lab/vms" "$lab/netem"
 cp "$LAB/vms/topology.toml" "$lab/vms/"
-round() {
-  label=$1 seed=$2
+# The lab's profiles file: 2323 loses 50%, with seed $1 when given.
+profile() {
   cat > "$lab/netem/profiles.toml" <<TOML
 [[profile]]
 base = 2223
@@ -42,7 +42,11 @@ delay_ms = 0
 jitter_ms = 0
 loss_percent = 50.0
 TOML
-  [ -n "$seed" ] && echo "seed = $seed" >> "$lab/netem/profiles.toml"
+  if [ -n "$1" ]; then echo "seed = $1" >> "$lab/netem/profiles.toml"; fi
+}
+round() {
+  label=$1
+  profile "$2"
   $B --lab "$lab" netem clear --netns a --dev a0
   $B --lab "$lab" netem apply --netns a --dev a0
   printf 'RESULT show %s ' "$label"
@@ -93,8 +97,7 @@ if [ "$keeps" = 1 ]; then
   tc -s -n a qdisc show dev a0
 else
   round unseeded ""
-  printf '[[profile]]\nbase = 2223\nport = 2323\ndelay_ms = 0\njitter_ms = 0\nloss_percent = 50.0\nseed = 7\n' \
-    > "$lab/netem/profiles.toml"
+  profile 7
   $B --lab "$lab" netem clear --netns a --dev a0
   set +e
   err=$($B --lab "$lab" netem apply --netns a --dev a0 2>&1)
