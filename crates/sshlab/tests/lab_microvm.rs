@@ -312,9 +312,13 @@ mod tests {
             );
         }
         // The server's part: once each fault is over, no call fails (no dead pooled SSH
-        // connection is handed out again, no session of the killed server is used). How soon
-        // latency is back is the emulated machine's (each new SSH handshake takes seconds under
-        // TCG), so recovery is held to every fault's `recovery<30s`.
+        // connection is handed out again), except what a restart cannot help: the SSH sessions
+        // the killed server held are gone with it, and a worker learns that of each handle it
+        // held at its next use ("session not found", given up at once as stale). So after the
+        // last fault (the restart) only `session_gone` may fail, at most once per handle held
+        // (2 workers, quick's max_sessions 2), and calls succeed after the last of them. How
+        // soon latency is back is the emulated machine's (each new SSH handshake takes seconds
+        // under TCG), so recovery is held to every fault's `recovery<30s`.
         let started = s["run"]["started_at"].as_f64().unwrap();
         let last_end = recorded[1]["ended_at"].as_f64().unwrap() - started;
         let late: Vec<&serde_json::Value> = s["error_messages"]
@@ -323,9 +327,24 @@ mod tests {
             .iter()
             .filter(|m| m["last_s"].as_f64().unwrap_or(0.0) > last_end + 1.0)
             .collect();
+        let (gone, other): (Vec<&serde_json::Value>, Vec<_>) =
+            late.into_iter().partition(|m| m["kind"] == "session_gone");
         assert!(
-            late.is_empty(),
-            "calls failed after the last fault: {late:#?}"
+            other.is_empty(),
+            "calls failed after the last fault, other than a lost session's first use: {other:#?}"
+        );
+        let gone_calls: u64 = gone.iter().filter_map(|m| m["count"].as_u64()).sum();
+        assert!(
+            gone_calls <= 4,
+            "more lost sessions used after the restart than 2 workers x 2 handles: {gone:#?}"
+        );
+        let last_gone = gone
+            .iter()
+            .filter_map(|m| m["last_s"].as_f64())
+            .fold(last_end, f64::max);
+        println!(
+            "microvm: after the restart's end at {last_end:.1} s, {gone_calls} call(s) used a lost \
+             session, the last at {last_gone:.1} s"
         );
         for f in recorded {
             assert!(
@@ -335,7 +354,10 @@ mod tests {
                 "not recovered within 30 s: {f:#}"
             );
         }
-        let after = real_vm::succeeded_after(&s, last_end);
-        assert!(after > 0, "nothing succeeded after the restart: {s:#}");
+        let after = real_vm::succeeded_after(&s, last_gone);
+        assert!(
+            after > 0,
+            "nothing succeeded after the restart (and its lost sessions' first uses): {s:#}"
+        );
     }
 }

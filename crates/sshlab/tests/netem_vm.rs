@@ -14,9 +14,9 @@
 //!   latency_test 5 2 --rate 2` on the netns backend, whose `vm up` shapes the target's veth
 //!   with real netem, covers 2222 and the five netem ports that take its password login (not
 //!   2323 key-only, 2326 deny-all), with 2322 shaped both ways (`both_ways`): 2322's p50 (100
-//!   ms ± 10 ms each way) exceeds 2222's by at least 180 ms, and, uncorrected, adds at least
-//!   three times what 2328 (50 ms one way, no loss) adds (one way it would be twice). It needs *release* builds
-//!   of mcp-ssh-server and sshlab-agent
+//!   ms ± 10 ms each way) exceeds 2222's by at least 180 ms, and its fastest call adds at
+//!   least three times what 2328's (50 ms one way, no loss) adds (one way it would be twice).
+//!   It needs *release* builds of mcp-ssh-server and sshlab-agent
 //!   ([`release_bins`]): under TCG a debug build answers one command in ~4.7 s even at 1/s, so
 //!   no delay shows; release answers in ~0.2 s. And 2/s, not the scenario's 10/s, which the
 //!   emulated guest cannot serve: queueing would hide the delay. Without fresh release builds
@@ -425,19 +425,23 @@ mod tests {
         );
         // Both ways is about twice one way: against 2328 (50 ms one way, no loss), whose calls
         // wait about 100 ms (two round trips), 2322's (100 ms each way) wait about 400 ms; one
-        // way they would wait about 200 ms, twice 2328's. Without queueing (uncorrected p50:
-        // ten calls a port, and 2327's loss makes a poor control, seen at +695 ms once).
-        let u = |f: &[(&str, f64)]| field(f, "p50_uncorrected_ms");
-        let (one, two) = (u(&light) - u(&base), u(&both) - u(&base));
+        // way they would wait about 200 ms, twice 2328's. On the fastest call of each port
+        // (uncorrected min: ten calls a port), which the emulated guest's scheduling can only
+        // slow, never speed up: the uncorrected p50 carried that noise, and once failed the
+        // bound on a 6.1 guest. 2327's loss makes a poor control (seen at +695 ms once).
+        let m = |f: &[(&str, f64)]| field(f, "min_uncorrected_ms");
+        let (one, two) = (m(&light) - m(&base), m(&both) - m(&base));
         assert!(
             one >= 60.0 && two >= 3.0 * one,
-            "latency_test, uncorrected p50 over 2222's: 2328 (50 ms one way) +{one:.1} ms, 2322 \
+            "latency_test, fastest call over 2222's: 2328 (50 ms one way) +{one:.1} ms, 2322 \
              (100 ms both ways) +{two:.1} ms: both ways should add at least three times as much"
         );
+        let u = |f: &[(&str, f64)]| field(f, "p50_uncorrected_ms");
+        let (one_p50, two_p50) = (u(&light) - u(&base), u(&both) - u(&base));
         eprintln!(
             "netem_vm lab: latency_test p50 2222 {b:.1} ms, 2322 (both ways) {d:.1} ms \
-             (+{:.1} ms); uncorrected over 2222: 2322 +{two:.1} ms, 2328 (50 ms one way) \
-             +{one:.1} ms",
+             (+{:.1} ms); uncorrected over 2222: 2322 +{two_p50:.1} ms at p50, +{two:.1} ms at \
+             min; 2328 (50 ms one way) +{one_p50:.1} ms at p50, +{one:.1} ms at min",
             d - b
         );
     }

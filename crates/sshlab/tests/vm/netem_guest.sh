@@ -250,9 +250,10 @@ for path in sorted(glob.glob(sys.argv[1] + "/*/summary.json")):
     print("RESULT lab-summary complete=%d requests=%d failures=%d ports=%d"
           % (s["run"]["complete"], s["totals"]["requests"], s["totals"]["failures"], len(s["ports"])))
     for p in s["ports"]:
-        print("RESULT lab-port %s p50_ms=%.3f p50_uncorrected_ms=%.3f requests=%d failures=%d"
+        print("RESULT lab-port %s p50_ms=%.3f p50_uncorrected_ms=%.3f min_uncorrected_ms=%.3f "
+              "requests=%d failures=%d"
               % (p["name"], p["latency"]["p50"], p["latency_uncorrected"]["p50"],
-                 p["totals"]["requests"], p["totals"]["failures"]))
+                 p["latency_uncorrected"]["min"], p["totals"]["requests"], p["totals"]["failures"]))
 EOF
   ip netns del labrun
   rm -rf "$res"
