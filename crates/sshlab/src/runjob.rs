@@ -278,7 +278,7 @@ pub fn run(
     for s in &scenarios {
         let sc = Scenario::builtin(s)?;
         let faults = spec.faults_of(&sc);
-        sshlab_core::faults::check_overlaps(&faults)?;
+        sshlab_core::faults::check_overlaps(&faults, topology)?;
         // How many ports latency_test covers is known only once the lab is up (its netem
         // state): its faults' timing is checked then, their targets now.
         let run_s = if sc.covers_netem_ports() {
@@ -632,6 +632,19 @@ fn submit(
 /// How long the agent may stay out of reach, once no fault is pending, before `run` gives up.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
 
+/// Adds `changed` to the records the agent has yet to take. A record holds everything known of
+/// its fault (its start and its end), and the agent keeps the last it takes for each fault, so
+/// a newer record replaces an unsent older one: sent after it, the older would undo the end.
+fn queue(
+    unsent: &mut Vec<sshlab_core::faults::FaultRecord>,
+    changed: Vec<sshlab_core::faults::FaultRecord>,
+) {
+    for rec in changed {
+        unsent.retain(|old| old.index != rec.index);
+        unsent.push(rec);
+    }
+}
+
 /// Hands the agent the fault records in `unsent`, keeping those it did not take (out of reach)
 /// for the next try.
 /// Their times go on the agent's clock (`clock`), which judges them.
@@ -701,13 +714,13 @@ fn watch(
             eprintln!(
                 "run: interrupted; reverting faults, cancelling job {id} (partial results are kept)"
             );
-            unsent.extend(injector.revert_all());
+            queue(&mut unsent, injector.revert_all());
             deliver(ep, id, &mut unsent, clock, API_TIMEOUT);
             let _ = http::request("DELETE", ep.agent, &job_path(id), None, API_TIMEOUT);
             cancelled = true;
         }
         if !cancelled {
-            unsent.extend(injector.tick(started.elapsed().as_secs_f64()));
+            queue(&mut unsent, injector.tick(started.elapsed().as_secs_f64()));
         }
         if Instant::now() < next_poll {
             continue;
@@ -1192,5 +1205,24 @@ mod tests {
                 .contains("\"baseline\"")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_newer_fault_record_replaces_an_unsent_older_one() {
+        let rec = |index: usize, ended: Option<f64>| sshlab_core::faults::FaultRecord {
+            index,
+            spec: "sshd-kill:2222@1s+1s".parse().unwrap(),
+            started_at: Some(1.0),
+            ended_at: ended,
+            error: None,
+            analysis: None,
+        };
+        // The start of fault 0 not taken (the agent out of reach), then its end and fault 1's
+        // start: only the end goes for fault 0, so a late start cannot undo it.
+        let mut unsent = Vec::new();
+        queue(&mut unsent, vec![rec(0, None)]);
+        queue(&mut unsent, vec![rec(0, Some(2.0)), rec(1, None)]);
+        let got: Vec<(usize, Option<f64>)> = unsent.iter().map(|r| (r.index, r.ended_at)).collect();
+        assert_eq!(got, vec![(0, Some(2.0)), (1, None)]);
     }
 }

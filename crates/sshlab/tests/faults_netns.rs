@@ -243,21 +243,37 @@ mod tests {
         assert_root_namespace_clean();
     }
 
-    /// A fault naming a port or VM the lab does not have, or outlasting its run, is refused
-    /// before anything starts: no lab is booted.
+    /// A fault naming a port or VM the lab does not have, outlasting its run or ending too near
+    /// its end to be judged, or getting in another's way, is refused before anything starts: no
+    /// lab is booted.
     #[test]
     fn faults_the_lab_cannot_run_are_refused_before_anything_starts() {
         let Some(lab) = Lab::new("fbad") else {
             return;
         };
-        for (fault, says) in [
-            ("sshd-kill:9999@1s+1s", "no sshd on port 9999"),
-            ("partition:db@1s+1s", "no VM `db`"),
-            ("mcp-pause@4s+10s", "after the run's 5.0 s"),
-            ("explode:2222@1s+1s", "unknown kind `explode`"),
+        for (faults, says) in [
+            (&["sshd-kill:9999@1s+1s"][..], "no sshd on port 9999"),
+            (&["partition:db@1s+1s"], "no VM `db`"),
+            (&["mcp-pause@4s+10s"], "after the run's 5.0 s"),
+            (&["mcp-pause@1s+2s"], "less than 3 s before the run's end"),
+            (&["explode:2222@1s+1s"], "unknown kind `explode`"),
+            // 2322 is served by 2222's sshd.
+            (
+                &["sshd-kill:2222@0.5s+1s", "sshd-kill:2322@1s+1s"],
+                "the same sshd",
+            ),
+            (
+                &["partition:target@0.5s+1s", "sshd-kill:2222@1s+1s"],
+                "waits for the port",
+            ),
         ] {
-            let out = lab.sshlab(&["run", "quick", "5", "--fault", fault]);
+            let mut args = vec!["run", "quick", "5"];
+            for f in faults {
+                args.extend(["--fault", f]);
+            }
+            let out = lab.sshlab(&args);
             let t = text(&out);
+            let fault = faults.join(" ");
             assert!(!out.status.success(), "{fault}: {t}");
             assert!(t.contains(says), "{fault}: want {says:?} in\n{t}");
             assert!(

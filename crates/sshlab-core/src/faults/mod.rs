@@ -340,7 +340,8 @@ pub enum Resolved {
 
 impl FaultSpec {
     /// Checks it against the lab and a run of `run_s` seconds: the target exists for its
-    /// kind, and the fault ends within the run (so its end is recorded with the results).
+    /// kind, and the fault ends within the run (so its end is recorded with the results), at
+    /// least [`recovery::MIN_HOLD_S`] before the run's end (so its recovery can be judged).
     pub fn resolve(&self, topology: &Topology, run_s: f64) -> Result<Resolved, FaultError> {
         let err = |message: String| FaultError {
             spec: self.to_string(),
@@ -351,6 +352,15 @@ impl FaultSpec {
                 "ends at {:.1} s, after the run's {run_s:.1} s: its end would not be in the \
                  results; start it earlier or shorten it",
                 self.start_s + self.duration_s
+            )));
+        }
+        if self.end_s() > run_s - recovery::MIN_HOLD_S {
+            return Err(err(format!(
+                "ends at {:.1} s, less than {} s before the run's end ({run_s:.1} s): its \
+                 recovery needs at least that long after it (10 s to hold), so it could only \
+                 be judged NOT RECOVERED; end it earlier or run longer",
+                self.end_s(),
+                recovery::MIN_HOLD_S
             )));
         }
         let vm_names: Vec<&str> = topology.vms.iter().map(|v| v.name.as_str()).collect();
@@ -411,23 +421,69 @@ impl FaultSpec {
     }
 }
 
-/// Checks that no two faults act on the same thing at the same time (one would undo the
-/// other): faults on one target must not overlap.
-pub fn check_overlaps(specs: &[FaultSpec]) -> Result<(), FaultError> {
+/// Checks that no two faults of a run get in each other's way while both last, on the targets
+/// they resolve to in `topology` (a port's netem twin is its sshd's; a spec that does not
+/// resolve is refused by [`FaultSpec::resolve`]):
+/// - two on one thing: one sshd (`sshd-kill:2222` and `sshd-kill:2322`), the MCP server
+///   (`mcp-pause`, `mcp-restart`), or partitions (one VM off the bridge at a time);
+/// - two `netem` faults, on any ports: each sets the lab's profiles and its own port, so the
+///   second would undo the first and the first's end the second;
+/// - an end that waits over a link another fault cuts: `sshd-kill`'s end waits for the port
+///   (`partition:target`), `mcp-restart`'s for `/health` (`partition:mcp`).
+pub fn check_overlaps(specs: &[FaultSpec], topology: &Topology) -> Result<(), FaultError> {
+    let resolved: Vec<Option<Resolved>> = specs
+        .iter()
+        .map(|s| s.resolve(topology, f64::INFINITY).ok())
+        .collect();
     for (i, a) in specs.iter().enumerate() {
-        for b in &specs[i + 1..] {
-            let same = a.target == b.target
-                || (is_mcp(a.kind) && is_mcp(b.kind))
-                || (a.kind == FaultKind::Partition && b.kind == FaultKind::Partition);
-            if same && a.start_s < b.end_s() && b.start_s < a.end_s() {
+        for (j, b) in specs.iter().enumerate().skip(i + 1) {
+            if !(a.start_s < b.end_s() && b.start_s < a.end_s()) {
+                continue;
+            }
+            if let Some(why) = conflict((a, resolved[i].as_ref()), (b, resolved[j].as_ref())) {
                 return Err(FaultError {
                     spec: b.to_string(),
-                    message: format!("overlaps `{a}` on the same target"),
+                    message: format!("overlaps `{a}`: {why}"),
                 });
             }
         }
     }
     Ok(())
+}
+
+/// Why two faults cannot last at the same time, if they cannot.
+fn conflict(
+    (a, ra): (&FaultSpec, Option<&Resolved>),
+    (b, rb): (&FaultSpec, Option<&Resolved>),
+) -> Option<&'static str> {
+    use FaultKind::{McpRestart, Netem, Partition, SshdKill};
+    let vm = |r: Option<&Resolved>, name: &str| matches!(r, Some(Resolved::Vm(v)) if v == name);
+    let base = |r: Option<&Resolved>| match r {
+        Some(Resolved::Sshd { base, .. }) => Some(*base),
+        _ => None,
+    };
+    let either =
+        |x: FaultKind, y: FaultKind| (a.kind == x && b.kind == y) || (a.kind == y && b.kind == x);
+    // The partition's VM, where one of the two is a partition.
+    let cut = if a.kind == Partition { ra } else { rb };
+    if a.kind == SshdKill && b.kind == SshdKill && base(ra).is_some() && base(ra) == base(rb) {
+        Some("both act on the same sshd")
+    } else if is_mcp(a.kind) && is_mcp(b.kind) {
+        Some("both act on the MCP server")
+    } else if a.kind == Partition && b.kind == Partition {
+        Some("one VM is cut off the bridge at a time")
+    } else if a.kind == Netem && b.kind == Netem {
+        Some(
+            "netem faults take turns: each sets the lab's profiles and its own port, so one \
+             would undo the other",
+        )
+    } else if either(Partition, SshdKill) && vm(cut, crate::topology::TARGET_VM) {
+        Some("sshd-kill's end waits for the port over the bridge, which the partition cuts")
+    } else if either(Partition, McpRestart) && vm(cut, crate::topology::MCP_VM) {
+        Some("mcp-restart's end waits for /health over the bridge, which the partition cuts")
+    } else {
+        None
+    }
 }
 
 fn is_mcp(k: FaultKind) -> bool {
@@ -565,28 +621,70 @@ mod tests {
         assert!(e.message.contains("MCP server only"), "{e}");
         let e = resolve("sshd-kill:2222@55s+10s").expect_err("past the run");
         assert!(e.message.contains("after the run's 60.0 s"), "{e}");
+        let e = resolve("sshd-kill:2222@50s+8s").expect_err("too near the run's end");
+        assert!(
+            e.message.contains("less than 3 s before the run's end"),
+            "{e}"
+        );
+        assert!(resolve("sshd-kill:2222@50s+7s").is_ok());
     }
 
     #[test]
-    fn overlapping_faults_on_one_target_are_refused() {
-        let specs: Vec<FaultSpec> = ["sshd-kill:2222@1s+5s", "sshd-kill:2222@3s+5s"]
-            .iter()
-            .map(|s| s.parse().expect("ok"))
-            .collect();
-        assert!(check_overlaps(&specs).is_err());
-        let apart: Vec<FaultSpec> = [
-            "sshd-kill:2222@1s+5s",
-            "sshd-kill:2222@6s+5s",
-            "mcp-pause@2s+1s",
-        ]
-        .iter()
-        .map(|s| s.parse().expect("ok"))
-        .collect();
-        assert!(check_overlaps(&apart).is_ok());
-        let mcp: Vec<FaultSpec> = ["mcp-pause@1s+5s", "mcp-restart@2s+1s"]
-            .iter()
-            .map(|s| s.parse().expect("ok"))
-            .collect();
-        assert!(check_overlaps(&mcp).is_err());
+    fn faults_that_would_undo_or_block_each_other_are_refused() {
+        let t = topo();
+        let check = |specs: &[&str]| {
+            let specs: Vec<FaultSpec> = specs.iter().map(|s| s.parse().expect(s)).collect();
+            check_overlaps(&specs, &t)
+        };
+        for (pair, says) in [
+            (
+                ["sshd-kill:2222@1s+5s", "sshd-kill:2222@3s+5s"],
+                "the same sshd",
+            ),
+            // 2322 is 2222's netem twin: the same sshd.
+            (
+                ["sshd-kill:2222@1s+5s", "sshd-kill:2322@3s+5s"],
+                "the same sshd",
+            ),
+            (["mcp-pause@1s+5s", "mcp-restart@2s+1s"], "the MCP server"),
+            (
+                ["partition:agent@1s+5s", "partition:target@2s+1s"],
+                "one VM",
+            ),
+            (
+                ["netem:2322:delay=1ms@1s+5s", "netem:2323:loss=5%@2s+5s"],
+                "netem faults take turns",
+            ),
+            (
+                ["partition:target@1s+5s", "sshd-kill:2222@2s+1s"],
+                "waits for the port",
+            ),
+            (
+                ["sshd-kill:2222@2s+5s", "partition:target@1s+2s"],
+                "waits for the port",
+            ),
+            (
+                ["mcp-restart@1s+5s", "partition:mcp@2s+5s"],
+                "waits for /health",
+            ),
+        ] {
+            let e = check(&pair).expect_err(&format!("{pair:?}"));
+            assert!(e.message.contains(says), "{pair:?}: {e}");
+        }
+        for apart in [
+            &[
+                "sshd-kill:2222@1s+5s",
+                "sshd-kill:2222@6s+5s",
+                "mcp-pause@2s+1s",
+            ][..],
+            // Other sshds, other VMs: no conflict.
+            &["sshd-kill:2222@1s+5s", "sshd-kill:2223@2s+5s"],
+            &["partition:agent@1s+5s", "sshd-kill:2222@2s+5s"],
+            &["partition:target@1s+5s", "mcp-restart@2s+5s"],
+            &["partition:mcp@1s+5s", "mcp-pause@2s+1s"],
+            &["netem:2322:delay=1ms@1s+5s", "sshd-kill:2222@2s+5s"],
+        ] {
+            assert_eq!(check(apart), Ok(()), "{apart:?}");
+        }
     }
 }

@@ -14,7 +14,9 @@
 //! step after the fault's end from which every window up to [`HOLD_S`] later is healthy;
 //! when the run (or the next fault) leaves less than that, at least [`MIN_HOLD_S`] of healthy
 //! windows are needed, and the analysis says how long it held. No recovery point: a verdict
-//! that says so.
+//! that says so. A fault that ends while another is still in effect (a pause inside a
+//! partition) cannot recover before that one ends: its recovery is counted from the end of the
+//! faults in effect at its end ([`FaultAnalysis::counted_from`]), not charged with their damage.
 //!
 //! Records arrive in two passes ([`Analyser::first_pass`], then [`Analyser::second_pass`]),
 //! so nothing per call is kept in memory: histograms, and for each fault 100 ms counters up to
@@ -103,6 +105,10 @@ pub struct FaultAnalysis {
     pub held_s: Option<f64>,
     /// Failures from its start until the recovery point (or the end of what was judged).
     pub failures_until_recovered: u64,
+    /// The fault whose end its recovery is counted from, when another fault was still in
+    /// effect at its own end (`partition:target`); `recovery_s` is then from that end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_from: Option<String>,
     /// One sentence for people.
     pub verdict: String,
 }
@@ -118,6 +124,10 @@ impl FaultAnalysis {
 struct Window {
     start: f64,
     end: f64,
+    /// Where the recovery scan starts: its end, or the end of the faults still in effect then.
+    scan_from: f64,
+    /// The fault whose end `scan_from` is, when not its own.
+    counted_from: Option<String>,
     /// Where the recovery scan stops: the next fault's start or the run's end.
     horizon: f64,
     /// Whether the horizon is another fault (else the run's end).
@@ -125,6 +135,8 @@ struct Window {
     requests: u64,
     failures: u64,
     latency: Histogram<u64>,
+    /// Failures from its end until `scan_from` (while the faults in effect at its end lasted).
+    failures_between: u64,
     /// Failures from the start until each 100 ms bucket after the end, for the count until
     /// recovery: (ok, failed, slow) per bucket.
     buckets: Vec<[u32; 3]>,
@@ -147,9 +159,9 @@ impl Analyser {
     /// For `faults` of a run that ended at `run_end` (unix seconds). Faults that never took
     /// effect (no start) get no analysis.
     pub fn new(faults: &[FaultRecord], run_end: f64) -> Self {
-        let executed: Vec<(f64, f64)> = faults
+        let executed: Vec<(f64, f64, String)> = faults
             .iter()
-            .filter_map(|f| Some((f.started_at?, f.ended_at.unwrap_or(run_end))))
+            .filter_map(|f| Some((f.started_at?, f.ended_at.unwrap_or(run_end), f.label())))
             .collect();
         let first_fault = executed.iter().map(|w| w.0).fold(f64::INFINITY, f64::min);
         let windows = faults
@@ -157,25 +169,39 @@ impl Analyser {
             .map(|f| {
                 let start = f.started_at?;
                 let end = f.ended_at.unwrap_or(run_end).max(start);
+                // The faults in effect at its end, and those in effect at theirs, in turn.
+                let (mut scan_from, mut counted_from) = (end, None);
+                while let Some((_, e, label)) = executed
+                    .iter()
+                    .filter(|(s, e, _)| *s < scan_from && *e > scan_from)
+                    .max_by(|x, y| x.1.total_cmp(&y.1))
+                {
+                    scan_from = *e;
+                    counted_from = Some(label.clone());
+                }
+                let scan_from = scan_from.min(run_end.max(end));
                 let next = executed
                     .iter()
                     .map(|w| w.0)
-                    .filter(|s| *s >= end)
+                    .filter(|s| *s >= scan_from)
                     .fold(f64::INFINITY, f64::min);
                 let (horizon, next_fault) = if next < run_end {
                     (next, true)
                 } else {
                     (run_end, false)
                 };
-                let n = (((horizon - end) / STEP_S).ceil().max(0.0) as usize).min(1 << 20);
+                let n = (((horizon - scan_from) / STEP_S).ceil().max(0.0) as usize).min(1 << 20);
                 Some(Window {
                     start,
                     end,
+                    scan_from,
+                    counted_from,
                     horizon,
                     next_fault,
                     requests: 0,
                     failures: 0,
                     latency: histogram(),
+                    failures_between: 0,
                     buckets: vec![[0; 3]; n],
                     failures_after: vec![0; n],
                 })
@@ -205,6 +231,8 @@ impl Analyser {
                 w.requests += 1;
                 w.failures += u64::from(!r.ok());
                 record_ms(&mut w.latency, r.latency_ms);
+            } else if r.ts >= w.end && r.ts < w.scan_from {
+                w.failures_between += u64::from(!r.ok());
             }
         }
     }
@@ -230,8 +258,8 @@ impl Analyser {
             self.slow_ms = (b.p99_ms * 1.5).max(b.p99_ms + 20.0);
         }
         for w in self.windows.iter_mut().flatten() {
-            if r.ts >= w.end && r.ts < w.horizon {
-                let i = ((r.ts - w.end) / STEP_S) as usize;
+            if r.ts >= w.scan_from && r.ts < w.horizon {
+                let i = ((r.ts - w.scan_from) / STEP_S) as usize;
                 if let Some(b) = w.buckets.get_mut(i) {
                     if r.ok() {
                         b[0] += 1;
@@ -316,11 +344,20 @@ fn judge(w: &Window, baseline: Option<&Baseline>, base_requests: u64) -> FaultAn
             break;
         }
     }
-    let available = w.horizon - w.end;
+    let available = w.horizon - w.scan_from;
+    // What its recovery is counted from: its own end, or that of the faults in effect then.
+    let after = match &w.counted_from {
+        Some(label) => format!(
+            "after `{label}` ended (in effect at its end, until {:.1} s later)",
+            w.scan_from - w.end
+        ),
+        None => "after it ended".to_owned(),
+    };
     match found {
         Some((k, held)) => {
             let recovery_s = k as f64 * STEP_S;
             let failures_until_recovered = w.failures
+                + w.failures_between
                 + w.failures_after[..k]
                     .iter()
                     .map(|f| u64::from(*f))
@@ -332,10 +369,10 @@ fn judge(w: &Window, baseline: Option<&Baseline>, base_requests: u64) -> FaultAn
                 recovery_s: Some(recovery_s),
                 held_s: Some(held_s),
                 failures_until_recovered,
+                counted_from: w.counted_from.clone(),
                 verdict: if held < hold {
                     format!(
-                        "recovered {recovery_s:.1} s after it ended (held {held_s:.1} s, until \
-                         the {})",
+                        "recovered {recovery_s:.1} s {after} (held {held_s:.1} s, until the {})",
                         if w.next_fault {
                             "next fault"
                         } else {
@@ -343,7 +380,7 @@ fn judge(w: &Window, baseline: Option<&Baseline>, base_requests: u64) -> FaultAn
                         }
                     )
                 } else {
-                    format!("recovered {recovery_s:.1} s after it ended")
+                    format!("recovered {recovery_s:.1} s {after}")
                 },
             }
         }
@@ -351,13 +388,13 @@ fn judge(w: &Window, baseline: Option<&Baseline>, base_requests: u64) -> FaultAn
             during,
             baseline: Some(b.clone()),
             failures_until_recovered: w.failures
+                + w.failures_between
                 + w.failures_after.iter().map(|f| u64::from(*f)).sum::<u64>(),
+            counted_from: w.counted_from.clone(),
             verdict: if w.next_fault {
-                format!(
-                    "NOT RECOVERED before the next fault began ({available:.1} s after it ended)"
-                )
+                format!("NOT RECOVERED before the next fault began ({available:.1} s {after})")
             } else {
-                format!("NOT RECOVERED within the run ({available:.1} s after it ended)")
+                format!("NOT RECOVERED within the run ({available:.1} s {after})")
             },
             ..FaultAnalysis::default()
         },
@@ -503,5 +540,35 @@ mod tests {
         assert_eq!(a.recovery_s, Some(0.0));
         assert!(a.held_s.expect("held") < HOLD_S);
         assert!(a.verdict.contains("until the run ended"), "{}", a.verdict);
+    }
+
+    #[test]
+    fn a_fault_ending_inside_another_counts_its_recovery_from_the_others_end() {
+        // A partition from 20 to 40 s fails every call; a pause from 25 to 28 s inside it.
+        let mut partition = fault(20.0, 40.0);
+        partition.spec = "partition:target@20s+20s".parse().expect("spec");
+        let mut pause = fault(25.0, 28.0);
+        pause.index = 1;
+        pause.spec = "mcp-pause@25s+3s".parse().expect("spec");
+        let r = run(&[partition, pause], |t| {
+            (20.0..40.0).contains(&t).then_some(true)
+        });
+        let p = r[0].as_ref().expect("partition analysed");
+        assert_eq!(p.recovery_s, Some(0.0), "{p:?}");
+        assert_eq!(p.counted_from, None);
+        let a = r[1].as_ref().expect("pause analysed");
+        // Not charged with the partition's 12 s after its end: counted from 40 s.
+        assert_eq!(a.recovery_s, Some(0.0), "{a:?}");
+        assert_eq!(a.counted_from.as_deref(), Some("partition:target"));
+        assert!(
+            a.verdict.starts_with(
+                "recovered 0.0 s after `partition:target` ended (in effect at its \
+                              end, until 12.0 s later)"
+            ),
+            "{}",
+            a.verdict
+        );
+        // Its own 3 s and the partition's 12 s after them, 20 calls a second.
+        assert_eq!(a.failures_until_recovered, 300);
     }
 }

@@ -61,7 +61,7 @@ fn rise() -> bool {
 /// Why a bound does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max, capacity (e.g. capacity=-10%), or [fault-kind.]recovery; + bounds a rise, - a fall"
+    "regression bound `{0}`: expected [op.]metric=+N% or =+N (ms for latency), metric one of rps, error_rate, p50, p95, p99, max, capacity (e.g. capacity=-10%), or [fault-kind.]recovery with a unit (recovery=+1s, +500ms, +10%); + bounds a rise, - a fall"
 )]
 pub struct BoundError(pub String);
 
@@ -98,6 +98,10 @@ impl std::str::FromStr for Bound {
             (n, Limit::Absolute)
         } else if let Some(n) = rhs.strip_suffix('s') {
             (n, |v| Limit::Absolute(v * 1000.0))
+        } else if metric == "recovery" {
+            // Thresholds read a bare `recovery<30` as seconds, latency bounds a bare number as
+            // ms: a recovery bound says which.
+            return Err(bad());
         } else {
             (rhs, Limit::Absolute)
         };
@@ -264,6 +268,17 @@ pub fn verdicts(base: &Summary, cand: &Summary, bounds: &[Bound]) -> Vec<Verdict
             let passed = match (baseline, candidate) {
                 (Some(x), Some(y)) => {
                     let allowed = match b.limit {
+                        // A recovery is measured in steps of 100 ms and is often 0 s: a
+                        // relative bound allows at least one step of change.
+                        Limit::Percent(p) if b.metric == "recovery" => {
+                            let step = crate::faults::recovery::STEP_S * 1000.0;
+                            let relative = x * (1.0 + p / 100.0);
+                            if b.rise {
+                                relative.max(x + step)
+                            } else {
+                                relative.min(x - step)
+                            }
+                        }
                         Limit::Percent(p) => x * (1.0 + p / 100.0),
                         Limit::Absolute(a) => x + a,
                     };
@@ -490,6 +505,14 @@ mod tests {
             "never recovered"
         );
         assert!("explode.recovery=+1s".parse::<Bound>().is_err());
+        // Without a unit it could be read as ms or as s: refused, saying so.
+        let e = "recovery=+2".parse::<Bound>().expect_err("no unit");
+        assert!(e.to_string().contains("recovery with a unit"), "{e}");
+        // +10% of a recovery of 0 s still allows one 100 ms step, not nothing.
+        let (instant, step) = (with(Some(0.0)), with(Some(0.1)));
+        let pct: Bound = "recovery=+10%".parse().expect("bound");
+        assert!(verdicts(&instant, &step, std::slice::from_ref(&pct))[0].passed);
+        assert!(!verdicts(&instant, &with(Some(0.3)), &[pct])[0].passed);
         let text = Baseline::of(&base, &slower, &[]).render_rows();
         assert!(
             text.contains("#1 sshd-kill:2222") && text.contains("+150.0%"),

@@ -353,6 +353,13 @@ impl Scenario {
                 ));
             }
         }
+        // A `[[fault]]` table gets the checks `--fault` gets (times finite, not negative, a
+        // duration; netem settings the lab can apply), by the same parser.
+        for (i, f) in self.faults.iter().enumerate() {
+            f.to_string()
+                .parse::<crate::faults::FaultSpec>()
+                .map_err(|e| invalid(format!("fault[{i}]"), e.message))?;
+        }
         if let Some(Ports::Named(n)) = &self.ports
             && n != BASELINE_NETEM
         {
@@ -586,6 +593,20 @@ mod tests {
             (
                 format!("{base}[[op]]\ntool='t'\nprovides='session'\n"),
                 "op[0].provides",
+            ),
+            (
+                format!(
+                    "{base}[[op]]\ntool='t'\n[[fault]]\nkind='sshd-kill'\ntarget='2222'\n\
+                     start_s=-1.0\nduration_s=5.0\n"
+                ),
+                "fault[0]",
+            ),
+            (
+                format!(
+                    "{base}[[op]]\ntool='t'\n[[fault]]\nkind='mcp-pause'\ntarget='mcp'\n\
+                     start_s=nan\nduration_s=5.0\n"
+                ),
+                "fault[0]",
             ),
         ];
         for (text, key) in cases {

@@ -67,7 +67,7 @@ pub fn plan(
     runtime: &Path,
     run_s: f64,
 ) -> anyhow::Result<Vec<Planned>> {
-    check_overlaps(specs)?;
+    check_overlaps(specs, topology)?;
     let mut out = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let resolved = spec.resolve(topology, run_s)?;
@@ -196,10 +196,16 @@ impl Injector {
     }
 
     /// Reverts every fault still in effect, and abandons those not started; returns the records
-    /// that changed.
+    /// that changed. The ones reverted at once go first (a link up, a resume, the profiles),
+    /// then those whose end waits for a service to answer (sshd-kill, mcp-restart: up to
+    /// `RESTORE_WAIT` each): a second Ctrl-C, which kills `sshlab`, is likeliest during those
+    /// waits, and must not leave a server frozen or a VM off the bridge.
     pub fn revert_all(&mut self) -> Vec<FaultRecord> {
         let mut changed = Vec::new();
-        for i in 0..self.faults.len() {
+        let waits = |k: FaultKind| matches!(k, FaultKind::SshdKill | FaultKind::McpRestart);
+        let mut order: Vec<usize> = (0..self.faults.len()).collect();
+        order.sort_by_key(|&i| waits(self.faults[i].0.spec.kind));
+        for i in order {
             match self.faults[i].1 {
                 Phase::Active => changed.push(self.finish(i)),
                 Phase::Pending => self.faults[i].1 = Phase::Done,

@@ -227,6 +227,7 @@ fn sample_fault() -> crate::faults::FaultRecord {
             recovery_s: Some(1.3),
             held_s: Some(10.0),
             failures_until_recovered: 22,
+            counted_from: None,
             verdict: "recovered 1.3 s after it ended".into(),
         }),
     }
