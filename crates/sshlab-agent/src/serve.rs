@@ -304,19 +304,33 @@ async fn post_fault(
         );
     }
     let mut log = job.faults.lock().unwrap_or_else(|p| p.into_inner());
-    const MAX_FAULTS: usize = 1024;
+    match take_fault(&mut log, fault) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The most faults one job records.
+const MAX_FAULTS: usize = 1024;
+
+/// Keeps `fault` in a job's `log`, in place of an earlier record of the same fault. A record
+/// holds all the host knows of its fault, but one can arrive late (a start whose POST timed
+/// out while the agent was out of reach, sent again after its end was taken): it does not take
+/// a known end away.
+fn take_fault(log: &mut Vec<FaultRecord>, fault: FaultRecord) -> Result<(), String> {
     let len = log.len();
     match log.iter_mut().find(|f| f.index == fault.index) {
-        Some(f) => *f = fault,
-        None if len < MAX_FAULTS => log.push(fault),
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("at most {MAX_FAULTS} faults per job"),
-            );
+        Some(f) if f.ended_at.is_some() && fault.ended_at.is_none() => Ok(()),
+        Some(f) => {
+            *f = fault;
+            Ok(())
         }
+        None if len < MAX_FAULTS => {
+            log.push(fault);
+            Ok(())
+        }
+        None => Err(format!("at most {MAX_FAULTS} faults per job")),
     }
-    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn delete_job(State(srv): State<Server>, Path(id): Path<String>) -> Response {
@@ -483,5 +497,26 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.starts_with("--slo: "), "{e}");
+    }
+
+    #[test]
+    fn a_late_start_record_does_not_take_a_known_end_away() {
+        let rec = |index: usize, ended: Option<f64>| FaultRecord {
+            index,
+            spec: "sshd-kill:2222@1s+1s".parse().unwrap(),
+            started_at: Some(1.0),
+            ended_at: ended,
+            error: None,
+            analysis: None,
+        };
+        let mut log = Vec::new();
+        take_fault(&mut log, rec(0, None)).unwrap();
+        take_fault(&mut log, rec(0, Some(2.0))).unwrap();
+        take_fault(&mut log, rec(0, None)).unwrap();
+        take_fault(&mut log, rec(1, None)).unwrap();
+        let got: Vec<(usize, Option<f64>)> = log.iter().map(|r| (r.index, r.ended_at)).collect();
+        assert_eq!(got, vec![(0, Some(2.0)), (1, None)]);
+        let mut full: Vec<FaultRecord> = (0..MAX_FAULTS).map(|i| rec(i, None)).collect();
+        assert!(take_fault(&mut full, rec(MAX_FAULTS, None)).is_err());
     }
 }

@@ -254,8 +254,8 @@ mod tests {
         for (faults, says) in [
             (&["sshd-kill:9999@1s+1s"][..], "no sshd on port 9999"),
             (&["partition:db@1s+1s"], "no VM `db`"),
-            (&["mcp-pause@4s+10s"], "after the run's 5.0 s"),
-            (&["mcp-pause@1s+2s"], "less than 3 s before the run's end"),
+            (&["mcp-pause@14s+10s"], "after the run's 20.0 s"),
+            (&["mcp-pause@14s+2s"], "less than 5 s before the run's end"),
             (&["explode:2222@1s+1s"], "unknown kind `explode`"),
             // 2322 is served by 2222's sshd.
             (
@@ -267,7 +267,7 @@ mod tests {
                 "waits for the port",
             ),
         ] {
-            let mut args = vec!["run", "quick", "5"];
+            let mut args = vec!["run", "quick", "20"];
             for f in faults {
                 args.extend(["--fault", f]);
             }

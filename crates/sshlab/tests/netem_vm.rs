@@ -427,8 +427,10 @@ mod tests {
         // wait about 100 ms (two round trips), 2322's (100 ms each way) wait about 400 ms; one
         // way they would wait about 200 ms, twice 2328's. On the fastest call of each port
         // (uncorrected min: ten calls a port), which the emulated guest's scheduling can only
-        // slow, never speed up: the uncorrected p50 carried that noise, and once failed the
-        // bound on a 6.1 guest. 2327's loss makes a poor control (seen at +695 ms once).
+        // slow, never speed up (netem's jitter, ±10 ms and ±5 ms a packet, moves it a few tens
+        // of ms, well within the margin): the uncorrected p50 carried that noise, and once
+        // failed the bound on a 6.1 guest. 2327's loss makes a poor control (seen at +695 ms
+        // once).
         let m = |f: &[(&str, f64)]| field(f, "min_uncorrected_ms");
         let (one, two) = (m(&light) - m(&base), m(&both) - m(&base));
         assert!(

@@ -161,8 +161,32 @@ impl NetemChange {
                 }
             }
         }
-        if c == Self::default() {
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The checks every change gets, parsed or read from a `[[fault]]` table: something to
+    /// change, values in range, and the lab's profile rules.
+    fn check(&self) -> Result<(), String> {
+        let c = self;
+        if *c == Self::default() {
             return Err(format!("netem needs at least one of {NETEM_KEYS}"));
+        }
+        for (key, p) in [
+            ("loss", Some(c.loss_percent)),
+            ("reorder", c.reorder_percent),
+            ("duplicate", c.duplicate_percent),
+            ("corrupt", c.corrupt_percent),
+        ] {
+            if p.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                return Err(format!("{key}: a percentage from 0 to 100"));
+            }
+        }
+        if c.delay_ms > 60_000 || c.jitter_ms > 60_000 {
+            return Err("delay and jitter: at most 60000 ms".into());
+        }
+        if c.rate_kbit == Some(0) {
+            return Err("rate: more than 0 kbit/s".into());
         }
         if c.duplicate_percent.is_some_and(|d| d > 0.0) {
             // The lab's other profiles' netems share the tree.
@@ -177,8 +201,7 @@ impl NetemChange {
             profiles: vec![c.to_profile(1, 2)],
         }
         .validate("netem fault")
-        .map_err(|e| e.to_string())?;
-        Ok(c)
+        .map_err(|e| e.to_string())
     }
 
     /// The profile this change puts on `port` (whose sshd's clean port is `base`).
@@ -341,7 +364,7 @@ pub enum Resolved {
 impl FaultSpec {
     /// Checks it against the lab and a run of `run_s` seconds: the target exists for its
     /// kind, and the fault ends within the run (so its end is recorded with the results), at
-    /// least [`recovery::MIN_HOLD_S`] before the run's end (so its recovery can be judged).
+    /// least [`recovery::JUDGE_AFTER_S`] before the run's end (so its recovery can be judged).
     pub fn resolve(&self, topology: &Topology, run_s: f64) -> Result<Resolved, FaultError> {
         let err = |message: String| FaultError {
             spec: self.to_string(),
@@ -354,13 +377,13 @@ impl FaultSpec {
                 self.start_s + self.duration_s
             )));
         }
-        if self.end_s() > run_s - recovery::MIN_HOLD_S {
+        if self.end_s() > run_s - recovery::JUDGE_AFTER_S {
             return Err(err(format!(
-                "ends at {:.1} s, less than {} s before the run's end ({run_s:.1} s): its \
-                 recovery needs at least that long after it (10 s to hold), so it could only \
-                 be judged NOT RECOVERED; end it earlier or run longer",
+                "ends at {:.1} s, less than {} s before the run's end ({run_s:.1} s): judging \
+                 its recovery needs at least that long after it (10 s to hold), so it could \
+                 only be NOT RECOVERED; end it earlier or run longer",
                 self.end_s(),
-                recovery::MIN_HOLD_S
+                recovery::JUDGE_AFTER_S
             )));
         }
         let vm_names: Vec<&str> = topology.vms.iter().map(|v| v.name.as_str()).collect();
@@ -415,6 +438,33 @@ impl FaultSpec {
         }
     }
 
+    /// The checks `--fault`'s parser makes, for a spec read from a scenario's `[[fault]]`
+    /// table: times finite and not negative, a duration, a target, and netem settings exactly
+    /// for `netem` (in range, by the lab's profile rules).
+    pub fn check(&self) -> Result<(), FaultError> {
+        let err = |message: String| FaultError {
+            spec: self.to_string(),
+            message,
+        };
+        if !(self.start_s.is_finite() && self.start_s >= 0.0) {
+            return Err(err(
+                "start_s: seconds from the run's start, 0 or more".into()
+            ));
+        }
+        if !(self.duration_s.is_finite() && self.duration_s > 0.0) {
+            return Err(err("duration_s: seconds, more than 0".into()));
+        }
+        if self.target.is_empty() {
+            return Err(err(format!("{} needs a target", self.kind)));
+        }
+        match (&self.netem, self.kind) {
+            (Some(n), FaultKind::Netem) => n.check().map_err(err),
+            (None, FaultKind::Netem) => Err(err("netem needs its settings (`netem`)".into())),
+            (Some(_), kind) => Err(err(format!("{kind} takes no netem settings"))),
+            (None, _) => Ok(()),
+        }
+    }
+
     /// Seconds from the run's start to its end.
     pub fn end_s(&self) -> f64 {
         self.start_s + self.duration_s
@@ -429,7 +479,9 @@ impl FaultSpec {
 /// - two `netem` faults, on any ports: each sets the lab's profiles and its own port, so the
 ///   second would undo the first and the first's end the second;
 /// - an end that waits over a link another fault cuts: `sshd-kill`'s end waits for the port
-///   (`partition:target`), `mcp-restart`'s for `/health` (`partition:mcp`).
+///   (`partition:target`), `mcp-restart`'s for `/health` (`partition:mcp`);
+/// - `netem` and `mcp-pause`: on qemu a netem fault may command the MCP guest, which the pause
+///   freezes (refused on every backend: one rule for every lab).
 pub fn check_overlaps(specs: &[FaultSpec], topology: &Topology) -> Result<(), FaultError> {
     let resolved: Vec<Option<Resolved>> = specs
         .iter()
@@ -456,7 +508,7 @@ fn conflict(
     (a, ra): (&FaultSpec, Option<&Resolved>),
     (b, rb): (&FaultSpec, Option<&Resolved>),
 ) -> Option<&'static str> {
-    use FaultKind::{McpRestart, Netem, Partition, SshdKill};
+    use FaultKind::{McpPause, McpRestart, Netem, Partition, SshdKill};
     let vm = |r: Option<&Resolved>, name: &str| matches!(r, Some(Resolved::Vm(v)) if v == name);
     let base = |r: Option<&Resolved>| match r {
         Some(Resolved::Sshd { base, .. }) => Some(*base),
@@ -481,6 +533,11 @@ fn conflict(
         Some("sshd-kill's end waits for the port over the bridge, which the partition cuts")
     } else if either(Partition, McpRestart) && vm(cut, crate::topology::MCP_VM) {
         Some("mcp-restart's end waits for /health over the bridge, which the partition cuts")
+    } else if either(Netem, McpPause) {
+        Some(
+            "on qemu a netem fault also commands the MCP guest (profiles shaped both ways), \
+             whose control port the pause freezes with its qemu",
+        )
     } else {
         None
     }
@@ -621,12 +678,12 @@ mod tests {
         assert!(e.message.contains("MCP server only"), "{e}");
         let e = resolve("sshd-kill:2222@55s+10s").expect_err("past the run");
         assert!(e.message.contains("after the run's 60.0 s"), "{e}");
-        let e = resolve("sshd-kill:2222@50s+8s").expect_err("too near the run's end");
+        let e = resolve("sshd-kill:2222@50s+6s").expect_err("too near the run's end");
         assert!(
-            e.message.contains("less than 3 s before the run's end"),
+            e.message.contains("less than 5 s before the run's end"),
             "{e}"
         );
-        assert!(resolve("sshd-kill:2222@50s+7s").is_ok());
+        assert!(resolve("sshd-kill:2222@50s+5s").is_ok());
     }
 
     #[test]

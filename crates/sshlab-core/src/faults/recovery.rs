@@ -37,6 +37,16 @@ pub const MIN_HOLD_S: f64 = 3.0;
 pub const STEP_S: f64 = 0.1;
 /// Error rate above the baseline's still counted as normal (1 percentage point).
 pub const ERROR_TOLERANCE: f64 = 0.01;
+/// The shortest and longest judging window, seconds (one that holds about 10 calls at the
+/// baseline's rate, within these).
+pub const WINDOW_S: (f64, f64) = (2.0, 5.0);
+/// The least time a run must leave after a fault for its recovery to be judged at all: one
+/// window (up to [`WINDOW_S`]'s longest, at low rates) and [`MIN_HOLD_S`], whichever is longer.
+pub const JUDGE_AFTER_S: f64 = if MIN_HOLD_S > WINDOW_S.1 {
+    MIN_HOLD_S
+} else {
+    WINDOW_S.1
+};
 /// Fewest calls before the first fault that make a baseline.
 pub const MIN_BASELINE_CALLS: u64 = 20;
 
@@ -292,7 +302,7 @@ impl Analyser {
 
 /// The window length (in buckets) that holds about 10 calls at the baseline's rate.
 fn window_buckets(b: &Baseline) -> usize {
-    let secs = (10.0 / b.rate_per_s.max(1e-9)).clamp(2.0, 5.0);
+    let secs = (10.0 / b.rate_per_s.max(1e-9)).clamp(WINDOW_S.0, WINDOW_S.1);
     (secs / STEP_S).round() as usize
 }
 

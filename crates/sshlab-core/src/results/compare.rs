@@ -217,7 +217,8 @@ fn worst_recovery_ms(s: &Summary, kind: Option<&str>) -> Option<f64> {
     }
     judged
         .into_iter()
-        .try_fold(0.0f64, |w, r| r.map(|r| w.max(r * 1000.0)))
+        // Whole ms: recoveries are steps of 0.1 s, and 0.3 s is not 300.0 ms in floats.
+        .try_fold(0.0f64, |w, r| r.map(|r| w.max((r * 1000.0).round())))
 }
 
 /// One fault's recovery in both runs.
@@ -512,7 +513,20 @@ mod tests {
         let (instant, step) = (with(Some(0.0)), with(Some(0.1)));
         let pct: Bound = "recovery=+10%".parse().expect("bound");
         assert!(verdicts(&instant, &step, std::slice::from_ref(&pct))[0].passed);
-        assert!(!verdicts(&instant, &with(Some(0.3)), &[pct])[0].passed);
+        assert!(!verdicts(&instant, &with(Some(0.3)), std::slice::from_ref(&pct))[0].passed);
+        // One step on any recovery (0.3 s is 300.00000000000006 ms as a float product).
+        for k in 0..100 {
+            let (from, to) = (f64::from(k) * 0.1, f64::from(k + 1) * 0.1);
+            assert!(
+                verdicts(
+                    &with(Some(from)),
+                    &with(Some(to)),
+                    std::slice::from_ref(&pct)
+                )[0]
+                .passed,
+                "{from} s -> {to} s"
+            );
+        }
         let text = Baseline::of(&base, &slower, &[]).render_rows();
         assert!(
             text.contains("#1 sshd-kill:2222") && text.contains("+150.0%"),

@@ -354,10 +354,9 @@ impl Scenario {
             }
         }
         // A `[[fault]]` table gets the checks `--fault` gets (times finite, not negative, a
-        // duration; netem settings the lab can apply), by the same parser.
+        // duration; netem settings in range, by the lab's profile rules).
         for (i, f) in self.faults.iter().enumerate() {
-            f.to_string()
-                .parse::<crate::faults::FaultSpec>()
+            f.check()
                 .map_err(|e| invalid(format!("fault[{i}]"), e.message))?;
         }
         if let Some(Ports::Named(n)) = &self.ports
@@ -605,6 +604,13 @@ mod tests {
                 format!(
                     "{base}[[op]]\ntool='t'\n[[fault]]\nkind='mcp-pause'\ntarget='mcp'\n\
                      start_s=nan\nduration_s=5.0\n"
+                ),
+                "fault[0]",
+            ),
+            (
+                format!(
+                    "{base}[[op]]\ntool='t'\n[[fault]]\nkind='netem'\ntarget='2322'\n\
+                     start_s=1.0\nduration_s=5.0\nnetem={{delay_ms=100,loss_percent=-5.0}}\n"
                 ),
                 "fault[0]",
             ),
