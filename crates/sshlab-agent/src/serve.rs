@@ -502,12 +502,9 @@ mod tests {
     #[test]
     fn a_late_start_record_does_not_take_a_known_end_away() {
         let rec = |index: usize, ended: Option<f64>| FaultRecord {
-            index,
-            spec: "sshd-kill:2222@1s+1s".parse().unwrap(),
             started_at: Some(1.0),
             ended_at: ended,
-            error: None,
-            analysis: None,
+            ..FaultRecord::planned(index, "sshd-kill:2222@1s+1s".parse().unwrap())
         };
         let mut log = Vec::new();
         take_fault(&mut log, rec(0, None)).unwrap();

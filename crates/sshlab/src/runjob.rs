@@ -1210,12 +1210,12 @@ mod tests {
     #[test]
     fn a_newer_fault_record_replaces_an_unsent_older_one() {
         let rec = |index: usize, ended: Option<f64>| sshlab_core::faults::FaultRecord {
-            index,
-            spec: "sshd-kill:2222@1s+1s".parse().unwrap(),
             started_at: Some(1.0),
             ended_at: ended,
-            error: None,
-            analysis: None,
+            ..sshlab_core::faults::FaultRecord::planned(
+                index,
+                "sshd-kill:2222@1s+1s".parse().unwrap(),
+            )
         };
         // The start of fault 0 not taken (the agent out of reach), then its end and fault 1's
         // start: only the end goes for fault 0, so a late start cannot undo it.

@@ -569,7 +569,19 @@ pub struct FaultRecord {
 }
 
 impl FaultRecord {
-    /// The label reports use: `sshd-kill:2222 at 20.0 s for 10.0 s`.
+    /// The record of fault `index` of a run before anything of it happened.
+    pub fn planned(index: usize, spec: FaultSpec) -> Self {
+        Self {
+            index,
+            spec,
+            started_at: None,
+            ended_at: None,
+            error: None,
+            analysis: None,
+        }
+    }
+
+    /// The label reports use: `sshd-kill:2222`.
     pub fn label(&self) -> String {
         format!("{}:{}", self.spec.kind, self.spec.target)
     }

@@ -147,14 +147,7 @@ impl Injector {
         let faults = planned
             .into_iter()
             .map(|p| {
-                let rec = FaultRecord {
-                    index: p.index,
-                    spec: p.spec.clone(),
-                    started_at: None,
-                    ended_at: None,
-                    error: None,
-                    analysis: None,
-                };
+                let rec = FaultRecord::planned(p.index, p.spec.clone());
                 (p, Phase::Pending, rec)
             })
             .collect();
