@@ -12,8 +12,9 @@
 //!
 //! Each [`GuestVm::run`] therefore makes a fresh directory `/var/lib/sshlab-vm/run-XXXXXX`,
 //! copies the builder's files into it and shares it read-write with `vng --rwdir` (9p, so the
-//! guest's writes land on the host at once). The guest runs a wrapper that executes the script
-//! with stdout and stderr redirected to files in that directory, writes the script's exit status
+//! guest's writes land on the host at once). The guest runs a wrapper that marks its start (a
+//! file `started`: a guest that never got so far is told apart and booted once more), runs the
+//! script with stdout and stderr redirected to files in that directory, writes its exit status
 //! to a file there and prints a marker line `SSHLAB-VM-EXIT-<nonce> <status>` on the console:
 //! the script's status can never be confused with vng's or qemu's own. The directory is removed
 //! afterwards.
@@ -190,7 +191,32 @@ impl GuestVm {
     /// Errors: the shared directory cannot be made, vng cannot start, the run exceeds the
     /// timeout (the guest is killed), or the guest never reported the script's status (a boot
     /// failure; the error carries the tail of the console).
+    ///
+    /// A guest that ends by itself before its script started (vng or qemu exited at once, or
+    /// the kernel never reached the wrapper) is booted once more, and the first attempt's
+    /// error is printed on stderr: such a failure says nothing of what a test checks, and one
+    /// was seen on a fresh CI machine without a word of why. A second one is the error.
     pub fn run(&self, script: &str) -> anyhow::Result<GuestOutput> {
+        match self.run_once(script)? {
+            Attempt::Ran(out) => Ok(out),
+            Attempt::NeverStarted(first) => {
+                eprintln!(
+                    "sshlab-testkit: the guest ended before its script started; booting it \
+                     once more. The first attempt: {first:#}"
+                );
+                match self.run_once(script)? {
+                    Attempt::Ran(out) => Ok(out),
+                    Attempt::NeverStarted(second) => Err(second.context(format!(
+                        "the guest ended before its script started, twice; the first \
+                         attempt: {first:#}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// One boot of [`GuestVm::run`].
+    fn run_once(&self, script: &str) -> anyhow::Result<Attempt> {
         let vng = find_vng().context("virtme-ng's `vng` is not installed")?;
         fs::create_dir_all(SHARE_ROOT).with_context(|| format!("cannot create {SHARE_ROOT}"))?;
         let dir = tempfile::Builder::new()
@@ -214,6 +240,7 @@ impl GuestVm {
         fs::write(d.join("script.sh"), script).context("cannot write the guest script")?;
         let wrapper = format!(
             "SSHLAB_VM_DIR='{dir}'; export SSHLAB_VM_DIR\n\
+             : >\"$SSHLAB_VM_DIR/started\"\n\
              sh \"$SSHLAB_VM_DIR/script.sh\" >\"$SSHLAB_VM_DIR/stdout\" 2>\"$SSHLAB_VM_DIR/stderr\" </dev/null\n\
              code=$?\n\
              echo \"$code\" >\"$SSHLAB_VM_DIR/exit-status\"\n\
@@ -283,20 +310,33 @@ impl GuestVm {
                 .and_then(|rest| rest.trim().parse::<i32>().ok())
         });
         let Some(exit_code) = from_file.or(from_marker) else {
-            bail!(
-                "the guest never reported the script's exit status (vng: {status}); \
-                 did it boot? console tail:\n{}",
+            let e = anyhow::anyhow!(
+                "the guest never reported the script's exit status (vng: {status}, after \
+                 {:.1} s); did it boot? console tail:\n{}",
+                boot_and_run.as_secs_f64(),
                 crate::sshd::tail(&console, 40)
             );
+            if d.join("started").exists() {
+                return Err(e);
+            }
+            return Ok(Attempt::NeverStarted(e));
         };
-        Ok(GuestOutput {
+        Ok(Attempt::Ran(GuestOutput {
             stdout: read("stdout"),
             stderr: read("stderr"),
             exit_code,
             boot_and_run,
             console,
-        })
+        }))
     }
+}
+
+/// How one boot of [`GuestVm::run`] ended.
+enum Attempt {
+    /// The script ran (whatever its status).
+    Ran(GuestOutput),
+    /// The guest ended by itself before the wrapper started the script.
+    NeverStarted(anyhow::Error),
 }
 
 /// Reads a pipe to its end on a thread.

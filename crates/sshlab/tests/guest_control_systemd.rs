@@ -113,7 +113,7 @@ mod tests {
     /// Polls the watcher's lines until `ok` holds for them, for up to `limit` or until the
     /// guest has ended; the lines at that moment.
     fn wait_for(
-        guest: &Guest,
+        guest: &mut Guest,
         share: &Path,
         limit: Duration,
         what: &str,
@@ -126,15 +126,15 @@ mod tests {
                 return w;
             }
             if Instant::now() >= deadline || guest.ended() {
+                let ended = if guest.ended() {
+                    format!(" (the guest ended: {})", guest.outcome())
+                } else {
+                    String::new()
+                };
                 panic!(
-                    "{what}: not within {} s{}; watcher's last lines:\n{}\nsystemd:\n{}\n\
+                    "{what}: not within {} s{ended}; watcher's last lines:\n{}\nsystemd:\n{}\n\
                      control:\n{}",
                     limit.as_secs(),
-                    if guest.ended() {
-                        " (the guest ended)"
-                    } else {
-                        ""
-                    },
                     tail(&share.join("watch.log"), 8),
                     tail(&share.join("systemd.log"), 30),
                     tail(&share.join("control.log"), 10),
@@ -168,6 +168,23 @@ mod tests {
     impl Guest {
         fn ended(&self) -> bool {
             self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        }
+
+        /// What the guest's run came to, once it has ended: its error (vng or qemu could not
+        /// start, the guest never booted, with the console's tail) or its output.
+        fn outcome(&mut self) -> String {
+            match self.thread.take() {
+                Some(t) if t.is_finished() => match t.join() {
+                    Ok(Ok(out)) => format!("the guest's script ended: {out:?}"),
+                    Ok(Err(e)) => format!("the guest's run failed: {e:#}"),
+                    Err(_) => "the guest's thread panicked".into(),
+                },
+                Some(t) => {
+                    self.thread = Some(t);
+                    "the guest is still running".into()
+                }
+                None => "the guest was already ended".into(),
+            }
         }
 
         /// Ends the guest and returns what it ran.
@@ -365,7 +382,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
             .build()
             .expect("guest");
         let script = guest_script(&share);
-        let guest = Guest {
+        let mut guest = Guest {
             done: share.join("done"),
             thread: Some(std::thread::spawn(move || vm.run(&script))),
         };
@@ -373,7 +390,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         // Up: the held session, both ports, the control port served, and the timer restarting
         // the unstable sshd (so that its staying down below means something).
         let before = wait_for(
-            &guest,
+            &mut guest,
             &share,
             Duration::from_secs(300),
             "the guest's units up",
@@ -401,7 +418,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         println!("both kills answered in {:.2} s", t0.elapsed().as_secs_f64());
         let n = before.len();
         let w = wait_for(
-            &guest,
+            &mut guest,
             &share,
             Duration::from_secs(20),
             "both sshd down",
@@ -419,7 +436,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         // Ten seconds of guest time: Restart=always would restart within 1 s, the timer
         // within TIMER_SEC.
         let w = wait_for(
-            &guest,
+            &mut guest,
             &share,
             Duration::from_secs(60),
             "10 s after the kill",
@@ -445,7 +462,7 @@ while [ ! -e "$S/done" ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
         send(Command::SshdBack { base: 2227 }).expect("sshd-back 2227");
         let m = w.len();
         let w = wait_for(
-            &guest,
+            &mut guest,
             &share,
             Duration::from_secs(60),
             "both back, the timer restarting again",
