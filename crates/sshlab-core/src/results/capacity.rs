@@ -15,9 +15,11 @@ pub struct CapacityStep {
     pub phase: String,
     /// Arrivals per second offered.
     pub rate_per_s: f64,
-    /// Calls per second completed after the warm-up.
+    /// Calls per second completed after the warm-up (until the step's end, or its stop),
+    /// whatever their arrival.
     pub achieved_per_s: f64,
-    /// Calls judged (completed after the warm-up).
+    /// Calls judged: those due after the warm-up. A step whose calls fell behind may judge
+    /// none, its calls completing being arrivals of its warm-up.
     pub requests: u64,
     /// Of which failed.
     pub failures: u64,

@@ -320,6 +320,7 @@ mod tests {
             judged_from: 102.0,
             stopped: None,
             published_at: 111.0,
+            served: None,
             search: SearchPlan {
                 slo: vec!["p99<200ms".into()],
                 start_rate: 10.0,

@@ -72,7 +72,13 @@ pub struct StepShare {
     pub published_at: f64,
     /// The search.
     pub search: SearchPlan,
-    /// Every judged record.
+    /// Calls that completed inside the judged window (from `judged_from` until the step's end
+    /// or stop), whatever their arrival: the step's throughput. Under a backlog they are
+    /// mostly arrivals of the step's warm-up, which are not judged, so a step that never
+    /// caught up served calls and judged none. Absent in step files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<u64>,
+    /// Every judged record: those due from `judged_from` on.
     pub all: Group,
     /// By operation (per-operation bounds).
     #[serde(default)]
@@ -100,6 +106,8 @@ struct StepState {
     judged_from: f64,
     /// Every record of the step, warm-up included (for the backlog).
     completed: u64,
+    /// Records that completed inside the judged window while the step was not stopped.
+    served: u64,
     /// Per SLO bound with a budget: (expr, budget, calls used).
     budgets: Vec<(String, Budget, u64)>,
     stopped: Option<Stopped>,
@@ -129,6 +137,7 @@ impl StepJudge {
                 agg: None,
                 judged_from: f64::INFINITY,
                 completed: 0,
+                served: 0,
                 budgets: plan
                     .slo
                     .iter()
@@ -166,6 +175,10 @@ impl StepJudge {
     pub fn add(&self, r: &Record) {
         let mut st = self.lock();
         st.completed += 1;
+        let window_end = st.judged_from + (self.duration - self.warmup).as_secs_f64();
+        if st.stopped.is_none() && r.ts >= st.judged_from && r.ts <= window_end {
+            st.served += 1;
+        }
         if r.intended_ts < st.judged_from {
             return;
         }
@@ -287,6 +300,7 @@ impl StepJudge {
             },
             stopped: st.stopped.clone(),
             published_at: unix_now(),
+            served: Some(st.served),
             search,
             all,
             ops,
@@ -324,7 +338,13 @@ pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
     let judged_s = stopped
         .map_or(planned, |s| (s.at - judged_from).clamp(0.0, planned))
         .max(1e-3);
-    let achieved = summary.totals.requests as f64 / judged_s;
+    // What the server completed in the judged window; a step file of an earlier version has
+    // only its judged calls.
+    let served: u64 = shares
+        .iter()
+        .map(|s| s.served.unwrap_or(s.all.ok + s.all.err))
+        .sum();
+    let achieved = served as f64 / judged_s;
     let (n, k) = (summary.totals.requests, summary.totals.failures);
     let mut broken: Vec<String> = Vec::new();
     for t in slo {
@@ -373,7 +393,7 @@ pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Another agent's stop that arrives while this one still connects its workers stops the
@@ -396,5 +416,78 @@ mod tests {
         j.begin(1.0, token.clone());
         assert!(token.is_cancelled());
         assert_eq!(j.stopped().map(|s| s.at), Some(5.0));
+    }
+
+    /// A successful call due at `intended_ts` that completed at `ts`.
+    pub(in crate::engine::capacity) fn record(intended_ts: f64, ts: f64) -> Record {
+        use sshlab_core::results::record::Status;
+        Record {
+            ts,
+            intended_ts,
+            worker: "w0".into(),
+            op: "work".into(),
+            latency_ms: (ts - intended_ts) * 1000.0,
+            service_ms: 10.0,
+            status: Status::Success,
+            error_kind: None,
+            error: None,
+            port: None,
+            phase: None,
+            segment: None,
+        }
+    }
+
+    /// A step whose calls fell behind its schedule, so that every call completing after its
+    /// warm-up was an arrival of the warm-up: it judged none, yet the server served them, and
+    /// the verdict says how many per second (it said "served only 0.0/s" of a step that served
+    /// 300/s, and a step stopped early served what completed before the stop only).
+    #[test]
+    fn a_step_behind_its_schedule_is_said_to_serve_what_completed_not_what_it_judged() {
+        let plan = Plan {
+            slo: vec!["p99<500ms".parse().expect("slo")],
+            start_rate: 800.0,
+            max_steps: 3,
+            precision: 0.05,
+            warmup: Duration::from_secs(1),
+        };
+        // 800/s for 3 s: judged from 1001.0 until 1003.0.
+        let j = StepJudge::new(800.0, Duration::from_secs(3), &plan, 1.0);
+        j.begin(1000.0, CancellationToken::new());
+        // 600 calls due in the warm-up complete over the judged 2 s: 300/s served, none judged.
+        for i in 0..600 {
+            let due = 1000.0 + f64::from(i) / 600.0;
+            j.add(&record(due, 1001.0 + f64::from(i) / 300.0));
+        }
+        // One that completes in the grace after the step's end is not the step's throughput.
+        j.add(&record(1000.9, 1003.5));
+        let share = j.share(3, "step 3: 800.0/s", Segment::WHOLE, 990.0, plan.facts());
+        assert_eq!(share.served, Some(600));
+        let v = verdict(&plan.slo, std::slice::from_ref(&share));
+        assert_eq!(v.requests, 0);
+        assert!((v.achieved_per_s - 300.0).abs() < 1e-9, "{v:?}");
+        assert!(!v.passed);
+        assert!(
+            v.broken
+                .iter()
+                .any(|b| b == "served only 300.0/s of the 800.0/s offered"),
+            "{:?}",
+            v.broken
+        );
+
+        // Stopped at 1002.0: what completes after the stop is not counted.
+        let j = StepJudge::new(800.0, Duration::from_secs(3), &plan, 1.0);
+        j.begin(1000.0, CancellationToken::new());
+        for i in 0..100 {
+            j.add(&record(1001.0 + f64::from(i) / 800.0, 1001.5));
+        }
+        j.follow(Stopped {
+            at: 1002.0,
+            why: "test".into(),
+        });
+        j.add(&record(1001.2, 1002.2));
+        let share = j.share(1, "step 1: 800.0/s", Segment::WHOLE, 990.0, plan.facts());
+        assert_eq!(share.served, Some(100));
+        let v = verdict(&plan.slo, &[share]);
+        assert!((v.achieved_per_s - 100.0).abs() < 1e-9, "{v:?}");
     }
 }

@@ -413,24 +413,10 @@ mod tests {
 
     fn part(segment: u32, step: usize, rate: f64, calls: usize) -> StepShare {
         use sshlab_core::results::Aggregate;
-        use sshlab_core::results::record::{Record, Status};
         let mut agg = Aggregate::new(1000.0);
         for i in 0..calls {
             let ts = 1000.0 + i as f64 / calls as f64;
-            let _ = agg.add(&Record {
-                ts,
-                intended_ts: ts - 0.01,
-                worker: "w0".into(),
-                op: "work".into(),
-                latency_ms: 10.0,
-                service_ms: 10.0,
-                status: Status::Success,
-                error_kind: None,
-                error: None,
-                port: None,
-                phase: None,
-                segment: None,
-            });
+            let _ = agg.add(&judge::tests::record(ts - 0.01, ts));
         }
         StepShare {
             segment: sshlab_core::scenario::segment::Segment {
@@ -445,6 +431,7 @@ mod tests {
             judged_from: 1000.0,
             stopped: None,
             published_at: 1001.0,
+            served: Some(calls as u64),
             search: SearchPlan {
                 slo: vec!["p99<200ms".into()],
                 start_rate: 100.0,
