@@ -34,6 +34,9 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+/// A guest that ends before its script within this long is booted once more ([`GuestVm::run`]).
+pub const QUICK_END: Duration = Duration::from_secs(20);
+
 /// Parent of the per-run shared directories (the guest sees the host's `/var/lib`).
 const SHARE_ROOT: &str = "/var/lib/sshlab-vm";
 use sshlab_core::guest_kernel::{BOOT, MODULES};
@@ -192,26 +195,28 @@ impl GuestVm {
     /// timeout (the guest is killed), or the guest never reported the script's status (a boot
     /// failure; the error carries the tail of the console).
     ///
-    /// A guest that ends by itself before its script started (vng or qemu exited at once, or
-    /// the kernel never reached the wrapper) is booted once more, and the first attempt's
-    /// error is printed on stderr: such a failure says nothing of what a test checks, and one
-    /// was seen on a fresh CI machine without a word of why. A second one is the error.
+    /// A guest that ends by itself within [`QUICK_END`] and before its script started (vng or
+    /// qemu exited at once) is booted once more, and the first attempt's error is printed on
+    /// stderr: such a failure says nothing of what a test checks, and one was seen on a fresh
+    /// CI machine without a word of why. A second failure is the error, with the first's. A
+    /// guest that ends later without starting its script (a kernel that panics) is not booted
+    /// again: the timeout stays the run's bound, but for those few seconds.
     pub fn run(&self, script: &str) -> anyhow::Result<GuestOutput> {
-        match self.run_once(script)? {
+        let first = match self.run_once(script)? {
+            Attempt::Ran(out) => return Ok(out),
+            Attempt::NeverStarted { error, after } if after <= QUICK_END => error,
+            Attempt::NeverStarted { error, .. } => return Err(error),
+        };
+        eprintln!(
+            "sshlab-testkit: the guest ended before its script started; booting it once more. \
+             The first attempt: {first:#}"
+        );
+        let context = || format!("after a first attempt that ended at once: {first:#}");
+        match self.run_once(script).with_context(context)? {
             Attempt::Ran(out) => Ok(out),
-            Attempt::NeverStarted(first) => {
-                eprintln!(
-                    "sshlab-testkit: the guest ended before its script started; booting it \
-                     once more. The first attempt: {first:#}"
-                );
-                match self.run_once(script)? {
-                    Attempt::Ran(out) => Ok(out),
-                    Attempt::NeverStarted(second) => Err(second.context(format!(
-                        "the guest ended before its script started, twice; the first \
-                         attempt: {first:#}"
-                    ))),
-                }
-            }
+            Attempt::NeverStarted { error, .. } => Err(error.context(format!(
+                "the guest ended before its script started, twice; the first attempt: {first:#}"
+            ))),
         }
     }
 
@@ -319,7 +324,10 @@ impl GuestVm {
             if d.join("started").exists() {
                 return Err(e);
             }
-            return Ok(Attempt::NeverStarted(e));
+            return Ok(Attempt::NeverStarted {
+                error: e,
+                after: boot_and_run,
+            });
         };
         Ok(Attempt::Ran(GuestOutput {
             stdout: read("stdout"),
@@ -336,7 +344,11 @@ enum Attempt {
     /// The script ran (whatever its status).
     Ran(GuestOutput),
     /// The guest ended by itself before the wrapper started the script.
-    NeverStarted(anyhow::Error),
+    NeverStarted {
+        error: anyhow::Error,
+        /// From starting vng until it exited.
+        after: Duration,
+    },
 }
 
 /// Reads a pipe to its end on a thread.

@@ -175,7 +175,22 @@ mod tests {
         fn outcome(&mut self) -> String {
             match self.thread.take() {
                 Some(t) if t.is_finished() => match t.join() {
-                    Ok(Ok(out)) => format!("the guest's script ended: {out:?}"),
+                    Ok(Ok(out)) => format!(
+                        "the guest's script ended with {}; stdout:\n{}\nstderr:\n{}\nconsole \
+                         tail:\n{}",
+                        out.exit_code,
+                        out.stdout,
+                        out.stderr,
+                        out.console
+                            .lines()
+                            .rev()
+                            .take(30)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
                     Ok(Err(e)) => format!("the guest's run failed: {e:#}"),
                     Err(_) => "the guest's thread panicked".into(),
                 },

@@ -746,14 +746,17 @@ fn capacity(out: &mut String, s: &Summary) {
         } else {
             format!("FAIL: {}", st.verdict())
         };
+        let (p50, p99) = st
+            .latency_ms()
+            .map_or(("n/a".to_owned(), "n/a".to_owned()), |l| {
+                (format!("{:.1}", l.0), format!("{:.1}", l.1))
+            });
         let _ = writeln!(
             out,
-            "  {:>5}{:>11.1}{:>11.1}{:>10.1}{:>10.1}{:>9}{:>9}  {verdict}",
+            "  {:>5}{:>11.1}{:>11.1}{p50:>10}{p99:>10}{:>9}{:>9}  {verdict}",
             i + 1,
             st.rate_per_s,
             st.achieved_per_s,
-            st.p50_ms,
-            st.p99_ms,
             thousands(st.failures),
             st.server_cpu_percent
                 .map_or("n/a".to_owned(), |u| format!("{u:.0}"))

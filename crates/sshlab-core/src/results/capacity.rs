@@ -23,14 +23,15 @@ pub struct CapacityStep {
     pub requests: u64,
     /// Of which failed.
     pub failures: u64,
-    /// Corrected latency of every judged call, ms.
+    /// Corrected latency of the judged calls that succeeded, ms (0 without any: see
+    /// [`CapacityStep::latency_ms`]).
     pub p50_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
     /// The server's CPU over the step, percent of its vCPUs (when scraped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_cpu_percent: Option<f64>,
-    /// Whether every SLO held (and the server kept up with the rate).
+    /// Whether every SLO held, the step judged calls and served at least 90% of the rate.
     pub passed: bool,
     /// The SLO bounds that broke, as written, with the value measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -41,6 +42,12 @@ pub struct CapacityStep {
 }
 
 impl CapacityStep {
+    /// p50 and p99, when the step judged a call that succeeded (a step that fell behind its
+    /// schedule, or failed every call, has no latency to show).
+    pub fn latency_ms(&self) -> Option<(f64, f64)> {
+        (self.requests > self.failures).then_some((self.p50_ms, self.p99_ms))
+    }
+
     /// `pass`, or what failed it.
     pub fn verdict(&self) -> String {
         if self.passed {

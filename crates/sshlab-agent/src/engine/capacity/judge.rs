@@ -44,7 +44,8 @@ pub struct SearchPlan {
     pub precision: f64,
 }
 
-/// One agent's part of one step, as judged: the records after the step's warm-up, added up.
+/// One agent's part of one step, as judged: the records due after the step's warm-up, added
+/// up, and the calls it served after it.
 /// Written to `capacity/step-NNN.json` in the agent's results dir, where the other agents of a
 /// split search read it, and `merge` after them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,10 +73,12 @@ pub struct StepShare {
     pub published_at: f64,
     /// The search.
     pub search: SearchPlan,
-    /// Calls that completed inside the judged window (from `judged_from` until the step's end
-    /// or stop), whatever their arrival: the step's throughput. Under a backlog they are
-    /// mostly arrivals of the step's warm-up, which are not judged, so a step that never
-    /// caught up served calls and judged none. Absent in step files of earlier versions.
+    /// Calls that completed inside the judged window (from `judged_from` until the step's end,
+    /// or its stop as this agent knew it when each call was handed over: a stop by another
+    /// agent of a split search is learned up to a poll later), whatever their arrival: the
+    /// step's throughput. Under a backlog they are mostly arrivals of the step's warm-up,
+    /// which are not judged, so a step that never caught up served calls and judged none.
+    /// Absent in step files of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<u64>,
     /// Every judged record: those due from `judged_from` on.
@@ -106,7 +109,7 @@ struct StepState {
     judged_from: f64,
     /// Every record of the step, warm-up included (for the backlog).
     completed: u64,
-    /// Records that completed inside the judged window while the step was not stopped.
+    /// Records that completed inside the judged window (before the stop, when there is one).
     served: u64,
     /// Per SLO bound with a budget: (expr, budget, calls used).
     budgets: Vec<(String, Budget, u64)>,
@@ -175,8 +178,14 @@ impl StepJudge {
     pub fn add(&self, r: &Record) {
         let mut st = self.lock();
         st.completed += 1;
+        // A call handed over after the stop (a worker releases a handle first) still counts
+        // if it completed before it.
         let window_end = st.judged_from + (self.duration - self.warmup).as_secs_f64();
-        if st.stopped.is_none() && r.ts >= st.judged_from && r.ts <= window_end {
+        let cut = st
+            .stopped
+            .as_ref()
+            .map_or(window_end, |s| s.at.min(window_end));
+        if r.ts >= st.judged_from && r.ts <= cut {
             st.served += 1;
         }
         if r.intended_ts < st.judged_from {
@@ -372,6 +381,11 @@ pub fn verdict(slo: &[Threshold], shares: &[StepShare]) -> CapacityStep {
             ));
         }
     }
+    if stopped.is_none() && n == 0 {
+        broken.push(
+            "no call due after the warm-up completed: the calls fell behind the schedule".into(),
+        );
+    }
     if stopped.is_none() && achieved < MIN_ACHIEVED * rate {
         broken.push(format!(
             "served only {achieved:.1}/s of the {rate:.1}/s offered"
@@ -466,6 +480,7 @@ pub(super) mod tests {
         assert_eq!(v.requests, 0);
         assert!((v.achieved_per_s - 300.0).abs() < 1e-9, "{v:?}");
         assert!(!v.passed);
+        assert_eq!(v.latency_ms(), None);
         assert!(
             v.broken
                 .iter()
@@ -474,7 +489,33 @@ pub(super) mod tests {
             v.broken
         );
 
-        // Stopped at 1002.0: what completes after the stop is not counted.
+        // Serving 90% while judging none does not pass, whatever bound holds without calls.
+        let counting = Plan {
+            slo: vec!["errors<5".parse().expect("slo")],
+            ..plan.clone()
+        };
+        let j = StepJudge::new(800.0, Duration::from_secs(3), &counting, 1.0);
+        j.begin(1000.0, CancellationToken::new());
+        for i in 0..1500 {
+            j.add(&record(1000.0, 1001.0 + f64::from(i) / 750.0));
+        }
+        let share = j.share(
+            2,
+            "step 2: 800.0/s",
+            Segment::WHOLE,
+            990.0,
+            counting.facts(),
+        );
+        let v = verdict(&counting.slo, &[share]);
+        assert!(v.achieved_per_s >= MIN_ACHIEVED * 800.0, "{v:?}");
+        assert!(!v.passed, "{v:?}");
+        assert!(
+            v.broken[0].starts_with("no call due after the warm-up completed"),
+            "{v:?}"
+        );
+
+        // Stopped at 1002.0: what completes after the stop is not counted, what completed
+        // before it and is handed over after it is.
         let j = StepJudge::new(800.0, Duration::from_secs(3), &plan, 1.0);
         j.begin(1000.0, CancellationToken::new());
         for i in 0..100 {
@@ -485,9 +526,10 @@ pub(super) mod tests {
             why: "test".into(),
         });
         j.add(&record(1001.2, 1002.2));
+        j.add(&record(1001.3, 1001.9));
         let share = j.share(1, "step 1: 800.0/s", Segment::WHOLE, 990.0, plan.facts());
-        assert_eq!(share.served, Some(100));
+        assert_eq!(share.served, Some(101));
         let v = verdict(&plan.slo, &[share]);
-        assert!((v.achieved_per_s - 100.0).abs() < 1e-9, "{v:?}");
+        assert!((v.achieved_per_s - 101.0).abs() < 1e-9, "{v:?}");
     }
 }

@@ -23,7 +23,12 @@ pub(super) fn capacity(out: &mut String, s: &Summary) {
             format!(" Limited by: {}.", escape(&c.limited_by.join("; ")))
         }
     );
-    let mut steps: Vec<_> = c.steps.iter().collect();
+    // A step without a judged success has no latency to plot.
+    let mut steps: Vec<_> = c
+        .steps
+        .iter()
+        .filter(|st| st.latency_ms().is_some())
+        .collect();
     steps.sort_by(|a, b| a.achieved_per_s.total_cmp(&b.achieved_per_s));
     let point = |f: fn(&crate::results::capacity::CapacityStep) -> f64| {
         steps
@@ -62,14 +67,17 @@ pub(super) fn capacity(out: &mut String, s: &Summary) {
     out.push_str("<table><tr><th>step</th><th>offered/s</th><th>served/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>server CPU</th><th class=\"l\">verdict</th></tr>");
     for (i, st) in c.steps.iter().enumerate() {
         let verdict = st.verdict();
+        let (p50, p99) = st
+            .latency_ms()
+            .map_or(("n/a".to_owned(), "n/a".to_owned()), |l| {
+                (format!("{:.1}", fin(l.0)), format!("{:.1}", fin(l.1)))
+            });
         let _ = write!(
             out,
-            r#"<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td class="l {}">{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{p50}</td><td>{p99}</td><td>{}</td><td>{}</td><td class="l {}">{}</td></tr>"#,
             i + 1,
             fin(st.rate_per_s),
             fin(st.achieved_per_s),
-            fin(st.p50_ms),
-            fin(st.p99_ms),
             thousands(st.failures),
             st.server_cpu_percent
                 .map_or("n/a".to_owned(), |u| format!("{:.0}%", fin(u))),
