@@ -35,7 +35,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 /// A guest that ends before its script within this long is booted once more ([`GuestVm::run`]).
-pub const QUICK_END: Duration = Duration::from_secs(20);
+const QUICK_END: Duration = Duration::from_secs(20);
 
 /// Parent of the per-run shared directories (the guest sees the host's `/var/lib`).
 const SHARE_ROOT: &str = "/var/lib/sshlab-vm";
@@ -195,10 +195,10 @@ impl GuestVm {
     /// timeout (the guest is killed), or the guest never reported the script's status (a boot
     /// failure; the error carries the tail of the console).
     ///
-    /// A guest that ends by itself within [`QUICK_END`] and before its script started (vng or
-    /// qemu exited at once) is booted once more, and the first attempt's error is printed on
-    /// stderr: such a failure says nothing of what a test checks, and one was seen on a fresh
-    /// CI machine without a word of why. A second failure is the error, with the first's. A
+    /// A guest that ends by itself within `QUICK_END` (20 s), before its script started (vng
+    /// or qemu exited at once), is booted once more, and the first attempt's error is printed
+    /// on stderr: such a failure says nothing of what a test checks, and one was seen on a
+    /// fresh CI machine without a word of why. A second failure is the error, with the first's. A
     /// guest that ends later without starting its script (a kernel that panics) is not booted
     /// again: the timeout stays the run's bound, but for those few seconds.
     pub fn run(&self, script: &str) -> anyhow::Result<GuestOutput> {
