@@ -145,7 +145,10 @@ mod tests {
     }
 
     fn tail(path: &Path, n: usize) -> String {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        last_lines(&std::fs::read_to_string(path).unwrap_or_default(), n)
+    }
+
+    fn last_lines(text: &str, n: usize) -> String {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -181,15 +184,7 @@ mod tests {
                         out.exit_code,
                         out.stdout,
                         out.stderr,
-                        out.console
-                            .lines()
-                            .rev()
-                            .take(30)
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                            .rev()
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                        last_lines(&out.console, 30)
                     ),
                     Ok(Err(e)) => format!("the guest's run failed: {e:#}"),
                     Err(_) => "the guest's thread panicked".into(),
