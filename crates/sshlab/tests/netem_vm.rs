@@ -429,12 +429,12 @@ mod tests {
         // the fastest call of each port (uncorrected min: ten calls a port), which the emulated
         // guest's scheduling can only slow, never speed up; yet the difference of two such
         // mins still moves by tens of ms (2222's own min is as noisy): 2328 (50 ms one way,
-        // 100 ms due) has added +60.0 to +132.1 ms. So 2322 alone must add at least 300 ms,
+        // 100 ms due) has added +60.0 to +158.0 ms. So 2322 alone must add at least 300 ms,
         // between one way and both ways with room for netem's jitter (±10 ms a packet) and
-        // that noise; measured +362 to +408 ms. The control 2328 must add at least 40 ms (it is
+        // that noise; measured +362 to +433 ms. The control 2328 must add at least 40 ms (it is
         // shaped). A bound of three times 2328's added delay compounded both noises (3.14 in
-        // one passing run), and a 60 ms floor for 2328 was met by 0.0 ms in another. 2327's
-        // loss makes a poor control (seen at +695 ms once).
+        // one passing run, 2.74 in a later one), and a 60 ms floor for 2328 was met by 0.0
+        // ms. 2327's loss makes a poor control (seen at +695 ms once).
         let m = |f: &[(&str, f64)]| field(f, "min_uncorrected_ms");
         let (one, two) = (m(&light) - m(&base), m(&both) - m(&base));
         assert!(
