@@ -868,6 +868,17 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        // A step that judged no call has no latency: n/a, in the text and in the page's table.
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("1 ") && l.matches("n/a").count() == 2),
+            "{text}"
+        );
+        let html = crate::report::html::render(&searched);
+        assert!(
+            html.contains("<td>0.0</td><td>n/a</td><td>n/a</td>"),
+            "the capacity table's latency cells"
+        );
         // A capacity the server's own CPUs did not limit, at the capacity nor where the SLO
         // broke, is not scaled by CPUs.
         let mut idle = searched.clone();

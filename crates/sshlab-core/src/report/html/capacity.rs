@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::numbers::fin;
+use super::numbers::{fin, opt};
 use super::svg::{Line, xy_chart};
 use crate::report::escape::escape;
 use crate::report::format::thousands;
@@ -67,11 +67,9 @@ pub(super) fn capacity(out: &mut String, s: &Summary) {
     out.push_str("<table><tr><th>step</th><th>offered/s</th><th>served/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>server CPU</th><th class=\"l\">verdict</th></tr>");
     for (i, st) in c.steps.iter().enumerate() {
         let verdict = st.verdict();
-        let (p50, p99) = st
-            .latency_ms()
-            .map_or(("n/a".to_owned(), "n/a".to_owned()), |l| {
-                (format!("{:.1}", fin(l.0)), format!("{:.1}", fin(l.1)))
-            });
+        let latency = st.latency_ms();
+        let p50 = opt(latency.map(|l| l.0), |v| format!("{v:.1}"));
+        let p99 = opt(latency.map(|l| l.1), |v| format!("{v:.1}"));
         let _ = write!(
             out,
             r#"<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{p50}</td><td>{p99}</td><td>{}</td><td>{}</td><td class="l {}">{}</td></tr>"#,

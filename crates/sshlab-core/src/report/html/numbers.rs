@@ -8,6 +8,11 @@ pub(super) fn fin(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
 }
 
+/// `f(v)` for a finite `v`, else "n/a" (the value was missing or could not be computed).
+pub(super) fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.filter(|v| v.is_finite()).map_or("n/a".to_owned(), f)
+}
+
 /// Milliseconds, with precision that suits the magnitude.
 pub(super) fn ms(v: f64) -> String {
     let v = fin(v);

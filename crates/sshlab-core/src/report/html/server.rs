@@ -5,17 +5,12 @@
 
 use std::fmt::Write;
 
-use super::numbers::{fin, tick};
+use super::numbers::{fin, opt, tick};
 use super::svg::{Line, line_chart};
 use super::{card, no_data};
 use crate::report::escape::escape;
 use crate::report::text::{CapacityClaim, EXTRAPOLATION_CPUS, capacity_claim};
 use crate::results::{ServerReport, Summary};
-
-/// `f(v)` for a finite `v`, else "n/a" (the metric was missing or could not be computed).
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.filter(|v| v.is_finite()).map_or("n/a".to_owned(), f)
-}
 
 /// New SSH connections, pool hits and the sessions left at the end, per phase.
 fn per_phase(out: &mut String, sv: &ServerReport) {
